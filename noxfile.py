@@ -1,0 +1,59 @@
+"""Developer tasks: `nox` runs lint, typecheck and the whole test suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PACKAGES = ["-e", "upnext-core[testing]", "-e", "upnext-redis", "-e", "upnext-rabbitmq",
+            "-e", "upnext-postgres"]
+TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+LINT_DEPS = ["ruff>=0.6"]
+TYPE_DEPS = ["mypy>=1.11", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100"]
+SOURCES = ["upnext-core", "upnext-redis", "upnext-rabbitmq", "upnext-postgres", "tests",
+           "examples/quickstart.py", "benchmarks", "noxfile.py"]
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the quickstart demo (memory:// unless UPNEXT_BROKER_URL is set)."""
+    session.install("-e", "upnext-core")
+    session.run("python", "examples/quickstart.py")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*LINT_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over sources and tests."""
+    session.install(*PACKAGES, *TYPE_DEPS)
+    session.run("mypy", *SOURCES)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite against real servers, with coverage of `upnext`."""
+    session.install(*PACKAGES, *TEST_DEPS)
+    session.run(
+        "pytest",
+        "--cov=upnext",
+        "--cov-report=term",
+        "--cov-fail-under=90",
+        *session.posargs,
+    )
+
+
+@nox.session
+def bench_core(session: nox.Session) -> None:
+    """Core hot-path throughput on memory:// (no peers)."""
+    session.install("-e", "upnext-core[speed]")
+    session.run("python", "benchmarks/core_throughput.py", *session.posargs)

@@ -1,0 +1,1 @@
+"""upnext: async background jobs with pluggable brokers."""

@@ -1,0 +1,342 @@
+"""The broker contract: what a backend implements, and what it guarantees.
+
+A backend moves opaque bytes and keeps them safe; every policy (retries,
+backoff, timeouts, hooks, serialization, attempt history, dead-letter record
+content) lives in core. A backend is one object that implements `Broker` and,
+usually, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` too. It is built by
+a factory found through the `upnext.brokers` / `upnext.result_stores` entry
+point groups, called as ``factory(url)``.
+
+Errors: a backend raises only `BrokerUnavailable` (cannot reach the server),
+`LeaseLost` (reported per item, never raised for a whole batch) and
+`BrokerError` (anything else the server refused), mapping driver errors at
+its boundary. Messages never contain a password.
+
+Time: every due time and lease is judged by the broker's own clock (Redis
+``TIME``, PostgreSQL ``now()``, RabbitMQ TTL), never the producer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from upnext.errors import LeaseLost
+
+__all__ = [
+    "Ack",
+    "Broker",
+    "Capabilities",
+    "DeadLetter",
+    "DeadLetterAdmin",
+    "DeadLetterPage",
+    "DeadLetterRecord",
+    "Delivery",
+    "Envelope",
+    "QueueAdmin",
+    "QueueStats",
+    "Release",
+    "ResultStore",
+    "ResultWrite",
+    "Retry",
+    "SettleItem",
+    "SettleOutcome",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One job on the wire: its id, its queue, core's opaque body, and a delay.
+
+    `delay` is in seconds from when the broker accepts the envelope, measured
+    by the broker's clock. `id` is the job id and is unique per job.
+    """
+
+    id: str
+    queue: str
+    body: bytes
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Delivery:
+    """An envelope handed to one receiver under a lease.
+
+    `receipt` is the backend's own token for settling it. `redelivered` is
+    exact: True if and only if this body was handed out before and that
+    hand-out ended without a settle (worker died, lease expired, connection
+    lost). `deliveries` counts hand-outs since the body was last written
+    (enqueue or `Retry`), this one included; None where the broker cannot
+    count.
+    """
+
+    envelope: Envelope
+    receipt: object
+    redelivered: bool = False
+    deliveries: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultWrite:
+    """A final result to store: `data` is core's compact result encoding.
+
+    Kept for `ttl` seconds. `reply_to` is the address `reply_address()` gave
+    the producer (None when it gave none).
+    """
+
+    job_id: str
+    data: bytes
+    ttl: float
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A dead-letter entry: indexed fields plus core's opaque `data`.
+
+    `failed_at` is a Unix timestamp in seconds. Listing orders by
+    ``(failed_at, id)`` descending.
+    """
+
+    id: str
+    job_id: str
+    queue: str
+    function: str
+    reason: str
+    failed_at: float
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Remove the delivery for good; write `result` in the same atomic step."""
+
+    delivery: Delivery
+    result: ResultWrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Replace the body and make the job due again after `delay` seconds.
+
+    The hand-out counter restarts: the next delivery has `redelivered=False`
+    and `deliveries == 1`.
+    """
+
+    delivery: Delivery
+    body: bytes
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Remove the delivery and store `record` in the dead-letter queue, atomically."""
+
+    delivery: Delivery
+    record: DeadLetterRecord
+    result: ResultWrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give the job back at once, unchanged and not counted as a hand-out.
+
+    The next delivery of a released job has `redelivered=False`.
+    """
+
+    delivery: Delivery
+
+
+SettleItem = Ack | Retry | DeadLetter | Release
+SettleOutcome = LeaseLost | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do beyond the mandatory contract.
+
+    - `timed_leases`: a lease expires after `lease` seconds and the job becomes
+      runnable again; `extend` prolongs it.
+    - `counts_deliveries`: `Delivery.deliveries` is an exact count.
+    - `cancel_queued`: `cancel()` can remove a job that has not started.
+    - `dlq_access`: "indexed" (list/get by index), "scan" (the admin reads the
+      dead-letter queue sequentially, one admin at a time) or None.
+    - `dedupes_on_enqueue`: enqueueing an id that is already queued is a no-op.
+    - `transactional_enqueue`: enqueue can join the caller's transaction.
+    - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
+    """
+
+    timed_leases: bool = True
+    counts_deliveries: bool = True
+    cancel_queued: bool = True
+    dlq_access: Literal["indexed", "scan"] | None = "indexed"
+    dedupes_on_enqueue: bool = False
+    transactional_enqueue: bool = False
+    delay_quantum: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts for one queue; None where the broker cannot tell."""
+
+    ready: int | None
+    scheduled: int | None
+    in_flight: int | None
+    dead: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """One page of dead-letter records, newest first, and the cursor of the next."""
+
+    records: list[DeadLetterRecord] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Moves jobs between producers and workers, at least once.
+
+    Guarantees: an enqueued envelope is handed out until it is settled by
+    `Ack`, `Retry`, `DeadLetter` or `cancel`; a job is never held by two
+    receivers at once while a lease is live; settle items each take effect
+    atomically or report `LeaseLost`.
+    """
+
+    capabilities: Capabilities
+
+    async def connect(self) -> None:
+        """Open connections (idempotent). Raises `BrokerUnavailable` on failure."""
+        ...
+
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Store every envelope durably before returning, in one round trip.
+
+        Each becomes due `delay` seconds after the broker accepts it. An
+        immediate job wakes a blocked receiver at once.
+        """
+        ...
+
+    async def receive(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Hand out up to `limit` due jobs from `queues`, each hidden for `lease` s.
+
+        Blocks at most `wait` seconds when nothing is due, returning early
+        when a job arrives, and within 0.5 s of a delayed job falling due.
+        Returns an empty list on timeout. Never busy-polls.
+        """
+        ...
+
+    async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        """Apply a batch, returning per item None (done) or `LeaseLost`.
+
+        One round trip; each item atomic (its result written in the same step
+        when this broker is also the result store). An item whose lease
+        expired, or whose job another receiver now holds, reports `LeaseLost`
+        and changes nothing.
+        """
+        ...
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+        """Push every lease to `lease` s from now, in one call; LeaseLost per lost one."""
+        ...
+
+    async def cancel(self, queue: str, job_id: str) -> bool:
+        """Remove a job that is queued or scheduled and not held; True if removed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections. Unsettled deliveries come back as redeliveries."""
+        ...
+
+
+@runtime_checkable
+class ResultStore(Protocol):
+    """Keeps final results for waiters; reads are non-destructive."""
+
+    async def connect(self) -> None:
+        """Open connections (idempotent). Raises `BrokerUnavailable` on failure."""
+        ...
+
+    def reply_address(self) -> str | None:
+        """Where results for this process should be sent, or None if not needed."""
+        ...
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Store each result for its ttl and wake its waiters, in one round trip."""
+        ...
+
+    async def get_result(self, job_id: str, *, wait: float) -> bytes | None:
+        """The stored result, waiting up to `wait` s for it; None if none yet.
+
+        Every waiter of a process shares one listener; a waiter never holds a
+        connection. Cancelling the call touches nothing but the wait.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterAdmin(Protocol):
+    """Browse and manage the dead-letter queue."""
+
+    async def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """Records newest first by a keyset cursor on (failed_at, id).
+
+        Stable under concurrent inserts and deletes: following cursors never
+        repeats a record and never skips one that existed throughout.
+        """
+        ...
+
+    async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
+        """One record; raises `DeadLetterNotFound` if absent."""
+        ...
+
+    async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
+        """Enqueue `envelope` and remove the entry, atomically where possible.
+
+        Of two concurrent replays exactly one succeeds; the other raises
+        `DeadLetterNotFound`, as does replaying a removed entry.
+        """
+        ...
+
+    async def dlq_delete(self, entry_id: str) -> None:
+        """Remove an entry; raises `DeadLetterNotFound` if absent."""
+        ...
+
+    async def dlq_purge(self, queue: str | None = None) -> int:
+        """Remove every entry (of `queue`, if given); returns how many."""
+        ...
+
+    async def dlq_count(self, queue: str | None = None) -> int:
+        """How many entries (of `queue`, if given)."""
+        ...
+
+
+@runtime_checkable
+class QueueAdmin(Protocol):
+    """Inspect and empty queues."""
+
+    async def queues(self) -> list[str]:
+        """Names of the queues this broker knows of."""
+        ...
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Ready, scheduled, in-flight and dead counts of one queue."""
+        ...
+
+    async def purge(self, queue: str) -> int:
+        """Drop every ready and scheduled job of `queue`; returns how many."""
+        ...
