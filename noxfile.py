@@ -8,13 +8,29 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["-e", "upnext-core[testing]", "-e", "upnext-redis", "-e", "upnext-rabbitmq",
-            "-e", "upnext-postgres"]
+PACKAGES = [
+    "-e",
+    "upnext-core[testing]",
+    "-e",
+    "upnext-redis",
+    "-e",
+    "upnext-rabbitmq",
+    "-e",
+    "upnext-postgres",
+]
 TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3"]
 LINT_DEPS = ["ruff>=0.6"]
 TYPE_DEPS = ["mypy>=1.11", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100"]
-SOURCES = ["upnext-core", "upnext-redis", "upnext-rabbitmq", "upnext-postgres", "tests",
-           "examples/quickstart.py", "benchmarks", "noxfile.py"]
+SOURCES = [
+    "upnext-core",
+    "upnext-redis",
+    "upnext-rabbitmq",
+    "upnext-postgres",
+    "tests",
+    "examples/quickstart.py",
+    "benchmarks",
+    "noxfile.py",
+]
 
 
 @nox.session

@@ -264,7 +264,7 @@ class MemoryBroker:
                     job.hand_outs = 0
                     job.token = next(self._seq)
                     self._place(job, item.delay, now)
-                else:
+                elif isinstance(item, Release):
                     job.hand_outs -= 1
                     job.token = next(self._seq)
                     self._place(job, 0.0, now, front=True)
@@ -439,9 +439,7 @@ class MemoryBroker:
     async def purge(self, queue: str) -> int:
         """Drop ready and scheduled jobs of `queue`; held ones stay."""
         with self._lock:
-            doomed = [
-                k for k, j in self._jobs.items() if j.envelope.queue == queue and not j.held
-            ]
+            doomed = [k for k, j in self._jobs.items() if j.envelope.queue == queue and not j.held]
             for key in doomed:
                 del self._jobs[key]
             q = self._queues.get(queue)
