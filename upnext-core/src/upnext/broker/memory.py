@@ -330,7 +330,7 @@ class MemoryBroker:
             return None
         return found[0]
 
-    async def get_result(self, job_id: str, *, wait: float) -> bytes | None:
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
         """The stored result, waiting up to `wait` s for it."""
         deadline = time.monotonic() + wait
         while True:

@@ -81,11 +81,14 @@ class Delivery:
 class ResultWrite:
     """A final result to store: `data` is core's compact result encoding.
 
-    Kept for `ttl` seconds. `reply_to` is the address `reply_address()` gave
-    the producer (None when it gave none).
+    Kept for `ttl` seconds. `queue` is the job's queue (a backend may keep
+    results beside the queue, e.g. under one Redis Cluster hash tag).
+    `reply_to` is the address `reply_address()` gave the producer (None when
+    it gave none).
     """
 
     job_id: str
+    queue: str
     data: bytes
     ttl: float
     reply_to: str | None = None
@@ -268,8 +271,8 @@ class ResultStore(Protocol):
         """Store each result for its ttl and wake its waiters, in one round trip."""
         ...
 
-    async def get_result(self, job_id: str, *, wait: float) -> bytes | None:
-        """The stored result, waiting up to `wait` s for it; None if none yet.
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The stored result of a job of `queue`, waiting up to `wait` s; None if none yet.
 
         Every waiter of a process shares one listener; a waiter never holds a
         connection. Cancelling the call touches nothing but the wait.
