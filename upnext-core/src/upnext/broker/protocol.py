@@ -229,6 +229,10 @@ class Broker(Protocol):
         Blocks at most `wait` seconds when nothing is due, returning early
         when a job arrives, and within 0.5 s of a delayed job falling due.
         Returns an empty list on timeout. Never busy-polls.
+
+        Cancellation-safe: a receive cancelled before it returns hands out
+        nothing; a job it had already taken goes back at once, uncounted (as
+        by `Release`). Core cancels a blocked receive when a worker stops.
         """
         ...
 
