@@ -1,0 +1,53 @@
+"""The upnext conformance suite: prove a backend keeps the broker contract.
+
+Usage, in the backend's tests::
+
+    # conftest.py
+    pytest_plugins = ["upnext.testing.plugin"]
+
+    # test_conformance.py
+    import pytest_asyncio
+    from upnext.testing import BrokerConformance, ResultStoreConformance
+
+    class TestMyBroker(BrokerConformance, ResultStoreConformance):
+        @pytest_asyncio.fixture
+        async def broker(self) -> AsyncIterator[Broker]:
+            broker = MyBroker(URL)
+            await broker.connect()
+            yield broker
+            await broker.aclose()
+
+Every class needs only the `broker` fixture; `results` (the `ResultStore`
+under test) defaults to the broker itself and may be overridden. The plugin
+supplies `upnext_queue` / `upnext_queues` (unique queue names) and `timing`
+(``--upnext-timing-scale`` or env ``UPNEXT_TIMING_SCALE`` stretches every
+delay and tolerance on slow machines). Tests run under pytest-asyncio in auto
+or strict mode with function-scoped event loops.
+
+Capabilities: a test that needs more than the mandatory contract skips
+itself, with the reason shown, when ``broker.capabilities`` does not declare
+it (``timed_leases``, ``counts_deliveries``, ``cancel_queued``,
+``dlq_access``). The suite never looks at a backend's name.
+
+Overriding by name: each test is a plain method, so a backend replaces one by
+defining a method of the same name in its class, or skips it with a reason::
+
+    class TestMyBroker(BrokerConformance):
+        @pytest.mark.skip(reason="purge-all would wipe a shared server")
+        async def test_dlq_purge_all(self) -> None: ...
+
+A failing assertion names the broken guarantee: ``guarantee violated: ...``.
+"""
+
+import pkgutil
+
+import pytest
+
+# Registered before the submodules are imported so pytest rewrites their asserts
+# (the package itself is already importing, so it is named module by module).
+pytest.register_assert_rewrite(*(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)))
+
+from upnext.testing._support import Timing  # noqa: E402
+from upnext.testing.broker import BrokerConformance  # noqa: E402
+
+__all__ = ["BrokerConformance", "Timing"]
