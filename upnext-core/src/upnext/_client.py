@@ -1,0 +1,131 @@
+"""A connection to a broker and its result store, one per event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from upnext._discovery import RESULT_STORE_GROUP, load_factory
+from upnext._serializer import ResultRecord
+from upnext._urls import redact_url
+from upnext.broker.protocol import Broker, ResultStore, ResultWrite
+from upnext.errors import ConfigurationError
+
+__all__ = ["Batcher", "Client", "Factories"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Factories:
+    """The broker and result-store factories for a pair of URLs, resolved once."""
+
+    def __init__(self, broker_url: str, results_url: str | None) -> None:
+        self.broker_url = broker_url
+        self.results_url = results_url if results_url not in (None, broker_url) else None
+        self.broker = load_factory(broker_url)
+        self.store = (
+            load_factory(self.results_url, RESULT_STORE_GROUP) if self.results_url else None
+        )
+
+    def build(self) -> Client:
+        """A new, unconnected client."""
+        broker: Broker = self.broker(self.broker_url)
+        if self.store is not None and self.results_url is not None:
+            store: ResultStore = self.store(self.results_url)
+        elif isinstance(broker, ResultStore):
+            store = broker
+        else:
+            raise ConfigurationError(
+                f"{redact_url(self.broker_url)} keeps no results; pass results=<URL>"
+            )
+        return Client(redact_url(self.broker_url), broker, store)
+
+
+class Client:
+    """A broker and result store used from one event loop."""
+
+    def __init__(self, name: str, broker: Broker, store: ResultStore) -> None:
+        self.name = name
+        self.broker = broker
+        self.store = store
+        # When the broker keeps results, they are written in the settle itself.
+        self.same = store is broker  # type: ignore[comparison-overlap]  # one object may be both
+        self._connected = False
+        self._lock = asyncio.Lock()
+        self.results: Batcher[ResultWrite, None] = Batcher(self.store.put_results)
+
+    async def connect(self) -> Client:
+        """Connect broker and store once; BrokerUnavailable if they can't be reached."""
+        if self._connected:
+            return self
+        async with self._lock:
+            if not self._connected:
+                await self.broker.connect()
+                if not self.same:
+                    await self.store.connect()
+                self._connected = True
+        return self
+
+    async def put_result(self, job_id: str, queue: str, record: ResultRecord, ttl: float) -> None:
+        """Store one result (batched with others written meanwhile)."""
+        data = record.model_dump_json().encode()
+        await self.results.submit(ResultWrite(job_id, queue, data, ttl))
+
+    async def aclose(self) -> None:
+        """Close broker and store."""
+        self._connected = False
+        try:
+            await self.broker.aclose()
+        finally:
+            if not self.same:
+                await self.store.aclose()
+
+
+class Batcher(Generic[T, R]):
+    """Group commit: at most one call in flight; items arriving meanwhile join the next.
+
+    `flush` takes a batch and returns one outcome per item (or None for all).
+    """
+
+    def __init__(self, flush: Callable[[Sequence[T]], Awaitable[Any]]) -> None:
+        self._flush = flush
+        self._pending: list[tuple[T, asyncio.Future[Any]]] = []
+        self._running = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending) + (1 if self._running else 0)
+
+    async def submit(self, item: T) -> Any:
+        """Add `item` to the next batch and wait for its outcome."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if not self._running:
+            self._running = True
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await self._flush([item for item, _ in batch])
+                except asyncio.CancelledError:
+                    for _, fut in batch:
+                        fut.cancel()
+                    raise
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                if outcomes is None:
+                    outcomes = [None] * len(batch)
+                for (_, fut), outcome in zip(batch, outcomes, strict=True):
+                    if not fut.done():
+                        fut.set_result(outcome)
+        finally:
+            self._running = False

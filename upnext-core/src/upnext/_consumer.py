@@ -1,0 +1,468 @@
+"""A running worker: receive, execute, settle and heartbeat, group-committed.
+
+At most one `receive`, one `settle` and one `extend` are in flight per
+worker; whatever arrives meanwhile joins the next call. Jobs run as asyncio
+tasks owned by the consumer; sync tasks run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from upnext._client import Batcher, Client
+from upnext._context import Context, JobScope, current_scope
+from upnext._result import ErrorInfo
+from upnext._serializer import JobBody, UndecodableBody, decode_body, one_line
+from upnext._settlement import Attempt, Settlement, dead_letter, settle_attempt, settle_lost
+from upnext.broker.protocol import Ack, DeadLetter, Delivery, Release, SettleItem, SettleOutcome
+from upnext.control import Reject
+from upnext.control import Retry as RetryRequest
+from upnext.errors import BrokerError, LeaseLost, SerializationError
+from upnext.hooks import HookEvent, call_hook
+
+if TYPE_CHECKING:
+    from upnext._task import Task
+    from upnext._worker import Worker
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("upnext.worker")
+
+ABANDON_AFTER = 5.0  # seconds an async task may ignore its cancellation before it is abandoned
+
+
+@dataclass(slots=True, eq=False)
+class JobRun:
+    """One delivery being worked on, and why it might be stopped early."""
+
+    delivery: Delivery
+    lease_until: float
+    task: asyncio.Task[None] | None = None
+    timed_out: bool = False
+    lease_lost: bool = False
+    released: bool = False
+    done: bool = False
+    slot_freed: bool = False
+    # (task, body, attempt number, start time) while the body runs
+    running: tuple[Task[Any, Any], JobBody, int, float] | None = None
+
+
+class Consumer:
+    """Consumes a worker's queues until stopped."""
+
+    def __init__(self, worker: Worker, client: Client) -> None:
+        self.worker = worker
+        self.client = client
+        self.broker = client.broker
+        self.loop = asyncio.get_running_loop()
+        self.queues = worker.consumed_queues()
+        self.lease = worker.lease
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.active = 0
+        self.lent = 0
+        self.runs: dict[Delivery, JobRun] = {}
+        self.room = asyncio.Event()
+        self.stopping = False
+        self.fatal: str | None = None
+        self.settler: Batcher[SettleItem, SettleOutcome] = Batcher(self._settle_batch)
+        self.background: set[asyncio.Task[Any]] = set()
+        self.abandoned_threads = 0
+        self.executor = ThreadPoolExecutor(
+            max_workers=2 * worker.concurrency + 1, thread_name_prefix="upnext-sync"
+        )
+        self.plugins_active = worker.plugins.active
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin receiving (and heartbeating, where leases are timed)."""
+        self._loops.append(self.loop.create_task(self._receive_loop(), name="upnext-receive"))
+        if self.broker.capabilities.timed_leases:
+            self._loops.append(self.loop.create_task(self._heartbeat(), name="upnext-heartbeat"))
+
+    async def stop(self, grace: float) -> None:
+        """Stop receiving, finish in-flight jobs within `grace`, release the rest."""
+        self.stopping = True
+        self._loops[0].cancel()
+        await asyncio.gather(self._loops[0], return_exceptions=True)
+        pending = {run.task for run in self.runs.values() if run.task and not run.task.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for run in list(self.runs.values()):
+            if run.task is not None and not run.task.done():
+                run.released = True
+                run.task.cancel()
+        leftovers = [run.task for run in self.runs.values() if run.task is not None]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=ABANDON_AFTER)
+        for task in self._loops[1:]:
+            task.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self.background:
+            await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def idle(self) -> bool:
+        """Nothing running, nothing waiting to be settled, no hook pending."""
+        return not self.runs and not self.background and len(self.settler) == 0
+
+    # -- slots ---------------------------------------------------------------
+
+    def lend_slot(self) -> None:
+        """A job waits on another job: let its slot run something else meanwhile."""
+        self.lent += 1
+        self.room.set()
+
+    def return_slot(self) -> None:
+        """The waiting job resumes (possibly over capacity until a job ends)."""
+        self.lent -= 1
+
+    def _free_slot(self, run: JobRun) -> None:
+        if not run.slot_freed:
+            run.slot_freed = True
+            self.active -= 1
+            self.room.set()
+
+    # -- receive -------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        backoff = 0.05
+        capacity = self.worker.concurrency
+        wait = self.worker.receive_wait
+        while not self.stopping:
+            free = capacity + self.lent - self.active
+            if free <= 0:
+                self.room.clear()
+                await self.room.wait()
+                continue
+            started = time.monotonic()
+            try:
+                deliveries = await self.broker.receive(
+                    self.queues, limit=free, lease=self.lease, wait=wait
+                )
+            except BrokerError as exc:
+                log.warning(
+                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            lease_until = started + self.lease
+            for delivery in deliveries:
+                self.active += 1
+                run = JobRun(delivery, lease_until)
+                self.runs[delivery] = run
+                run.task = self.loop.create_task(self._execute(run))
+
+    # -- heartbeat -----------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            runs = [run for run in self.runs.values() if not run.done]
+            now = time.monotonic()
+            for run in runs:
+                if run.lease_until <= now:
+                    self._lose(run, "its lease expired before it could be extended")
+            runs = [run for run in runs if not run.lease_lost]
+            if not runs:
+                continue
+            try:
+                outcomes = await self.broker.extend([r.delivery for r in runs], lease=self.lease)
+            except BrokerError as exc:
+                log.warning("extending %d leases failed: %s", len(runs), exc)
+                continue
+            for run, outcome in zip(runs, outcomes, strict=True):
+                if isinstance(outcome, LeaseLost):
+                    self._lose(run, "the broker reports its lease lost")
+                else:
+                    run.lease_until = now + self.lease
+
+    def _lose(self, run: JobRun, why: str) -> None:
+        if run.lease_lost or run.done:
+            return
+        run.lease_lost = True
+        log.warning("job %s cancelled here: %s", run.delivery.envelope.id, why)
+        if run.task is not None:
+            run.task.cancel()
+
+    # -- settle --------------------------------------------------------------
+
+    async def _settle_batch(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        delay = 0.05
+        while True:
+            try:
+                return await self.broker.settle(items)
+            except BrokerError as exc:
+                if self.stopping and delay > 1.0:
+                    raise
+                log.warning("settle of %d items failed: %s; retrying", len(items), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _commit(self, run: JobRun, settlement: Settlement) -> None:
+        """Write the result (if separate), settle, then announce — in that order."""
+        item = settlement.item
+        run.done = True
+        if settlement.result is not None:
+            if self.client.same and isinstance(item, Ack | DeadLetter):
+                item = replace(item, result=settlement.result)
+            else:
+                await self.client.results.submit(settlement.result)
+        outcome = await self.settler.submit(item)
+        self.runs.pop(run.delivery, None)
+        if isinstance(outcome, LeaseLost):
+            log.warning(
+                "job %s: lease lost before settle; outcome discarded", run.delivery.envelope.id
+            )
+            return
+        self._announce(settlement.events, self._task_of(settlement))
+
+    def _task_of(self, settlement: Settlement) -> Task[Any, Any] | None:
+        if not settlement.events:
+            return None
+        return self.worker.tasks.get(settlement.events[0][2].function)
+
+    def _announce(
+        self, events: list[tuple[str | None, str, HookEvent]], task: Task[Any, Any] | None
+    ) -> None:
+        calls = []
+        for hook_name, plugin_name, event in events:
+            hook = getattr(task.hooks, hook_name) if task and hook_name else None
+            if hook is not None:
+                calls.append((hook, event, f"{task.name if task else '?'}.{hook_name}"))
+            if plugin_name in self.plugins_active:
+                calls.append((None, event, plugin_name))
+        if calls:
+            bg = self.loop.create_task(self._run_hooks(calls))
+            self.background.add(bg)
+            bg.add_done_callback(self.background.discard)
+
+    async def _run_hooks(self, calls: list[tuple[Any, HookEvent, str]]) -> None:
+        timeout = self.worker.hook_timeout
+        for hook, event, label in calls:
+            if hook is None:
+                await self.worker.plugins.emit(label, event, timeout)
+            else:
+                await call_hook(hook, event, timeout, label)
+
+    # -- execute -------------------------------------------------------------
+
+    async def _execute(self, run: JobRun) -> None:
+        try:
+            settlement = await self._decide(run)
+            self._free_slot(run)
+            if settlement is not None and not run.done:
+                await self._commit(run, settlement)
+        except asyncio.CancelledError:
+            if run.released and not run.done:
+                await self._release(run)
+        except Exception:
+            log.exception(
+                "job %s: internal error; it will be redelivered", run.delivery.envelope.id
+            )
+        finally:
+            self._free_slot(run)
+            self.runs.pop(run.delivery, None)
+
+    async def _release(self, run: JobRun) -> None:
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
+        try:
+            await self.settler.submit(Release(run.delivery))
+        except BrokerError as exc:
+            log.warning(
+                "job %s: release failed (%s); it returns after its lease",
+                run.delivery.envelope.id,
+                exc,
+            )
+        run.done = True
+
+    async def _decide(self, run: JobRun) -> Settlement | None:
+        delivery = run.delivery
+        try:
+            body = decode_body(delivery.envelope.body, self.worker.max_payload)
+        except UndecodableBody as exc:
+            log.error("job %s dead-lettered: %s", delivery.envelope.id, exc)
+            error = ErrorInfo(type="UndecodableBody", message=exc.detail)
+            return dead_letter(delivery, reason=exc.reason, error=error, body=None)
+        task = self.worker.tasks.get(body.fn)
+        if delivery.redelivered:
+            max_lost = task.max_lost_runs if task is not None else self.worker.max_lost_runs
+            settlement, dead = settle_lost(delivery, body, max_lost)
+            if dead:
+                log.error("job %s dead-lettered: its worker was lost too often", body.id)
+            return settlement
+        if task is None:
+            error = ErrorInfo(
+                type="UnknownTask", message=f"no task named {body.fn!r} on this worker"
+            )
+            return dead_letter(
+                delivery, reason="unknown task", error=error, body=body, attempts=body.attempts
+            )
+        try:
+            args, kwargs = task.signature.decode(body.args, body.kwargs)
+        except Exception as exc:
+            detail = one_line(exc) if hasattr(exc, "errors") else str(exc)  # type: ignore[arg-type]
+            error = ErrorInfo(type=type(exc).__name__, message=detail)
+            return dead_letter(
+                delivery, reason="invalid arguments", error=error, body=body, attempts=body.attempts
+            )
+        attempt = await self._attempt(run, task, body, args, kwargs)
+        if attempt.kind == "success":
+            try:
+                value_json = task.signature.dump_result(attempt.value)
+            except SerializationError as exc:
+                info = ErrorInfo(type="SerializationError", message=str(exc))
+                failed = body.model_copy(update={"attempts": attempt.number})
+                return dead_letter(
+                    delivery,
+                    reason="unserializable result",
+                    error=info,
+                    body=failed,
+                    attempts=attempt.number,
+                )
+            return settle_attempt(delivery, attempt, value_json)
+        return settle_attempt(delivery, attempt)
+
+    async def _attempt(
+        self,
+        run: JobRun,
+        task: Task[Any, Any],
+        body: JobBody,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Attempt:
+        number = body.attempts + 1
+        context = Context(
+            job_id=body.id,
+            attempt=number,
+            max_attempts=task.policy.max_attempts,
+            function=body.fn,
+            queue=body.queue,
+            parent_id=body.parent_id,
+            root_id=body.root_id or body.id,
+            replay_of=body.replay_of,
+        )
+        current_scope.set(JobScope(context, self.worker))
+        if task.hooks.on_start is not None or "upnext_job_started" in self.plugins_active:
+            await self._on_start(task, context)
+        started = time.time()
+        run.running = (task, body, number, started)
+        kind: Any = "success"
+        value: Any = None
+        exception: BaseException | None = None
+        try:
+            value = await self._invoke(run, task, args, kwargs)
+        except asyncio.CancelledError as exc:
+            if not run.timed_out:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
+            kind = "timeout"
+            exception = TimeoutError(f"{task.name} exceeded its {task.timeout}s timeout")
+            exception.__cause__ = exc
+        except RetryRequest as exc:
+            kind, exception = "retry", exc
+        except Reject as exc:
+            kind, exception = "rejected", exc
+        except Exception as exc:
+            kind, exception = "error", exc
+        return Attempt(
+            task, body, number, self.worker_id, started, time.time(), kind, value, exception
+        )
+
+    async def _on_start(self, task: Task[Any, Any], context: Context) -> None:
+        event = HookEvent(
+            job_id=context.job_id,
+            function=context.function,
+            queue=context.queue,
+            attempt=context.attempt,
+            max_attempts=context.max_attempts,
+            status="active",
+        )
+        if task.hooks.on_start is not None:
+            await call_hook(
+                task.hooks.on_start, event, self.worker.hook_timeout, f"{task.name}.on_start"
+            )
+        if "upnext_job_started" in self.plugins_active:
+            await self.worker.plugins.emit("upnext_job_started", event, self.worker.hook_timeout)
+
+    async def _invoke(
+        self, run: JobRun, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        timer = self.loop.call_later(task.timeout, self._deadline, run, task)
+        try:
+            if task.is_async:
+                return await task.fn(*args, **kwargs)
+            ctx = contextvars.copy_context()
+            thread_future = self.executor.submit(ctx.run, task.fn, *args, **kwargs)
+            try:
+                return await asyncio.wrap_future(thread_future)
+            except asyncio.CancelledError:
+                if not thread_future.done():
+                    self._abandon_thread(thread_future, task)
+                raise
+        finally:
+            timer.cancel()
+
+    def _deadline(self, run: JobRun, task: Task[Any, Any]) -> None:
+        if run.task is None or run.task.done() or run.done:
+            return
+        run.timed_out = True
+        run.task.cancel()
+        if task.is_async:
+            self.loop.call_later(ABANDON_AFTER, self._abandon_task, run, task)
+
+    def _abandon_task(self, run: JobRun, task: Task[Any, Any]) -> None:
+        """The body ignored its cancellation: settle it as timed out without it."""
+        if run.task is None or run.task.done() or run.done or run.running is None:
+            return
+        log.error(
+            "job %s (%s) ignored its cancellation for %.0fs; abandoned, outcome discarded",
+            run.delivery.envelope.id,
+            task.name,
+            ABANDON_AFTER,
+        )
+        _, body, number, started = run.running
+        exc = TimeoutError(f"{task.name} exceeded its {task.timeout}s timeout")
+        attempt = Attempt(
+            task, body, number, self.worker_id, started, time.time(), "timeout", None, exc
+        )
+        self._free_slot(run)
+        bg = self.loop.create_task(self._commit(run, settle_attempt(run.delivery, attempt)))
+        self.background.add(bg)
+        bg.add_done_callback(self.background.discard)
+
+    def _abandon_thread(self, thread_future: ThreadFuture[Any], task: Task[Any, Any]) -> None:
+        self.abandoned_threads += 1
+        log.warning(
+            "sync task %s overran its timeout; its thread is abandoned, not killed", task.name
+        )
+
+        def finished(_: ThreadFuture[Any]) -> None:
+            self.loop.call_soon_threadsafe(self._thread_returned)
+
+        thread_future.add_done_callback(finished)
+        if self.abandoned_threads > self.worker.concurrency:
+            self.fatal = (
+                f"{self.abandoned_threads} sync threads abandoned after timeouts"
+                f" (more than concurrency={self.worker.concurrency}); restart needed"
+            )
+            log.critical("%s", self.fatal)
+            self.worker.request_stop()
+
+    def _thread_returned(self) -> None:
+        self.abandoned_threads -= 1

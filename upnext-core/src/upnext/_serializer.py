@@ -1,0 +1,145 @@
+"""The wire format: job bodies, results and dead-letter entries as JSON bytes.
+
+This is the only module that makes or reads bytes. Everything goes through
+pydantic; nothing is ever unpickled. A body starts with its format version
+(`v`); a worker dead-letters a version it does not know.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from upnext._result import ErrorInfo
+from upnext.errors import PayloadTooLarge, SerializationError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AttemptRecord",
+    "DeadLetterData",
+    "JobBody",
+    "ResultRecord",
+    "check_size",
+    "decode_body",
+    "encode_body",
+]
+
+FORMAT_VERSION = 1
+
+Outcome = Literal["success", "error", "timeout", "retry", "rejected", "lost", "invalid"]
+
+
+class AttemptRecord(BaseModel):
+    """One run of a job: its number, how it ended, where and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    outcome: Outcome
+    worker: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+
+
+class JobBody(BaseModel):  # type: ignore[no-redef]  # a field named kwargs vs the mypy plugin
+    """Everything a worker needs to run a job, and its history so far."""
+
+    v: int = FORMAT_VERSION
+    id: str
+    fn: str
+    queue: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    lost: int = 0
+    history: list[AttemptRecord] = Field(default_factory=list)
+    parent_id: str | None = None
+    root_id: str | None = None
+    replay_of: str | None = None
+    reply_to: str | None = None
+    result_ttl: float = 3600.0
+    enqueued_at: float = 0.0
+
+
+class _Version(BaseModel):
+    v: int
+
+
+class ResultRecord(BaseModel):
+    """A final result in its compact stored form; the caller builds TaskResult."""
+
+    s: Literal["complete", "failed", "cancelled"]
+    v: Any = None
+    fn: str
+    at: int = 0
+    st: float | None = None
+    ct: float | None = None
+    p: str | None = None
+    r: str | None = None
+    e: ErrorInfo | None = None
+
+
+class DeadLetterData(BaseModel):
+    """Core's opaque dead-letter entry: the job, why it died, and its attempts."""
+
+    reason: str
+    error: ErrorInfo | None = None
+    body: JobBody | None = None
+    raw: str | None = None  # base64 of an undecodable body
+
+    @classmethod
+    def for_raw(cls, reason: str, error: ErrorInfo, raw: bytes) -> DeadLetterData:
+        """An entry for bytes that never decoded into a job."""
+        return cls(reason=reason, error=error, raw=base64.b64encode(raw).decode("ascii"))
+
+
+def check_size(data: bytes, limit: int, what: str) -> bytes:
+    """`data` itself, or PayloadTooLarge if it is over `limit` bytes."""
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} is {len(data)} bytes, over the {limit}-byte max_payload")
+    return data
+
+
+def encode_body(body: JobBody, limit: int) -> bytes:
+    """The body as bytes, checked against `limit` before any I/O."""
+    return check_size(body.model_dump_json().encode(), limit, f"job {body.id} ({body.fn})")
+
+
+class UndecodableBody(SerializationError):
+    """A body that is not a job this worker can read; carries the reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_body(data: bytes, limit: int) -> JobBody:
+    """Parse a body; UndecodableBody (with a reason) for anything else."""
+    if len(data) > limit:
+        raise UndecodableBody("payload too large", f"{len(data)} bytes > {limit}")
+    try:
+        body = JobBody.model_validate_json(data)
+    except ValidationError as exc:
+        try:
+            version = _Version.model_validate_json(data).v
+        except ValidationError:
+            version = FORMAT_VERSION
+        if version != FORMAT_VERSION:
+            raise UndecodableBody("unknown format version", f"v={version}") from None
+        raise UndecodableBody("undecodable", one_line(exc)) from None
+    if body.v != FORMAT_VERSION:
+        raise UndecodableBody("unknown format version", f"v={body.v}")
+    return body
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error on one line: each failing field and what was wrong."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)[:500]

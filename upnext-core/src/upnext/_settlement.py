@@ -1,0 +1,218 @@
+"""How a job's run ends: the settle item, its result, and the events to announce.
+
+Pure decisions, no I/O: the consumer executes a job, then asks this module
+what to write. Retry policy, dead-letter content and attempt history are
+decided here, once, for every backend.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from upnext._result import ErrorInfo
+from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, ResultRecord
+from upnext.broker.protocol import (
+    Ack,
+    DeadLetter,
+    DeadLetterRecord,
+    Delivery,
+    ResultWrite,
+    Retry,
+    SettleItem,
+)
+from upnext.control import Reject
+from upnext.control import Retry as RetryRequest
+from upnext.hooks import HookEvent
+
+if TYPE_CHECKING:
+    from upnext._task import Task
+
+__all__ = ["Attempt", "Settlement", "dead_letter", "settle_attempt", "settle_lost"]
+
+TRACEBACK_LIMIT = 16 * 1024
+DEFAULT_RESULT_TTL = 3600.0
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to write for a delivery, and which events follow once it is durable."""
+
+    item: SettleItem
+    result: ResultWrite | None = None
+    # (per-task hook attribute or None, plugin hook name, event)
+    events: list[tuple[str | None, str, HookEvent]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One finished run of a task body."""
+
+    task: Task[Any, Any]
+    body: JobBody
+    number: int
+    worker_id: str
+    started: float
+    finished: float
+    kind: Literal["success", "error", "timeout", "retry", "rejected"]
+    value: Any = None
+    exception: BaseException | None = None
+
+
+def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
+    """An exception as stored: type, one-line message, bounded traceback."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > TRACEBACK_LIMIT:
+        tb = "...(truncated)\n" + tb[-TRACEBACK_LIMIT:]
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=tb, timed_out=timed_out)
+
+
+def _result(body: JobBody, record: ResultRecord, reply_to: str | None) -> ResultWrite:
+    return ResultWrite(
+        body.id, body.queue, record.model_dump_json().encode(), body.result_ttl, reply_to
+    )
+
+
+def dead_letter(
+    delivery: Delivery,
+    *,
+    reason: str,
+    error: ErrorInfo,
+    body: JobBody | None,
+    function: str = "",
+    attempts: int = 0,
+) -> Settlement:
+    """Dead-letter a delivery now, with a `failed` result for its waiters."""
+    envelope = delivery.envelope
+    now = time.time()
+    if body is None:
+        data = DeadLetterData.for_raw(reason, error, envelope.body)
+    else:
+        data = DeadLetterData(reason=reason, error=error, body=body)
+    record = DeadLetterRecord(
+        id=uuid.uuid4().hex,
+        job_id=envelope.id,
+        queue=envelope.queue,
+        function=body.fn if body is not None else function,
+        reason=reason,
+        failed_at=now,
+        data=data.model_dump_json().encode(),
+    )
+    result_record = ResultRecord(
+        s="failed",
+        fn=record.function,
+        at=attempts,
+        ct=now,
+        p=body.parent_id if body else None,
+        r=body.root_id if body else None,
+        e=error,
+    )
+    result = ResultWrite(
+        envelope.id,
+        envelope.queue,
+        result_record.model_dump_json().encode(),
+        body.result_ttl if body is not None else DEFAULT_RESULT_TTL,
+        body.reply_to if body is not None else None,
+    )
+    return Settlement(DeadLetter(delivery, record), result)
+
+
+def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[Settlement, bool]:
+    """Record the lost runs a redelivery reveals; (settlement, dead-lettered?).
+
+    The body is written back (or dead-lettered) before the job runs again, so
+    a job that kills its worker every time still reaches the DLQ.
+    """
+    lost_now = max((delivery.deliveries or 2) - 1, 1)
+    now = time.time()
+    history = list(body.history)
+    history.extend(
+        AttemptRecord(number=body.attempts + 1, outcome="lost", finished=now, error="worker lost")
+        for _ in range(lost_now)
+    )
+    updated = body.model_copy(update={"lost": body.lost + lost_now, "history": history})
+    if updated.lost > max_lost_runs:
+        error = ErrorInfo(
+            type="WorkerLost",
+            message=f"the worker running it was lost {updated.lost} times",
+        )
+        return dead_letter(
+            delivery, reason="worker lost", error=error, body=updated, attempts=body.attempts
+        ), True
+    return Settlement(Retry(delivery, updated.model_dump_json().encode(), 0.0)), False
+
+
+def settle_attempt(delivery: Delivery, attempt: Attempt, value_json: Any = None) -> Settlement:
+    """The settlement of a finished attempt: ack, retry or dead-letter."""
+    task, body = attempt.task, attempt.body
+    exc = attempt.exception
+    timed_out = attempt.kind == "timeout"
+    info = None if exc is None else error_info(exc, timed_out=timed_out)
+    record = AttemptRecord(
+        number=attempt.number,
+        outcome=attempt.kind,
+        worker=attempt.worker_id,
+        started=attempt.started,
+        finished=attempt.finished,
+        error=None if info is None else str(info),
+    )
+    history = [*body.history, record]
+    event = HookEvent(
+        job_id=body.id,
+        function=body.fn,
+        queue=body.queue,
+        attempt=attempt.number,
+        max_attempts=task.policy.max_attempts,
+        status="complete",
+        result=attempt.value,
+        error=None if info is None else str(info),
+        exception=exc,
+    )
+    final = ResultRecord(
+        s="complete",
+        fn=body.fn,
+        at=attempt.number,
+        st=attempt.started,
+        ct=attempt.finished,
+        p=body.parent_id,
+        r=body.root_id or body.id,
+    )
+    if attempt.kind == "success":
+        final.v = value_json
+        result = _result(body, final, body.reply_to)
+        events: list[tuple[str | None, str, HookEvent]] = [
+            ("on_success", "upnext_job_succeeded", event),
+            ("on_complete", "upnext_job_completed", event),
+        ]
+        return Settlement(Ack(delivery), result, events)
+    assert info is not None
+    if attempt.kind != "rejected" and attempt.number < task.policy.max_attempts:
+        requested = exc.delay if isinstance(exc, RetryRequest) else None
+        delay = task.policy.next_delay(attempt.number) if requested is None else requested
+        retry_body = body.model_copy(update={"attempts": attempt.number, "history": history})
+        retry_event = _with(event, status="scheduled", next_delay=delay)
+        return Settlement(
+            Retry(delivery, retry_body.model_dump_json().encode(), delay),
+            events=[("on_retry", "upnext_job_retrying", retry_event)],
+        )
+    reason = "rejected" if isinstance(exc, Reject) else "retries exhausted"
+    failed_body = body.model_copy(update={"attempts": attempt.number, "history": history})
+    settlement = dead_letter(
+        delivery, reason=reason, error=info, body=failed_body, attempts=attempt.number
+    )
+    failed = _with(event, status="failed", reason=reason)
+    settlement.events = [
+        ("on_failure", "upnext_job_failed", failed),
+        (None, "upnext_job_dead_lettered", failed),
+        ("on_complete", "upnext_job_completed", failed),
+    ]
+    return settlement
+
+
+def _with(event: HookEvent, **changes: Any) -> HookEvent:
+    from dataclasses import replace
+
+    return replace(event, **changes)

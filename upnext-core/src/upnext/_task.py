@@ -1,0 +1,195 @@
+"""`@worker.task`: a task's definition and the handle used to submit it."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from upnext._context import current_scope
+from upnext._future import Future
+from upnext._result import TaskResult
+from upnext._retry import RetryPolicy
+from upnext._serializer import JobBody
+from upnext._signature import Signature
+from upnext.errors import ConfigurationError
+from upnext.hooks import HookFn
+
+if TYPE_CHECKING:
+    from upnext._worker import Worker
+
+__all__ = ["CallOptions", "Task", "TaskCall", "TaskHooks"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHooks:
+    """A task's lifecycle hooks, each already adapted to take one HookEvent."""
+
+    on_start: HookFn | None = None
+    on_success: HookFn | None = None
+    on_failure: HookFn | None = None
+    on_retry: HookFn | None = None
+    on_complete: HookFn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call options: `delay` seconds before the job is due, and its `queue`."""
+
+    delay: float = 0.0
+    queue: str | None = None
+    job_id: str | None = None
+
+
+class _Submitter(Generic[P, R]):
+    """The submit/wait API shared by a task and a task with options."""
+
+    task: Task[P, R]
+    call_options: CallOptions
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Enqueue one job; returns its Future once the broker holds it durably."""
+        futures = await self.task.worker.submit_calls(
+            self.task, [(args, kwargs)], self.call_options
+        )
+        return futures[0]
+
+    async def submit_many(
+        self, calls: Iterable[Mapping[str, Any] | tuple[tuple[Any, ...], Mapping[str, Any]]]
+    ) -> list[Future[R]]:
+        """Enqueue many jobs in one round trip; each call is kwargs or (args, kwargs)."""
+        normalized = [
+            (tuple(c[0]), dict(c[1])) if isinstance(c, tuple) else ((), dict(c)) for c in calls
+        ]
+        return await self.task.worker.submit_calls(self.task, normalized, self.call_options)
+
+    async def wait(
+        self, *args: Any, wait_timeout: float | None = None, **kwargs: Any
+    ) -> TaskResult[R]:
+        """Submit and wait for the result; raises TaskExecutionError if the job failed.
+
+        `wait_timeout` bounds the wait (None: as long as it takes); running out
+        raises WaitTimeout and leaves the job running.
+        """
+        if self.task.result_ttl <= 0:
+            raise ConfigurationError(
+                f"task {self.task.name} has result_ttl=0, so there is no result to wait for"
+            )
+        futures = await self.task.worker.submit_calls(
+            self.task, [(args, kwargs)], self.call_options
+        )
+        return await futures[0].result(wait_timeout)
+
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Blocking twin of `submit` (not on a thread running an event loop)."""
+        return self.task.worker.portal.call(self.submit(*args, **kwargs))
+
+    def wait_sync(
+        self, *args: Any, wait_timeout: float | None = None, **kwargs: Any
+    ) -> TaskResult[R]:
+        """Blocking twin of `wait` (not on a thread running an event loop)."""
+        return self.task.worker.portal.call(self.wait(*args, wait_timeout=wait_timeout, **kwargs))
+
+
+class TaskCall(_Submitter[P, R]):
+    """A task bound to per-call options; made by `Task.options`."""
+
+    def __init__(self, task: Task[P, R], call_options: CallOptions) -> None:
+        self.task = task
+        self.call_options = call_options
+
+    def options(
+        self, *, delay: float | None = None, queue: str | None = None, job_id: str | None = None
+    ) -> TaskCall[P, R]:
+        """These options with some replaced."""
+        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id))
+
+
+def _merge(
+    base: CallOptions, delay: float | None, queue: str | None, job_id: str | None
+) -> CallOptions:
+    if delay is not None and delay < 0:
+        raise ConfigurationError(f"delay must be >= 0, got {delay}")
+    return replace(
+        base,
+        delay=base.delay if delay is None else delay,
+        queue=queue or base.queue,
+        job_id=job_id or base.job_id,
+    )
+
+
+class Task(_Submitter[P, R]):
+    """A function registered with a worker; call it directly or submit it as a job."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        fn: Callable[P, Awaitable[R]] | Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        policy: RetryPolicy,
+        timeout: float,
+        result_ttl: float,
+        max_lost_runs: int,
+        hooks: TaskHooks,
+    ) -> None:
+        if timeout <= 0:
+            raise ConfigurationError(f"task {name}: timeout must be > 0, got {timeout}")
+        if max_lost_runs < 0 or result_ttl < 0:
+            raise ConfigurationError(f"task {name}: max_lost_runs and result_ttl must be >= 0")
+        self.worker = worker
+        self.fn = fn
+        self.name = name
+        self.function_name = getattr(fn, "__qualname__", name)
+        self.queue = queue
+        self.policy = policy
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self.max_lost_runs = max_lost_runs
+        self.hooks = hooks
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = Signature(fn, name)
+        self.task = self
+        self.call_options = CallOptions()
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R] | R:
+        """Run the function here and now, with no queue (for tests)."""
+        return self.fn(*args, **kwargs)
+
+    def options(
+        self, *, delay: float | None = None, queue: str | None = None, job_id: str | None = None
+    ) -> TaskCall[P, R]:
+        """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`."""
+        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id))
+
+    def build_body(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> JobBody:
+        """A new job's body: validated arguments, lineage from the running job."""
+        wire_args, wire_kwargs = self.signature.encode(args, kwargs)
+        job_id = options.job_id or uuid.uuid4().hex
+        scope = current_scope.get()
+        parent = scope.context if scope is not None else None
+        return JobBody(
+            id=job_id,
+            fn=self.name,
+            queue=options.queue or self.queue,
+            args=wire_args,
+            kwargs=wire_kwargs,
+            parent_id=parent.job_id if parent else None,
+            root_id=parent.root_id if parent else job_id,
+            result_ttl=self.result_ttl,
+            enqueued_at=time.time(),
+        )

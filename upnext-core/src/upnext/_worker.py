@@ -1,0 +1,358 @@
+"""`Worker`: where tasks are registered, submitted from, and run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from upnext._client import Client, Factories
+from upnext._consumer import Consumer
+from upnext._dlq import DeadLetterQueue
+from upnext._future import Future
+from upnext._portal import Portal
+from upnext._retry import RetryPolicy
+from upnext._serializer import check_size, encode_body
+from upnext._task import CallOptions, Task, TaskHooks
+from upnext.broker.memory import MemoryBroker
+from upnext.broker.protocol import Envelope, QueueAdmin
+from upnext.errors import ConfigurationError
+from upnext.hooks import HookEvent, Plugins, adapt_hook
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("upnext.worker")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_BROKER = "UPNEXT_BROKER_URL"
+ENV_RESULTS = "UPNEXT_RESULTS_URL"
+MIB = 1024 * 1024
+
+
+class Worker:
+    """A named set of tasks, the client that submits them, and the consumer that runs them.
+
+    `name` is also the default queue of its tasks. `broker` is a URL
+    (default: ``$UPNEXT_BROKER_URL``, else ``memory://``); `results` a
+    separate result-store URL when the broker keeps none.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        broker: str | None = None,
+        *,
+        results: str | None = None,
+        concurrency: int = 10,
+        queues: Sequence[str] | None = None,
+        lease: float = 30.0,
+        shutdown_grace: float = 25.0,
+        hook_timeout: float = 10.0,
+        max_payload: int = MIB,
+        max_lost_runs: int = 3,
+        receive_wait: float = 5.0,
+        plugins: Sequence[object] = (),
+        load_plugins: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if lease <= 0 or shutdown_grace < 0 or hook_timeout <= 0 or max_payload <= 0:
+            raise ConfigurationError("lease, hook_timeout and max_payload must be > 0")
+        self.name = name
+        self.broker_url = broker or os.environ.get(ENV_BROKER) or "memory://"
+        self.results_url = results or os.environ.get(ENV_RESULTS)
+        self.factories = Factories(self.broker_url, self.results_url)
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues else None
+        self.lease = lease
+        self.shutdown_grace = shutdown_grace
+        self.hook_timeout = hook_timeout
+        self.max_payload = max_payload
+        self.max_lost_runs = max_lost_runs
+        self.receive_wait = receive_wait
+        self.plugins = Plugins(plugins, load_entry_points=load_plugins)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.portal = Portal(self)
+        self.dlq = DeadLetterQueue(self)
+        self.consumer: Consumer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
+        self._stop_requested: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name} broker={self.factories.broker_url and self._safe_url()}>"
+
+    def _safe_url(self) -> str:
+        from upnext._urls import redact_url
+
+        return redact_url(self.broker_url)
+
+    # -- registration --------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_jitter: float = 0.0,
+        retry_delay_max: float = 3600.0,
+        timeout: float = 1800.0,
+        name: str | None = None,
+        queue: str | None = None,
+        result_ttl: float = 3600.0,
+        max_lost_runs: int | None = None,
+        on_start: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
+        on_complete: Callable[..., Any] | None = None,
+    ) -> _Decorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task (``@worker.task`` or ``@worker.task(...)``)."""
+        if fn is not None:
+            return self._register(fn, **options)
+        return lambda f: self._register(f, **options)
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        *,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_jitter: float = 0.0,
+        retry_delay_max: float = 3600.0,
+        timeout: float = 1800.0,
+        name: str | None = None,
+        queue: str | None = None,
+        result_ttl: float = 3600.0,
+        max_lost_runs: int | None = None,
+        on_start: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
+        on_complete: Callable[..., Any] | None = None,
+    ) -> Task[Any, Any]:
+        wire_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if wire_name in self.tasks:
+            raise ConfigurationError(f"worker {self.name!r} already has a task named {wire_name!r}")
+        policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
+        hooks = TaskHooks(
+            on_start=adapt_hook(on_start, "on_start"),
+            on_success=adapt_hook(on_success, "on_success"),
+            on_failure=adapt_hook(on_failure, "on_failure"),
+            on_retry=adapt_hook(on_retry, "on_retry"),
+            on_complete=adapt_hook(on_complete, "on_complete"),
+        )
+        task: Task[Any, Any] = Task(
+            self,
+            fn,
+            name=wire_name,
+            queue=queue or self.name,
+            policy=policy,
+            timeout=timeout,
+            result_ttl=result_ttl,
+            max_lost_runs=self.max_lost_runs if max_lost_runs is None else max_lost_runs,
+            hooks=hooks,
+        )
+        self.tasks[wire_name] = task
+        return task
+
+    def consumed_queues(self) -> list[str]:
+        """The queues this worker receives from: given ones, else its own and its tasks'."""
+        if self.queues:
+            return list(self.queues)
+        return list(dict.fromkeys([self.name, *(t.queue for t in self.tasks.values())]))
+
+    # -- producing -----------------------------------------------------------
+
+    async def client(self) -> Client:
+        """This event loop's connected client (created and connected on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self.factories.build()
+        return await client.connect()
+
+    async def submit_calls(
+        self,
+        task: Task[Any, R],
+        calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        options: CallOptions,
+    ) -> list[Future[R]]:
+        """Validate, encode and enqueue calls of `task` in one round trip."""
+        if options.job_id is not None and len(calls) > 1:
+            raise ConfigurationError("a fixed job_id applies to a single submit")
+        bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
+        for body in bodies:  # size checked before any I/O
+            check_size(
+                body.model_dump_json().encode(), self.max_payload, f"job {body.id} ({body.fn})"
+            )
+        client = await self.client()
+        reply_to = client.store.reply_address()
+        envelopes = []
+        for body in bodies:
+            body.reply_to = reply_to
+            envelopes.append(
+                Envelope(body.id, body.queue, encode_body(body, self.max_payload), options.delay)
+            )
+        self._warn_if_no_worker(client)
+        await client.broker.enqueue_many(envelopes)
+        if "upnext_job_enqueued" in self.plugins.active:
+            status = "scheduled" if options.delay > 0 else "queued"
+            for body in bodies:
+                event = HookEvent(body.id, body.fn, body.queue, 0, task.policy.max_attempts, status)
+                await self.plugins.emit("upnext_job_enqueued", event, self.hook_timeout)
+        return [Future(task, body.id, body.queue) for body in bodies]
+
+    def _warn_if_no_worker(self, client: Client) -> None:
+        broker = client.broker
+        if (
+            isinstance(broker, MemoryBroker)
+            and not broker.workers_attached
+            and not broker.warned_no_worker
+        ):
+            broker.warned_no_worker = True
+            warnings.warn(
+                f"job submitted to {broker.url} but no worker runs in this process:"
+                " memory:// jobs never leave the process",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    # -- running -------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while this worker consumes jobs."""
+        return self.consumer is not None and not self.consumer.stopping
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect and begin consuming in this event loop."""
+        if self.consumer is not None:
+            raise ConfigurationError(f"worker {self.name!r} is already running")
+        client = await self.client()
+        if isinstance(client.broker, MemoryBroker):
+            client.broker.workers_attached += 1
+        self.loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self.consumer = Consumer(self, client)
+        self.consumer.start()
+        log.info("worker %s consuming %s from %s", self.name, self.consumer.queues, client.name)
+
+    def request_stop(self) -> None:
+        """Ask a running worker to stop (what SIGTERM does under `upnext.run`)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Block until `request_stop` is called."""
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+
+    def lend_slot(self) -> None:
+        """A running job waits on another job: its slot may run something else."""
+        if self.consumer is not None:
+            self.consumer.lend_slot()
+
+    def return_slot(self) -> None:
+        """The waiting job resumes."""
+        if self.consumer is not None:
+            self.consumer.return_slot()
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the worker must be restarted, if it must."""
+        return self.consumer.fatal if self.consumer is not None else None
+
+    async def join(self, timeout: float | None = None) -> None:
+        """Wait until its queues are empty and nothing is in flight or pending."""
+        consumer = self.consumer
+        if consumer is None:
+            raise ConfigurationError("join() needs a running worker: use `async with worker:`")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        admin = consumer.broker if isinstance(consumer.broker, QueueAdmin) else None
+        while True:
+            if (
+                consumer.idle()
+                and await self._queues_empty(admin, consumer.queues)
+                and consumer.idle()
+            ):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name!r} still busy after {timeout}s")
+            await asyncio.sleep(0.01)
+
+    @staticmethod
+    async def _queues_empty(admin: QueueAdmin | None, queues: list[str]) -> bool:
+        if admin is None:
+            return True
+        for queue in queues:
+            stats = await admin.stats(queue)
+            if any(n for n in (stats.ready, stats.scheduled, stats.in_flight) if n):
+                return False
+        return True
+
+    async def aclose(self) -> None:
+        """Stop consuming (if running) and close this event loop's connections."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.stopping = True
+            self.consumer = consumer
+            try:
+                await consumer.stop(self.shutdown_grace)
+            finally:
+                self.consumer = None
+                self._report_leftovers(consumer)
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    def _report_leftovers(self, consumer: Consumer) -> None:
+        broker = consumer.broker
+        if isinstance(broker, MemoryBroker):
+            broker.workers_attached -= 1
+            left = broker.pending()
+            if left and not broker.workers_attached:
+                log.warning(
+                    "%d job(s) still queued on %s are lost when this process exits",
+                    left,
+                    broker.url,
+                )
+
+
+class _Decorator(Protocol):
+    """What ``@worker.task(...)`` returns: a decorator keeping the function's types."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
