@@ -1,0 +1,203 @@
+"""Dead-letter and queue admin for `PostgresBroker`, as a mixin.
+
+Dead letters are paged newest first by a keyset cursor on ``(failed_at, id)``
+over an index, so a page costs O(log n + limit) and stays stable under
+concurrent inserts and deletes. Replay deletes the entry and inserts the new
+job in one statement: of two concurrent replays, the second finds the row gone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
+from upnext.errors import ConfigurationError, DeadLetterNotFound
+
+from upnext_postgres._errors import mapped
+
+if TYPE_CHECKING:
+    from upnext_postgres.schema import Names
+
+__all__ = ["AdminMixin"]
+
+_COLUMNS = "id, job_id, queue, function, reason, failed_at, data"
+
+
+def _record(row: asyncpg.Record) -> DeadLetterRecord:
+    return DeadLetterRecord(
+        id=row["id"],
+        job_id=row["job_id"],
+        queue=row["queue"],
+        function=row["function"],
+        reason=row["reason"],
+        failed_at=row["failed_at"],
+        data=row["data"],
+    )
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    failed_at, sep, entry_id = cursor.partition("/")
+    try:
+        if not sep:
+            raise ValueError(cursor)
+        return float(failed_at), entry_id
+    except ValueError:
+        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
+
+
+class AdminMixin:
+    """`DeadLetterAdmin` and `QueueAdmin` over the broker's pool."""
+
+    _names: Names
+    _where: str
+
+    async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        raise NotImplementedError
+
+    async def _fetch(self, what: str, sql: str, *args: object) -> list[asyncpg.Record]:
+        with mapped(self._where, what):
+            return await (await self._pool()).fetch(sql, *args)
+
+    # -- dead letters --------------------------------------------------------
+
+    async def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """Records newest first after `cursor`; `next_cursor` is None on the last page."""
+        conds: list[str] = []
+        args: list[object] = []
+        if queue is not None:
+            args.append(queue)
+            conds.append(f"queue = ${len(args)}")
+        if function is not None:
+            args.append(function)
+            conds.append(f"function = ${len(args)}")
+        if cursor is not None:
+            args.extend(_parse_cursor(cursor))
+            conds.append(f"(failed_at, id) < (${len(args) - 1}::float8, ${len(args)}::text)")
+        limit = max(limit, 0)
+        args.append(limit + 1)
+        where = " AND ".join(conds) or "true"
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self._names.dead_letters} WHERE {where} "
+            f"ORDER BY failed_at DESC, id DESC LIMIT ${len(args)}"
+        )
+        rows = await self._fetch("list dead letters", sql, *args)
+        records = [_record(r) for r in rows[:limit]]
+        more = len(rows) > limit and records
+        next_cursor = f"{records[-1].failed_at!r}/{records[-1].id}" if more else None
+        return DeadLetterPage(records, next_cursor)
+
+    async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
+        """One record; `DeadLetterNotFound` if absent."""
+        sql = f"SELECT {_COLUMNS} FROM {self._names.dead_letters} WHERE id = $1"
+        rows = await self._fetch("get dead letter", sql, entry_id)
+        if not rows:
+            raise DeadLetterNotFound(entry_id)
+        return _record(rows[0])
+
+    async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
+        """Delete the entry and enqueue `envelope` in one statement; else `DeadLetterNotFound`."""
+        n = self._names
+        sql = f"""
+WITH gone AS (DELETE FROM {n.dead_letters} WHERE id = $1 RETURNING id),
+ins AS (
+    INSERT INTO {n.jobs} (id, queue, body, due_at)
+    SELECT $2, $3, $4, now() + make_interval(secs => $5::float8) FROM gone
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT pg_notify($6, $7)::text FROM gone"""
+        delay = max(envelope.delay, 0.0)
+        rows = await self._fetch(
+            "replay dead letter",
+            sql,
+            entry_id,
+            envelope.id,
+            envelope.queue,
+            envelope.body,
+            delay,
+            n.jobs_channel,
+            f"{delay!r} {envelope.queue}",
+        )
+        if not rows:
+            raise DeadLetterNotFound(entry_id)
+
+    async def dlq_delete(self, entry_id: str) -> None:
+        """Remove an entry; `DeadLetterNotFound` if absent."""
+        sql = f"DELETE FROM {self._names.dead_letters} WHERE id = $1 RETURNING 1"
+        if not await self._fetch("delete dead letter", sql, entry_id):
+            raise DeadLetterNotFound(entry_id)
+
+    async def dlq_purge(self, queue: str | None = None) -> int:
+        """Remove every entry (of `queue`); how many were removed."""
+        where, args = ("WHERE queue = $1", [queue]) if queue is not None else ("", [])
+        sql = (
+            f"WITH d AS (DELETE FROM {self._names.dead_letters} {where} RETURNING 1) "
+            "SELECT count(*) AS n FROM d"
+        )
+        rows = await self._fetch("purge dead letters", sql, *args)
+        return int(rows[0]["n"])
+
+    async def dlq_count(self, queue: str | None = None) -> int:
+        """How many entries (of `queue`)."""
+        where, args = ("WHERE queue = $1", [queue]) if queue is not None else ("", [])
+        sql = f"SELECT count(*) AS n FROM {self._names.dead_letters} {where}"
+        rows = await self._fetch("count dead letters", sql, *args)
+        return int(rows[0]["n"])
+
+    # -- queues --------------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        """Queues that hold jobs or dead letters now (a skip scan over the indexes)."""
+        n = self._names
+
+        def distinct(name: str, table: str, where: str) -> str:
+            # Loose index scan: one index probe per distinct queue, not per row.
+            return f"""{name} AS (
+    SELECT min(queue) AS q FROM {table} WHERE {where}
+    UNION ALL
+    SELECT (SELECT min(queue) FROM {table} WHERE {where} AND queue > {name}.q)
+    FROM {name} WHERE {name}.q IS NOT NULL)"""
+
+        sql = f"""WITH RECURSIVE
+{distinct("r", n.jobs, "lease_until IS NULL")},
+{distinct("l", n.jobs, "lease_until IS NOT NULL")},
+{distinct("d", n.dead_letters, "true")}
+SELECT q FROM r WHERE q IS NOT NULL UNION SELECT q FROM l WHERE q IS NOT NULL
+UNION SELECT q FROM d WHERE q IS NOT NULL ORDER BY 1"""
+        rows = await self._fetch("list queues", sql)
+        return [r["q"] for r in rows]
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Ready, scheduled, in-flight and dead counts (an expired lease counts as ready)."""
+        n = self._names
+        sql = f"""
+SELECT
+    (SELECT count(*) FROM {n.jobs}
+     WHERE queue = $1 AND lease_until IS NULL AND due_at <= now())
+  + (SELECT count(*) FROM {n.jobs}
+     WHERE queue = $1 AND lease_until IS NOT NULL AND lease_until < now()) AS ready,
+    (SELECT count(*) FROM {n.jobs}
+     WHERE queue = $1 AND lease_until IS NULL AND due_at > now()) AS scheduled,
+    (SELECT count(*) FROM {n.jobs}
+     WHERE queue = $1 AND lease_until IS NOT NULL AND lease_until >= now()) AS in_flight,
+    (SELECT count(*) FROM {n.dead_letters} WHERE queue = $1) AS dead"""
+        row = (await self._fetch("queue stats", sql, queue))[0]
+        return QueueStats(
+            int(row["ready"]), int(row["scheduled"]), int(row["in_flight"]), int(row["dead"])
+        )
+
+    async def purge(self, queue: str) -> int:
+        """Delete every ready and scheduled job of `queue`; held jobs stay."""
+        sql = (
+            f"WITH d AS (DELETE FROM {self._names.jobs} "
+            "WHERE queue = $1 AND lease_until IS NULL RETURNING 1) SELECT count(*) AS n FROM d"
+        )
+        rows = await self._fetch("purge queue", sql, queue)
+        return int(rows[0]["n"])

@@ -1,0 +1,338 @@
+"""`PostgresBroker`: broker, result store, dead-letter and queue admin on PostgreSQL.
+
+Jobs are rows. Receive takes due rows with ``FOR UPDATE SKIP LOCKED`` and
+stamps a lease judged by the server's ``now()``; a row whose lease ran out is
+receivable again and comes back with ``redelivered=True``. Every operation is
+one statement (one round trip) per batch. Idle receivers block on the shared
+LISTEN connection, woken by NOTIFY, by a local timer armed for the next due
+time or lease expiry they know of, and at the latest after
+``lease_recovery_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from upnext.broker.protocol import (
+    Capabilities,
+    Delivery,
+    Envelope,
+    ResultWrite,
+    SettleItem,
+    SettleOutcome,
+)
+from upnext.errors import LeaseLost
+
+from upnext_postgres._admin import AdminMixin
+from upnext_postgres._errors import mapped
+from upnext_postgres._listener import Listener
+from upnext_postgres._options import PostgresOptions
+from upnext_postgres._queries import Queries
+from upnext_postgres._settle import SettleBatch
+from upnext_postgres.schema import Names, migrate
+
+__all__ = ["PostgresBroker"]
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A caller's asyncpg connection (plain or pooled), for transactional enqueue.
+    Connection: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+_CLEANUP_EVERY = 60.0  # seconds between sweeps of expired results
+
+
+class PostgresBroker(AdminMixin):
+    """Broker, result store, dead-letter admin and queue admin on one PostgreSQL schema."""
+
+    capabilities = Capabilities(
+        timed_leases=True,
+        counts_deliveries=True,
+        cancel_queued=True,
+        dlq_access="indexed",
+        dedupes_on_enqueue=True,  # the job id is the primary key: ON CONFLICT DO NOTHING
+        transactional_enqueue=True,
+        delay_quantum=0.0,
+    )
+
+    def __init__(self, options: PostgresOptions) -> None:
+        self.options = options
+        self._names = Names(options.schema)
+        self._q = Queries.build(self._names)
+        self._where = options.redacted
+        self._pool_obj: asyncpg.Pool[asyncpg.Record] | None = None
+        self._connect_lock = asyncio.Lock()
+        self._listener = Listener(
+            options.dsn,
+            self._names,
+            connect_timeout=options.connect_timeout,
+            where=self._where,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_cleanup = 0.0
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresBroker:
+        """A broker for a ``postgresql://`` or ``postgres://`` URL (not yet connected)."""
+        return cls(PostgresOptions.from_url(url))
+
+    def __repr__(self) -> str:
+        return f"PostgresBroker({self._where!r}, schema={self._names.schema!r})"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the pool and create or migrate the schema (idempotent)."""
+        if self._connected():
+            return
+        async with self._connect_lock:
+            if self._connected():
+                return
+            opts = self.options
+            with mapped(self._where, "connect"):
+                pool = await asyncpg.create_pool(
+                    opts.dsn,
+                    min_size=1,
+                    max_size=opts.pool_size,
+                    timeout=opts.connect_timeout,
+                )
+                try:
+                    async with pool.acquire() as conn:
+                        await migrate(conn, self._names)  # type: ignore[arg-type]  # pool proxy
+                except BaseException:
+                    pool.terminate()
+                    raise
+            self._pool_obj = pool
+
+    def _connected(self) -> bool:
+        return self._pool_obj is not None
+
+    async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool_obj is None:
+            await self.connect()
+        assert self._pool_obj is not None
+        return self._pool_obj
+
+    async def aclose(self) -> None:
+        """Close the listener and the pool; unsettled deliveries come back after their lease."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+        await self._listener.aclose()
+        pool, self._pool_obj = self._pool_obj, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5.0)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def __aenter__(self) -> PostgresBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- enqueue -------------------------------------------------------------
+
+    async def enqueue_many(
+        self, envelopes: Sequence[Envelope], *, connection: Connection | None = None
+    ) -> None:
+        """Insert every envelope in one statement and notify each queue once.
+
+        With `connection`, the insert runs on the caller's asyncpg connection,
+        inside whatever transaction it has open: the jobs exist (and the
+        notification goes out) only if that transaction commits. Enqueueing an
+        id that is already queued is a no-op.
+        """
+        if not envelopes:
+            return
+        soonest: dict[str, float] = {}
+        for env in envelopes:
+            delay = max(env.delay, 0.0)
+            soonest[env.queue] = min(delay, soonest.get(env.queue, delay))
+        args = (
+            [e.id for e in envelopes],
+            [e.queue for e in envelopes],
+            [e.body for e in envelopes],
+            [max(e.delay, 0.0) for e in envelopes],
+            [f"{delay!r} {queue}" for queue, delay in soonest.items()],
+            self._names.jobs_channel,
+        )
+        with mapped(self._where, "enqueue"):
+            if connection is not None:
+                await connection.fetch(self._q.enqueue, *args)
+            else:
+                await (await self._pool()).fetch(self._q.enqueue, *args)
+
+    # -- receive -------------------------------------------------------------
+
+    async def receive(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Take up to `limit` due jobs, blocking up to `wait` s; cancellation-safe."""
+        names = list(dict.fromkeys(queues))
+        if not names or limit <= 0:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        if wait <= 0:
+            return (await self._take(names, limit, lease))[0]
+        await self._listener.ensure()
+        with self._listener.watching_queues(names) as waiter:
+            while True:
+                got, next_in = await self._take(names, limit, lease)
+                left = deadline - loop.time()
+                if got or left <= 0:
+                    return got
+                nap = min(left, self.options.lease_recovery_interval)
+                if next_in is not None:
+                    # A due row we skipped (locked by a concurrent taker) gives
+                    # next_in <= 0: look again shortly rather than spin.
+                    nap = min(nap, max(next_in, 0.01) + 0.002)
+                await self._listener.ensure()
+                await waiter.wait(nap)
+
+    async def _take(
+        self, names: list[str], limit: int, lease: float
+    ) -> tuple[list[Delivery], float | None]:
+        token = secrets.randbits(63)
+        fetch = asyncio.ensure_future(self._fetch_take(names, limit, lease, token))
+        try:
+            rows = await asyncio.shield(fetch)
+        except asyncio.CancelledError:
+            # The statement may have committed: give back whatever it took.
+            self._spawn(self._give_back(fetch, token))
+            raise
+        taken = [r for r in rows if r["id"] is not None]
+        if not taken:
+            next_in = rows[0]["next_in"] if rows else None
+            return [], next_in
+        taken.sort(key=lambda r: (r["due_at"], r["seq"]))
+        return [
+            Delivery(
+                Envelope(r["id"], r["queue"], r["body"]),
+                token,
+                redelivered=r["hand_outs"] > 1,
+                deliveries=r["hand_outs"],
+            )
+            for r in taken
+        ], None
+
+    async def _fetch_take(
+        self, names: list[str], limit: int, lease: float, token: int
+    ) -> list[asyncpg.Record]:
+        with mapped(self._where, "receive"):
+            return await (await self._pool()).fetch(self._q.receive, names, limit, lease, token)
+
+    async def _give_back(self, fetch: asyncio.Future[list[asyncpg.Record]], token: int) -> None:
+        try:
+            rows = await fetch
+        except Exception:
+            return  # nothing was taken (or the server will expire the lease)
+        ids = [r["id"] for r in rows if r["id"] is not None]
+        if ids:
+            pool = await self._pool()
+            await pool.fetch(self._q.give_back, ids, token, self._names.jobs_channel)
+
+    # -- settle and extend ---------------------------------------------------
+
+    async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        """Apply the whole batch in one statement (one transaction); LeaseLost per lost item."""
+        if not items:
+            return []
+        batch = SettleBatch(items)
+        args = batch.arguments(self._names)
+        with mapped(self._where, "settle"):
+            rows = await (await self._pool()).fetch(self._q.settle, *args)
+        if batch.has_results:
+            self._maybe_cleanup()
+        return batch.outcomes({(r["kind"], r["id"]) for r in rows})
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+        """Push every live lease to `lease` s from now (server clock), in one statement."""
+        if not deliveries:
+            return []
+        ids = [d.envelope.id for d in deliveries]
+        tokens = [d.receipt if isinstance(d.receipt, int) else -1 for d in deliveries]
+        with mapped(self._where, "extend"):
+            rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
+        kept = {r["id"] for r in rows}
+        return [
+            None if d.envelope.id in kept else LeaseLost(f"lease lost for job {d.envelope.id}")
+            for d in deliveries
+        ]
+
+    async def cancel(self, queue: str, job_id: str) -> bool:
+        """Delete a queued or scheduled job that no receiver holds; True if it was there."""
+        with mapped(self._where, "cancel"):
+            found = await (await self._pool()).fetchval(self._q.cancel, job_id, queue)
+        return found is not None
+
+    # -- results -------------------------------------------------------------
+
+    def reply_address(self) -> str | None:
+        """Results live in the results table; waiters hear of them by NOTIFY."""
+        return None
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Upsert each result (ttl > 0) with its expiry and notify its waiters."""
+        latest = {w.job_id: w for w in writes if w.ttl > 0}
+        if not latest:
+            return
+        rows = list(latest.values())
+        with mapped(self._where, "put results"):
+            await (await self._pool()).fetch(
+                self._q.put_results,
+                [w.job_id for w in rows],
+                [w.queue for w in rows],
+                [w.data for w in rows],
+                [w.ttl for w in rows],
+                self._names.results_channel,
+            )
+        self._maybe_cleanup()
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The unexpired result of `job_id`, waiting up to `wait` s on the shared listener."""
+        if wait <= 0:
+            return await self._read_result(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        await self._listener.ensure()
+        with self._listener.watching_job(job_id) as waiter:
+            while True:
+                data = await self._read_result(job_id)
+                left = deadline - loop.time()
+                if data is not None or left <= 0:
+                    return data
+                await self._listener.ensure()
+                await waiter.wait(min(left, self.options.lease_recovery_interval))
+
+    async def _read_result(self, job_id: str) -> bytes | None:
+        with mapped(self._where, "get result"):
+            data: bytes | None = await (await self._pool()).fetchval(self._q.get_result, job_id)
+        return data
+
+    def _maybe_cleanup(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + _CLEANUP_EVERY
+            self._spawn(self._cleanup_results())
+
+    async def _cleanup_results(self) -> None:
+        # Best effort: a failed sweep is retried at the next interval.
+        try:
+            pool = await self._pool()
+            await pool.execute(self._q.cleanup_results)
+        except Exception:
+            return
