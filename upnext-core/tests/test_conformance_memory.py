@@ -7,10 +7,20 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from upnext.broker.memory import MemoryBroker
-from upnext.testing import BrokerConformance
+from upnext.testing import (
+    BrokerConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+    ResultStoreConformance,
+)
 
 
-class TestMemoryBroker(BrokerConformance):
+class TestMemoryBroker(
+    BrokerConformance,
+    ResultStoreConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+):
     """Every conformance class, on a fresh MemoryBroker per test."""
 
     @pytest_asyncio.fixture

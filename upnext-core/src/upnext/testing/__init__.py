@@ -7,9 +7,19 @@ Usage, in the backend's tests::
 
     # test_conformance.py
     import pytest_asyncio
-    from upnext.testing import BrokerConformance, ResultStoreConformance
+    from upnext.testing import (
+        BrokerConformance,
+        DeadLetterAdminConformance,
+        QueueAdminConformance,
+        ResultStoreConformance,
+    )
 
-    class TestMyBroker(BrokerConformance, ResultStoreConformance):
+    class TestMyBroker(
+        BrokerConformance,
+        ResultStoreConformance,
+        DeadLetterAdminConformance,
+        QueueAdminConformance,
+    ):
         @pytest_asyncio.fixture
         async def broker(self) -> AsyncIterator[Broker]:
             broker = MyBroker(URL)
@@ -48,6 +58,15 @@ import pytest
 pytest.register_assert_rewrite(*(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)))
 
 from upnext.testing._support import Timing  # noqa: E402
+from upnext.testing.admin import QueueAdminConformance  # noqa: E402
 from upnext.testing.broker import BrokerConformance  # noqa: E402
+from upnext.testing.dlq import DeadLetterAdminConformance  # noqa: E402
+from upnext.testing.results import ResultStoreConformance  # noqa: E402
 
-__all__ = ["BrokerConformance", "Timing"]
+__all__ = [
+    "BrokerConformance",
+    "DeadLetterAdminConformance",
+    "QueueAdminConformance",
+    "ResultStoreConformance",
+    "Timing",
+]

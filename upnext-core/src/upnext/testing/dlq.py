@@ -1,0 +1,274 @@
+"""`DeadLetterAdminConformance`: listing, cursors, get, replay, delete, purge, count.
+
+Records reach the dead-letter queue as a worker puts them there: through
+``settle(DeadLetter(...))``. Every test skips unless the broker declares
+`dlq_access`. Records use unique queue and function names, so the tests hold
+on a server shared with other data, except `test_dlq_purge_all`, which
+removes every entry (override it by name if that is not acceptable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import pytest
+
+from upnext.broker.protocol import Broker, DeadLetterAdmin, DeadLetterRecord
+from upnext.errors import DeadLetterNotFound
+from upnext.testing._support import (
+    Timing,
+    ack_all,
+    dead_letter,
+    make_envelope,
+    make_record,
+    new_id,
+    receive,
+    receive_exactly,
+    require_dlq,
+    violated,
+)
+
+__all__ = ["DeadLetterAdminConformance"]
+
+
+def _records(queue: str, offsets: Sequence[float], *, function: str) -> list[DeadLetterRecord]:
+    # Millisecond timestamps survive any backend's (microsecond) time storage exactly.
+    base = round(time.time(), 3)
+    return [make_record(queue, failed_at=round(base + o, 3), function=function) for o in offsets]
+
+
+def _newest_first(records: Sequence[DeadLetterRecord]) -> list[str]:
+    return [r.id for r in sorted(records, key=lambda r: (r.failed_at, r.id), reverse=True)]
+
+
+async def _all_pages(admin: DeadLetterAdmin, *, queue: str, limit: int) -> list[DeadLetterRecord]:
+    """Follow cursors to the end, checking each page's size."""
+    out: list[DeadLetterRecord] = []
+    cursor: str | None = None
+    for _ in range(100):
+        page = await admin.dlq_list(queue=queue, limit=limit, cursor=cursor)
+        assert len(page.records) <= limit, violated("dlq_list must return at most `limit`")
+        out += page.records
+        if page.next_cursor is None:
+            return out
+        assert page.records, violated("only the last page of dlq_list may be empty")
+        cursor = page.next_cursor
+    pytest.fail(violated("following dlq_list cursors must come to an end"))
+
+
+async def _not_found(call: Awaitable[object], what: str) -> None:
+    try:
+        await call
+    except DeadLetterNotFound:
+        return
+    pytest.fail(violated(f"{what} must raise DeadLetterNotFound"))
+
+
+class DeadLetterAdminConformance:
+    """The `DeadLetterAdmin` contract (DESIGN §4): keyset listing, atomic replay."""
+
+    @pytest.mark.asyncio
+    async def test_dlq_list_newest_first(self, broker: Broker, upnext_queue: str) -> None:
+        """dlq_list returns records newest first by (failed_at, id), as they were stored."""
+        admin = require_dlq(broker)
+        records = _records(upnext_queue, [0, 1, 1, 1, 2, -5], function=f"fn-{new_id()}")
+        await dead_letter(broker, records)
+        page = await admin.dlq_list(queue=upnext_queue, limit=50)
+        assert [r.id for r in page.records] == _newest_first(records), violated(
+            "dlq_list must order records newest first by (failed_at, id)"
+        )
+        by_id = {r.id: r for r in records}
+        for stored in page.records:
+            assert stored == by_id[stored.id], violated("a stored record must read back as given")
+        assert page.next_cursor is None, violated("a complete page must have no next cursor")
+
+    @pytest.mark.asyncio
+    async def test_dlq_list_filters(
+        self, broker: Broker, upnext_queues: Callable[[int], list[str]]
+    ) -> None:
+        """dlq_list filters by queue, by function, and by both."""
+        admin = require_dlq(broker)
+        (q1, q2), f1, f2 = upnext_queues(2), f"fn-{new_id()}", f"fn-{new_id()}"
+        records = [
+            *_records(q1, [0, 1], function=f1),
+            *_records(q1, [2], function=f2),
+            *_records(q2, [3, 4], function=f1),
+        ]
+        await dead_letter(broker, records)
+        cases: list[tuple[str | None, str | None]] = [(q1, None), (q2, None), (None, f1), (q1, f1)]
+        for queue, function in cases:
+            page = await admin.dlq_list(queue=queue, function=function, limit=50)
+            wanted = [
+                r
+                for r in records
+                if (queue is None or r.queue == queue)
+                and (function is None or r.function == function)
+            ]
+            assert [r.id for r in page.records] == _newest_first(wanted), violated(
+                f"dlq_list(queue={queue}, function={function}) must return exactly its matches"
+            )
+
+    @pytest.mark.asyncio
+    async def test_dlq_list_limit_and_cursor(self, broker: Broker, upnext_queue: str) -> None:
+        """dlq_list pages by `limit`; following next_cursor yields every record once."""
+        admin = require_dlq(broker)
+        records = _records(upnext_queue, [0, 1, 2, 3, 3, 4, 5], function="tests.fn")
+        await dead_letter(broker, records)
+        first = await admin.dlq_list(queue=upnext_queue, limit=3)
+        assert len(first.records) == 3, violated("dlq_list must fill a page up to `limit`")
+        assert first.next_cursor is not None, violated("a page with more after it needs a cursor")
+        listed = await _all_pages(admin, queue=upnext_queue, limit=3)
+        assert [r.id for r in listed] == _newest_first(records), violated(
+            "following cursors must yield every record once, newest first"
+        )
+
+    @pytest.mark.asyncio
+    async def test_dlq_cursor_stable_under_concurrent_changes(
+        self, broker: Broker, upnext_queue: str
+    ) -> None:
+        """Paging while entries are added and deleted never repeats or skips a lasting record."""
+        admin = require_dlq(broker)
+        records = _records(upnext_queue, [float(i) for i in range(12)], function="tests.fn")
+        await dead_letter(broker, records)
+        seen: list[str] = []
+        page = await admin.dlq_list(queue=upnext_queue, limit=3)
+        seen += [r.id for r in page.records]
+        newer, older = (
+            _records(upnext_queue, [20, 21], function="tests.fn"),
+            _records(upnext_queue, [-10], function="tests.fn"),
+        )
+        await dead_letter(broker, [*newer, *older])
+        deleted = {seen[0], records[3].id}  # one already listed, one not yet
+        for entry_id in deleted:
+            await admin.dlq_delete(entry_id)
+        cursor = page.next_cursor
+        while cursor is not None:
+            page = await admin.dlq_list(queue=upnext_queue, limit=3, cursor=cursor)
+            seen += [r.id for r in page.records]
+            cursor = page.next_cursor
+            if len(seen) > 100:
+                break
+        assert len(seen) == len(set(seen)), violated("following cursors must never repeat a record")
+        lasting = {r.id for r in records} - deleted
+        assert lasting <= set(seen), violated(
+            "following cursors must not skip a record that existed throughout"
+        )
+        assert set(seen) <= {r.id for r in [*records, *newer, *older]}, violated(
+            "dlq_list must return only this queue's records"
+        )
+
+    @pytest.mark.asyncio
+    async def test_dlq_get(self, broker: Broker, upnext_queue: str) -> None:
+        """dlq_get returns the record; an unknown id raises DeadLetterNotFound."""
+        admin = require_dlq(broker)
+        [record] = _records(upnext_queue, [0], function="tests.fn")
+        await dead_letter(broker, [record])
+        assert await admin.dlq_get(record.id) == record, violated("dlq_get must return the record")
+        await _not_found(admin.dlq_get(new_id()), "dlq_get of an unknown id")
+
+    @pytest.mark.asyncio
+    async def test_dlq_replay_enqueues_and_removes(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """dlq_replay enqueues the envelope and removes the entry; a second replay 404s."""
+        admin = require_dlq(broker)
+        [record] = _records(upnext_queue, [0], function="tests.fn")
+        await dead_letter(broker, [record])
+        envelope = make_envelope(upnext_queue)
+        await admin.dlq_replay(record.id, envelope)
+        [got] = await receive_exactly(broker, [upnext_queue], 1, within=timing.tolerance(2.0))
+        assert (got.envelope.id, got.envelope.body) == (envelope.id, envelope.body), violated(
+            "dlq_replay must enqueue the given envelope"
+        )
+        await _not_found(admin.dlq_get(record.id), "dlq_get of a replayed entry")
+        assert await admin.dlq_count(upnext_queue) == 0, violated("a replayed entry is gone")
+        again = make_envelope(upnext_queue)
+        await _not_found(admin.dlq_replay(record.id, again), "a second dlq_replay")
+        assert await receive(broker, [upnext_queue], wait=timing.delay(0.3)) == [], violated(
+            "a failed dlq_replay must not enqueue its envelope"
+        )
+        await ack_all(broker, [got])
+
+    @pytest.mark.asyncio
+    async def test_dlq_concurrent_replays_one_wins(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """Of two concurrent replays of one entry exactly one wins; one job is enqueued."""
+        admin = require_dlq(broker)
+        records = _records(upnext_queue, [0, 1, 2, 3, 4], function="tests.fn")
+        await dead_letter(broker, records)
+        for record in records:
+            racers = [make_envelope(upnext_queue), make_envelope(upnext_queue)]
+            outcomes = await asyncio.gather(
+                *(admin.dlq_replay(record.id, e) for e in racers), return_exceptions=True
+            )
+            assert sorted(type(o).__name__ for o in outcomes) == [
+                "DeadLetterNotFound",
+                "NoneType",
+            ], violated(f"of two concurrent replays exactly one must win, got {outcomes}")
+        got = await receive_exactly(broker, [upnext_queue], 5, within=timing.tolerance(2.0))
+        extra = await receive(broker, [upnext_queue], wait=timing.delay(0.3))
+        assert extra == [], violated("concurrent replays of one entry must enqueue one job")
+        await ack_all(broker, got + extra)
+
+    @pytest.mark.asyncio
+    async def test_dlq_delete(self, broker: Broker, upnext_queue: str, timing: Timing) -> None:
+        """dlq_delete removes an entry; deleting or replaying it again raises DeadLetterNotFound."""
+        admin = require_dlq(broker)
+        [record] = _records(upnext_queue, [0], function="tests.fn")
+        await dead_letter(broker, [record])
+        await admin.dlq_delete(record.id)
+        await _not_found(admin.dlq_get(record.id), "dlq_get of a deleted entry")
+        await _not_found(admin.dlq_delete(record.id), "a second dlq_delete")
+        envelope = make_envelope(upnext_queue)
+        await _not_found(admin.dlq_replay(record.id, envelope), "dlq_replay of a deleted")
+        assert await receive(broker, [upnext_queue], wait=timing.delay(0.3)) == [], violated(
+            "dlq_replay of a deleted entry must not enqueue its envelope"
+        )
+
+    @pytest.mark.asyncio
+    async def test_dlq_purge_by_queue(
+        self, broker: Broker, upnext_queues: Callable[[int], list[str]]
+    ) -> None:
+        """dlq_purge(queue) removes that queue's entries only and returns how many."""
+        admin = require_dlq(broker)
+        q1, q2 = upnext_queues(2)
+        await dead_letter(
+            broker, [*_records(q1, [0, 1, 2], function="f"), *_records(q2, [0, 1], function="f")]
+        )
+        assert await admin.dlq_purge(q1) == 3, violated("dlq_purge(queue) must return the count")
+        assert await admin.dlq_count(q1) == 0, violated("dlq_purge(queue) must empty the queue")
+        assert await admin.dlq_count(q2) == 2, violated("dlq_purge(queue) must spare other queues")
+        assert await admin.dlq_purge(q1) == 0, violated("purging an empty queue removes nothing")
+
+    @pytest.mark.asyncio
+    async def test_dlq_purge_all(
+        self, broker: Broker, upnext_queues: Callable[[int], list[str]]
+    ) -> None:
+        """dlq_purge() removes every entry of every queue and returns how many."""
+        admin = require_dlq(broker)
+        q1, q2 = upnext_queues(2)
+        await dead_letter(
+            broker, [*_records(q1, [0, 1, 2], function="f"), *_records(q2, [0, 1], function="f")]
+        )
+        assert await admin.dlq_purge() >= 5, violated("dlq_purge() must count what it removed")
+        assert await admin.dlq_count(q1) == await admin.dlq_count(q2) == 0, violated(
+            "dlq_purge() must remove the entries of every queue"
+        )
+
+    @pytest.mark.asyncio
+    async def test_dlq_count(
+        self, broker: Broker, upnext_queues: Callable[[int], list[str]]
+    ) -> None:
+        """dlq_count counts the entries of a queue, or of all queues."""
+        admin = require_dlq(broker)
+        q1, q2 = upnext_queues(2)
+        before = await admin.dlq_count()
+        records = [*_records(q1, [0, 1, 2], function="f"), *_records(q2, [0], function="f")]
+        await dead_letter(broker, records)
+        assert await admin.dlq_count(q1) == 3, violated("dlq_count(queue) must count its entries")
+        assert await admin.dlq_count() - before == 4, violated("dlq_count() must count them all")
+        await admin.dlq_delete(records[0].id)
+        assert await admin.dlq_count(q1) == 2, violated("dlq_count must drop deleted entries")
