@@ -1,0 +1,206 @@
+"""The prefetching consumer: work-queue deliveries buffered locally, acks batched.
+
+One robust channel consumes every work queue a process receives from, with
+manual acks and a prefetch window. Deliveries land in a per-queue buffer and
+`receive` hands them out from there, woken the moment one arrives. A receipt
+names the AMQP channel that delivered it: once aio-pika reopens the channel
+(reconnect, channel error), the old deliveries are back on the server and
+their receipts no longer settle anything (LeaseLost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
+from upnext.broker.protocol import Delivery, Envelope
+
+from upnext_rabbitmq.topology import work_queue
+
+__all__ = ["Consumer", "Receipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Which channel delivered a message, and its delivery tag there."""
+
+    channel: RawChannel
+    tag: int
+
+
+class Consumer:
+    """Consumes work queues into local buffers; hands out, acks and drains them."""
+
+    def __init__(
+        self,
+        channel: AbstractRobustChannel,
+        declare: Callable[[str], Awaitable[None]],
+        *,
+        prefetch: int | None,
+        quorum: bool,
+        consumer_arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self._channel = channel
+        self._declare = declare
+        self._prefetch = prefetch
+        self._quorum = quorum
+        self._consumer_arguments = consumer_arguments
+        self._raw: RawChannel | None = None
+        self._buffers: dict[str, deque[DeliveredMessage]] = {}
+        self._tags: dict[str, str] = {}
+        # Unacked delivery tags of the current channel, in delivery (= tag) order.
+        self._outstanding: dict[int, None] = {}
+        self._arrived = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._qos_set = False
+        channel.reopen_callbacks.add(self._on_reopen)
+
+    # -- consuming -------------------------------------------------------------
+
+    async def ensure(self, queues: Sequence[str], limit: int) -> None:
+        """Consume every queue of `queues` on the current channel (idempotent)."""
+        raw = await self._channel.get_underlay_channel()
+        if raw is self._raw and all(q in self._tags for q in queues):
+            return
+        async with self._lock:
+            raw = await self._channel.get_underlay_channel()
+            if raw is not self._raw:
+                self._reset(raw)
+            if not self._qos_set:
+                # Set through aio-pika so the robust channel restores it on reopen.
+                await self._channel.set_qos(prefetch_count=self._prefetch or 2 * max(limit, 1))
+                self._qos_set = True
+            for queue in queues:
+                if queue not in self._tags:
+                    await self._declare(queue)
+                    ok = await raw.basic_consume(
+                        work_queue(queue),
+                        partial(self._on_message, raw, queue),
+                        arguments=self._consumer_arguments,
+                    )
+                    self._tags[queue] = str(ok.consumer_tag)
+                    self._buffers.setdefault(queue, deque())
+
+    def _reset(self, raw: RawChannel) -> None:
+        # Whatever the old channel delivered is back on the server (redelivered).
+        self._raw = raw
+        self._tags.clear()
+        self._outstanding.clear()
+        for buffer in self._buffers.values():
+            buffer.clear()
+        raw.on_consumer_cancel_callbacks.add(self._on_cancel)
+
+    def _on_reopen(self, _sender: object) -> None:
+        self._raw = None
+        self._tags.clear()
+        self._outstanding.clear()
+        for buffer in self._buffers.values():
+            buffer.clear()
+        # Wake a blocked receive so it consumes again on the new channel.
+        self._arrived.set()
+
+    def _on_cancel(self, frame: Any) -> None:
+        # The server cancelled a consumer (its queue was deleted): consume again later.
+        tag = getattr(frame, "consumer_tag", None)
+        for queue, known in list(self._tags.items()):
+            if known == tag:
+                del self._tags[queue]
+        self._arrived.set()
+
+    async def _on_message(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> None:
+        if raw is not self._raw:
+            return
+        tag = message.delivery_tag
+        if tag is None:
+            return
+        self._outstanding[tag] = None
+        self._buffers.setdefault(queue, deque()).append(message)
+        self._arrived.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Return when a delivery arrives (or the channel changed), or after `timeout` s."""
+        self._arrived.clear()
+        if any(self._buffers.values()):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._arrived.wait()
+        except TimeoutError:
+            pass
+
+    def take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        """Up to `limit` buffered deliveries of `queues`, round-robin."""
+        raw = self._raw
+        out: list[Delivery] = []
+        if raw is None:
+            return out
+        buffers = [(q, b) for q in queues if (b := self._buffers.get(q))]
+        while buffers and len(out) < limit:
+            for queue, buffer in buffers:
+                if buffer and len(out) < limit:
+                    out.append(self._delivery(raw, queue, buffer.popleft()))
+            buffers = [(q, b) for q, b in buffers if b]
+        return out
+
+    def _delivery(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> Delivery:
+        props = message.header.properties
+        envelope = Envelope(props.message_id or uuid.uuid4().hex, queue, message.body)
+        deliveries: int | None = None
+        if self._quorum:
+            # Quorum queues count returns to the queue; absent means first delivery.
+            count = (props.headers or {}).get("x-delivery-count", 0)
+            deliveries = int(count) + 1 if isinstance(count, int) else None
+        receipt = Receipt(raw, message.delivery_tag or 0)
+        return Delivery(envelope, receipt, bool(message.redelivered), deliveries)
+
+    # -- settling --------------------------------------------------------------
+
+    def live(self, receipt: object) -> bool:
+        """True if `receipt` still settles its delivery (same channel, not acked)."""
+        return (
+            isinstance(receipt, Receipt)
+            and receipt.channel is self._raw
+            and receipt.tag in self._outstanding
+            and not receipt.channel.is_closed
+        )
+
+    async def ack(self, receipts: Sequence[Receipt]) -> None:
+        """Ack `receipts` (all live): one multiple ack for the contiguous prefix."""
+        if not receipts or self._raw is None:
+            return
+        raw = self._raw
+        tags = {r.tag for r in receipts}
+        prefix = 0
+        for tag in self._outstanding:
+            if tag not in tags:
+                break
+            prefix = tag
+        for tag in tags:
+            self._outstanding.pop(tag, None)
+        singles = sorted(t for t in tags if t > prefix)
+        if prefix:
+            await raw.basic_ack(prefix, multiple=True, wait=not singles)
+        for i, tag in enumerate(singles):
+            await raw.basic_ack(tag, wait=i == len(singles) - 1)
+
+    async def stop(self) -> list[tuple[str, DeliveredMessage]]:
+        """Cancel every consumer and return the buffered, never handed-out messages."""
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            for tag in list(self._tags.values()):
+                await raw.basic_cancel(tag)
+            # Deliveries sent before the cancel-ok run as tasks: let them land.
+            await asyncio.sleep(0.05)
+        self._tags.clear()
+        drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]
+        for buffer in self._buffers.values():
+            buffer.clear()
+        return drained

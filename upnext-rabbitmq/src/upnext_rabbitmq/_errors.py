@@ -1,0 +1,64 @@
+"""Map aio-pika, aiormq and socket errors to upnext's broker errors.
+
+Only `BrokerUnavailable` (cannot reach the server, connection or channel lost)
+and `BrokerError` (the server refused) leave this package; messages name the
+server by its redacted URL, never with a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiormq.exceptions as amqp_errors
+from upnext._urls import redact_url
+from upnext.errors import BrokerError, BrokerUnavailable, UpNextError
+
+__all__ = ["is_connection_error", "map_errors", "translate"]
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+)
+_MAPPED: tuple[type[BaseException], ...] = (amqp_errors.AMQPError, *_UNAVAILABLE)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True if `exc` means the connection or its channel is gone, not a refusal."""
+    if isinstance(exc, amqp_errors.ChannelClosed):
+        # A channel closed under us without a server reason: connection trouble.
+        return exc.__class__ is amqp_errors.ChannelClosed
+    return isinstance(exc, _UNAVAILABLE)
+
+
+def translate(exc: BaseException, url: str, doing: str) -> BrokerError:
+    """The upnext error for driver error `exc`, raised while `doing` something."""
+    if isinstance(exc, BrokerError):
+        return exc
+    where = redact_url(url)
+    detail = _describe(exc)
+    if is_connection_error(exc):
+        return BrokerUnavailable(f"RabbitMQ at {where} unavailable while {doing}: {detail}")
+    return BrokerError(f"RabbitMQ at {where} refused {doing}: {detail}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # Driver messages sometimes echo the connection URL; never let a password out.
+    return " ".join(redact_url(word) if "://" in word else word for word in text.split(" "))
+
+
+@contextmanager
+def map_errors(url: str, doing: str) -> Iterator[None]:
+    """Re-raise driver errors inside the block as upnext broker errors."""
+    try:
+        yield
+    except UpNextError:
+        raise
+    except _MAPPED as exc:
+        raise translate(exc, url, doing) from exc

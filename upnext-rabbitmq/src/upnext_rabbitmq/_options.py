@@ -1,0 +1,72 @@
+"""upnext's own options in an ``amqp://`` URL, split from what aio-pika reads.
+
+    amqp://user:pass@host:5672/vhost?prefetch=40&consumer_timeout=3600
+
+- ``prefetch``: unacked deliveries per consumer (default 2 x the first
+  receive's `limit`, i.e. 2 x the worker's concurrency).
+- ``consumer_timeout``: the server's consumer_timeout in seconds (default
+  1800, RabbitMQ's default); core warns about task timeouts that reach it.
+- ``dlq_busy_wait``: seconds a dead-letter admin waits for another admin to
+  finish before failing with "busy" (default 2).
+- ``queue_type``: ``classic`` (default) or ``quorum`` work queues;
+  ``delivery_limit`` (default 5 = 3 lost runs + 2) is their x-delivery-limit.
+
+Every other query parameter goes to aio-pika unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from upnext._urls import redact_url
+from upnext.errors import ConfigurationError
+
+__all__ = ["RabbitOptions", "parse_url"]
+
+_OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit"}
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitOptions:
+    """Parsed settings of one RabbitMQ broker."""
+
+    amqp_url: str
+    prefetch: int | None = None
+    consumer_timeout: float = 1800.0
+    dlq_busy_wait: float = 2.0
+    queue_type: Literal["classic", "quorum"] = "classic"
+    delivery_limit: int = 5
+
+
+def _number(name: str, raw: str, url: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number in {redact_url(url)!r}")
+    return value
+
+
+def parse_url(url: str) -> RabbitOptions:
+    """Split `url` into aio-pika's URL and upnext's options; ConfigurationError if bad."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("amqp", "amqps"):
+        raise ConfigurationError(f"not an amqp:// or amqps:// URL: {redact_url(url)!r}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in pairs if k in _OURS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in _OURS])
+    queue_type = ours.get("queue_type", "classic")
+    if queue_type not in ("classic", "quorum"):
+        raise ConfigurationError(f"queue_type must be classic or quorum in {redact_url(url)!r}")
+    prefetch = ours.get("prefetch")
+    return RabbitOptions(
+        amqp_url=urlunsplit(parts._replace(query=rest)),
+        prefetch=int(_number("prefetch", prefetch, url)) if prefetch else None,
+        consumer_timeout=_number("consumer_timeout", ours.get("consumer_timeout", "1800"), url),
+        dlq_busy_wait=_number("dlq_busy_wait", ours.get("dlq_busy_wait", "2"), url),
+        queue_type="quorum" if queue_type == "quorum" else "classic",
+        delivery_limit=int(_number("delivery_limit", ours.get("delivery_limit", "5"), url)),
+    )

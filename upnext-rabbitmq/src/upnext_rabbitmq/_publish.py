@@ -1,0 +1,124 @@
+"""Confirmed, mandatory publishing: a returned message is a failed publish.
+
+Every publish waits for the broker's confirm; publishes of one call are sent
+together and their confirms awaited together. A ``basic.return`` (nothing
+bound to take the message: a queue or delay level deleted by hand) makes the
+broker re-declare the topology the message needed, and the message is
+published once more; a second return is a `BrokerError`, never a silent loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractChannel
+from aiormq.exceptions import PublishError
+from pamqp.commands import Basic
+from pamqp.common import FieldTable
+from upnext.errors import BrokerError
+
+from upnext_rabbitmq._errors import translate
+
+__all__ = ["Outgoing", "Publisher", "persistent"]
+
+PERSISTENT = 2
+
+
+def persistent(
+    message_id: str | None = None,
+    *,
+    headers: FieldTable | None = None,
+    correlation_id: str | None = None,
+    expiration: str | None = None,
+) -> Basic.Properties:
+    """Properties of a message that survives a broker restart."""
+    return Basic.Properties(
+        delivery_mode=PERSISTENT,
+        message_id=message_id,
+        headers=headers,
+        correlation_id=correlation_id,
+        expiration=expiration,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish, and the upnext queue whose topology it needs.
+
+    `needs` is the upnext queue whose work and dead-letter queues must exist;
+    None for a message that only needs the delay ladder (or nothing).
+    """
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Basic.Properties
+    needs: str | None = None
+    mandatory: bool = True
+
+
+Redeclare = Callable[[set[str | None]], Awaitable[None]]
+
+
+class Publisher:
+    """Publishes batches on one confirming channel, re-declaring on a return."""
+
+    def __init__(self, channel: AbstractChannel, redeclare: Redeclare, url: str) -> None:
+        self._channel = channel
+        self._redeclare = redeclare
+        self._url = url
+
+    async def publish(self, messages: Sequence[Outgoing]) -> list[BrokerError | None]:
+        """Publish `messages`; per message None (confirmed) or the error."""
+        if not messages:
+            return []
+        outcomes = await self._send(messages)
+        returned = [i for i, out in enumerate(outcomes) if isinstance(out, PublishError)]
+        if returned:
+            await self._redeclare({messages[i].needs for i in returned})
+            again = await self._send([messages[i] for i in returned])
+            for i, out in zip(returned, again, strict=True):
+                outcomes[i] = out
+        return [
+            None if out is None else self._error(out, messages[i]) for i, out in enumerate(outcomes)
+        ]
+
+    async def publish_all(self, messages: Sequence[Outgoing], doing: str) -> None:
+        """Publish `messages`; raise the first error, if any (after all were tried)."""
+        for error in await self.publish(messages):
+            if error is not None:
+                raise error
+
+    async def _send(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        try:
+            channel = await self._channel.get_underlay_channel()
+        except Exception as exc:
+            return [exc] * len(messages)
+        results = await asyncio.gather(
+            *(
+                channel.basic_publish(
+                    m.body,
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    properties=m.properties,
+                    mandatory=m.mandatory,
+                )
+                for m in messages
+            ),
+            return_exceptions=True,
+        )
+        out: list[BaseException | None] = []
+        for result in results:
+            out.append(result if isinstance(result, BaseException) else None)
+        return out
+
+    def _error(self, exc: BaseException, message: Outgoing) -> BrokerError:
+        if isinstance(exc, PublishError):
+            where = message.exchange or "the default exchange"
+            return BrokerError(
+                f"RabbitMQ returned a message to {where} with routing key "
+                f"{message.routing_key!r} again after re-declaring the topology: unroutable"
+            )
+        return translate(exc, self._url, "publishing")

@@ -1,0 +1,211 @@
+"""Dead-letter and queue administration for `RabbitBroker` (a mixin).
+
+AMQP cannot list queues, so upnext keeps a catalog: a durable queue holding
+one message per upnext queue, written when a process creates the queue and
+compacted (duplicates and deleted queues dropped) whenever an admin reads it.
+Dead-letter operations scan DLQs under exclusive consumers (see `dlq`);
+counts come from ``queue.declare`` replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import AbstractConnection as RawConnection
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelNotFoundEntity
+from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
+from upnext.errors import ConfigurationError, DeadLetterNotFound
+
+from upnext_rabbitmq._errors import map_errors
+from upnext_rabbitmq._options import RabbitOptions
+from upnext_rabbitmq.dlq import DeadLetterScan
+from upnext_rabbitmq.topology import CATALOG_QUEUE, dlq_queue, work_queue
+
+__all__ = ["AdminMixin"]
+
+
+class AdminMixin:
+    """`DeadLetterAdmin` and `QueueAdmin` on top of the broker's connection."""
+
+    url: str
+    options: RabbitOptions
+    _declared: set[str]
+
+    def _raw_connection(self) -> RawConnection:
+        raise NotImplementedError
+
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------
+
+    async def _passive_count(self, amqp_queue: str) -> int | None:
+        """Ready messages in `amqp_queue`, or None if it does not exist."""
+        with map_errors(self.url, f"inspecting {amqp_queue!r}"):
+            channel = await self._raw_connection().channel(publisher_confirms=False)
+            try:
+                ok = await channel.queue_declare(amqp_queue, passive=True)
+            except ChannelNotFoundEntity:
+                return None
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return ok.message_count or 0
+
+    async def _known_queues(self) -> list[str]:
+        names = await self._read_catalog()
+        return sorted(names | self._declared)
+
+    async def _read_catalog(self) -> set[str]:
+        # Not exclusive: two readers each see a part, and neither drops a
+        # queue's last copy it saw nor a queue that still exists.
+        with map_errors(self.url, "reading the queue catalog"):
+            channel = await self._raw_connection().channel(publisher_confirms=False)
+            try:
+                copies = await self._catalog_copies(channel)
+                alive = {n for n in copies if await self._passive_count(work_queue(n)) is not None}
+                for name, tags in copies.items():
+                    for tag in tags if name not in alive else tags[1:]:
+                        await channel.basic_ack(tag, wait=False)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return alive
+
+    async def _catalog_copies(self, channel: RawChannel) -> dict[str, list[int]]:
+        ok = await channel.queue_declare(CATALOG_QUEUE, durable=True)
+        expected = ok.message_count or 0
+        copies: dict[str, list[int]] = {}
+        if not expected:
+            return copies
+        arrived = asyncio.Event()
+        seen = 0
+
+        async def on_message(message: DeliveredMessage) -> None:
+            nonlocal seen
+            name = message.body.decode("utf-8", "replace")
+            copies.setdefault(name, []).append(message.delivery_tag or 0)
+            seen += 1
+            if seen >= expected:
+                arrived.set()
+
+        await channel.basic_qos(prefetch_count=0)
+        await channel.basic_consume(CATALOG_QUEUE, on_message)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await arrived.wait()
+        return copies
+
+    def _scan(self, queues: Sequence[str]) -> DeadLetterScan:
+        return DeadLetterScan(self._raw_connection(), queues, self.options.dlq_busy_wait)
+
+    # -- dead-letter admin -----------------------------------------------------
+
+    async def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """Records newest first by (failed_at, id), after `cursor` (a full scan)."""
+        after = _parse_cursor(cursor)
+        queues = [queue] if queue is not None else await self._known_queues()
+        with map_errors(self.url, "listing dead letters"):
+            async with self._scan(queues) as scan:
+                records = scan.records()
+        records = [
+            r
+            for r in records
+            if (queue is None or r.queue == queue)
+            and (function is None or r.function == function)
+            and (after is None or (r.failed_at, r.id) < after)
+        ]
+        page = records[:limit]
+        more = len(records) > limit and bool(page)
+        return DeadLetterPage(page, f"{page[-1].failed_at!r}/{page[-1].id}" if more else None)
+
+    async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
+        """One record (scanning every DLQ); DeadLetterNotFound if absent."""
+        with map_errors(self.url, "reading dead letters"):
+            async with self._scan(await self._known_queues()) as scan:
+                entry = scan.entries.get(entry_id)
+        if entry is None:
+            raise DeadLetterNotFound(entry_id)
+        return entry.record
+
+    async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
+        """Enqueue `envelope` (confirmed), then remove the entry, under the scan."""
+        for queues in ([envelope.queue], await self._known_queues()):
+            with map_errors(self.url, "replaying a dead letter"):
+                async with self._scan(queues) as scan:
+                    if entry_id not in scan.entries:
+                        continue
+                    await self.enqueue_many([envelope])
+                    await scan.remove([entry_id])
+                    return
+        raise DeadLetterNotFound(entry_id)
+
+    async def dlq_delete(self, entry_id: str) -> None:
+        """Remove an entry (and any duplicate of it); DeadLetterNotFound if absent."""
+        with map_errors(self.url, "deleting a dead letter"):
+            async with self._scan(await self._known_queues()) as scan:
+                removed = await scan.remove([entry_id])
+        if not removed:
+            raise DeadLetterNotFound(entry_id)
+
+    async def dlq_purge(self, queue: str | None = None) -> int:
+        """Remove every entry of `queue`'s DLQ (of every DLQ if None); returns how many."""
+        queues = [queue] if queue is not None else await self._known_queues()
+        with map_errors(self.url, "purging dead letters"):
+            async with self._scan(queues) as scan:
+                return await scan.remove(list(scan.entries))
+
+    async def dlq_count(self, queue: str | None = None) -> int:
+        """How many distinct entries (of `queue`) the DLQs hold (a scan)."""
+        queues = [queue] if queue is not None else await self._known_queues()
+        with map_errors(self.url, "counting dead letters"):
+            async with self._scan(queues) as scan:
+                return len(scan.entries)
+
+    # -- queue admin -----------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        """Every upnext queue that exists on the server (from the catalog)."""
+        return await self._known_queues()
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Ready and dead counts; scheduled and in-flight are unknown to AMQP."""
+        ready = await self._passive_count(work_queue(queue))
+        dead = await self._passive_count(dlq_queue(queue))
+        return QueueStats(ready=ready or 0, scheduled=None, in_flight=None, dead=dead or 0)
+
+    async def purge(self, queue: str) -> int:
+        """Drop the ready jobs of `queue`. Jobs still in the delay ladder stay."""
+        with map_errors(self.url, f"purging {queue!r}"):
+            channel = await self._raw_connection().channel(publisher_confirms=False)
+            try:
+                ok = await channel.queue_purge(work_queue(queue))
+            except ChannelNotFoundEntity:
+                return 0
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return ok.message_count or 0
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    failed_at, sep, entry_id = cursor.partition("/")
+    try:
+        if not sep:
+            raise ValueError(cursor)
+        return float(failed_at), entry_id
+    except ValueError:
+        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None

@@ -1,0 +1,358 @@
+"""`RabbitBroker`: upnext's broker, result store and admin on RabbitMQ (aio-pika).
+
+One robust connection (aio-pika reconnects by itself) with three channels:
+a confirming publisher (every publish mandatory and confirmed, confirms of a
+batch awaited together), a consumer (manual acks, prefetch, local buffer)
+and a declaring channel (topology errors never close the consumer's channel).
+
+What RabbitMQ cannot do, the capabilities say: no timed leases (an unacked
+delivery is held until its channel closes; `extend` does nothing), no
+delivery count on classic queues (`redelivered` is the AMQP flag, exact), no
+removal of a queued job by id (`cancel_queued=False`), and dead-letter queues
+read by scan. Delays are rounded up to 250 ms (`delay_quantum`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import AbstractConnection as RawConnection
+from upnext._urls import redact_url
+from upnext.broker.protocol import (
+    Ack,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    Release,
+    ResultWrite,
+    Retry,
+    SettleItem,
+    SettleOutcome,
+)
+from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
+
+from upnext_rabbitmq._consumer import Consumer, Receipt
+from upnext_rabbitmq._declare import declare_ladder, declare_queue
+from upnext_rabbitmq._errors import map_errors
+from upnext_rabbitmq._options import RabbitOptions, parse_url
+from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
+from upnext_rabbitmq.admin import AdminMixin
+from upnext_rabbitmq.dlq import record_message
+from upnext_rabbitmq.results import ReplyInbox
+from upnext_rabbitmq.topology import (
+    CATALOG_QUEUE,
+    QUANTUM,
+    check_queue_name,
+    delay_route,
+    work_queue,
+)
+
+__all__ = ["RabbitBroker"]
+
+
+class RabbitBroker(AdminMixin):
+    """Broker, result store, dead-letter admin and queue admin over RabbitMQ."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.options: RabbitOptions = parse_url(url)
+        quorum = self.options.queue_type == "quorum"
+        self.capabilities = Capabilities(
+            timed_leases=False,
+            counts_deliveries=quorum,
+            cancel_queued=False,
+            dlq_access="scan",
+            dedupes_on_enqueue=False,
+            transactional_enqueue=False,
+            delay_quantum=QUANTUM,
+        )
+        # Unacked deliveries older than this make the server close the channel.
+        self.consumer_timeout: float = self.options.consumer_timeout
+        self.server_version: tuple[int, ...] = ()
+        self._connection: AbstractRobustConnection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._declared: set[str] = set()
+        self._inbox = ReplyInbox()
+        self._publisher: Publisher | None = None
+        self._consumer: Consumer | None = None
+        self._declarer: AbstractRobustChannel | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RabbitBroker:
+        """A broker for an ``amqp://`` or ``amqps://`` URL (the entry point factory)."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"RabbitBroker({redact_url(self.url)!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, open channels, declare the delay ladder and the reply queue."""
+        async with self._connect_lock:
+            if self._connection is not None:
+                return
+            with map_errors(self.url, "connecting"):
+                connection = await aio_pika.connect_robust(self.options.amqp_url, timeout=10)
+            try:
+                with map_errors(self.url, "opening channels"):
+                    await self._open(connection)
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
+
+    async def _open(self, connection: AbstractRobustConnection) -> None:
+        self.server_version = _version(connection)
+        self._declarer = await connection.channel(publisher_confirms=False)
+        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._publisher = Publisher(publisher, self._redeclare, self.url)
+        arguments: dict[str, Any] | None = None
+        if self.server_version >= (3, 12):
+            arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
+        self._consumer = Consumer(
+            await connection.channel(publisher_confirms=False),
+            self._ensure_queue,
+            prefetch=self.options.prefetch,
+            quorum=self.options.queue_type == "quorum",
+            consumer_arguments=arguments,
+        )
+        await declare_ladder(await self._declarer.get_underlay_channel())
+        await self._inbox.start(connection)
+
+    async def aclose(self) -> None:
+        """Give back buffered deliveries (not counted), then close the connection."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if self._consumer is not None and not connection.is_closed:
+                with map_errors(self.url, "closing"):
+                    await self._release_buffered(self._consumer)
+        finally:
+            await connection.close()
+            self._declared.clear()
+
+    async def _release_buffered(self, consumer: Consumer) -> None:
+        drained = await consumer.stop()
+        if not drained:
+            return
+        messages = [
+            Outgoing("", work_queue(q), m.body, persistent(m.header.properties.message_id), q)
+            for q, m in drained
+        ]
+        outcomes = await self._pub().publish(messages)
+        done = [
+            Receipt(m.channel, m.delivery_tag or 0)
+            for (_, m), err in zip(drained, outcomes, strict=True)
+            if err is None
+        ]
+        await consumer.ack([r for r in done if consumer.live(r)])
+
+    async def __aenter__(self) -> RabbitBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _pub(self) -> Publisher:
+        if self._publisher is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
+        return self._publisher
+
+    def _cons(self) -> Consumer:
+        if self._consumer is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
+        return self._consumer
+
+    def _raw_connection(self) -> RawConnection:
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        if transport is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        return transport.connection
+
+    # -- topology --------------------------------------------------------------
+
+    async def _ensure_queue(self, queue: str) -> None:
+        if queue in self._declared:
+            return
+        check_queue_name(queue)
+        if self._declarer is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
+        created = await self._passive_count(work_queue(queue)) is None
+        with map_errors(self.url, f"declaring queue {queue!r}"):
+            raw = await self._declarer.get_underlay_channel()
+            await declare_queue(
+                raw,
+                queue,
+                quorum=self.options.queue_type == "quorum",
+                delivery_limit=self.options.delivery_limit,
+            )
+        self._declared.add(queue)
+        if created:
+            # Name the queue in the catalog, so admins in other processes find it.
+            note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
+            await self._pub().publish_all([note], "recording the queue in the catalog")
+
+    async def _redeclare(self, needs: set[str | None]) -> None:
+        if self._declarer is None:
+            return
+        with map_errors(self.url, "re-declaring the topology"):
+            await declare_ladder(await self._declarer.get_underlay_channel())
+        for queue in needs:
+            if queue is not None:
+                self._declared.discard(queue)
+                await self._ensure_queue(queue)
+
+    # -- broker ----------------------------------------------------------------
+
+    def _job_message(self, queue: str, job_id: str, body: bytes, delay: float) -> Outgoing:
+        route = delay_route(queue, delay)
+        exchange, key = route if route is not None else ("", work_queue(queue))
+        return Outgoing(exchange, key, body, persistent(job_id), needs=queue)
+
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish every envelope, persistent and confirmed, confirms awaited together."""
+        publisher = self._pub()
+        for queue in {e.queue for e in envelopes}:
+            await self._ensure_queue(queue)
+        messages = [self._job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
+        await publisher.publish_all(messages, "enqueueing")
+
+    async def receive(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Hand out buffered deliveries, waiting up to `wait` s for one to arrive.
+
+        `lease` is not enforced: RabbitMQ holds a delivery until it is acked or
+        its channel closes (capability timed_leases=False).
+        """
+        consumer = self._cons()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            with map_errors(self.url, "consuming"):
+                await consumer.ensure(queues, limit)
+            out = consumer.take(queues, limit)
+            left = deadline - loop.time()
+            if out or left <= 0:
+                return out
+            await consumer.wait(left)
+
+    def _settle_messages(self, item: SettleItem) -> list[Outgoing]:
+        envelope = item.delivery.envelope
+        out: list[Outgoing] = []
+        if isinstance(item, Retry):
+            out.append(self._job_message(envelope.queue, envelope.id, item.body, item.delay))
+        elif isinstance(item, Release):
+            out.append(self._job_message(envelope.queue, envelope.id, envelope.body, 0.0))
+        elif isinstance(item, DeadLetter):
+            out.append(record_message(item.record))
+        if isinstance(item, Ack | DeadLetter) and item.result is not None:
+            write = item.result
+            if write.reply_to != self._inbox.address:
+                message = self._inbox.outgoing(write)
+                if message is not None:
+                    out.append(message)
+        return out
+
+    async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        """Publish what each item needs (confirmed, together), then ack in one go.
+
+        An item whose delivery came on a channel since closed reports
+        LeaseLost (RabbitMQ has put it back). If a publish fails for another
+        reason, the successful items are acked and BrokerError is raised; the
+        failed ones stay held, to be settled again.
+        """
+        consumer = self._cons()
+        outcomes: list[SettleOutcome] = [None] * len(items)
+        plans: list[tuple[int, list[Outgoing]]] = []
+        seen: set[int] = set()
+        for i, item in enumerate(items):
+            receipt = item.delivery.receipt
+            if not consumer.live(receipt) or id(receipt) in seen:
+                outcomes[i] = LeaseLost(f"lease lost for job {item.delivery.envelope.id}")
+                continue
+            seen.add(id(receipt))
+            plans.append((i, self._settle_messages(item)))
+        flat = [m for _, msgs in plans for m in msgs]
+        errors = await self._pub().publish(flat)
+        done: list[Receipt] = []
+        failure: BrokerError | None = None
+        start = 0
+        for i, msgs in plans:
+            failed = [e for e in errors[start : start + len(msgs)] if e is not None]
+            start += len(msgs)
+            receipt = items[i].delivery.receipt
+            assert isinstance(receipt, Receipt)
+            lost = not consumer.live(receipt)
+            if lost or (failed and isinstance(failed[0], BrokerUnavailable)):
+                # The delivery is (or will be) back on the server: not ours to settle.
+                outcomes[i] = LeaseLost(f"lease lost for job {items[i].delivery.envelope.id}")
+            elif failed:
+                failure = failed[0]
+            else:
+                self._keep_local_result(items[i])
+                done.append(receipt)
+        with map_errors(self.url, "acking"):
+            await consumer.ack(done)
+        if failure is not None:
+            raise failure
+        return outcomes
+
+    def _keep_local_result(self, item: SettleItem) -> None:
+        if isinstance(item, Ack | DeadLetter) and item.result is not None:
+            write = item.result
+            if write.reply_to == self._inbox.address:
+                self._inbox.store(write.job_id, write.data, write.ttl)
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+        """Nothing to extend (no timed leases); LeaseLost for deliveries already lost."""
+        consumer = self._cons()
+        return [
+            None if consumer.live(d.receipt) else LeaseLost(f"lease lost for job {d.envelope.id}")
+            for d in deliveries
+        ]
+
+    async def cancel(self, queue: str, job_id: str) -> bool:
+        """Unsupported: AMQP cannot remove a queued message by id."""
+        raise UnsupportedOperation("RabbitMQ cannot remove a queued job (cancel_queued=False)")
+
+    # -- results ---------------------------------------------------------------
+
+    def reply_address(self) -> str | None:
+        """This process's reply queue; results of its jobs are published there."""
+        return self._inbox.address
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Publish each result to its reply queue (confirmed); keep our own locally."""
+        messages = []
+        for write in writes:
+            if write.reply_to == self._inbox.address:
+                self._inbox.store(write.job_id, write.data, write.ttl)
+            elif (message := self._inbox.outgoing(write)) is not None:
+                messages.append(message)
+        await self._pub().publish_all(messages, "publishing results")
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The result of a job this process submitted, waiting up to `wait` s."""
+        return await self._inbox.get(job_id, wait)
+
+
+def _version(connection: AbstractRobustConnection) -> tuple[int, ...]:
+    transport = connection.transport
+    raw: Any = transport.connection.server_properties.get("version") if transport else None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    parts = []
+    for piece in text.split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)

@@ -1,0 +1,221 @@
+"""Dead-letter queues read by scan, one admin at a time.
+
+A dead-letter queue is an AMQP queue, so it can only be read front to back.
+A scan opens a private channel, takes an *exclusive* consumer on each DLQ it
+reads (a second admin anywhere gets ACCESS_REFUSED: "busy"), receives every
+message without acking, acks the ones it removes, and closes the channel:
+RabbitMQ puts the rest back in their original order. Workers keep publishing
+dead letters meanwhile; those arrive behind the scanned ones.
+
+Core's records carry their indexed fields in headers and core's opaque entry as
+the body, with the entry id as message_id. Messages that reached the DLQ
+through the work queue's dead-letter exchange (broker-side dead letters) have
+no such headers; they are shown with reason "dead-lettered by broker", the
+time from ``x-death``, and the raw job body as data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiormq
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+from pamqp.common import FieldTable
+from upnext.broker.protocol import DeadLetterRecord
+from upnext.errors import BrokerError
+
+from upnext_rabbitmq._publish import Outgoing, persistent
+from upnext_rabbitmq.topology import dlq_queue
+
+__all__ = ["BROKER_REASON", "DeadLetterScan", "record_message"]
+
+BROKER_REASON = "dead-lettered by broker"
+_H = "x-upnext-"
+
+
+def record_message(record: DeadLetterRecord) -> Outgoing:
+    """The persistent message that stores `record` in its queue's DLQ."""
+    headers: FieldTable = {
+        f"{_H}entry": record.id,
+        f"{_H}job": record.job_id,
+        f"{_H}queue": record.queue,
+        f"{_H}function": record.function,
+        f"{_H}reason": record.reason,
+        f"{_H}failed-at": repr(float(record.failed_at)),
+    }
+    props = persistent(record.id, headers=headers)
+    return Outgoing("", dlq_queue(record.queue), record.data, props, needs=record.queue)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _timestamp(value: object) -> float:
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return value.timestamp()
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def decode(queue: str, message: DeliveredMessage) -> DeadLetterRecord:
+    """The record a DLQ message holds (core's, or a broker-side dead letter)."""
+    props = message.header.properties
+    headers: dict[str, Any] = dict(props.headers or {})
+    entry = headers.get(f"{_H}entry")
+    if entry is not None:
+        return DeadLetterRecord(
+            id=_text(entry),
+            job_id=_text(headers.get(f"{_H}job")),
+            queue=_text(headers.get(f"{_H}queue")) or queue,
+            function=_text(headers.get(f"{_H}function")),
+            reason=_text(headers.get(f"{_H}reason")),
+            failed_at=float(_text(headers.get(f"{_H}failed-at")) or 0.0),
+            data=message.body,
+        )
+    deaths = headers.get("x-death")
+    death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+    failed_at = _timestamp(death.get("time", props.timestamp))
+    job_id = props.message_id or ""
+    digest = hashlib.sha256(f"{job_id}/{failed_at!r}/".encode() + message.body).hexdigest()
+    return DeadLetterRecord(
+        id=f"dlx-{digest[:24]}",
+        job_id=job_id,
+        queue=queue,
+        function="",
+        reason=BROKER_REASON,
+        failed_at=failed_at,
+        data=message.body,
+    )
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: DeadLetterRecord
+    tags: list[int] = field(default_factory=list)
+
+
+class DeadLetterScan:
+    """Every entry of some DLQs, held under exclusive consumers until exit.
+
+    Use as ``async with DeadLetterScan(conn, queues, busy_wait) as scan``;
+    `remove` acks an entry's messages (duplicates included); leaving the block
+    puts everything else back in order.
+    """
+
+    def __init__(
+        self, connection: aiormq.abc.AbstractConnection, queues: Sequence[str], busy_wait: float
+    ) -> None:
+        self._connection = connection
+        self._queues = list(queues)
+        self._busy_wait = busy_wait
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self.entries: dict[str, _Entry] = {}
+        self._received = 0
+        self._more = asyncio.Event()
+
+    async def __aenter__(self) -> DeadLetterScan:
+        deadline = time.monotonic() + self._busy_wait
+        while True:
+            try:
+                await self._open()
+                return self
+            except ChannelAccessRefused:
+                await self._close()
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        "dead-letter queue busy: another admin is reading it; try again"
+                    ) from None
+                await asyncio.sleep(0.05)
+            except BaseException:
+                await self._close()
+                raise
+
+    async def _open(self) -> None:
+        self.entries.clear()
+        self._received = 0
+        channel = self._channel = await self._connection.channel(publisher_confirms=False)
+        # Count first: a missing DLQ (404) closes the channel, so no consumer yet.
+        counts: dict[str, int] = {}
+        for queue in self._queues:
+            try:
+                ok = await channel.queue_declare(dlq_queue(queue), passive=True)
+            except ChannelNotFoundEntity:
+                channel = self._channel = await self._connection.channel(publisher_confirms=False)
+                continue
+            counts[queue] = ok.message_count or 0
+        await channel.basic_qos(prefetch_count=0)
+        for queue in counts:
+            await channel.basic_consume(
+                dlq_queue(queue), self._receiver(channel, queue), exclusive=True
+            )
+        await self._collect(sum(counts.values()))
+
+    def _receiver(self, channel: aiormq.abc.AbstractChannel, queue: str) -> Any:
+        async def on_message(message: DeliveredMessage) -> None:
+            if channel is not self._channel or message.delivery_tag is None:
+                return
+            record = decode(queue, message)
+            entry = self.entries.setdefault(record.id, _Entry(record))
+            entry.tags.append(message.delivery_tag)
+            self._received += 1
+            self._more.set()
+
+        return on_message
+
+    async def _collect(self, expected: int) -> None:
+        # Wait for every message counted at the start; give up on the rest after
+        # a quiet spell (another client may have removed some meanwhile).
+        while self._received < expected:
+            self._more.clear()
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._more.wait()
+            except TimeoutError:
+                return
+
+    def records(self) -> list[DeadLetterRecord]:
+        """Every record read, newest first by (failed_at, id)."""
+        records = [entry.record for entry in self.entries.values()]
+        records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
+        return records
+
+    async def remove(self, entry_ids: Sequence[str]) -> int:
+        """Remove these entries (each with its duplicates); returns how many existed."""
+        channel = self._channel
+        assert channel is not None
+        removed = 0
+        for entry_id in entry_ids:
+            entry = self.entries.pop(entry_id, None)
+            if entry is None:
+                continue
+            removed += 1
+            for tag in entry.tags:
+                await channel.basic_ack(tag, wait=False)
+        return removed
+
+    async def _close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
