@@ -1,0 +1,59 @@
+"""Map redis-py errors to upnext's at the boundary, never leaking a password.
+
+redis ConnectionError, TimeoutError, OSError  ->  BrokerUnavailable
+"OOM ..." reply (maxmemory under noeviction)  ->  BrokerError (nothing written)
+any other RedisError                          ->  BrokerError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import exceptions as rx
+from upnext.errors import BrokerError, BrokerUnavailable
+
+__all__ = ["ErrorMapper"]
+
+
+class ErrorMapper:
+    """Turns driver errors into BrokerUnavailable/BrokerError with a safe message."""
+
+    def __init__(self, safe_url: str, secrets: tuple[str, ...] = ()) -> None:
+        self.safe_url = safe_url
+        self._secrets = tuple(s for s in secrets if s)
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def unavailable(self, exc: BaseException) -> BrokerUnavailable:
+        """The BrokerUnavailable for a connection-level failure."""
+        detail = self.scrub(str(exc)) or type(exc).__name__
+        return BrokerUnavailable(f"Redis at {self.safe_url} is unreachable: {detail}")
+
+    def error(self, exc: BaseException) -> BrokerError:
+        """The BrokerError for a refused command."""
+        detail = self.scrub(str(exc)) or type(exc).__name__
+        if detail.startswith("OOM"):
+            return BrokerError(
+                f"Redis at {self.safe_url} is out of memory (maxmemory reached); "
+                f"nothing was written: {detail}"
+            )
+        return BrokerError(f"Redis at {self.safe_url} refused the operation: {detail}")
+
+    @contextmanager
+    def boundary(self) -> Iterator[None]:
+        """Re-raise driver errors inside the block as upnext errors.
+
+        The driver's exception is not chained: its text and arguments may
+        carry connection details, and ours already says what happened.
+        """
+        try:
+            yield
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            raise self.unavailable(exc) from None
+        except rx.RedisError as exc:
+            raise self.error(exc) from None

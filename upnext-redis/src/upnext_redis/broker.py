@@ -1,0 +1,313 @@
+"""RedisBroker: broker, result store, dead-letter admin and queue admin on Redis.
+
+Every state change is one Lua script (scripts.py) over one queue's keys
+(keys.py), and every operation is one round trip for a whole batch. A
+receiver with nothing to do blocks on ``XREAD`` of each queue's ``wake``
+stream from the entry id it last saw, so a wake-up between its script and
+its block is never missed; each block is capped at the next due time or lease
+deadline that the script reported from Redis ``TIME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from upnext.broker.protocol import (
+    Ack,
+    Capabilities,
+    DeadLetter,
+    DeadLetterPage,
+    DeadLetterRecord,
+    Delivery,
+    Envelope,
+    QueueStats,
+    Release,
+    ResultWrite,
+    Retry,
+    SettleItem,
+    SettleOutcome,
+)
+from upnext.errors import LeaseLost
+
+from upnext_redis._client import RedisClient
+from upnext_redis._config import parse_url
+from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
+from upnext_redis.results import Results, ttl_ms
+from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
+
+__all__ = ["RedisBroker"]
+
+# Envelopes per enqueue script: big batches stay one round trip (pipelined)
+# without holding Redis in one script for long.
+_ENQUEUE_CHUNK = 2_000
+
+
+class _Groups:
+    """Assigns 1-based script group indexes to queue names, in first-seen order."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+        self.index: dict[str, int] = {}
+
+    def __call__(self, queue: str) -> int:
+        found = self.index.get(queue)
+        if found is None:
+            found = self.index[queue] = len(self.index) + 1
+        return found
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for q in self.index for key in self._client.keys.queue(q).group]
+
+
+class RedisBroker:
+    """Broker, ResultStore, DeadLetterAdmin and QueueAdmin on one Redis (>= 6.2)."""
+
+    capabilities = Capabilities(
+        timed_leases=True,
+        counts_deliveries=True,
+        cancel_queued=True,
+        dlq_access="indexed",
+        dedupes_on_enqueue=False,
+        transactional_enqueue=False,
+        delay_quantum=0.001,
+    )
+
+    def __init__(self, url: str) -> None:
+        self.options = parse_url(url)
+        self._client = RedisClient(self.options)
+        self._results = Results(self._client)
+        self._dlq = DeadLetters(self._client)
+        self._known: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBroker:
+        """A broker for `url` (connections open lazily, or on `connect()`)."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({self.options.safe_url!r})"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Ping, load the scripts, check maxmemory-policy. BrokerUnavailable if down."""
+        await self._client.check_server()
+
+    async def aclose(self) -> None:
+        """Stop the result listener and close every connection."""
+        await self._results.listener.aclose()
+        await self._client.aclose()
+
+    async def __aenter__(self) -> RedisBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- broker --------------------------------------------------------------
+
+    def _register(self, queues: Sequence[str]) -> list[tuple[Any, ...]]:
+        # SADD once per queue name per broker object: admin listing only.
+        new = [q for q in dict.fromkeys(queues) if q not in self._known]
+        if not new:
+            return []
+        self._known.update(new)
+        return [("SADD", self._client.keys.queues, *new)]
+
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Store every envelope in one pipelined round trip; wake receivers."""
+        if not envelopes:
+            return
+        calls = []
+        for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
+            groups = _Groups(self._client)
+            args: list[Any] = []
+            for env in envelopes[start : start + _ENQUEUE_CHUNK]:
+                args += (groups(env.queue), env.id, env.body, delay_ms(env.delay))
+            calls.append((ENQUEUE, groups.keys, args))
+        try:
+            await self._client.eval_many(calls, self._register([e.queue for e in envelopes]))
+        except BaseException:
+            self._known.difference_update(e.queue for e in envelopes)
+            raise
+
+    async def receive(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Hand out up to `limit` due jobs, blocking up to `wait` s for one."""
+        names = list(dict.fromkeys(queues))
+        if not names or limit <= 0:
+            return []
+        groups = [key for q in names for key in self._client.keys.queue(q).group]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(wait, 0.0)
+        args = (limit, max(1, delay_ms(lease)), len(names))
+        while True:
+            reply = await self._client.eval(RECEIVE, groups, args)
+            if len(reply) > 2 + len(names):
+                return self._deliveries(names, reply[2 + len(names) :])
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            now_ms, next_ms = int(reply[0]), int(reply[1])
+            block = min(remaining, self.options.recovery_interval)
+            if next_ms >= 0:
+                block = min(block, (next_ms - now_ms + 1) / 1000)
+            await self._block(names, [bytes(r) for r in reply[2 : 2 + len(names)]], block)
+
+    async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
+        # XREAD from the ids the script saw: an XADD since then returns at once.
+        ms = max(1, int(seconds * 1000))
+        streams = {self._client.keys.queue(q).wake: s for q, s in zip(names, seen, strict=True)}
+        with self._client.errors.boundary():
+            await self._client.blocking.xread(streams, block=ms)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _deliveries(names: list[str], flat: list[Any]) -> list[Delivery]:
+        out = []
+        for i in range(0, len(flat), 5):
+            queue = names[int(flat[i]) - 1]
+            job_id = flat[i + 1].decode()
+            count = int(flat[i + 3])
+            receipt = (queue, job_id, flat[i + 4])
+            out.append(Delivery(Envelope(job_id, queue, flat[i + 2]), receipt, count > 1, count))
+        return out
+
+    def _result_args(self, result: ResultWrite | None) -> list[Any]:
+        if result is None or (ms := ttl_ms(result.ttl)) == 0:
+            return []
+        keys = self._client.keys.queue(result.queue)
+        return [keys.result(result.job_id), result.data, ms, keys.result_channel(result.job_id)]
+
+    def _settle_args(self, item: SettleItem, groups: _Groups) -> list[Any]:
+        queue, job_id, token = _receipt(item.delivery)
+        extra: list[Any]
+        if isinstance(item, Ack):
+            op, extra = "A", self._result_args(item.result)
+        elif isinstance(item, DeadLetter):
+            rec = item.record
+            op = "D"
+            extra = [groups(rec.queue), rec.id, repr(rec.failed_at), rec.function]
+            extra += [pack_record(rec), *self._result_args(item.result)]
+        elif isinstance(item, Retry):
+            op, extra = "R", [item.body, delay_ms(item.delay)]
+        elif isinstance(item, Release):
+            op, extra = "L", []
+        else:
+            raise TypeError(f"not a settle item: {item!r}")
+        return [op, groups(queue), job_id, token, len(extra), *extra]
+
+    async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        """Apply the batch in one script; LeaseLost for each item no longer held."""
+        if not items:
+            return []
+        groups = _Groups(self._client)
+        args: list[Any] = []
+        for item in items:
+            args += self._settle_args(item, groups)
+        dead_queues = [i.record.queue for i in items if isinstance(i, DeadLetter)]
+        (reply,) = await self._client.eval_many(
+            [(SETTLE, groups.keys, args)], self._register(dead_queues)
+        )
+        return [None if ok else _lost(item.delivery) for ok, item in zip(reply, items, strict=True)]
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+        """Push every held lease to `lease` s from now, in one script."""
+        if not deliveries:
+            return []
+        groups = _Groups(self._client)
+        args: list[Any] = [max(1, delay_ms(lease))]
+        for delivery in deliveries:
+            queue, job_id, token = _receipt(delivery)
+            args += (groups(queue), job_id, token)
+        reply = await self._client.eval(EXTEND, groups.keys, args)
+        return [None if ok else _lost(d) for ok, d in zip(reply, deliveries, strict=True)]
+
+    async def cancel(self, queue: str, job_id: str) -> bool:
+        """Remove a queued or scheduled job nobody holds; True if removed."""
+        return bool(await self._client.eval(CANCEL, self._client.keys.queue(queue).group, [job_id]))
+
+    # -- results -------------------------------------------------------------
+
+    def reply_address(self) -> str | None:
+        """Results live beside their queue; no reply address is needed."""
+        return None
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Store each result for its ttl and wake its waiters, in one round trip."""
+        await self._results.put_results(writes)
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The stored result (non-destructive), waiting up to `wait` s."""
+        return await self._results.get_result(job_id, queue=queue, wait=wait)
+
+    # -- dead-letter admin ---------------------------------------------------
+
+    async def dlq_list(
+        self,
+        *,
+        queue: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """Records newest first by a keyset cursor on (failed_at, id)."""
+        return await self._dlq.page(queue=queue, function=function, limit=limit, cursor=cursor)
+
+    async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
+        """One record; DeadLetterNotFound if absent."""
+        return await self._dlq.get(entry_id)
+
+    async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
+        """Remove the entry and enqueue `envelope` atomically; one replay wins."""
+        register = ("SADD", self._client.keys.queues, envelope.queue)
+        await self._dlq.replay(entry_id, envelope, list(register))
+
+    async def dlq_delete(self, entry_id: str) -> None:
+        """Remove an entry; DeadLetterNotFound if absent."""
+        await self._dlq.delete(entry_id)
+
+    async def dlq_purge(self, queue: str | None = None) -> int:
+        """Remove every entry (of `queue`); returns how many."""
+        return await self._dlq.purge(queue)
+
+    async def dlq_count(self, queue: str | None = None) -> int:
+        """How many entries (of `queue`)."""
+        return await self._dlq.count(queue)
+
+    # -- queue admin ---------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        """Every queue that has seen a job."""
+        with self._client.errors.boundary():
+            names: Any = await self._client.redis.smembers(self._client.keys.queues)
+        return sorted(n.decode() for n in names)
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Ready, scheduled, in-flight and dead counts, judged by Redis TIME."""
+        ready, scheduled, in_flight, dead = await self._client.eval(
+            STATS, self._client.keys.queue(queue).group, []
+        )
+        return QueueStats(int(ready), int(scheduled), int(in_flight), int(dead))
+
+    async def purge(self, queue: str) -> int:
+        """Drop every ready and scheduled job of `queue`; held ones stay."""
+        return int(await self._client.eval(PURGE, self._client.keys.queue(queue).group, []))
+
+
+def _receipt(delivery: Delivery) -> tuple[str, str, bytes]:
+    receipt = delivery.receipt
+    if isinstance(receipt, tuple) and len(receipt) == 3:
+        queue, job_id, token = receipt
+        if isinstance(queue, str) and isinstance(job_id, str) and isinstance(token, bytes):
+            return queue, job_id, token
+    # Not one of ours (or forged): a token no hand-out has makes it LeaseLost.
+    return delivery.envelope.queue, delivery.envelope.id, b"-"
+
+
+def _lost(delivery: Delivery) -> LeaseLost:
+    return LeaseLost(f"lease lost for job {delivery.envelope.id}")

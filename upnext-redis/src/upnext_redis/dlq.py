@@ -1,0 +1,166 @@
+"""The dead-letter queue: a sorted-set index per queue plus a hash of records.
+
+Each queue keeps its entries beside its jobs (same hash tag), so settle can
+move a job into the DLQ in the same script that removes it. Admin calls that
+are not given a queue look in every queue of ``<prefix>:queues`` within one
+pipelined round trip. A record is packed as one JSON header line (the
+indexed fields) followed by core's opaque bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from typing import Any
+
+from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope
+from upnext.errors import ConfigurationError, DeadLetterNotFound
+
+from upnext_redis._client import RedisClient
+from upnext_redis.scripts import DLQ_DELETE, DLQ_LIST, DLQ_PURGE, DLQ_REPLAY
+
+__all__ = ["DeadLetters", "delay_ms", "pack_record", "unpack_record"]
+
+
+def delay_ms(delay: float) -> int:
+    """A delay in whole milliseconds, rounded up (the backend's delay quantum)."""
+    if delay <= 0:
+        return 0
+    whole = int(delay * 1000)
+    return whole if whole >= delay * 1000 else whole + 1
+
+
+def pack_record(record: DeadLetterRecord) -> bytes:
+    """The stored form of a record: a JSON header line, then `data` as is."""
+    header = [
+        record.id,
+        record.job_id,
+        record.queue,
+        record.function,
+        record.reason,
+        record.failed_at,
+    ]
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + record.data
+
+
+def unpack_record(packed: bytes) -> DeadLetterRecord:
+    """The record `pack_record` stored."""
+    header, _, data = packed.partition(b"\n")
+    entry_id, job_id, queue, function, reason, failed_at = json.loads(header)
+    return DeadLetterRecord(entry_id, job_id, queue, function, reason, float(failed_at), data)
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    failed_at, sep, entry_id = cursor.partition("/")
+    try:
+        if not sep:
+            raise ValueError(cursor)
+        return float(failed_at), entry_id
+    except ValueError:
+        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
+
+
+class DeadLetters:
+    """DeadLetterAdmin on Redis."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+
+    async def _queues(self, queue: str | None) -> list[str]:
+        if queue is not None:
+            return [queue]
+        with self._client.errors.boundary():
+            names: Any = await self._client.redis.smembers(self._client.keys.queues)
+        return sorted(name.decode() for name in names)
+
+    def _group(self, queue: str) -> tuple[str, ...]:
+        return self._client.keys.queue(queue).group
+
+    async def page(
+        self,
+        *,
+        queue: str | None = None,
+        function: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """Records newest first by (failed_at, id), after `cursor`."""
+        after = _parse_cursor(cursor)
+        limit = max(1, limit)
+        args: list[Any] = [limit, "", "", function or ""]
+        if after is not None:
+            args[1:3] = [repr(after[0]), after[1]]
+        names = await self._queues(queue)
+        replies = await self._client.eval_many([(DLQ_LIST, self._group(q), args) for q in names])
+        # Each queue's reply is sorted; merge them, newest first.
+        streams = [[unpack_record(packed) for packed in reply] for reply in replies]
+        merged = heapq.merge(*streams, key=lambda r: (r.failed_at, r.id), reverse=True)
+        records = [r for _, r in zip(range(limit + 1), merged, strict=False)]
+        page = records[:limit]
+        more = len(records) > limit
+        next_cursor = f"{page[-1].failed_at!r}/{page[-1].id}" if more else None
+        return DeadLetterPage(page, next_cursor)
+
+    async def _locate(self, entry_id: str) -> tuple[str, bytes] | None:
+        names = await self._queues(None)
+        if not names:
+            return None
+        with self._client.errors.boundary():
+            pipe = self._client.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hget(self._client.keys.queue(name).dlq_records, entry_id)
+            found: list[bytes | None] = await pipe.execute()
+        for name, packed in zip(names, found, strict=True):
+            if packed is not None:
+                return name, packed
+        return None
+
+    async def get(self, entry_id: str) -> DeadLetterRecord:
+        """One record, or DeadLetterNotFound."""
+        located = await self._locate(entry_id)
+        if located is None:
+            raise DeadLetterNotFound(entry_id)
+        return unpack_record(located[1])
+
+    async def replay(self, entry_id: str, envelope: Envelope, register: list[Any]) -> None:
+        """Remove the entry and enqueue `envelope` in one script (one winner)."""
+        args = [entry_id, envelope.id, envelope.body, delay_ms(envelope.delay)]
+        target = self._group(envelope.queue)
+        # Core replays into the entry's own queue: try there first (one round trip).
+        (done,) = await self._client.eval_many([(DLQ_REPLAY, target + target, args)], [register])
+        if done:
+            return
+        located = await self._locate(entry_id)
+        if located is None:
+            raise DeadLetterNotFound(entry_id)
+        if not await self._client.eval(DLQ_REPLAY, self._group(located[0]) + target, args):
+            raise DeadLetterNotFound(entry_id)
+
+    async def delete(self, entry_id: str) -> None:
+        """Remove one entry, or DeadLetterNotFound."""
+        names = await self._queues(None)
+        replies = await self._client.eval_many(
+            [(DLQ_DELETE, self._group(q), [entry_id]) for q in names]
+        )
+        if not any(replies):
+            raise DeadLetterNotFound(entry_id)
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Remove every entry (of `queue`); how many."""
+        names = await self._queues(queue)
+        replies = await self._client.eval_many([(DLQ_PURGE, self._group(q), []) for q in names])
+        return sum(int(n) for n in replies)
+
+    async def count(self, queue: str | None = None) -> int:
+        """How many entries (of `queue`)."""
+        names = await self._queues(queue)
+        if not names:
+            return 0
+        with self._client.errors.boundary():
+            pipe = self._client.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.zcard(self._client.keys.queue(name).dlq_index)
+            counts: list[int] = await pipe.execute()
+        return sum(counts)

@@ -1,0 +1,126 @@
+"""Every Redis key and channel name the backend uses, in one place.
+
+All keys of a queue live under one hash tag, ``<prefix>:{<queue>}:...``, so
+on Redis Cluster a queue's jobs, leases, dead letters and results share a
+slot and one Lua script can touch all of them. Per queue:
+
+=================  ======  =====================================================
+key                type    holds
+=================  ======  =====================================================
+``ready``          list    ids of jobs due now, handed out from the head
+``delayed``        zset    id -> due time (ms, Redis clock)
+``leased``         zset    id -> lease deadline (ms, Redis clock)
+``jobs``           hash    id -> body
+``count``          hash    id -> hand-outs since the body was last written
+``token``          hash    id -> receipt of the current hand-out
+``seq``            string  receipt counter
+``wake``           stream  one entry, re-added whenever work appears
+``dlq``            zset    entry id -> failed_at (s); the dead-letter index
+``dlq:rec``        hash    entry id -> packed record
+``dlq:fn``         hash    entry id -> function (filtering without unpacking)
+``result:<job>``   string  a final result, with a TTL
+=================  ======  =====================================================
+
+Outside any queue: ``<prefix>:queues`` (set of queue names, for admin
+listing) and the pub/sub channels ``...:done:<job>`` (a result was written)
+and ``<prefix>:listener`` (keeps the listener's connection subscribed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from upnext.errors import ConfigurationError
+
+__all__ = ["GROUP_SIZE", "KeySpace", "QueueKeys"]
+
+# The order is the layout of KEYS in every Lua script (see scripts.py).
+_SUFFIXES = (
+    "ready",
+    "delayed",
+    "leased",
+    "jobs",
+    "count",
+    "token",
+    "seq",
+    "wake",
+    "dlq",
+    "dlq:rec",
+    "dlq:fn",
+)
+GROUP_SIZE = len(_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue, in script order."""
+
+    base: str
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        """Every structural key of the queue, in the order scripts expect."""
+        return tuple(f"{self.base}{suffix}" for suffix in _SUFFIXES)
+
+    @property
+    def wake(self) -> str:
+        """The stream receivers block on."""
+        return f"{self.base}wake"
+
+    @property
+    def dlq_records(self) -> str:
+        """The hash of packed dead-letter records."""
+        return f"{self.base}dlq:rec"
+
+    @property
+    def dlq_index(self) -> str:
+        """The dead-letter sorted set scored by failed_at."""
+        return f"{self.base}dlq"
+
+    def result(self, job_id: str) -> str:
+        """The key of a job's result."""
+        return f"{self.base}result:{job_id}"
+
+    def result_channel(self, job_id: str) -> str:
+        """The pub/sub channel announcing a job's result."""
+        return f"{self.base}done:{job_id}"
+
+
+class KeySpace:
+    """Builds key names under one prefix (default ``upnext``)."""
+
+    def __init__(self, prefix: str = "upnext") -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"Redis key prefix must be non-empty and free of braces, got {prefix!r}"
+            )
+        self.prefix = prefix
+        self._cache: dict[str, QueueKeys] = {}
+
+    def queue(self, name: str) -> QueueKeys:
+        """The keys of queue `name` (all under the hash tag ``{name}``)."""
+        keys = self._cache.get(name)
+        if keys is None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            keys = self._cache[name] = QueueKeys(f"{self.prefix}:{{{name}}}:")
+        return keys
+
+    @property
+    def queues(self) -> str:
+        """The set of every queue name seen."""
+        return f"{self.prefix}:queues"
+
+    @property
+    def listener_channel(self) -> str:
+        """A channel nobody publishes to; keeps the listener subscribed."""
+        return f"{self.prefix}:listener"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        return f"{_glob_escape(self.prefix)}:*"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,225 @@
+"""Results: non-destructive reads with a TTL, and one pub/sub listener per broker.
+
+A result is a plain string key (``...:result:<job>``) written with ``PX`` in
+the same script that acks the job, then announced on ``...:done:<job>``. A
+waiter subscribes to its job's channel through the broker's single listener
+connection, re-reads the key once the subscription is confirmed, and sleeps
+on a future until the announcement (or its deadline). Waiters never hold a
+connection; the listener pings its connection so a half-open one is found,
+reconnects with backoff and re-subscribes, then wakes every waiter to re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from upnext.broker.protocol import ResultWrite
+
+from upnext_redis._client import RedisClient
+
+__all__ = ["ResultListener", "Results", "ttl_ms"]
+
+log = logging.getLogger("upnext.redis")
+
+
+def ttl_ms(ttl: float) -> int:
+    """A TTL in whole milliseconds, rounded up; 0 means store nothing."""
+    return max(0, -int(-ttl * 1000 // 1)) if ttl > 0 else 0
+
+
+@dataclass(slots=True)
+class _Channel:
+    futures: set[asyncio.Future[None]] = field(default_factory=set)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class ResultListener:
+    """One pub/sub connection that wakes every local waiter of a result."""
+
+    def __init__(self, make: Callable[[], AbstractConnection], control: str, ping: float) -> None:
+        self._make = make
+        self._control = control.encode()
+        self._ping = ping
+        self._channels: dict[bytes, _Channel] = {}
+        self._conn: AbstractConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="upnext-redis-results"
+            )
+
+    def watch(self, channel: bytes) -> tuple[_Channel, asyncio.Future[None]]:
+        """Register a waiter on `channel`, subscribing if it is the first."""
+        self._ensure_running()
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+            self._send("SUBSCRIBE", channel)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.futures.add(fut)
+        return state, fut
+
+    def rearm(self, state: _Channel, fut: asyncio.Future[None]) -> asyncio.Future[None]:
+        """A fresh future on the same channel, replacing a resolved one."""
+        state.futures.discard(fut)
+        new: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.futures.add(new)
+        return new
+
+    def unwatch(self, channel: bytes, fut: asyncio.Future[None]) -> None:
+        """Drop a waiter; the last one out unsubscribes."""
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        state.futures.discard(fut)
+        if not state.futures:
+            del self._channels[channel]
+            self._send("UNSUBSCRIBE", channel)
+
+    def _send(self, command: str, channel: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the listener subscribes to every watched channel when it connects
+        task = asyncio.get_running_loop().create_task(self._write(conn, command, channel))
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _write(self, conn: AbstractConnection, command: str, channel: bytes) -> None:
+        # Skip an unsubscribe made stale by a new waiter in the meantime.
+        if command == "UNSUBSCRIBE" and channel in self._channels:
+            return
+        with contextlib.suppress(Exception):
+            await conn.send_command(command, channel, check_health=False)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            conn = self._make()
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                # No await between publishing the connection and the snapshot:
+                # a channel watched after this line sends its own SUBSCRIBE.
+                self._conn = conn
+                await conn.send_command(
+                    "SUBSCRIBE", self._control, *self._channels, check_health=False
+                )
+                backoff = 0.05
+                await self._read(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("result listener lost its Redis connection (%s); reconnecting", exc)
+            finally:
+                self._conn = None
+                for state in self._channels.values():
+                    state.subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        pinged = False
+        while True:
+            reply: Any = await conn.read_response(timeout=self._ping, disconnect_on_error=False)
+            if reply is None:
+                if pinged:
+                    raise ConnectionError("no answer to PING on the pub/sub connection")
+                await conn.send_command("PING", check_health=False)
+                pinged = True
+                continue
+            pinged = False
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            kind, channel = reply[0], reply[1]
+            state = self._channels.get(channel)
+            if kind == b"message" and state is not None:
+                state.wake()
+            elif kind == b"subscribe" and state is not None:
+                state.subscribed.set()
+                state.wake()  # re-read: a result may have landed while unsubscribed
+            elif kind == b"unsubscribe" and state is not None:
+                state.subscribed.clear()
+                self._send("SUBSCRIBE", channel)
+
+    async def aclose(self) -> None:
+        """Stop the listener and wake every waiter."""
+        for state in self._channels.values():
+            state.wake()
+        tasks = [t for t in (self._task, *self._senders) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+
+
+class Results:
+    """put_results and get_result on top of the shared client and listener."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+        self.listener = ResultListener(
+            client.new_connection,
+            client.keys.listener_channel,
+            client.options.health_check_interval,
+        )
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """SET with PX and PUBLISH for each write, all in one round trip."""
+        commands: list[tuple[Any, ...]] = []
+        for write in writes:
+            ms = ttl_ms(write.ttl)
+            if ms == 0:
+                continue
+            keys = self._client.keys.queue(write.queue)
+            commands.append(("SET", keys.result(write.job_id), write.data, "PX", ms))
+            commands.append(("PUBLISH", keys.result_channel(write.job_id), "1"))
+        if commands:
+            await self._client.eval_many([], commands)
+
+    async def _read(self, key: str) -> bytes | None:
+        with self._client.errors.boundary():
+            data: Any = await self._client.redis.get(key)
+        return bytes(data) if data is not None else None
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """Read the result, waiting up to `wait` s for it to be written."""
+        keys = self._client.keys.queue(queue)
+        key = keys.result(job_id)
+        data = await self._read(key)
+        if data is not None or wait <= 0:
+            return data
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        channel = keys.result_channel(job_id).encode()
+        state, fut = self.listener.watch(channel)
+        try:
+            # Only a confirmed subscription guarantees no announcement is missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.subscribed.wait(), wait)
+            while True:
+                data = await self._read(key)
+                remaining = deadline - loop.time()
+                if data is not None or remaining <= 0:
+                    return data
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), remaining)
+                fut = self.listener.rearm(state, fut)
+        finally:
+            self.listener.unwatch(channel, fut)
