@@ -1,0 +1,93 @@
+"""Fixtures for upnext-redis tests, run against a real Redis server.
+
+The server is ``UPNEXT_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+Every test gets a broker under a key prefix of its own and deletes its keys
+afterwards, so tests never see each other's data. If the server cannot be
+reached the tests fail when ``CI`` or ``UPNEXT_REQUIRE_SERVICES`` is set, and
+otherwise skip with one line naming the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+from upnext._urls import redact_url
+from upnext_redis import RedisBroker
+
+pytest_plugins = ["upnext.testing.plugin"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def with_options(url: str, **options: object) -> str:
+    """`url` with extra query options appended."""
+    parts = urlsplit(url)
+    extra = "&".join(f"{k}={v}" for k, v in options.items())
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+async def _ping(url: str) -> None:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=3.0, socket_timeout=3.0)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The server URL; fails (CI) or skips (elsewhere) if it is unreachable."""
+    url = os.environ.get("UPNEXT_TEST_REDIS_URL", DEFAULT_URL)
+    try:
+        asyncio.run(_ping(url))
+    except (OSError, rx.RedisError) as exc:
+        message = (
+            f"Redis unreachable at {redact_url(url)} ({type(exc).__name__}); "
+            "start one (docker compose up redis) or set UPNEXT_TEST_REDIS_URL"
+        )
+        if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"upnext-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain redis-py client on the test server, for looking behind the broker."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete every key under `prefix`."""
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.delete(*keys[start : start + 1000])
+
+
+@pytest_asyncio.fixture
+async def redis_broker(
+    redis_url: str, key_prefix: str, raw_redis: aioredis.Redis
+) -> AsyncIterator[RedisBroker]:
+    """A connected RedisBroker under this test's own prefix; its keys go afterwards."""
+    broker = RedisBroker.from_url(with_options(redis_url, prefix=key_prefix))
+    await broker.connect()
+    yield broker
+    await broker.aclose()
+    await delete_prefix(raw_redis, key_prefix)
