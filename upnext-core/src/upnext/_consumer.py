@@ -17,14 +17,21 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from upnext._client import Batcher, Client
 from upnext._context import Context, JobScope, current_scope
 from upnext._result import ErrorInfo
 from upnext._serializer import JobBody, UndecodableBody, decode_body, one_line
-from upnext._settlement import Attempt, Settlement, dead_letter, settle_attempt, settle_lost
+from upnext._settlement import (
+    Attempt,
+    Settlement,
+    dead_letter,
+    settle_attempt,
+    settle_lost,
+    settle_success,
+)
 from upnext.broker.protocol import Ack, DeadLetter, Delivery, Release, SettleItem, SettleOutcome
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
@@ -219,8 +226,10 @@ class Consumer:
         item = settlement.item
         run.done = True
         if settlement.result is not None:
-            if self.client.same and isinstance(item, Ack | DeadLetter):
-                item = replace(item, result=settlement.result)
+            if self.client.same and isinstance(item, Ack):
+                item = Ack(item.delivery, settlement.result)
+            elif self.client.same and isinstance(item, DeadLetter):
+                item = DeadLetter(item.delivery, item.record, settlement.result)
             else:
                 await self.client.results.submit(settlement.result)
         outcome = await self.settler.submit(item)
@@ -335,7 +344,7 @@ class Consumer:
                     body=failed,
                     attempts=attempt.number,
                 )
-            return settle_attempt(delivery, attempt, value_json)
+            return settle_success(delivery, attempt, value_json, task.announces)
         return settle_attempt(delivery, attempt)
 
     async def _attempt(

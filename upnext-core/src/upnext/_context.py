@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from upnext.errors import NoJobContext
 
@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["Context", "get_current_context"]
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """What a running job knows about itself.
 
     `attempt` is 1-based and never exceeds `max_attempts`. `root_id` is the

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic_core import to_json
+
 from upnext._result import ErrorInfo
 from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, ResultRecord
 from upnext.broker.protocol import (
@@ -31,7 +33,14 @@ from upnext.hooks import HookEvent
 if TYPE_CHECKING:
     from upnext._task import Task
 
-__all__ = ["Attempt", "Settlement", "dead_letter", "settle_attempt", "settle_lost"]
+__all__ = [
+    "Attempt",
+    "Settlement",
+    "dead_letter",
+    "settle_attempt",
+    "settle_lost",
+    "settle_success",
+]
 
 TRACEBACK_LIMIT = 16 * 1024
 DEFAULT_RESULT_TTL = 3600.0
@@ -68,12 +77,6 @@ def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
     if len(tb) > TRACEBACK_LIMIT:
         tb = "...(truncated)\n" + tb[-TRACEBACK_LIMIT:]
     return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=tb, timed_out=timed_out)
-
-
-def _result(body: JobBody, record: ResultRecord, reply_to: str | None) -> ResultWrite:
-    return ResultWrite(
-        body.id, body.queue, record.model_dump_json().encode(), body.result_ttl, reply_to
-    )
 
 
 def dead_letter(
@@ -145,8 +148,44 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
     return Settlement(Retry(delivery, updated.model_dump_json().encode(), 0.0)), False
 
 
-def settle_attempt(delivery: Delivery, attempt: Attempt, value_json: Any = None) -> Settlement:
-    """The settlement of a finished attempt: ack, retry or dead-letter."""
+def settle_success(
+    delivery: Delivery, attempt: Attempt, value_json: Any, announce: bool
+) -> Settlement:
+    """Ack a completed job with its result (the hot path: no models validated)."""
+    body = attempt.body
+    data = to_json(
+        {
+            "s": "complete",
+            "v": value_json,
+            "fn": body.fn,
+            "at": attempt.number,
+            "st": attempt.started,
+            "ct": attempt.finished,
+            "p": body.parent_id,
+            "r": body.root_id or body.id,
+        }
+    )
+    result = ResultWrite(body.id, body.queue, data, body.result_ttl, body.reply_to)
+    if not announce:
+        return Settlement(Ack(delivery), result)
+    event = HookEvent(
+        job_id=body.id,
+        function=body.fn,
+        queue=body.queue,
+        attempt=attempt.number,
+        max_attempts=attempt.task.policy.max_attempts,
+        status="complete",
+        result=attempt.value,
+    )
+    events: list[tuple[str | None, str, HookEvent]] = [
+        ("on_success", "upnext_job_succeeded", event),
+        ("on_complete", "upnext_job_completed", event),
+    ]
+    return Settlement(Ack(delivery), result, events)
+
+
+def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
+    """The settlement of a failed attempt: retry or dead-letter."""
     task, body = attempt.task, attempt.body
     exc = attempt.exception
     timed_out = attempt.kind == "timeout"
@@ -171,23 +210,6 @@ def settle_attempt(delivery: Delivery, attempt: Attempt, value_json: Any = None)
         error=None if info is None else str(info),
         exception=exc,
     )
-    final = ResultRecord(
-        s="complete",
-        fn=body.fn,
-        at=attempt.number,
-        st=attempt.started,
-        ct=attempt.finished,
-        p=body.parent_id,
-        r=body.root_id or body.id,
-    )
-    if attempt.kind == "success":
-        final.v = value_json
-        result = _result(body, final, body.reply_to)
-        events: list[tuple[str | None, str, HookEvent]] = [
-            ("on_success", "upnext_job_succeeded", event),
-            ("on_complete", "upnext_job_completed", event),
-        ]
-        return Settlement(Ack(delivery), result, events)
     assert info is not None
     if attempt.kind != "rejected" and attempt.number < task.policy.max_attempts:
         requested = exc.delay if isinstance(exc, RetryRequest) else None

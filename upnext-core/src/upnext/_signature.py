@@ -87,6 +87,8 @@ class Signature:
 
     def decode(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Validate arguments from the wire into the values to call the function with."""
+        if self.empty:
+            return [], {}
         if self.model is None:
             return list(args), dict(kwargs)
         validated = self.model.model_validate(kwargs)

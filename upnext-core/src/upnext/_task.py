@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CallOptions", "Task", "TaskCall", "TaskHooks"]
 
+_SUCCESS_EVENTS = frozenset({"upnext_job_succeeded", "upnext_job_completed"})
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -163,6 +165,16 @@ class Task(_Submitter[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue}>"
+
+    @property
+    def announces(self) -> bool:
+        """Whether a success has listeners (hooks or plugins) to tell."""
+        hooks = self.hooks
+        return (
+            hooks.on_success is not None
+            or hooks.on_complete is not None
+            or bool(self.worker.plugins.active & _SUCCESS_EVENTS)
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R] | R:
         """Run the function here and now, with no queue (for tests)."""
