@@ -51,12 +51,11 @@ def main() -> None:
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 
-        runner = uvloop.run
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         loop_name = "uvloop"
     except ImportError:
-        runner = asyncio.run
         loop_name = "asyncio"
-    rates = [runner(drain_once(args.jobs, args.concurrency)) for _ in range(args.repeats)]
+    rates = [asyncio.run(drain_once(args.jobs, args.concurrency)) for _ in range(args.repeats)]
     print(
         f"memory:// drain, {args.jobs} no-op jobs, concurrency {args.concurrency}, {loop_name}:"
         f" median {statistics.median(rates):,.0f} jobs/s"
