@@ -28,10 +28,19 @@ import pytest
 from upnext.broker.protocol import Broker, ResultStore
 from upnext.testing._support import Timing
 
-__all__ = ["broker", "pytest_addoption", "results", "timing", "upnext_queue", "upnext_queues"]
+__all__ = [
+    "broker",
+    "pytest_addoption",
+    "pytest_configure",
+    "results",
+    "timing",
+    "upnext_queue",
+    "upnext_queues",
+]
 
 _OPTION = "--upnext-timing-scale"
 _ENV = "UPNEXT_TIMING_SCALE"
+_SCALE = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +67,11 @@ def _scale(config: pytest.Config) -> float:
     return scale
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Read and check the timing scale once, so a bad value stops the run at startup."""
+    config.stash[_SCALE] = _scale(config)
+
+
 def _queue_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
@@ -65,7 +79,7 @@ def _queue_name() -> str:
 @pytest.fixture
 def timing(request: pytest.FixtureRequest) -> Timing:
     """Delays and tolerances scaled for this machine."""
-    return Timing(_scale(request.config))
+    return Timing(request.config.stash[_SCALE])
 
 
 @pytest.fixture

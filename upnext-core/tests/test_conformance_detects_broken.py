@@ -1,0 +1,215 @@
+"""The conformance suite catches broken backends, and its machinery works in strict mode.
+
+Each case runs a few suite tests (selected with -k) in a pytester sandbox
+against a MemoryBroker wrapper with one deliberate bug, and checks that the
+run fails naming the broken guarantee. The sandbox has no ini file, so
+pytest-asyncio runs in strict mode there.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+_HEADER = """
+import asyncio
+import contextlib
+import uuid
+
+import pytest_asyncio
+
+from upnext.broker.memory import MemoryBroker
+from upnext.broker.protocol import Capabilities, Delivery, Release, Retry
+from upnext.errors import DeadLetterNotFound
+from upnext.testing import (
+    BrokerConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+    ResultStoreConformance,
+)
+"""
+
+_SUITE = """
+class TestSuite(
+    BrokerConformance, ResultStoreConformance, DeadLetterAdminConformance, QueueAdminConformance
+):
+    @pytest_asyncio.fixture
+    async def broker(self):
+        broker = Broken(f"memory://t-{uuid.uuid4().hex}")
+        await broker.connect()
+        yield broker
+        await broker.aclose()
+"""
+
+_BROKEN = {
+    "retry_delay": """
+class Broken(MemoryBroker):
+    async def settle(self, items):
+        items = [Retry(i.delivery, i.body, 0.0) if isinstance(i, Retry) else i for i in items]
+        return await super().settle(items)
+""",
+    "double_handout": """
+class Broken(MemoryBroker):
+    async def receive(self, queues, *, limit, lease, wait):
+        return await super().receive(queues, limit=limit, lease=0.0, wait=wait)
+""",
+    "release_counted": """
+class Broken(MemoryBroker):
+    released = set()
+
+    async def settle(self, items):
+        self.released |= {i.delivery.envelope.id for i in items if isinstance(i, Release)}
+        return await super().settle(items)
+
+    async def receive(self, queues, *, limit, lease, wait):
+        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
+        return [
+            Delivery(d.envelope, d.receipt, True, d.deliveries + 1)
+            if d.envelope.id in self.released else d
+            for d in got
+        ]
+""",
+    "replay_not_atomic": """
+class Broken(MemoryBroker):
+    async def dlq_replay(self, entry_id, envelope):
+        await self.dlq_get(entry_id)
+        await asyncio.sleep(0.01)
+        await self.enqueue_many([envelope])
+        with contextlib.suppress(DeadLetterNotFound):
+            await self.dlq_delete(entry_id)
+""",
+    "destructive_get": """
+class Broken(MemoryBroker):
+    taken = set()
+
+    async def get_result(self, job_id, *, queue, wait):
+        if job_id in self.taken:
+            await asyncio.sleep(wait)
+            return None
+        data = await super().get_result(job_id, queue=queue, wait=wait)
+        if data is not None:
+            self.taken.add(job_id)
+        return data
+""",
+    "no_capabilities": """
+class Broken(MemoryBroker):
+    capabilities = Capabilities(
+        timed_leases=False, counts_deliveries=False, cancel_queued=False, dlq_access=None
+    )
+""",
+    "sound": """
+class Broken(MemoryBroker):
+    pass
+""",
+}
+
+
+# hypothesis' plugin re-imports hypothesis (~1.5 s) in every inline run; the suite needs none.
+_SANDBOX_OPTIONS = (
+    *("-p", "no:cacheprovider", "-p", "no:hypothesispytest"),
+    *("-o", "asyncio_default_fixture_loop_scope=function"),
+)
+
+
+def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pytest.RunResult:
+    pytester.makeconftest('pytest_plugins = ["upnext.testing.plugin"]')
+    source = _HEADER + textwrap.dedent(_BROKEN[broken]) + _SUITE
+    pytester.makepyfile(test_suite=source)
+    return pytester.runpytest(*_SANDBOX_OPTIONS, "-rs", "-k", select, *args)
+
+
+@pytest.mark.parametrize(
+    ("broken", "select", "guarantee"),
+    [
+        (
+            "retry_delay",
+            "test_retry_replaces_body_and_honours_delay",
+            "a retried job must not be handed out before its delay",
+        ),
+        (
+            "double_handout",
+            "test_concurrent_receivers_never_share_a_job",
+            "a job must never be held by two receivers at once",
+        ),
+        (
+            "double_handout",
+            "test_lease_hides_job_from_other_receivers",
+            "a leased job must be hidden from other receivers",
+        ),
+        (
+            "release_counted",
+            "test_release_returns_job_at_once_uncounted",
+            "a released job must come back uncounted",
+        ),
+        (
+            "replay_not_atomic",
+            "test_dlq_concurrent_replays_one_wins",
+            "of two concurrent replays exactly one must win",
+        ),
+        ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
+    ],
+)
+def test_suite_names_the_broken_guarantee(
+    pytester: pytest.Pytester, broken: str, select: str, guarantee: str
+) -> None:
+    """A backend with one deliberate bug fails the suite, and the output names the guarantee."""
+    result = _run(pytester, broken, select)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*guarantee violated: *{guarantee}*"])
+
+
+def test_sound_backend_passes_in_strict_mode(pytester: pytest.Pytester) -> None:
+    """The unbroken memory broker passes a sample of every class under strict asyncio mode."""
+    select = (
+        "test_enqueued_jobs_are_received_intact or test_put_then_get_roundtrip"
+        " or test_dlq_get or test_queues_lists_a_used_queue or test_extend_prolongs_lease"
+    )
+    result = _run(pytester, "sound", select, "-o", "asyncio_mode=strict")
+    result.assert_outcomes(passed=5)
+
+
+def test_missing_capabilities_skip_with_reason(pytester: pytest.Pytester) -> None:
+    """Tests needing a capability the backend does not declare skip, naming it."""
+    select = "test_expired_lease_redelivers or test_cancel_of_held or test_dlq_get"
+    result = _run(pytester, "no_capabilities", select)
+    result.assert_outcomes(skipped=3)
+    for reason in [
+        "needs capability timed_leases=True; Broken declares timed_leases=False",
+        "needs capability cancel_queued=True; Broken declares cancel_queued=False",
+        "needs capability dlq_access; Broken declares None",
+    ]:
+        result.stdout.fnmatch_lines([f"SKIPPED *{reason}"])
+
+
+def test_timing_scale_option_and_env(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--upnext-timing-scale (or UPNEXT_TIMING_SCALE) scales the `timing` fixture."""
+    pytester.makeconftest('pytest_plugins = ["upnext.testing.plugin"]')
+    pytester.makepyfile(
+        test_scale="""
+        import os
+
+        def test_scale(timing):
+            assert timing.scale == float(os.environ["EXPECTED"])
+            assert timing.delay(0.5) == timing.tolerance(0.5) == 0.5 * timing.scale
+        """
+    )
+    monkeypatch.setenv("EXPECTED", "2.5")
+    pytester.runpytest(*_SANDBOX_OPTIONS, "--upnext-timing-scale=2.5").assert_outcomes(passed=1)
+    monkeypatch.setenv("UPNEXT_TIMING_SCALE", "3")
+    monkeypatch.setenv("EXPECTED", "3")
+    pytester.runpytest(*_SANDBOX_OPTIONS).assert_outcomes(passed=1)
+    result = pytester.runpytest(*_SANDBOX_OPTIONS, "--upnext-timing-scale=0")
+    result.stderr.fnmatch_lines(["*the upnext timing scale must be positive, got 0.0*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_queue_name_fixtures(upnext_queue: str, upnext_queues: Callable[[int], list[str]]) -> None:
+    """upnext_queue is "t-<12 hex>"; upnext_queues(n) gives n more, all distinct."""
+    more = upnext_queues(3)
+    assert re.fullmatch(r"t-[0-9a-f]{12}", upnext_queue)
+    assert len({upnext_queue, *more}) == 4
