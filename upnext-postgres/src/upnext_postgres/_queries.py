@@ -64,7 +64,7 @@ WITH expired AS (
     UPDATE {n.jobs} AS j
     SET lease_until = now() + make_interval(secs => $3::float8), token = $4,
         hand_outs = j.hand_outs + 1
-    FROM picked WHERE j.id = picked.id
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq
 )
 SELECT id, queue, body, hand_outs, due_at, seq, NULL::float8 AS next_in FROM taken
@@ -85,7 +85,7 @@ def _give_back(n: Names) -> str:
     return f"""
 WITH back AS (
     UPDATE {n.jobs} AS j SET lease_until = NULL, token = NULL, hand_outs = j.hand_outs - 1
-    FROM unnest($1::text[]) AS t(id) WHERE j.id = t.id AND j.token = $2
+    WHERE j.id = ANY($1::text[]) AND j.token = $2
     RETURNING j.queue
 )
 SELECT pg_notify($3, '0 ' || queue)::text FROM (SELECT DISTINCT queue FROM back) AS q
@@ -93,23 +93,30 @@ SELECT pg_notify($3, '0 ' || queue)::text FROM (SELECT DISTINCT queue FROM back)
 
 
 def _settle(n: Names) -> str:
-    live = "j.id = t.id AND j.token = t.token AND j.lease_until >= now()"
+    # `j.id = ANY(ids)` pins each lookup to the primary key: joined to unnest()
+    # alone, the planner may hash-join against a sequential scan of the table.
+    def live(ids: str) -> str:
+        return (
+            f"j.id = ANY({ids}::text[]) AND j.id = t.id AND j.token = t.token "
+            "AND j.lease_until >= now()"
+        )
+
     return f"""
 WITH acked AS (
     DELETE FROM {n.jobs} AS j USING unnest($1::text[], $2::int8[]) AS t(id, token)
-    WHERE {live} RETURNING j.id
+    WHERE {live("$1")} RETURNING j.id
 ), retried AS (
     UPDATE {n.jobs} AS j
     SET body = t.body, due_at = now() + make_interval(secs => t.delay),
         lease_until = NULL, token = NULL, hand_outs = 0
     FROM unnest($3::text[], $4::int8[], $5::bytea[], $6::float8[]) AS t(id, token, body, delay)
-    WHERE {live} RETURNING j.id, j.queue, t.delay
+    WHERE {live("$3")} RETURNING j.id, j.queue, t.delay
 ), dead_in AS (
     SELECT * FROM unnest($7::text[], $8::int8[], $9::text[], $10::text[], $11::text[],
                          $12::text[], $13::float8[], $14::bytea[])
         AS t(id, token, entry_id, function, reason, queue, failed_at, data)
 ), dead AS (
-    DELETE FROM {n.jobs} AS j USING dead_in AS t WHERE {live} RETURNING j.id
+    DELETE FROM {n.jobs} AS j USING dead_in AS t WHERE {live("$7")} RETURNING j.id
 ), dlq AS (
     INSERT INTO {n.dead_letters} (id, job_id, queue, function, reason, failed_at, data)
     SELECT t.entry_id, t.id, t.queue, t.function, t.reason, t.failed_at, t.data
@@ -118,7 +125,7 @@ WITH acked AS (
 ), released AS (
     UPDATE {n.jobs} AS j SET lease_until = NULL, token = NULL, hand_outs = j.hand_outs - 1
     FROM unnest($15::text[], $16::int8[]) AS t(id, token)
-    WHERE {live} RETURNING j.id, j.queue
+    WHERE {live("$15")} RETURNING j.id, j.queue
 ), res AS (
     INSERT INTO {n.results} (job_id, queue, data, expires_at)
     SELECT r.job_id, r.queue, r.data, now() + make_interval(secs => r.ttl)
@@ -162,7 +169,8 @@ def _extend(n: Names) -> str:
     return f"""
 UPDATE {n.jobs} AS j SET lease_until = now() + make_interval(secs => $3::float8)
 FROM unnest($1::text[], $2::int8[]) AS t(id, token)
-WHERE j.id = t.id AND j.token = t.token AND j.lease_until >= now()
+WHERE j.id = ANY($1::text[]) AND j.id = t.id AND j.token = t.token
+    AND j.lease_until >= now()
 RETURNING j.id
 """
 

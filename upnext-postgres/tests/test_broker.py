@@ -1,0 +1,158 @@
+"""What the conformance suite cannot see: SQL, transactions, indexes, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from upnext.broker.protocol import (
+    Ack,
+    DeadLetter,
+    DeadLetterRecord,
+    Delivery,
+    Envelope,
+    ResultWrite,
+)
+from upnext_postgres import PostgresBroker
+from upnext_postgres._settle import SettleBatch
+
+
+@pytest_asyncio.fixture
+async def conn(pg_broker: PostgresBroker, pg_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A plain asyncpg connection of the test's own (the broker's schema exists)."""
+    connection = await asyncpg.connect(pg_broker.options.dsn)
+    yield connection
+    await connection.close()
+
+
+def _jobs(broker: PostgresBroker) -> str:
+    return f'"{broker.options.schema}".jobs'
+
+
+async def test_transactional_enqueue_commit(
+    pg_broker: PostgresBroker, conn: asyncpg.Connection[Any], upnext_queue: str
+) -> None:
+    """A job enqueued on the caller's connection appears when its transaction commits."""
+    envelope = Envelope(uuid.uuid4().hex, upnext_queue, b"in-tx")
+    async with conn.transaction():
+        await pg_broker.enqueue_many([envelope], connection=conn)
+        assert await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=0.0) == []
+    got = await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=2.0)
+    assert [d.envelope.body for d in got] == [b"in-tx"]
+    await pg_broker.settle([Ack(d) for d in got])
+
+
+async def test_transactional_enqueue_rollback(
+    pg_broker: PostgresBroker, conn: asyncpg.Connection[Any], upnext_queue: str
+) -> None:
+    """A job enqueued in a transaction that rolls back never exists, and wakes no one."""
+    receiving = asyncio.create_task(pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=0.6))
+    await asyncio.sleep(0.1)
+    tx = conn.transaction()
+    await tx.start()
+    await pg_broker.enqueue_many(
+        [Envelope(uuid.uuid4().hex, upnext_queue, b"gone")], connection=conn
+    )
+    await tx.rollback()
+    assert await receiving == []
+    assert (await pg_broker.stats(upnext_queue)).ready == 0
+
+
+async def test_ack_deletes_the_row(pg_broker: PostgresBroker, upnext_queue: str) -> None:
+    """Completed jobs do not accumulate: Ack (with a result) deletes the job row."""
+    envelopes = [Envelope(uuid.uuid4().hex, upnext_queue, b"x") for _ in range(5)]
+    await pg_broker.enqueue_many(envelopes)
+    got = await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=2.0)
+    writes = [ResultWrite(d.envelope.id, upnext_queue, b"ok", 60.0) for d in got]
+    await pg_broker.settle([Ack(d, w) for d, w in zip(got, writes, strict=True)])
+    pool = await pg_broker._pool()
+    sql = f"SELECT count(*) FROM {_jobs(pg_broker)} WHERE queue = $1"
+    assert await pool.fetchval(sql, upnext_queue) == 0
+
+
+async def test_malformed_row_is_delivered_as_is(
+    pg_broker: PostgresBroker, conn: asyncpg.Connection[Any], upnext_queue: str
+) -> None:
+    """A row inserted straight into the table (garbage body) is handed out unchanged."""
+    job_id = uuid.uuid4().hex
+    await conn.execute(
+        f"INSERT INTO {_jobs(pg_broker)} (id, queue, body) VALUES ($1, $2, $3)",
+        job_id,
+        upnext_queue,
+        b"\xff\x00not json",
+    )
+    [got] = await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=2.0)
+    assert (got.envelope.id, got.envelope.body) == (job_id, b"\xff\x00not json")
+    record = DeadLetterRecord("e-" + job_id, job_id, upnext_queue, "?", "undecodable", 1.0, b"")
+    assert await pg_broker.settle([DeadLetter(got, record)]) == [None]
+    assert (await pg_broker.dlq_get(record.id)).reason == "undecodable"
+
+
+async def _plan(conn: asyncpg.Connection[Any], sql: str, *args: object) -> str:
+    return "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+
+
+async def test_hot_statements_use_indexes(
+    pg_broker: PostgresBroker, conn: asyncpg.Connection[Any], upnext_queue: str
+) -> None:
+    """With 20,000 queued rows, receive, extend and settle read indexes, never the table."""
+    jobs = _jobs(pg_broker)
+    await conn.execute(
+        f"INSERT INTO {jobs} (id, queue, body) "
+        "SELECT $1 || g, $2, 'x' FROM generate_series(1, 20000) AS g",
+        upnext_queue + "-",
+        upnext_queue,
+    )
+    await conn.execute(f"ANALYZE {jobs}")
+    q = pg_broker._q
+    ids = [f"{upnext_queue}-{i}" for i in range(1, 101)]
+    fake = [Delivery(Envelope(i, upnext_queue, b""), 1) for i in ids]
+    settle_args = SettleBatch([Ack(d) for d in fake]).arguments(pg_broker._names)
+    plans = {
+        "receive": await _plan(conn, q.receive, [upnext_queue], 100, 30.0, 1),
+        "extend": await _plan(conn, q.extend, ids, [1] * 100, 30.0),
+        "settle": await _plan(conn, q.settle, *settle_args),
+    }
+    assert "jobs_ready" in plans["receive"], plans["receive"]
+    for name, plan in plans.items():
+        assert "Seq Scan on jobs" not in plan, f"{name}:\n{plan}"
+    start = time.perf_counter()
+    got = await pg_broker.receive([upnext_queue], limit=100, lease=30.0, wait=0.0)
+    assert len(got) == 100
+    assert time.perf_counter() - start < 0.5
+    await pg_broker.purge(upnext_queue)
+    await pg_broker.settle([Ack(d) for d in got])
+
+
+async def test_cancelled_receive_gives_its_jobs_back(
+    pg_broker: PostgresBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive cancelled after its statement took jobs releases them, uncounted."""
+    await pg_broker.enqueue_many([Envelope(uuid.uuid4().hex, upnext_queue, b"x")])
+    taken = asyncio.Event()
+    real = pg_broker._fetch_take
+
+    async def slow_take(*args: Any) -> list[asyncpg.Record]:
+        rows = await real(*args)
+        taken.set()
+        await asyncio.sleep(0.5)  # the caller is cancelled while we hold the rows
+        return rows
+
+    monkeypatch.setattr(pg_broker, "_fetch_take", slow_take)
+    receiving = asyncio.create_task(
+        pg_broker.receive([upnext_queue], limit=5, lease=30.0, wait=5.0)
+    )
+    await asyncio.wait_for(taken.wait(), 2.0)
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    monkeypatch.setattr(pg_broker, "_fetch_take", real)
+    [again] = await pg_broker.receive([upnext_queue], limit=5, lease=30.0, wait=2.0)
+    assert (again.redelivered, again.deliveries) == (False, 1)
+    await pg_broker.settle([Ack(again)])

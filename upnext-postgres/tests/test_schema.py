@@ -1,0 +1,88 @@
+"""Schema creation and migration: concurrent connects, self-applied SQL, version checks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from upnext.errors import BrokerError, ConfigurationError
+from upnext_postgres import SCHEMA_VERSION, PostgresBroker, schema_sql
+
+
+@pytest_asyncio.fixture
+async def fresh_schema(postgres_url: str) -> AsyncIterator[str]:
+    """A schema name nobody has created yet, dropped after the test."""
+    schema = f"upnext_mig_{uuid.uuid4().hex[:10]}"
+    yield schema
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def _versions(url: str, schema: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(f'SELECT version FROM "{schema}".schema_version ORDER BY 1')
+    finally:
+        await conn.close()
+    return [r["version"] for r in rows]
+
+
+async def test_concurrent_connects_migrate_once(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """Eight brokers connecting at once to an empty schema all succeed; it is built once."""
+    url = url_with(postgres_url, schema=fresh_schema, pool_size="1")
+    brokers = [PostgresBroker.from_url(url) for _ in range(8)]
+    try:
+        await asyncio.gather(*(b.connect() for b in brokers))
+        assert await brokers[0].queues() == []
+    finally:
+        await asyncio.gather(*(b.aclose() for b in brokers))
+    assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_self_applied_sql_leaves_nothing_to_migrate(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """schema_sql() applied by hand builds a schema connect() accepts as current."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(schema_sql(fresh_schema))
+        await conn.execute(schema_sql(fresh_schema))  # idempotent
+    finally:
+        await conn.close()
+    async with PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema)) as b:
+        assert await b.dlq_count() == 0
+    assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_newer_schema_is_refused(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """A schema migrated by a newer upnext-postgres is refused with a clear BrokerError."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(schema_sql(fresh_schema))
+        await conn.execute(
+            f'INSERT INTO "{fresh_schema}".schema_version (version) VALUES ($1)',
+            SCHEMA_VERSION + 1,
+        )
+    finally:
+        await conn.close()
+    broker = PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema))
+    with pytest.raises(BrokerError, match="upgrade upnext-postgres"):
+        await broker.connect()
+    await broker.aclose()
+
+
+def test_schema_name_is_validated() -> None:
+    """A schema name that is not a plain identifier is a configuration error."""
+    with pytest.raises(ConfigurationError, match="schema name"):
+        schema_sql('bad"; DROP TABLE x; --')
