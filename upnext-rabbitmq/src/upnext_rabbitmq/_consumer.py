@@ -60,7 +60,8 @@ class Consumer:
         self._outstanding: dict[int, None] = {}
         self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._qos_set = False
+        # The channel-wide prefetch window now in force (0: not set yet).
+        self._window = 0
         channel.reopen_callbacks.add(self._on_reopen)
 
     # -- consuming -------------------------------------------------------------
@@ -74,10 +75,10 @@ class Consumer:
             raw = await self._channel.get_underlay_channel()
             if raw is not self._raw:
                 self._reset(raw)
-            if not self._qos_set:
-                # Set through aio-pika so the robust channel restores it on reopen.
-                await self._channel.set_qos(prefetch_count=self._prefetch or 2 * max(limit, 1))
-                self._qos_set = True
+            if self._prefetch is None:
+                self._prefetch = 2 * max(limit, 1)
+            if not self._window:
+                await self._set_window(self._prefetch)
             for queue in queues:
                 if queue not in self._tags:
                     await self._declare(queue)
@@ -88,6 +89,44 @@ class Consumer:
                     )
                     self._tags[queue] = str(ok.consumer_tag)
                     self._buffers.setdefault(queue, deque())
+
+    async def _set_window(self, size: int) -> None:
+        # Through aio-pika, so the robust channel restores it on reopen. Classic
+        # queues share one channel-wide window (global), which can be resized
+        # in place; quorum queues only know per-consumer windows.
+        await self._channel.set_qos(prefetch_count=size, global_=not self._quorum)
+        self._window = size
+
+    async def widen(self, limit: int) -> None:
+        """Make room for `limit` more deliveries beside those the caller still holds.
+
+        The window is normally the configured prefetch; a caller that keeps
+        more deliveries unsettled than that would otherwise starve, so the
+        window grows to what it holds plus `limit`, and shrinks back once the
+        held ones are settled.
+        """
+        base = self._prefetch or 2 * max(limit, 1)
+        held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
+        wanted = max(base, held + limit)
+        shrink = self._window > base and self._window > wanted + base
+        if self._quorum or not self._window or (wanted <= self._window and not shrink):
+            return
+        async with self._lock:
+            await self._set_window(wanted)
+
+    def buffered(self, queue: str) -> int:
+        """Deliveries of `queue` buffered here and not handed out."""
+        return len(self._buffers.get(queue, ()))
+
+    async def drop_buffered(self, queue: str) -> int:
+        """Ack (discard) the buffered deliveries of `queue`; returns how many (purge)."""
+        buffer = self._buffers.get(queue)
+        if not buffer or self._raw is None:
+            return 0
+        messages = list(buffer)
+        buffer.clear()
+        await self.ack([Receipt(m.channel, m.delivery_tag or 0) for m in messages])
+        return len(messages)
 
     def _reset(self, raw: RawChannel) -> None:
         # Whatever the old channel delivered is back on the server (redelivered).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
@@ -34,11 +34,18 @@ class AdminMixin:
     url: str
     options: RabbitOptions
     _declared: set[str]
+    _admin_lock: asyncio.Lock
 
     def _raw_connection(self) -> RawConnection:
         raise NotImplementedError
 
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        raise NotImplementedError
+
+    def _buffered(self, queue: str) -> int:
+        raise NotImplementedError
+
+    async def _drop_buffered(self, queue: str) -> int:
         raise NotImplementedError
 
     # -- helpers ---------------------------------------------------------------
@@ -100,8 +107,13 @@ class AdminMixin:
                 await arrived.wait()
         return copies
 
-    def _scan(self, queues: Sequence[str]) -> DeadLetterScan:
-        return DeadLetterScan(self._raw_connection(), queues, self.options.dlq_busy_wait)
+    @contextlib.asynccontextmanager
+    async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
+        # One scan at a time per process; other processes meet the exclusive consumer.
+        async with self._admin_lock:
+            scan = DeadLetterScan(self._raw_connection(), queues, self.options.dlq_busy_wait)
+            async with scan:
+                yield scan
 
     # -- dead-letter admin -----------------------------------------------------
 
@@ -180,23 +192,35 @@ class AdminMixin:
         return await self._known_queues()
 
     async def stats(self, queue: str) -> QueueStats:
-        """Ready and dead counts; scheduled and in-flight are unknown to AMQP."""
-        ready = await self._passive_count(work_queue(queue))
+        """Ready and dead counts; scheduled and in-flight are unknown to AMQP.
+
+        `ready` is the server's ready count plus what this process prefetched
+        and has not handed out; jobs prefetched by other processes are not in it.
+        """
+        ready = (await self._passive_count(work_queue(queue)) or 0) + self._buffered(queue)
         dead = await self._passive_count(dlq_queue(queue))
-        return QueueStats(ready=ready or 0, scheduled=None, in_flight=None, dead=dead or 0)
+        return QueueStats(ready=ready, scheduled=None, in_flight=None, dead=dead or 0)
 
     async def purge(self, queue: str) -> int:
-        """Drop the ready jobs of `queue`. Jobs still in the delay ladder stay."""
+        """Drop the ready jobs of `queue` (and this process's prefetched ones).
+
+        Jobs still in the delay ladder stay: the ladder is shared by all
+        queues, and AMQP cannot pick messages out of a queue.
+        """
         with map_errors(self.url, f"purging {queue!r}"):
             channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
                 ok = await channel.queue_purge(work_queue(queue))
+                purged = ok.message_count or 0
             except ChannelNotFoundEntity:
-                return 0
+                purged = 0
             finally:
                 if not channel.is_closed:
                     await channel.close()
-        return ok.message_count or 0
+            # Purge first, then drop the prefetched: the other order lets the server
+            # refill the window from the queue in between. Let in-flight deliveries land.
+            await asyncio.sleep(0.02)
+            return purged + await self._drop_buffered(queue)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:

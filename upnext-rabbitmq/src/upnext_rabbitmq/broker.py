@@ -77,6 +77,7 @@ class RabbitBroker(AdminMixin):
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
+        self._admin_lock = asyncio.Lock()
         self._inbox = ReplyInbox()
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
@@ -127,7 +128,7 @@ class RabbitBroker(AdminMixin):
 
     async def aclose(self) -> None:
         """Give back buffered deliveries (not counted), then close the connection."""
-        connection, self._connection = self._connection, None
+        connection = self._connection
         if connection is None:
             return
         try:
@@ -135,8 +136,8 @@ class RabbitBroker(AdminMixin):
                 with map_errors(self.url, "closing"):
                     await self._release_buffered(self._consumer)
         finally:
+            self._connection = None
             await connection.close()
-            self._declared.clear()
 
     async def _release_buffered(self, consumer: Consumer) -> None:
         drained = await consumer.stop()
@@ -177,6 +178,12 @@ class RabbitBroker(AdminMixin):
         if transport is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
         return transport.connection
+
+    def _buffered(self, queue: str) -> int:
+        return self._consumer.buffered(queue) if self._consumer is not None else 0
+
+    async def _drop_buffered(self, queue: str) -> int:
+        return await self._consumer.drop_buffered(queue) if self._consumer is not None else 0
 
     # -- topology --------------------------------------------------------------
 
@@ -244,6 +251,8 @@ class RabbitBroker(AdminMixin):
             left = deadline - loop.time()
             if out or left <= 0:
                 return out
+            with map_errors(self.url, "consuming"):
+                await consumer.widen(limit)
             await consumer.wait(left)
 
     def _settle_messages(self, item: SettleItem) -> list[Outgoing]:

@@ -1,0 +1,80 @@
+"""Fixtures for the RabbitMQ backend tests: a connected broker on a real server.
+
+The server is ``UPNEXT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/).
+If it cannot be reached the tests fail when ``CI`` or ``UPNEXT_REQUIRE_SERVICES``
+is set, and skip with one loud line otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aio_pika
+import pytest
+import pytest_asyncio
+from upnext._urls import redact_url
+from upnext.errors import BrokerUnavailable
+from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq.topology import dlq_queue, work_queue
+
+pytest_plugins = ["upnext.testing.plugin"]
+
+AMQP_URL = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+BrokerFactory = Callable[..., Awaitable[RabbitBroker]]
+
+
+def _unreachable(exc: BaseException) -> None:
+    message = (
+        f"RabbitMQ at {redact_url(AMQP_URL)} is unreachable ({exc}); start one with "
+        "`docker compose up -d rabbitmq` or set UPNEXT_TEST_AMQP_URL"
+    )
+    if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    print(f"\n!!! SKIPPING RabbitMQ tests: {message}")
+    pytest.skip(message)
+
+
+async def delete_queues(queues: set[str]) -> None:
+    """Delete the work and dead-letter queues of `queues` (test cleanup)."""
+    if not queues:
+        return
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            for name in (work_queue(queue), dlq_queue(queue)):
+                await channel.queue_delete(name)
+    finally:
+        await connection.close()
+
+
+@pytest_asyncio.fixture
+async def make_broker() -> AsyncIterator[BrokerFactory]:
+    """A factory of connected brokers (URL options as keywords); all closed and cleaned after."""
+    made: list[RabbitBroker] = []
+
+    async def make(**options: str) -> RabbitBroker:
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        url = AMQP_URL + (("&" if "?" in AMQP_URL else "?") + query if query else "")
+        broker = RabbitBroker(url)
+        try:
+            await broker.connect()
+        except BrokerUnavailable as exc:
+            _unreachable(exc)
+        made.append(broker)
+        return broker
+
+    yield make
+    declared: set[str] = set()
+    for broker in made:
+        declared |= broker._declared
+        await broker.aclose()
+    await delete_queues(declared)
+
+
+@pytest_asyncio.fixture
+async def broker(make_broker: BrokerFactory) -> RabbitBroker:
+    """A connected RabbitBroker; its queues are deleted after the test."""
+    return await make_broker()
