@@ -159,7 +159,7 @@ class Consumer:
                 deliveries = await self.broker.receive(
                     self.queues, limit=free, lease=self.lease, wait=wait
                 )
-            except BrokerError as exc:
+            except Exception as exc:  # a backend bug must not wedge the worker either
                 log.warning(
                     "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, backoff
                 )
@@ -190,7 +190,7 @@ class Consumer:
                 continue
             try:
                 outcomes = await self.broker.extend([r.delivery for r in runs], lease=self.lease)
-            except BrokerError as exc:
+            except Exception as exc:
                 log.warning("extending %d leases failed: %s", len(runs), exc)
                 continue
             for run, outcome in zip(runs, outcomes, strict=True):
@@ -221,6 +221,22 @@ class Consumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _write_result(self, settlement: Settlement) -> None:
+        """Store a result in the separate store, retrying while it is unreachable."""
+        assert settlement.result is not None
+        delay = 0.05
+        for _ in range(20):
+            try:
+                await self.client.results.submit(settlement.result)
+                return
+            except BrokerError as exc:
+                log.warning(
+                    "writing result of job %s failed: %s; retrying", settlement.result.job_id, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        await self.client.results.submit(settlement.result)
+
     async def _commit(self, run: JobRun, settlement: Settlement) -> None:
         """Write the result (if separate), settle, then announce — in that order."""
         item = settlement.item
@@ -231,7 +247,7 @@ class Consumer:
             elif self.client.same and isinstance(item, DeadLetter):
                 item = DeadLetter(item.delivery, item.record, settlement.result)
             else:
-                await self.client.results.submit(settlement.result)
+                await self._write_result(settlement)
         outcome = await self.settler.submit(item)
         self.runs.pop(run.delivery, None)
         if isinstance(outcome, LeaseLost):
