@@ -260,6 +260,7 @@ class Worker:
         if self.consumer is not None:
             raise ConfigurationError(f"worker {self.name!r} is already running")
         client = await self.client()
+        self._check_delivery_limit(client)
         if isinstance(client.broker, MemoryBroker):
             client.broker.workers_attached += 1
         self.loop = asyncio.get_running_loop()
@@ -267,6 +268,27 @@ class Worker:
         self.consumer = Consumer(self, client)
         self.consumer.start()
         log.info("worker %s consuming %s from %s", self.name, self.consumer.queues, client.name)
+
+    def _check_delivery_limit(self, client: Client) -> None:
+        """Warn (or refuse, when the broker is strict) about tasks the server would revoke.
+
+        A broker without timed leases may expose `consumer_timeout`: the
+        seconds after which the server takes back an unacknowledged delivery
+        (RabbitMQ). A task whose timeout reaches it would be redelivered while
+        it still runs.
+        """
+        limit = getattr(client.broker, "consumer_timeout", None)
+        if not isinstance(limit, int | float):
+            return
+        for task in self.tasks.values():
+            if task.timeout >= limit:
+                message = (
+                    f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
+                    f" consumer_timeout of {limit}s: the server would take the job back mid-run"
+                )
+                if getattr(client.broker, "strict", False):
+                    raise ConfigurationError(message)
+                log.warning("%s", message)
 
     def request_stop(self) -> None:
         """Ask a running worker to stop (what SIGTERM does under `upnext.run`)."""
