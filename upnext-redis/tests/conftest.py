@@ -1,6 +1,10 @@
 """Fixtures for upnext-redis tests, run against a real Redis server.
 
 The server is ``UPNEXT_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+Private servers (eviction policies, memory limits, passwords) are throwaway
+``redis-server`` processes on free loopback ports, never the shared one.
+Helpers are fixtures, not imports, so the tests work in any pytest import mode.
+
 Every test gets a broker under a key prefix of its own and deletes its keys
 afterwards, so tests never see each other's data. If the server cannot be
 reached the tests fail when ``CI`` or ``UPNEXT_REQUIRE_SERVICES`` is set, and
@@ -11,8 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -91,3 +101,59 @@ async def redis_broker(
     yield broker
     await broker.aclose()
     await delete_prefix(raw_redis, key_prefix)
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("redis-server did not start listening")
+
+
+@contextmanager
+def _private_redis(*config: str) -> Iterator[int]:
+    """Run ``redis-server <config>`` on a free port; yield the port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (needed for a private server)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", workdir, *config]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_listening(port, proc)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A factory of TCP ports on 127.0.0.1 that nothing listens on."""
+    return _free_port
+
+
+@pytest.fixture
+def private_redis() -> Callable[..., AbstractContextManager[int]]:
+    """``with private_redis("--maxmemory", "4mb") as port:`` runs a throwaway server."""
+    return _private_redis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
@@ -41,6 +42,8 @@ class RedisClient:
         self.keys = KeySpace(options.prefix)
         secrets = (options.password or "", unquote(options.password or ""))
         self.errors = ErrorMapper(options.safe_url, secrets)
+        # Names make this object's connections findable in CLIENT LIST.
+        self.name = f"upnext-{uuid.uuid4().hex[:8]}"
         retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), options.retries)
         common: dict[str, Any] = {
             **options.driver_kwargs,
@@ -54,12 +57,14 @@ class RedisClient:
                 options.driver_url,
                 socket_timeout=options.socket_timeout,
                 max_connections=options.max_connections,
+                client_name=self.name,
                 **common,
             )
             # A block lasts at most recovery_interval; the read timeout allows for it.
             self.block_pool = ConnectionPool.from_url(
                 options.driver_url,
                 socket_timeout=options.socket_timeout + options.recovery_interval,
+                client_name=f"{self.name}-block",
                 **common,
             )
         except (ValueError, rx.RedisError) as exc:
@@ -75,6 +80,7 @@ class RedisClient:
         # The listener pings on its own schedule; redis-py's check would read
         # a reply from under the listener.
         kwargs["health_check_interval"] = 0
+        kwargs["client_name"] = f"{self.name}-results"
         connection: AbstractConnection = self.pool.connection_class(**kwargs)
         return connection
 

@@ -37,7 +37,7 @@ class ErrorMapper:
     def error(self, exc: BaseException) -> BrokerError:
         """The BrokerError for a refused command."""
         detail = self.scrub(str(exc)) or type(exc).__name__
-        if detail.startswith("OOM"):
+        if isinstance(exc, rx.OutOfMemoryError) or detail.startswith("OOM"):
             return BrokerError(
                 f"Redis at {self.safe_url} is out of memory (maxmemory reached); "
                 f"nothing was written: {detail}"
