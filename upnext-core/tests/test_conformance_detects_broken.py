@@ -213,3 +213,26 @@ def test_queue_name_fixtures(upnext_queue: str, upnext_queues: Callable[[int], l
     more = upnext_queues(3)
     assert re.fullmatch(r"t-[0-9a-f]{12}", upnext_queue)
     assert len({upnext_queue, *more}) == 4
+
+
+_OVERRIDES = """
+class TestOverrides(TestSuite):
+    @pytest.mark.skip(reason="this backend cannot purge everything")
+    async def test_dlq_purge_all(self) -> None: ...
+
+    @pytest.mark.asyncio
+    async def test_ack_removes_job(self, broker, upnext_queue, timing) -> None:
+        assert timing.scale == 1.0
+        print("REPLACED-TEST-RAN")
+"""
+
+
+def test_tests_are_overridden_by_name(pytester: pytest.Pytester) -> None:
+    """A backend skips or replaces a suite test by defining a method of the same name."""
+    pytester.makeconftest('pytest_plugins = ["upnext.testing.plugin"]')
+    source = _HEADER + "import pytest\n" + _BROKEN["sound"] + _SUITE + _OVERRIDES
+    pytester.makepyfile(test_suite=source)
+    select = "TestOverrides and (test_dlq_purge_all or test_ack_removes_job)"
+    result = pytester.runpytest(*_SANDBOX_OPTIONS, "-rs", "-s", "-k", select)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*REPLACED-TEST-RAN*", "*this backend cannot purge everything*"])

@@ -37,14 +37,29 @@ or strict mode with function-scoped event loops.
 Capabilities: a test that needs more than the mandatory contract skips
 itself, with the reason shown, when ``broker.capabilities`` does not declare
 it (``timed_leases``, ``counts_deliveries``, ``cancel_queued``,
-``dlq_access``). The suite never looks at a backend's name.
+``dlq_access``); ``delay_quantum`` widens the lateness allowed for delays.
+The suite never looks at a backend's name. It drives the broker through the
+protocol alone (no Worker): envelopes and dead-letter records are built by
+the tests, and records reach the DLQ through ``settle(DeadLetter(...))``.
+Every test works on its own queues, except ``test_dlq_purge_all``, which
+removes every dead-letter entry the broker can see.
 
 Overriding by name: each test is a plain method, so a backend replaces one by
-defining a method of the same name in its class, or skips it with a reason::
+defining a method of the same name in its class, or skips or xfails it with
+a reason (marks are not inherited by an override, so under strict mode give
+a replacement its own ``@pytest.mark.asyncio``)::
 
-    class TestMyBroker(BrokerConformance):
+    class TestMyBroker(BrokerConformance, DeadLetterAdminConformance, QueueAdminConformance):
         @pytest.mark.skip(reason="purge-all would wipe a shared server")
         async def test_dlq_purge_all(self) -> None: ...
+
+        @pytest.mark.asyncio
+        @pytest.mark.xfail(strict=True, reason="delayed jobs live outside the queue")
+        async def test_purge_drops_ready_and_scheduled_jobs(self, broker, upnext_queue, timing):
+            await super().test_purge_drops_ready_and_scheduled_jobs(broker, upnext_queue, timing)
+
+Every test takes only fixtures (`broker`, `results`, `upnext_queue`,
+`upnext_queues`, `timing`), so an override can call ``super()`` with them.
 
 A failing assertion names the broken guarantee: ``guarantee violated: ...``.
 """
