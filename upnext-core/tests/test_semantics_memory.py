@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 
 
-class TestMemorySemantics(RetrySemantics):
+class TestMemorySemantics(RetrySemantics, ErrorSemantics):
     """Every semantic class on a fresh memory:// broker per test."""
 
     @pytest.fixture

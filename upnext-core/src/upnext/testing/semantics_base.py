@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import pytest_asyncio
 
-from upnext import Worker
+from upnext import DeadLetterEntry, Worker
 from upnext.broker.protocol import Broker, Capabilities, DeadLetterAdmin
 from upnext.testing._support import Timing, require, violated
 
@@ -33,6 +33,7 @@ __all__ = [
     "bounded",
     "broker_of",
     "capabilities_of",
+    "dlq_entry",
     "gaps",
     "need",
     "need_dlq",
@@ -153,3 +154,16 @@ async def bounded(awaitable: Awaitable[T], within: float, what: str) -> T:
         if not scope.expired():
             raise  # the awaitable's own TimeoutError (e.g. WaitTimeout)
         pytest.fail(violated(f"{what} (not within {within:.2f} s)"))
+
+
+async def dlq_entry(worker: Worker, queue: str, job_id: str) -> DeadLetterEntry | None:
+    """The dead-letter entry of `job_id` in `queue`, or None (walks every page)."""
+    cursor: str | None = None
+    while True:
+        page = await worker.dlq.list(limit=500, cursor=cursor, queue=queue)
+        for entry in page.items:
+            if entry.job_id == job_id:
+                return entry
+        if page.next_cursor is None:
+            return None
+        cursor = page.next_cursor
