@@ -7,6 +7,8 @@ is set, and skip with one loud line otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -74,7 +76,68 @@ async def make_broker() -> AsyncIterator[BrokerFactory]:
     await delete_queues(declared)
 
 
+@pytest.fixture
+def amqp_url() -> str:
+    """The test server's URL."""
+    return AMQP_URL
+
+
 @pytest_asyncio.fixture
 async def broker(make_broker: BrokerFactory) -> RabbitBroker:
     """A connected RabbitBroker; its queues are deleted after the test."""
     return await make_broker()
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every open connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def cut(self) -> None:
+        """Close every proxied connection at once (both directions)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.transport.abort()
+
+
+@pytest.fixture
+def proxy_class() -> type[CuttableProxy]:
+    """The cuttable loopback TCP proxy (start one with ``async with``)."""
+    return CuttableProxy

@@ -24,6 +24,8 @@ from upnext_rabbitmq._errors import translate
 __all__ = ["Outgoing", "Publisher", "persistent"]
 
 PERSISTENT = 2
+# Seconds a publish may wait for its confirm (and for a reconnect) before failing.
+PUBLISH_TIMEOUT = 15.0
 
 
 def persistent(
@@ -92,6 +94,15 @@ class Publisher:
                 raise error
 
     async def _send(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        # While aio-pika reconnects, getting the channel waits; bound that wait.
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                return await self._send_now(messages)
+        except TimeoutError:
+            lost = TimeoutError(f"no confirm within {PUBLISH_TIMEOUT:.0f} s (reconnecting?)")
+            return [lost] * len(messages)
+
+    async def _send_now(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         try:
             channel = await self._channel.get_underlay_channel()
         except Exception as exc:

@@ -15,6 +15,7 @@ read by scan. Delays are rounded up to 250 ms (`delay_quantum`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ from upnext_rabbitmq.topology import (
 )
 
 __all__ = ["RabbitBroker"]
+
+log = logging.getLogger("upnext.rabbitmq")
 
 
 class RabbitBroker(AdminMixin):
@@ -133,8 +136,11 @@ class RabbitBroker(AdminMixin):
             return
         try:
             if self._consumer is not None and not connection.is_closed:
-                with map_errors(self.url, "closing"):
-                    await self._release_buffered(self._consumer)
+                await self._release_buffered(self._consumer)
+        except Exception:
+            # Closing anyway: the server requeues what we could not give back
+            # (marked redelivered, so core may count a lost run it did not have).
+            log.warning("could not give back prefetched jobs on close", exc_info=True)
         finally:
             self._connection = None
             await connection.close()
@@ -245,8 +251,13 @@ class RabbitBroker(AdminMixin):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            with map_errors(self.url, "consuming"):
-                await consumer.ensure(queues, limit)
+            try:
+                # While aio-pika reconnects this waits; never past the caller's wait.
+                async with asyncio.timeout(max(deadline - loop.time(), 0.0) + 0.5):
+                    with map_errors(self.url, "consuming"):
+                        await consumer.ensure(queues, limit)
+            except TimeoutError:
+                return []
             out = consumer.take(queues, limit)
             left = deadline - loop.time()
             if out or left <= 0:

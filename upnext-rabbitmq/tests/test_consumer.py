@@ -1,0 +1,179 @@
+"""What the conformance suite cannot see: AMQP flags, channel loss, prefetch, raw bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from upnext.broker.protocol import Ack, Delivery, Envelope, Release
+from upnext.errors import LeaseLost
+from upnext_rabbitmq import RabbitBroker, topology
+
+Factory = Callable[..., Awaitable[RabbitBroker]]
+
+
+async def _take(
+    broker: RabbitBroker, queue: str, count: int, within: float = 5.0
+) -> list[Delivery]:
+    out: list[Delivery] = []
+    deadline = time.monotonic() + within
+    while len(out) < count and time.monotonic() < deadline:
+        out += await broker.receive(
+            [queue], limit=count - len(out), lease=30, wait=deadline - time.monotonic()
+        )
+    assert len(out) == count, f"got {len(out)} of {count}"
+    return out
+
+
+async def test_undecodable_bytes_are_delivered_as_is(
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str
+) -> None:
+    """A raw message published by someone else arrives byte for byte, with an id."""
+    await broker.enqueue_many([])
+    await broker._ensure_queue(upnext_queue)
+    raw = b"\xff\xfe not json \x00"
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(raw), routing_key=topology.work_queue(upnext_queue)
+        )
+    finally:
+        await connection.close()
+    [got] = await _take(broker, upnext_queue, 1)
+    assert got.envelope.body == raw
+    assert got.envelope.id
+    assert got.envelope.queue == upnext_queue
+    await broker.settle([Ack(got)])
+
+
+async def test_redelivered_is_the_amqp_flag(make_broker: Factory, upnext_queue: str) -> None:
+    """A held job of a closed broker comes back redelivered; a buffered one does not."""
+    first = await make_broker(prefetch="10")
+    await first.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(2)])
+    [held] = await _take(first, upnext_queue, 1)
+    await asyncio.sleep(0.2)  # the second sits in the prefetch buffer, never handed out
+    await first.aclose()
+    second = await make_broker()
+    got = await _take(second, upnext_queue, 2)
+    flags = {d.envelope.id: d.redelivered for d in got}
+    assert flags == {held.envelope.id: True, ({"j0", "j1"} - {held.envelope.id}).pop(): False}
+    assert all(d.deliveries is None for d in got)
+    await second.settle([Ack(d) for d in got])
+
+
+async def test_channel_loss_turns_held_deliveries_into_lease_lost(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """After the consumer channel closes, settle reports LeaseLost and the job returns."""
+    await broker.enqueue_many([Envelope("j", upnext_queue, b"x")])
+    [held] = await _take(broker, upnext_queue, 1)
+    raw = await broker._cons()._channel.get_underlay_channel()
+    await raw.basic_ack(999_999)  # unknown tag: the server closes the channel
+    await asyncio.sleep(0.3)
+    [outcome] = await broker.settle([Ack(held)])
+    assert isinstance(outcome, LeaseLost)
+    [again] = await _take(broker, upnext_queue, 1)
+    assert again.envelope.id == "j"
+    assert again.redelivered
+    assert await broker.settle([Ack(again)]) == [None]
+
+
+async def test_prefetch_window_grows_for_a_caller_holding_many(
+    make_broker: Factory, upnext_queue: str
+) -> None:
+    """prefetch=2 still hands out 6 jobs to a caller that settles none in between."""
+    broker = await make_broker(prefetch="2")
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(6)])
+    got = await _take(broker, upnext_queue, 6)
+    assert broker._cons()._window >= 6
+    assert await broker.settle([Ack(d) for d in got]) == [None] * 6
+
+
+async def test_settle_acks_a_contiguous_batch_with_one_multiple_ack(
+    broker: RabbitBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acking every held delivery sends one basic.ack(multiple=True)."""
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(5)])
+    got = await _take(broker, upnext_queue, 5)
+    raw = await broker._cons()._channel.get_underlay_channel()
+    calls: list[tuple[int, bool]] = []
+    real = raw.basic_ack
+
+    async def spy(tag: int, multiple: bool = False, wait: bool = True) -> None:
+        calls.append((tag, multiple))
+        await real(tag, multiple=multiple, wait=wait)
+
+    monkeypatch.setattr(raw, "basic_ack", spy)
+    assert await broker.settle([Ack(d) for d in reversed(got)]) == [None] * 5
+    assert calls == [(max(d.receipt.tag for d in got), True)]  # type: ignore[attr-defined]
+
+
+async def test_release_is_a_republish_not_a_requeue(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """A released job comes back with redelivered=False (never nack(requeue=True))."""
+    await broker.enqueue_many([Envelope("j", upnext_queue, b"x")])
+    [held] = await _take(broker, upnext_queue, 1)
+    assert await broker.settle([Release(held)]) == [None]
+    [back] = await _take(broker, upnext_queue, 1)
+    assert (back.envelope.id, back.envelope.body, back.redelivered) == ("j", b"x", False)
+    await broker.settle([Ack(back)])
+
+
+async def test_consumers_and_results_survive_connection_cuts(
+    upnext_queue: str, amqp_url: str, proxy_class: type[Any]
+) -> None:
+    """Five cuts through a TCP proxy: consumers come back, no job lost, waiters get results."""
+    target = urlsplit(amqp_url)
+    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        via = amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1)
+        broker = RabbitBroker(via + ("&" if "?" in via else "?") + "reconnect_interval=0.1")
+        await broker.connect()
+        try:
+            done = await _run_through_cuts(broker, proxy, upnext_queue)
+            assert await _consumer_count(amqp_url, upnext_queue) == 1
+        finally:
+            await broker.aclose()
+    assert done == {f"j{i}" for i in range(25)}
+
+
+async def _consumer_count(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(topology.work_queue(queue), passive=True)
+        return declared.declaration_result.consumer_count or 0
+    finally:
+        await connection.close()
+
+
+async def _run_through_cuts(broker: RabbitBroker, proxy: Any, queue: str) -> set[str]:
+    from upnext.broker.protocol import ResultWrite
+
+    done: set[str] = set()
+    for round_ in range(5):
+        jobs = [Envelope(f"j{round_ * 5 + i}", queue, b"x") for i in range(5)]
+        await broker.enqueue_many(jobs)
+        held = await _take(broker, queue, 5, within=10)
+        proxy.cut()
+        await asyncio.sleep(0.2)  # the client notices the cut on its next read
+        outcomes = await broker.settle([Ack(d) for d in held])
+        assert all(isinstance(o, LeaseLost) for o in outcomes)
+        again = await _take(broker, queue, 5, within=15)
+        assert all(d.redelivered for d in again)
+        reply = broker.reply_address()
+        writes = [ResultWrite(d.envelope.id, queue, b"ok", 60, reply) for d in again]
+        assert (
+            await broker.settle([Ack(d, w) for d, w in zip(again, writes, strict=True)])
+            == [None] * 5
+        )
+        for d in again:
+            assert await broker.get_result(d.envelope.id, queue=queue, wait=2) == b"ok"
+        done |= {d.envelope.id for d in again}
+    return done
