@@ -6,10 +6,12 @@ import uuid
 
 import pytest
 from upnext.testing.semantics_errors import ErrorSemantics
+from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_retries import RetrySemantics
+from upnext.testing.semantics_timeouts import TimeoutSemantics
 
 
-class TestMemorySemantics(RetrySemantics, ErrorSemantics):
+class TestMemorySemantics(RetrySemantics, ErrorSemantics, TimeoutSemantics, LeaseSemantics):
     """Every semantic class on a fresh memory:// broker per test."""
 
     @pytest.fixture
