@@ -43,10 +43,11 @@ def _newest_first(records: Sequence[DeadLetterRecord]) -> list[str]:
     return [r.id for r in sorted(records, key=lambda r: (r.failed_at, r.id), reverse=True)]
 
 
-async def _all_pages(admin: DeadLetterAdmin, *, queue: str, limit: int) -> list[DeadLetterRecord]:
-    """Follow cursors to the end, checking each page's size."""
+async def _all_pages(
+    admin: DeadLetterAdmin, *, queue: str, limit: int, cursor: str | None = None
+) -> list[DeadLetterRecord]:
+    """Follow cursors (from `cursor`) to the end, checking each page's size."""
     out: list[DeadLetterRecord] = []
-    cursor: str | None = None
     for _ in range(100):
         page = await admin.dlq_list(queue=queue, limit=limit, cursor=cursor)
         assert len(page.records) <= limit, violated("dlq_list must return at most `limit`")
@@ -143,13 +144,9 @@ class DeadLetterAdminConformance:
         deleted = {seen[0], records[3].id}  # one already listed, one not yet
         for entry_id in deleted:
             await admin.dlq_delete(entry_id)
-        cursor = page.next_cursor
-        while cursor is not None:
-            page = await admin.dlq_list(queue=upnext_queue, limit=3, cursor=cursor)
-            seen += [r.id for r in page.records]
-            cursor = page.next_cursor
-            if len(seen) > 100:
-                break
+        if page.next_cursor is not None:
+            rest = await _all_pages(admin, queue=upnext_queue, limit=3, cursor=page.next_cursor)
+            seen += [r.id for r in rest]
         assert len(seen) == len(set(seen)), violated("following cursors must never repeat a record")
         lasting = {r.id for r in records} - deleted
         assert lasting <= set(seen), violated(
