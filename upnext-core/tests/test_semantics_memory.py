@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
 
 
-class TestMemorySemantics(RetrySemantics, ErrorSemantics, TimeoutSemantics, LeaseSemantics):
+class TestMemorySemantics(
+    RetrySemantics, ErrorSemantics, TimeoutSemantics, LeaseSemantics, DeadLetterSemantics
+):
     """Every semantic class on a fresh memory:// broker per test."""
 
     @pytest.fixture
