@@ -15,12 +15,10 @@ from upnext.broker.protocol import (
     Ack,
     DeadLetter,
     DeadLetterRecord,
-    Delivery,
     Envelope,
     ResultWrite,
 )
 from upnext_postgres import PostgresBroker
-from upnext_postgres._settle import SettleBatch
 
 
 @pytest_asyncio.fixture
@@ -94,8 +92,15 @@ async def test_malformed_row_is_delivered_as_is(
     assert (await pg_broker.dlq_get(record.id)).reason == "undecodable"
 
 
-async def _plan(conn: asyncpg.Connection[Any], sql: str, *args: object) -> str:
-    return "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+async def _generic_plan(conn: asyncpg.Connection[Any], sql: str, *literals: str) -> str:
+    """The plan the broker's pool runs (it forces generic plans), via PREPARE/EXECUTE."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE upnext_plan AS {sql}")
+    try:
+        rows = await conn.fetch(f"EXPLAIN EXECUTE upnext_plan({', '.join(literals)})")
+    finally:
+        await conn.execute("DEALLOCATE upnext_plan")
+    return "\n".join(r[0] for r in rows)
 
 
 async def test_hot_statements_use_indexes(
@@ -110,14 +115,14 @@ async def test_hot_statements_use_indexes(
         upnext_queue,
     )
     await conn.execute(f"ANALYZE {jobs}")
-    q = pg_broker._q
-    ids = [f"{upnext_queue}-{i}" for i in range(1, 101)]
-    fake = [Delivery(Envelope(i, upnext_queue, b""), 1) for i in ids]
-    settle_args = SettleBatch([Ack(d) for d in fake]).arguments(pg_broker._names)
+    q, names = pg_broker._q, pg_broker._names
+    ids = "'{" + ",".join(f"{upnext_queue}-{i}" for i in range(1, 101)) + "}'"
+    tokens = "'{" + ",".join("1" * 100) + "}'"
+    channels = (f"'{names.jobs_channel}'", f"'{names.results_channel}'")
     plans = {
-        "receive": await _plan(conn, q.receive, [upnext_queue], 100, 30.0, 1),
-        "extend": await _plan(conn, q.extend, ids, [1] * 100, 30.0),
-        "settle": await _plan(conn, q.settle, *settle_args),
+        "receive": await _generic_plan(conn, q.receive, f"'{{{upnext_queue}}}'", "100", "30", "1"),
+        "extend": await _generic_plan(conn, q.extend, ids, tokens, "30"),
+        "settle": await _generic_plan(conn, q.settle, ids, tokens, *["'{}'"] * 19, *channels),
     }
     assert "jobs_ready" in plans["receive"], plans["receive"]
     for name, plan in plans.items():

@@ -2,7 +2,14 @@
 
 Batches travel as parallel arrays expanded with ``unnest``; data-modifying
 CTEs make a whole settle one atomic statement. Due times and leases are
-always computed from the server's ``now()``. Notifications are sent with
+always computed from the server's ``now()``.
+
+Statements that only move leases (receive, extend, give-back) commit with
+``synchronous_commit = off`` (`_ASYNC_COMMIT`, set for their transaction
+alone): they skip the WAL flush, which halves the flushes of a busy worker.
+Only a crash of the PostgreSQL server itself can lose such a commit, and then
+the job is simply handed out again (at least once). Enqueue, settle, results
+and dead letters always commit synchronously. Notifications are sent with
 ``pg_notify`` inside the same statement, so they go out exactly when (and
 only if) its transaction commits, and PostgreSQL folds identical
 notifications of one transaction into one.
@@ -15,6 +22,10 @@ from dataclasses import dataclass
 from upnext_postgres.schema import Names
 
 __all__ = ["Queries"]
+
+
+# In a WHERE clause: an init-plan run once, before the statement's transaction commits.
+_ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
 
 def _chunks(source: str) -> str:
@@ -68,6 +79,7 @@ WITH expired AS (
     RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq
 )
 SELECT id, queue, body, hand_outs, due_at, seq, NULL::float8 AS next_in FROM taken
+WHERE {_ASYNC_COMMIT}
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
     (SELECT min(m.due) FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL (
@@ -89,6 +101,7 @@ WITH back AS (
     RETURNING j.queue
 )
 SELECT pg_notify($3, '0 ' || queue)::text FROM (SELECT DISTINCT queue FROM back) AS q
+WHERE {_ASYNC_COMMIT}
 """
 
 
@@ -167,11 +180,14 @@ SELECT pg_notify($5, ids)::text FROM ({_chunks("res")}) AS c
 
 def _extend(n: Names) -> str:
     return f"""
-UPDATE {n.jobs} AS j SET lease_until = now() + make_interval(secs => $3::float8)
-FROM unnest($1::text[], $2::int8[]) AS t(id, token)
-WHERE j.id = ANY($1::text[]) AND j.id = t.id AND j.token = t.token
-    AND j.lease_until >= now()
-RETURNING j.id
+WITH extended AS (
+    UPDATE {n.jobs} AS j SET lease_until = now() + make_interval(secs => $3::float8)
+    FROM unnest($1::text[], $2::int8[]) AS t(id, token)
+    WHERE j.id = ANY($1::text[]) AND j.id = t.id AND j.token = t.token
+        AND j.lease_until >= now()
+    RETURNING j.id
+)
+SELECT id FROM extended WHERE {_ASYNC_COMMIT}
 """
 
 
