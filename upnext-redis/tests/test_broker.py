@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, ResultWrite
+from upnext.broker.protocol import (
+    Ack,
+    DeadLetter,
+    DeadLetterRecord,
+    Envelope,
+    Release,
+    ResultWrite,
+)
+from upnext.errors import LeaseLost
 from upnext_redis import RedisBroker
 from upnext_redis.keys import KeySpace
 
@@ -32,13 +40,27 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 async def test_each_batch_operation_is_one_round_trip(
     redis_broker: RedisBroker, sends: list[bytes]
 ) -> None:
-    """enqueue, receive, extend and settle of 500 jobs are one write each."""
-    await redis_broker.enqueue_many([Envelope(f"j{i}", "q", b"x") for i in range(500)])
-    got = await redis_broker.receive(["q"], limit=500, lease=30.0, wait=1.0)
-    assert len(got) == 500
-    assert await redis_broker.extend(got, lease=30.0) == [None] * 500
-    assert await redis_broker.settle([Ack(d) for d in got]) == [None] * 500
+    """enqueue, receive, extend and settle of 2,500 jobs (several scripts) are one write each."""
+    count = 2_500
+    await redis_broker.enqueue_many([Envelope(f"j{i}", "q", b"x") for i in range(count)])
+    got = await redis_broker.receive(["q"], limit=count, lease=30.0, wait=1.0)
+    assert len(got) == count
+    assert await redis_broker.extend(got, lease=30.0) == [None] * count
+    assert await redis_broker.settle([Ack(d) for d in got]) == [None] * count
     assert len(sends) == 4, [s[:60] for s in sends]
+    assert await redis_broker.receive(["q"], limit=1, lease=30.0, wait=0) == []
+
+
+async def test_a_job_named_twice_in_one_settle_is_settled_once(
+    redis_broker: RedisBroker,
+) -> None:
+    """The first item for a delivery wins; a second one in the same batch is LeaseLost."""
+    await redis_broker.enqueue_many([Envelope("j", "q", b"x")])
+    (held,) = await redis_broker.receive(["q"], limit=1, lease=30.0, wait=1.0)
+    outcomes = await redis_broker.settle([Ack(held), Release(held)])
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], LeaseLost)
+    assert await redis_broker.receive(["q"], limit=1, lease=30.0, wait=0.2) == []
 
 
 async def test_blocked_receiver_does_not_poll(

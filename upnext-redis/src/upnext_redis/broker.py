@@ -42,6 +42,8 @@ __all__ = ["RedisBroker"]
 # Envelopes per enqueue script: big batches stay one round trip (pipelined)
 # without holding Redis in one script for long.
 _ENQUEUE_CHUNK = 2_000
+# Items per settle script: Lua's unpack() takes at most ~8,000 values.
+_SETTLE_CHUNK = 1_000
 
 
 class _Groups:
@@ -148,8 +150,8 @@ class RedisBroker:
         args = (limit, max(1, delay_ms(lease)), len(names))
         while True:
             reply = await self._client.eval(RECEIVE, groups, args)
-            if len(reply) > 2 + len(names):
-                return self._deliveries(names, reply[2 + len(names) :])
+            if len(reply) > 2 + 3 * len(names):
+                return _deliveries(names, reply)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
@@ -157,7 +159,7 @@ class RedisBroker:
             block = min(remaining, self.options.recovery_interval)
             if next_ms >= 0:
                 block = min(block, (next_ms - now_ms + 1) / 1000)
-            await self._block(names, [bytes(r) for r in reply[2 : 2 + len(names)]], block)
+            await self._block(names, [bytes(reply[2 + 3 * i]) for i in range(len(names))], block)
 
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
@@ -165,17 +167,6 @@ class RedisBroker:
         streams = {self._client.keys.queue(q).wake: s for q, s in zip(names, seen, strict=True)}
         with self._client.errors.boundary():
             await self._client.blocking.xread(streams, block=ms)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _deliveries(names: list[str], flat: list[Any]) -> list[Delivery]:
-        out = []
-        for i in range(0, len(flat), 5):
-            queue = names[int(flat[i]) - 1]
-            job_id = flat[i + 1].decode()
-            count = int(flat[i + 3])
-            receipt = (queue, job_id, flat[i + 4])
-            out.append(Delivery(Envelope(job_id, queue, flat[i + 2]), receipt, count > 1, count))
-        return out
 
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:
@@ -185,35 +176,36 @@ class RedisBroker:
 
     def _settle_args(self, item: SettleItem, groups: _Groups) -> list[Any]:
         queue, job_id, token = _receipt(item.delivery)
-        extra: list[Any]
+        head = [groups(queue), job_id, token]
         if isinstance(item, Ack):
-            op, extra = "A", self._result_args(item.result)
-        elif isinstance(item, DeadLetter):
+            result = self._result_args(item.result)
+            return ["a" if result else "A", *head, *result]
+        if isinstance(item, DeadLetter):
             rec = item.record
-            op = "D"
-            extra = [groups(rec.queue), rec.id, repr(rec.failed_at), rec.function]
-            extra += [pack_record(rec), *self._result_args(item.result)]
-        elif isinstance(item, Retry):
-            op, extra = "R", [item.body, delay_ms(item.delay)]
-        elif isinstance(item, Release):
-            op, extra = "L", []
-        else:
-            raise TypeError(f"not a settle item: {item!r}")
-        return [op, groups(queue), job_id, token, len(extra), *extra]
+            result = self._result_args(item.result)
+            dead = [groups(rec.queue), rec.id, repr(rec.failed_at), rec.function, pack_record(rec)]
+            return ["d" if result else "D", *head, *dead, *result]
+        if isinstance(item, Retry):
+            return ["R", *head, item.body, delay_ms(item.delay)]
+        if isinstance(item, Release):
+            return ["L", *head]
+        raise TypeError(f"not a settle item: {item!r}")
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
-        """Apply the batch in one script; LeaseLost for each item no longer held."""
+        """Apply the batch in one round trip; LeaseLost for each item no longer held."""
         if not items:
             return []
-        groups = _Groups(self._client)
-        args: list[Any] = []
-        for item in items:
-            args += self._settle_args(item, groups)
+        calls = []
+        for start in range(0, len(items), _SETTLE_CHUNK):
+            groups = _Groups(self._client)
+            args: list[Any] = []
+            for item in items[start : start + _SETTLE_CHUNK]:
+                args += self._settle_args(item, groups)
+            calls.append((SETTLE, groups.keys, args))
         dead_queues = [i.record.queue for i in items if isinstance(i, DeadLetter)]
-        (reply,) = await self._client.eval_many(
-            [(SETTLE, groups.keys, args)], self._register(dead_queues)
-        )
-        return [None if ok else _lost(item.delivery) for ok, item in zip(reply, items, strict=True)]
+        replies = await self._client.eval_many(calls, self._register(dead_queues))
+        flags = [ok for reply in replies for ok in reply]
+        return [None if ok else _lost(item.delivery) for ok, item in zip(flags, items, strict=True)]
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
         """Push every held lease to `lease` s from now, in one script."""
@@ -307,6 +299,21 @@ def _receipt(delivery: Delivery) -> tuple[str, str, bytes]:
             return queue, job_id, token
     # Not one of ours (or forged): a token no hand-out has makes it LeaseLost.
     return delivery.envelope.queue, delivery.envelope.id, b"-"
+
+
+def _deliveries(names: list[str], reply: list[Any]) -> list[Delivery]:
+    """Deliveries from a RECEIVE reply (layout in scripts.py)."""
+    out = []
+    pos = 2 + 3 * len(names)
+    for i, queue in enumerate(names):
+        token = bytes(reply[3 + 3 * i])
+        for _ in range(int(reply[4 + 3 * i])):
+            job_id = reply[pos].decode()
+            count = int(reply[pos + 2])
+            envelope = Envelope(job_id, queue, reply[pos + 1])
+            out.append(Delivery(envelope, (queue, job_id, token), count > 1, count))
+            pos += 3
+    return out
 
 
 def _lost(delivery: Delivery) -> LeaseLost:

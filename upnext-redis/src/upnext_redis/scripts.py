@@ -81,15 +81,17 @@ return #ARGV / 4
 """,
 )
 
-# ARGV: limit, lease ms, number of queues. Returns
-# {now, next event ms or -1, wake stream id per queue..., then per delivery:
-#  queue index, id, body, hand-out count, receipt}.
+# ARGV: limit, lease ms, number of queues. Returns {now, next event ms or -1,
+# then per queue: wake stream id, receipt, number of deliveries; then per
+# delivery, queue by queue: id, body, hand-out count}. One receipt per queue
+# per call suffices: two hand-outs of one job never share a call.
 RECEIVE = _script(
     "receive",
     """
 local limit, lease, nq = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local deadline = now + lease
 local out, n = {}, 0
+local header = {now, -1}
 local function promote(q)
   local due = redis.call('ZRANGEBYSCORE', k(q, 2), '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
@@ -104,39 +106,55 @@ local function promote(q)
     redis.call('LPUSH', k(q, 1), unpack(lost))
   end
 end
-local function take(q)
+local function take(q, tok)
   local head = redis.call('ZRANGE', k(q, 3), 0, 0, 'WITHSCORES')
-  local taken = 0
+  local taken, seen = 0, {}
   while n < limit do
-    local ids = redis.call('LPOP', k(q, 1), limit - n)
+    local ids = redis.call('LPOP', k(q, 1), math.min(limit - n, 1000))
     if not ids then break end
-    local tok0 = redis.call('INCRBY', k(q, 7), #ids) - #ids
+    local bodies = redis.call('HMGET', k(q, 4), unpack(ids))
+    local held = redis.call('HMGET', k(q, 6), unpack(ids))
+    local counts = redis.call('HMGET', k(q, 5), unpack(ids))
+    local toks, cs, zs = {}, {}, {}
     for j, id in ipairs(ids) do
-      local body = redis.call('HGET', k(q, 4), id)
       -- Skip stale ids: a cancelled job, or a duplicate of a job held now.
-      if body and redis.call('HEXISTS', k(q, 6), id) == 0 then
-        local c = redis.call('HINCRBY', k(q, 5), id, 1)
-        local tok = tostring(tok0 + j)
-        redis.call('HSET', k(q, 6), id, tok)
-        redis.call('ZADD', k(q, 3), deadline, id)
-        out[#out + 1] = q
+      if bodies[j] and not held[j] and not seen[id] then
+        seen[id] = true
+        local c = (tonumber(counts[j]) or 0) + 1
+        toks[#toks + 1] = id
+        toks[#toks + 1] = tok
+        cs[#cs + 1] = id
+        cs[#cs + 1] = c
+        zs[#zs + 1] = deadline
+        zs[#zs + 1] = id
         out[#out + 1] = id
-        out[#out + 1] = body
+        out[#out + 1] = bodies[j]
         out[#out + 1] = c
-        out[#out + 1] = tok
         n = n + 1
         taken = taken + 1
       end
     end
+    if #toks > 0 then
+      redis.call('HSET', k(q, 6), unpack(toks))
+      redis.call('HSET', k(q, 5), unpack(cs))
+      redis.call('ZADD', k(q, 3), unpack(zs))
+    end
   end
   -- A lease earlier than any before: blocked receivers must shorten their wait.
   if taken > 0 and (#head == 0 or deadline < tonumber(head[2])) then wake(q) end
+  return taken
 end
 for q = 1, nq do
   promote(q)
-  if n < limit then take(q) end
+  local tok, taken = '', 0
+  if n < limit and redis.call('EXISTS', k(q, 1)) == 1 then
+    tok = tostring(redis.call('INCR', k(q, 7)))
+    taken = take(q, tok)
+  end
+  header[#header + 1] = ''
+  header[#header + 1] = tok
+  header[#header + 1] = taken
 end
-local header = {now, -1}
 if n == 0 then
   local nxt = -1
   for q = 1, nq do
@@ -145,61 +163,86 @@ if n == 0 then
     local l = redis.call('ZRANGE', k(q, 3), 0, 0, 'WITHSCORES')
     if #l > 0 and (nxt < 0 or tonumber(l[2]) + 1 < nxt) then nxt = tonumber(l[2]) + 1 end
     local w = redis.call('XREVRANGE', k(q, 8), '+', '-', 'COUNT', 1)
-    header[q + 2] = (#w > 0) and w[1][1] or '0-0'
+    header[3 * q] = (#w > 0) and w[1][1] or '0-0'
   end
   header[2] = nxt
-else
-  for q = 1, nq do header[q + 2] = '' end
 end
 for _, v in ipairs(out) do header[#header + 1] = v end
 return header
 """,
 )
 
-# ARGV per item: op, queue index, id, receipt, argument count, arguments...
-#   A (ack):         [result key, data, ttl ms, channel]            (result optional)
-#   D (dead-letter): dlq queue index, entry id, failed_at, function, record,
-#                    then [result key, data, ttl ms, channel]       (result optional)
-#   R (retry):       body, delay ms
-#   L (release):     nothing
+# ARGV per item: op, queue index, id, receipt, then by op (fixed arity):
+#   A ack                  -
+#   a ack + result         result key, data, ttl ms, channel
+#   D dead-letter          dlq queue index, entry id, failed_at, function, record
+#   d dead-letter + result the five of D, then the four of a
+#   R retry                body, delay ms
+#   L release              -
+# Leases are checked for the whole batch first (ZMSCORE, HMGET), then each
+# item applies; a job named twice in one batch is held only by the first.
 # Returns 1 (done) or 0 (lease lost) per item.
 SETTLE = _script(
     "settle",
     """
-local res, woke = {}, {}
+local arity = {A = 0, a = 4, D = 5, d = 9, R = 2, L = 0}
+local items, byq = {}, {}
 local i = 1
 while i <= #ARGV do
-  local op, q, id, tok = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  local a = i + 5
-  i = a + tonumber(ARGV[i + 4])
-  local sc = redis.call('ZSCORE', k(q, 3), id)
-  if redis.call('HGET', k(q, 6), id) ~= tok or not sc or tonumber(sc) < now then
+  local it = {op = ARGV[i], q = tonumber(ARGV[i + 1]), id = ARGV[i + 2], tok = ARGV[i + 3]}
+  it.a = i + 4
+  i = i + 4 + arity[it.op]
+  items[#items + 1] = it
+  byq[it.q] = byq[it.q] or {}
+  table.insert(byq[it.q], it)
+end
+local gone = {}
+for q, its in pairs(byq) do
+  local ids = {}
+  for j, it in ipairs(its) do ids[j] = it.id end
+  local scores = redis.call('ZMSCORE', k(q, 3), unpack(ids))
+  local toks = redis.call('HMGET', k(q, 6), unpack(ids))
+  local seen, live, done = {}, {}, {}
+  for j, it in ipairs(its) do
+    it.ok = toks[j] == it.tok and scores[j] and tonumber(scores[j]) >= now and not seen[it.id]
+    seen[it.id] = true
+    if it.ok then
+      live[#live + 1] = it.id
+      if it.op ~= 'R' and it.op ~= 'L' then done[#done + 1] = it.id end
+    end
+  end
+  if #live > 0 then
+    redis.call('ZREM', k(q, 3), unpack(live))
+    redis.call('HDEL', k(q, 6), unpack(live))
+  end
+  if #done > 0 then
+    redis.call('HDEL', k(q, 4), unpack(done))
+    redis.call('HDEL', k(q, 5), unpack(done))
+  end
+end
+local res, woke = {}, {}
+for _, it in ipairs(items) do
+  local q, id, a = it.q, it.id, it.a
+  if not it.ok then
     res[#res + 1] = 0
   else
     res[#res + 1] = 1
-    redis.call('ZREM', k(q, 3), id)
-    redis.call('HDEL', k(q, 6), id)
-    if op == 'A' or op == 'D' then
-      redis.call('HDEL', k(q, 4), id)
-      redis.call('HDEL', k(q, 5), id)
-      local r = a
-      if op == 'D' then
-        local d = tonumber(ARGV[a])
-        redis.call('ZADD', k(d, 9), ARGV[a + 2], ARGV[a + 1])
-        redis.call('HSET', k(d, 10), ARGV[a + 1], ARGV[a + 4])
-        redis.call('HSET', k(d, 11), ARGV[a + 1], ARGV[a + 3])
-        r = a + 5
-      end
-      if r < i then
-        redis.call('SET', ARGV[r], ARGV[r + 1], 'PX', ARGV[r + 2])
-        redis.call('PUBLISH', ARGV[r + 3], '1')
-      end
-    elseif op == 'R' then
+    if it.op == 'D' or it.op == 'd' then
+      local d = tonumber(ARGV[a])
+      redis.call('ZADD', k(d, 9), ARGV[a + 2], ARGV[a + 1])
+      redis.call('HSET', k(d, 10), ARGV[a + 1], ARGV[a + 4])
+      redis.call('HSET', k(d, 11), ARGV[a + 1], ARGV[a + 3])
+      a = a + 5
+    end
+    if it.op == 'a' or it.op == 'd' then
+      redis.call('SET', ARGV[a], ARGV[a + 1], 'PX', ARGV[a + 2])
+      redis.call('PUBLISH', ARGV[a + 3], '1')
+    elseif it.op == 'R' then
       redis.call('HSET', k(q, 4), id, ARGV[a])
       redis.call('HDEL', k(q, 5), id)
       place(q, id, tonumber(ARGV[a + 1]))
       woke[q] = true
-    else
+    elseif it.op == 'L' then
       -- Release: back at the head, and this hand-out does not count.
       redis.call('HINCRBY', k(q, 5), id, -1)
       redis.call('LPUSH', k(q, 1), id)
