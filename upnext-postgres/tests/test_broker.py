@@ -161,3 +161,15 @@ async def test_cancelled_receive_gives_its_jobs_back(
     [again] = await pg_broker.receive([upnext_queue], limit=5, lease=30.0, wait=2.0)
     assert (again.redelivered, again.deliveries) == (False, 1)
     await pg_broker.settle([Ack(again)])
+
+
+async def test_expired_results_are_swept(pg_broker: PostgresBroker, upnext_queue: str) -> None:
+    """Expired results read as absent, and the cleanup sweep deletes their rows."""
+    job_id = uuid.uuid4().hex
+    await pg_broker.put_results([ResultWrite(job_id, upnext_queue, b"r", 0.05)])
+    await asyncio.sleep(0.1)
+    assert await pg_broker.get_result(job_id, queue=upnext_queue, wait=0.0) is None
+    await pg_broker._cleanup_results()
+    pool = await pg_broker._pool()
+    sql = f'SELECT count(*) FROM "{pg_broker.options.schema}".results WHERE job_id = $1'
+    assert await pool.fetchval(sql, job_id) == 0
