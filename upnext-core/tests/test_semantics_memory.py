@@ -7,13 +7,19 @@ import uuid
 import pytest
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
+from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
 
 
 class TestMemorySemantics(
-    RetrySemantics, ErrorSemantics, TimeoutSemantics, LeaseSemantics, DeadLetterSemantics
+    RetrySemantics,
+    ErrorSemantics,
+    TimeoutSemantics,
+    LeaseSemantics,
+    DeadLetterSemantics,
+    HookSemantics,
 ):
     """Every semantic class on a fresh memory:// broker per test."""
 
