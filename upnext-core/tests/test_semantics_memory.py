@@ -5,22 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from upnext.testing.semantics_dlq import DeadLetterSemantics
-from upnext.testing.semantics_errors import ErrorSemantics
-from upnext.testing.semantics_hooks import HookSemantics
-from upnext.testing.semantics_leases import LeaseSemantics
-from upnext.testing.semantics_retries import RetrySemantics
-from upnext.testing.semantics_timeouts import TimeoutSemantics
+from upnext.testing.semantics import WorkerSemantics
 
 
-class TestMemorySemantics(
-    RetrySemantics,
-    ErrorSemantics,
-    TimeoutSemantics,
-    LeaseSemantics,
-    DeadLetterSemantics,
-    HookSemantics,
-):
+class TestMemorySemantics(WorkerSemantics):
     """Every semantic class on a fresh memory:// broker per test."""
 
     @pytest.fixture

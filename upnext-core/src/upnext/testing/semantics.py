@@ -1,0 +1,61 @@
+"""`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
+
+The classes drive a real `upnext.Worker` through the seed page's examples and
+every paragraph of DESIGN §3. A backend author provides the broker URL (and a
+result-store URL if results live elsewhere)::
+
+    # conftest.py
+    pytest_plugins = ["upnext.testing.plugin"]
+
+    # test_semantics.py
+    import pytest
+    from upnext.testing.semantics import WorkerSemantics
+
+    class TestMyBrokerSemantics(WorkerSemantics):
+        @pytest.fixture
+        def broker_url(self) -> str:
+            return "mybroker://localhost/0"
+
+Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
+its queue), and its `timing` fixture to scale delays on slow machines. Tests
+needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
+`dlq_access`) skip with the reason shown when the connected broker lacks it.
+Subclass a single theme class instead to run only that part, and override a
+test by defining a method of the same name.
+"""
+
+from __future__ import annotations
+
+from upnext.testing.semantics_base import SemanticsBase, WorkerFactory
+from upnext.testing.semantics_dlq import DeadLetterSemantics
+from upnext.testing.semantics_errors import ErrorSemantics
+from upnext.testing.semantics_hooks import HookSemantics
+from upnext.testing.semantics_leases import LeaseSemantics
+from upnext.testing.semantics_retries import RetrySemantics
+from upnext.testing.semantics_timeouts import TimeoutSemantics
+from upnext.testing.semantics_workflows import WorkflowSemantics
+
+__all__ = [
+    "DeadLetterSemantics",
+    "ErrorSemantics",
+    "HookSemantics",
+    "LeaseSemantics",
+    "RetrySemantics",
+    "SemanticsBase",
+    "TimeoutSemantics",
+    "WorkerFactory",
+    "WorkerSemantics",
+    "WorkflowSemantics",
+]
+
+
+class WorkerSemantics(
+    RetrySemantics,
+    ErrorSemantics,
+    TimeoutSemantics,
+    LeaseSemantics,
+    DeadLetterSemantics,
+    HookSemantics,
+    WorkflowSemantics,
+):
+    """All of DESIGN §3 and the seed page, through a real worker on your broker."""
