@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
+import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from upnext._urls import redact_url
@@ -157,3 +158,16 @@ def free_port() -> Callable[[], int]:
 def private_redis() -> Callable[..., AbstractContextManager[int]]:
     """``with private_redis("--maxmemory", "4mb") as port:`` runs a throwaway server."""
     return _private_redis
+
+
+@pytest.fixture
+def prefixed_url(redis_url: str, key_prefix: str) -> Iterator[str]:
+    """The server URL under this test's own prefix; its keys are deleted afterwards."""
+    yield with_options(redis_url, prefix=key_prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{key_prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
