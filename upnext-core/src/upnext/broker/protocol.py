@@ -10,7 +10,10 @@ point groups, called as ``factory(url)``.
 Errors: a backend raises only `BrokerUnavailable` (cannot reach the server),
 `LeaseLost` (reported per item, never raised for a whole batch) and
 `BrokerError` (anything else the server refused), mapping driver errors at
-its boundary. Messages never contain a password.
+its boundary; plus, where stated, `DeadLetterNotFound`, `ConfigurationError`
+(bad URL options, a cursor it did not make) and `UnsupportedOperation` (an
+operation behind a capability it lacks; core checks capabilities first).
+Messages never contain a password.
 
 Time: every due time and lease is judged by the broker's own clock (Redis
 ``TIME``, PostgreSQL ``now()``, RabbitMQ TTL), never the producer's.
@@ -143,9 +146,10 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Give the job back at once, unchanged and not counted as a hand-out.
+    """Give the job back at once, unchanged, as if this hand-out never happened.
 
-    The next delivery of a released job has `redelivered=False`.
+    Not counted: the next delivery reports what it would have reported had
+    this one not been made (`redelivered=False` after a first hand-out).
     """
 
     delivery: Delivery
@@ -241,8 +245,9 @@ class Broker(Protocol):
 
         One round trip; each item atomic (its result written in the same step
         when this broker is also the result store). An item whose lease
-        expired, or whose job another receiver now holds, reports `LeaseLost`
-        and changes nothing.
+        expired, whose job another receiver now holds, or that was already
+        settled, reports `LeaseLost` and changes nothing. A job whose lease
+        expired is runnable again within lease + 0.5 s.
         """
         ...
 
@@ -304,6 +309,9 @@ class DeadLetterAdmin(Protocol):
 
         Stable under concurrent inserts and deletes: following cursors never
         repeats a record and never skips one that existed throughout.
+        `next_cursor` is None when there is nothing after this page (a last,
+        empty page is allowed). A cursor this backend did not make raises
+        `ConfigurationError`. Records read back exactly as written.
         """
         ...
 
