@@ -73,3 +73,41 @@ def bench_core(session: nox.Session) -> None:
     """Core hot-path throughput on memory:// (no peers)."""
     session.install("-e", "upnext-core[speed]")
     session.run("python", "benchmarks/core_throughput.py", *session.posargs)
+
+
+BENCH_PEERS = [
+    "arq",
+    "saq[redis,postgres]",
+    "taskiq",
+    "taskiq-redis",
+    "taskiq-aio-pika",
+    "dramatiq[redis,rabbitmq]",
+    "celery[redis]",
+    "procrastinate",
+    "psycopg[binary,pool]",
+    "pgqueuer",
+    "asyncpg",
+    "redis",
+    "aio-pika",
+    "matplotlib",
+]
+
+
+def _bench_install(session: nox.Session) -> None:
+    # Peers live only in this session's venv: never runtime dependencies of upnext.
+    session.install("-e", "upnext-core[speed]", "-e", "upnext-redis", "-e", "upnext-rabbitmq")
+    session.install("-e", "upnext-postgres", *BENCH_PEERS)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """upnext side by side with its peers: `nox -s bench -- --broker redis` (see benchmarks/)."""
+    _bench_install(session)
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """A tiny run of the side-by-side harness (upnext on memory:// and arq on Redis), for CI."""
+    _bench_install(session)
+    session.run("python", "benchmarks/bench.py", "--smoke", *session.posargs)

@@ -1,0 +1,1 @@
+"""The side-by-side benchmark harness (run it through benchmarks/bench.py)."""

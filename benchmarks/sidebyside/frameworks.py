@@ -1,0 +1,129 @@
+"""Which frameworks run on which broker, in which configuration, from which runner file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import metadata
+
+__all__ = ["BROKERS", "WORKLOADS", "Framework", "server_url", "version_of"]
+
+WORKLOADS = ("burst", "latency", "retry", "rss")
+
+
+@dataclass(frozen=True, slots=True)
+class Framework:
+    """One framework as the harness runs it.
+
+    `runner` is the file under ``benchmarks/peers/`` that plays its roles;
+    `packages` are the distributions whose versions the report names;
+    `settings` says how it was configured (what benchmarks/README.md explains).
+    """
+
+    name: str
+    runner: str
+    packages: tuple[str, ...]
+    settings: str
+    batch: str = "none"
+
+
+UPNEXT = Framework(
+    "upnext",
+    "upnext_peer.py",
+    ("upnext-core",),
+    "concurrency=10, uvloop, result_ttl=0 (latency: 60 s), retries=1 retry_delay=0.1 s",
+    "Task.submit_many",
+)
+ARQ = Framework(
+    "arq",
+    "arq_peer.py",
+    ("arq", "redis"),
+    "max_jobs=10, poll_delay=0.001 s (default 0.5), keep_result=0, uvloop; retry: Retry(defer=0.1)",
+)
+SAQ = Framework(
+    "saq",
+    "saq_peer.py",
+    ("saq",),
+    "concurrency=10, uvloop, timers schedule=0.1 s (default 1 s); retries=2 retry_delay=0.1 s",
+)
+TASKIQ = Framework(
+    "taskiq",
+    "taskiq_peer.py",
+    ("taskiq", "taskiq-redis", "taskiq-aio-pika"),
+    "run_receiver_task max_async_tasks=10, uvloop, no result backend;"
+    " SmartRetryMiddleware count=2 delay=0.1 s (list broker ignores the delay)",
+)
+DRAMATIQ = Framework(
+    "dramatiq",
+    "dramatiq_peer.py",
+    ("dramatiq",),
+    "1 process, worker_threads=10, no Results middleware; Retries max_retries=1 backoff=100 ms",
+)
+CELERY = Framework(
+    "celery",
+    "celery_peer.py",
+    ("celery", "kombu"),
+    "-P solo, prefetch_multiplier=64, without gossip/mingle/heartbeat, no result backend;"
+    " retry: autoretry countdown=0.1 s",
+)
+PROCRASTINATE = Framework(
+    "procrastinate",
+    "procrastinate_peer.py",
+    ("procrastinate", "psycopg"),
+    "concurrency=10, listen_notify, uvloop;"
+    " RetryStrategy max_attempts=2 wait=0 (whole seconds only)",
+    "Task.batch_defer_async",
+)
+SAQ_PG = Framework(
+    "saq",
+    "saq_peer.py",
+    ("saq", "psycopg"),
+    "PostgresQueue, concurrency=10, uvloop, timers schedule=0.1 s; retries=2 retry_delay=0.1 s",
+)
+PGQUEUER = Framework(
+    "pgqueuer",
+    "pgqueuer_peer.py",
+    ("pgqueuer", "asyncpg"),
+    "entrypoint concurrency_limit=10, batch_size=10, uvloop;"
+    " DatabaseRetryEntrypointExecutor max_attempts=2 initial_delay=0.1 s",
+    "Queries.enqueue(list)",
+)
+
+BROKERS: dict[str, tuple[Framework, ...]] = {
+    "memory": (UPNEXT,),
+    "redis": (UPNEXT, ARQ, SAQ, TASKIQ, DRAMATIQ, CELERY),
+    "rabbitmq": (UPNEXT, DRAMATIQ, CELERY, TASKIQ),
+    "postgres": (UPNEXT, PROCRASTINATE, SAQ_PG, PGQUEUER),
+}
+
+
+def server_url(broker: str) -> str:
+    """The one server every framework of `broker` uses (env BENCH_*_URL overrides)."""
+    return {
+        "memory": "memory://",
+        "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        "rabbitmq": os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        "postgres": os.environ.get(
+            "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    }[broker]
+
+
+def version_of(framework: Framework, broker: str) -> str:
+    """Installed versions of the framework's distributions, e.g. ``celery 5.4.0, kombu 5.4.2``."""
+    wanted = [p for p in framework.packages if _relevant(p, broker)]
+    parts = []
+    for package in wanted:
+        try:
+            parts.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{package} (not installed)")
+    return ", ".join(parts)
+
+
+def _relevant(package: str, broker: str) -> bool:
+    if package == "taskiq-redis":
+        return broker == "redis"
+    if package == "taskiq-aio-pika":
+        return broker == "rabbitmq"
+    return True
