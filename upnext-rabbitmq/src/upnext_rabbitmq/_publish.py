@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import aiormq
 from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
@@ -104,7 +106,8 @@ class Publisher:
 
     async def _send_now(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         try:
-            channel = await self._channel.get_underlay_channel()
+            # aiormq's concrete channel: its basic_publish takes `wait`.
+            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             return [exc] * len(messages)
         results = await asyncio.gather(
@@ -115,6 +118,9 @@ class Publisher:
                     routing_key=m.routing_key,
                     properties=m.properties,
                     mandatory=m.mandatory,
+                    # Don't hold the channel lock until each frame is written:
+                    # the confirm is what we wait for, and it comes after the write.
+                    wait=False,
                 )
                 for m in messages
             ),

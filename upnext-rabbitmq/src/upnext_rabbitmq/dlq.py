@@ -7,8 +7,8 @@ message without acking, acks the ones it removes, and closes the channel:
 RabbitMQ puts the rest back in their original order. Workers keep publishing
 dead letters meanwhile; those arrive behind the scanned ones.
 
-Core's records carry their indexed fields in headers and core's opaque entry as
-the body, with the entry id as message_id. Messages that reached the DLQ
+Core's records carry their indexed fields as a JSON line ahead of core's
+opaque entry in the body, with the entry id as message_id. Messages that reached the DLQ
 through the work queue's dead-letter exchange (broker-side dead letters) have
 no such headers; they are shown with reason "dead-lettered by broker", the
 time from ``x-death``, and the raw job body as data.
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from typing import Any
 import aiormq
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
-from pamqp.common import FieldTable
 from upnext.broker.protocol import DeadLetterRecord
 from upnext.errors import BrokerError
 
@@ -39,27 +39,19 @@ from upnext_rabbitmq.topology import dlq_queue
 __all__ = ["BROKER_REASON", "DeadLetterScan", "record_message"]
 
 BROKER_REASON = "dead-lettered by broker"
-_H = "x-upnext-"
+# Core's records: this line, the indexed fields as one JSON line, then core's
+# opaque entry. One JSON line decodes far faster than an AMQP header table,
+# and a scan decodes every message of the queue.
+_MAGIC = b"upnext-dead-letter/1\n"
 
 
 def record_message(record: DeadLetterRecord) -> Outgoing:
     """The persistent message that stores `record` in its queue's DLQ."""
-    headers: FieldTable = {
-        f"{_H}entry": record.id,
-        f"{_H}job": record.job_id,
-        f"{_H}queue": record.queue,
-        f"{_H}function": record.function,
-        f"{_H}reason": record.reason,
-        f"{_H}failed-at": repr(float(record.failed_at)),
-    }
-    props = persistent(record.id, headers=headers)
-    return Outgoing("", dlq_queue(record.queue), record.data, props, needs=record.queue)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+    meta = json.dumps(
+        [record.id, record.job_id, record.queue, record.function, record.reason, record.failed_at]
+    ).encode()
+    body = b"".join((_MAGIC, meta, b"\n", record.data))
+    return Outgoing("", dlq_queue(record.queue), body, persistent(record.id), needs=record.queue)
 
 
 def _timestamp(value: object) -> float:
@@ -70,21 +62,24 @@ def _timestamp(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def _core_record(body: bytes) -> DeadLetterRecord | None:
+    if not body.startswith(_MAGIC):
+        return None
+    meta, _, data = body[len(_MAGIC) :].partition(b"\n")
+    try:
+        entry, job_id, queue, function, reason, failed_at = json.loads(meta)
+        return DeadLetterRecord(entry, job_id, queue, function, reason, float(failed_at), data)
+    except (ValueError, TypeError):
+        return None
+
+
 def decode(queue: str, message: DeliveredMessage) -> DeadLetterRecord:
     """The record a DLQ message holds (core's, or a broker-side dead letter)."""
+    record = _core_record(message.body)
+    if record is not None:
+        return record
     props = message.header.properties
     headers: dict[str, Any] = dict(props.headers or {})
-    entry = headers.get(f"{_H}entry")
-    if entry is not None:
-        return DeadLetterRecord(
-            id=_text(entry),
-            job_id=_text(headers.get(f"{_H}job")),
-            queue=_text(headers.get(f"{_H}queue")) or queue,
-            function=_text(headers.get(f"{_H}function")),
-            reason=_text(headers.get(f"{_H}reason")),
-            failed_at=float(_text(headers.get(f"{_H}failed-at")) or 0.0),
-            data=message.body,
-        )
     deaths = headers.get("x-death")
     death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
     failed_at = _timestamp(death.get("time", props.timestamp))
@@ -124,6 +119,7 @@ class DeadLetterScan:
         self._channel: aiormq.abc.AbstractChannel | None = None
         self.entries: dict[str, _Entry] = {}
         self._received = 0
+        self._existing: list[str] = []
         self._more = asyncio.Event()
 
     async def __aenter__(self) -> DeadLetterScan:
@@ -157,6 +153,7 @@ class DeadLetterScan:
                 continue
             counts[queue] = ok.message_count or 0
         await channel.basic_qos(prefetch_count=0)
+        self._existing = list(counts)
         for queue in counts:
             await channel.basic_consume(
                 dlq_queue(queue), self._receiver(channel, queue), exclusive=True
@@ -176,15 +173,26 @@ class DeadLetterScan:
         return on_message
 
     async def _collect(self, expected: int) -> None:
-        # Wait for every message counted at the start; give up on the rest after
-        # a quiet spell (another client may have removed some meanwhile).
+        # Wait for every message counted at the start. When deliveries pause,
+        # ask the server whether any are still ready: a slow server (messages
+        # paged to disk) keeps us waiting, a removed message does not.
         while self._received < expected:
             self._more.clear()
             try:
-                async with asyncio.timeout(2.0):
+                async with asyncio.timeout(0.5):
                     await self._more.wait()
             except TimeoutError:
-                return
+                if not await self._still_ready():
+                    return
+
+    async def _still_ready(self) -> bool:
+        channel = self._channel
+        assert channel is not None
+        for queue in self._existing:
+            ok = await channel.queue_declare(dlq_queue(queue), passive=True)
+            if ok.message_count:
+                return True
+        return False
 
     def records(self) -> list[DeadLetterRecord]:
         """Every record read, newest first by (failed_at, id)."""
