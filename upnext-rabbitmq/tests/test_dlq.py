@@ -1,0 +1,84 @@
+"""Dead-letter scans: busy admins, broker-side dead letters, duplicate records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import pytest
+from upnext.broker.protocol import DeadLetterRecord
+from upnext.errors import BrokerError
+from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq.dlq import BROKER_REASON, record_message
+
+Factory = Callable[..., Awaitable[RabbitBroker]]
+
+
+def _record(queue: str, entry_id: str = "e1") -> DeadLetterRecord:
+    return DeadLetterRecord(entry_id, "job-1", queue, "tests.fn", "boom", time.time(), b"\x00data")
+
+
+async def test_a_second_admin_is_told_busy(make_broker: Factory, upnext_queue: str) -> None:
+    """While one admin scans a DLQ, another process's admin gets BrokerError('busy')."""
+    first = await make_broker()
+    second = await make_broker(dlq_busy_wait="0.2")
+    await first._pub().publish_all([record_message(_record(upnext_queue))], "test")
+    async with first._scan([upnext_queue]) as scan:
+        assert list(scan.entries) == ["e1"]
+        with pytest.raises(BrokerError, match="busy"):
+            await second.dlq_list(queue=upnext_queue)
+    page = await second.dlq_list(queue=upnext_queue)
+    assert [r.id for r in page.records] == ["e1"]
+
+
+async def test_a_scan_puts_entries_back_in_order(broker: RabbitBroker, upnext_queue: str) -> None:
+    """Listing is non-destructive and keeps the queue's order (scan then requeue)."""
+    records = [_record(upnext_queue, f"e{i}") for i in range(5)]
+    await broker._pub().publish_all([record_message(r) for r in records], "test")
+    for _ in range(2):
+        async with broker._scan([upnext_queue]) as scan:
+            assert list(scan.entries) == [r.id for r in records]
+    assert await broker.dlq_count(upnext_queue) == 5
+
+
+async def test_duplicate_records_collapse(broker: RabbitBroker, upnext_queue: str) -> None:
+    """A record published twice (crash between publish and ack) lists once, deletes fully."""
+    record = _record(upnext_queue)
+    await broker._pub().publish_all([record_message(record), record_message(record)], "test")
+    page = await broker.dlq_list(queue=upnext_queue)
+    assert page.records == [record]
+    assert await broker.dlq_count(upnext_queue) == 1
+    await broker.dlq_delete(record.id)
+    assert await broker._passive_count(topology.dlq_queue(upnext_queue)) == 0
+
+
+async def test_broker_side_dead_letters_are_listed(
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str
+) -> None:
+    """A job rejected by some other consumer lands in the DLQ via the DLX, shown as such."""
+    await broker._ensure_queue(upnext_queue)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"job body", message_id="job-9"),
+            routing_key=topology.work_queue(upnext_queue),
+        )
+        queue = await channel.get_queue(topology.work_queue(upnext_queue), ensure=False)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.reject(requeue=False)
+    finally:
+        await connection.close()
+    await asyncio.sleep(0.1)
+    [record] = (await broker.dlq_list(queue=upnext_queue)).records
+    assert (record.reason, record.job_id, record.queue, record.data) == (
+        BROKER_REASON,
+        "job-9",
+        upnext_queue,
+        b"job body",
+    )
+    assert abs(record.failed_at - time.time()) < 5
+    assert await broker.dlq_get(record.id) == record

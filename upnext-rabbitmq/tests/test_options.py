@@ -1,0 +1,62 @@
+"""URL options, capabilities, entry points and error messages."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
+from upnext.errors import BrokerUnavailable, ConfigurationError, UnsupportedOperation
+from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq._options import parse_url
+
+
+def test_options_are_split_from_the_amqp_url() -> None:
+    """upnext's options are parsed; aio-pika's stay in the URL it gets."""
+    opts = parse_url("amqp://u:p@h:5672/v?prefetch=40&heartbeat=30&consumer_timeout=3600")
+    assert (opts.prefetch, opts.consumer_timeout) == (40, 3600.0)
+    assert opts.amqp_url == "amqp://u:p@h:5672/v?heartbeat=30"
+    assert parse_url("amqps://h/").queue_type == "classic"
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://h/?prefetch=0", "amqp://h/?consumer_timeout=x", "amqp://h/?queue_type=lazy"]
+)
+def test_bad_options_are_configuration_errors(url: str) -> None:
+    """A bad option fails when the broker is built, naming the URL."""
+    with pytest.raises(ConfigurationError):
+        RabbitBroker(url)
+
+
+def test_capabilities_are_truthful() -> None:
+    """No timed leases, no delivery count on classic queues, no cancel, scan DLQ, 250 ms."""
+    caps = RabbitBroker("amqp://h/").capabilities
+    assert (caps.timed_leases, caps.counts_deliveries, caps.cancel_queued) == (False, False, False)
+    assert (caps.dlq_access, caps.delay_quantum) == ("scan", 0.25)
+    assert RabbitBroker("amqp://h/?queue_type=quorum").capabilities.counts_deliveries
+    broker = RabbitBroker("amqp://h/?consumer_timeout=7200")
+    assert broker.consumer_timeout == 7200.0
+    for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin):
+        assert isinstance(broker, protocol)
+
+
+async def test_cancel_is_unsupported() -> None:
+    """cancel() raises UnsupportedOperation (capability cancel_queued=False)."""
+    with pytest.raises(UnsupportedOperation):
+        await RabbitBroker("amqp://h/").cancel("q", "job")
+
+
+def test_entry_points_serve_amqp_and_amqps() -> None:
+    """Both schemes resolve to RabbitBroker.from_url in both groups."""
+    for group in ("upnext.brokers", "upnext.result_stores"):
+        found = {ep.name: ep.load() for ep in entry_points(group=group)}
+        assert found["amqp"] == found["amqps"] == RabbitBroker.from_url
+
+
+async def test_unreachable_server_is_unavailable_without_the_password() -> None:
+    """A refused connection raises BrokerUnavailable; the message hides the password."""
+    broker = RabbitBroker("amqp://guest:s3cret@127.0.0.1:1/")
+    with pytest.raises(BrokerUnavailable) as info:
+        await broker.connect()
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)

@@ -1,0 +1,56 @@
+"""Results over reply queues between processes (the suite only sees one broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from upnext.broker.protocol import Ack, Envelope, ResultWrite
+from upnext_rabbitmq import RabbitBroker, topology
+
+Factory = Callable[..., Awaitable[RabbitBroker]]
+
+
+async def test_worker_publishes_to_the_producers_reply_queue(
+    make_broker: Factory, upnext_queue: str
+) -> None:
+    """A result settled by another broker reaches the submitter's waiter, not others."""
+    producer, worker, bystander = await make_broker(), await make_broker(), await make_broker()
+    reply_to = producer.reply_address()
+    assert reply_to is not None
+    assert reply_to.startswith("upnext.reply.")
+    assert reply_to != worker.reply_address()
+    await producer.enqueue_many([Envelope("job", upnext_queue, b"x")])
+    waiter = asyncio.create_task(producer.get_result("job", queue=upnext_queue, wait=5))
+    [held] = await worker.receive([upnext_queue], limit=1, lease=30, wait=5)
+    write = ResultWrite("job", upnext_queue, b"result", 60, reply_to)
+    assert await worker.settle([Ack(held, write)]) == [None]
+    assert await waiter == b"result"
+    assert await bystander.get_result("job", queue=upnext_queue, wait=0.2) is None
+
+
+async def test_results_without_reply_address_or_ttl_are_not_published(
+    make_broker: Factory, upnext_queue: str
+) -> None:
+    """reply_to=None or ttl=0: nothing is published anywhere."""
+    store = await make_broker()
+    assert store._inbox.outgoing(ResultWrite("a", upnext_queue, b"r", 60, None)) is None
+    assert store._inbox.outgoing(ResultWrite("b", upnext_queue, b"r", 0, "somewhere")) is None
+    await store.put_results([ResultWrite("c", upnext_queue, b"r", 60, None)])
+    assert await store.get_result("c", queue=upnext_queue, wait=0.1) is None
+
+
+async def test_reply_queue_is_durable_and_expires(make_broker: Factory) -> None:
+    """The reply queue is client-named, durable and expires an hour after its process."""
+    store = await make_broker()
+    connection = store._connection
+    assert connection is not None
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(
+            store.reply_address(),
+            durable=True,
+            arguments={"x-expires": topology.REPLY_QUEUE_EXPIRES_MS},
+        )
+    finally:
+        await channel.close()
