@@ -31,6 +31,7 @@ from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
+from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
 from upnext.testing.semantics_workflows import WorkflowSemantics
@@ -40,6 +41,7 @@ __all__ = [
     "ErrorSemantics",
     "HookSemantics",
     "LeaseSemantics",
+    "ResultSemantics",
     "RetrySemantics",
     "SemanticsBase",
     "TimeoutSemantics",
@@ -57,5 +59,6 @@ class WorkerSemantics(
     DeadLetterSemantics,
     HookSemantics,
     WorkflowSemantics,
+    ResultSemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
