@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import upnext
 from upnext import TaskExecutionError, TaskTimeoutError
@@ -83,10 +84,10 @@ def short(job_id: str) -> str:
     return job_id[:8]
 
 
-async def dead_letter_of(function: str, job_id: str) -> upnext.DeadLetterEntry:
+async def dead_letter_of(task: upnext.Task[..., Any], job_id: str) -> upnext.DeadLetterEntry:
     """The DLQ entry of a failed job (a shared broker may hold older entries too)."""
     await worker.join(timeout=10)  # its dead-letter write is settled before we look
-    page = await worker.dlq.list(function=function)
+    page = await worker.dlq.list(queue=task.queue, function=task.name)
     return next(item for item in page.items if item.job_id == job_id)
 
 
@@ -114,7 +115,7 @@ async def demo_dead_letter() -> None:
         await future.result(timeout=10)
     except TaskExecutionError as e:
         print(f"  job {short(e.job_id)} {e.status} after {e.task_result.attempts} attempts")
-    entry = await dead_letter_of(charge.name, future.job_id)
+    entry = await dead_letter_of(charge, future.job_id)
     print(f"  DLQ entry {short(entry.id)}: reason={entry.reason!r}, error={entry.error}")
     for attempt in entry.attempts:
         print(f"    attempt {attempt.number}: {attempt.outcome} ({attempt.error})")
@@ -139,9 +140,6 @@ async def demo_gather() -> None:
         if isinstance(outcome, TaskExecutionError):
             attempts = outcome.task_result.attempts
             print(f"  failed:    {outcome.error} (attempts={attempts}, of 6 allowed)")
-            entry = await dead_letter_of(parse_int.name, outcome.job_id)
-            await worker.dlq.delete(entry.id)  # keep a shared broker's DLQ tidy
-            print(f"             its DLQ entry {short(entry.id)} is deleted")
         else:
             print(f"  succeeded: {outcome.value!r}")
 
@@ -155,7 +153,10 @@ async def main() -> None:
         await demo_timeout()
         await demo_dead_letter()
         await demo_gather()
-    print(f"\ndone in {time.monotonic() - started:.1f} s")
+        await worker.join(timeout=10)
+        purged = await worker.dlq.purge(queue=worker.name)  # tidy up the demo's queue
+        print(f"\npurged {purged} dead-letter entries of queue {worker.name!r}")
+    print(f"done in {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":
