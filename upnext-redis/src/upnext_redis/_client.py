@@ -17,6 +17,7 @@ from upnext.errors import BrokerError
 
 from upnext_redis._config import RedisOptions
 from upnext_redis._errors import ErrorMapper
+from upnext_redis._wire import Wire, pack
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
 
@@ -73,6 +74,7 @@ class RedisClient:
         # redis-py leaves execute_command untyped; replies are checked where used.
         self.raw: Any = self.redis
         self.blocking = aioredis.Redis(connection_pool=self.block_pool)
+        self.wire = Wire(self.pool, options.retries)
 
     def new_connection(self) -> AbstractConnection:
         """A connection outside both pools (for the pub/sub listener)."""
@@ -118,16 +120,8 @@ class RedisClient:
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script by SHA, loading it if the server lost it."""
-        with self.errors.boundary():
-            try:
-                return await self.raw.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
-                )
-            except rx.NoScriptError:
-                await self.raw.execute_command("SCRIPT", "LOAD", script.source)
-                return await self.raw.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
-                )
+        (reply,) = await self.eval_many([(script, keys, args)])
+        return reply
 
     async def eval_many(
         self, calls: Sequence[Call], extra: Sequence[Sequence[Any]] = ()
@@ -135,32 +129,26 @@ class RedisClient:
         """Run several scripts (and plain commands) in one pipelined round trip.
 
         Returns the scripts' replies in order; replies of `extra` commands are
-        checked for errors and dropped.
+        checked for errors and dropped. A script the server lost (restart,
+        SCRIPT FLUSH) is loaded and run again.
         """
+        packed = [pack(["EVALSHA", s.sha, len(keys), *keys, *args]) for s, keys, args in calls]
+        packed += [pack(command) for command in extra]
         with self.errors.boundary():
-            replies = await self._pipeline(calls, extra)
-            missing = [
-                i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, rx.NoScriptError)
-            ]
+            replies = await self.wire.run(packed)
+            missing = [i for i, r in enumerate(replies) if isinstance(r, rx.NoScriptError)]
             if missing:
-                for script in {calls[i][0] for i in missing}:
-                    await self.raw.execute_command("SCRIPT", "LOAD", script.source)
-                again = await self._pipeline([calls[i] for i in missing], ())
-                for i, reply in zip(missing, again, strict=True):
+                scripts = {calls[i][0] for i in missing}
+                again = await self.wire.run(
+                    [pack(["SCRIPT", "LOAD", s.source]) for s in scripts]
+                    + [packed[i] for i in missing]
+                )
+                for i, reply in zip(missing, again[len(scripts) :], strict=True):
                     replies[i] = reply
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
             return replies[: len(calls)]
-
-    async def _pipeline(self, calls: Sequence[Call], extra: Sequence[Sequence[Any]]) -> list[Any]:
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for script, keys, args in calls:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        for command in extra:
-            pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
 
     async def aclose(self) -> None:
         """Close both pools."""
