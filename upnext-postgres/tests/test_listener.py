@@ -83,3 +83,26 @@ async def test_lost_listen_connection_recovers(
     [got] = await receiving
     assert time.monotonic() - start < 0.5
     await pg_broker.settle([Ack(got)])
+
+
+async def test_row_locked_elsewhere_is_no_spin(
+    pg_broker: PostgresBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A due job row-locked by another transaction makes receive back off, not spin."""
+    job_id = uuid.uuid4().hex
+    await pg_broker.enqueue_many([Envelope(job_id, upnext_queue, b"x")])
+    conn = await asyncpg.connect(pg_broker.options.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f'SELECT 1 FROM "{pg_broker.options.schema}".jobs WHERE id = $1 FOR UPDATE',
+                job_id,
+            )
+            calls = _count_takes(pg_broker, monkeypatch)
+            got = await pg_broker.receive([upnext_queue], limit=1, lease=5.0, wait=1.0)
+            assert got == []
+            assert len(calls) <= 10, len(calls)
+    finally:
+        await conn.close()
+    [freed] = await pg_broker.receive([upnext_queue], limit=1, lease=5.0, wait=1.0)
+    await pg_broker.settle([Ack(freed)])

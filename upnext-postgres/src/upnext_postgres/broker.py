@@ -201,6 +201,7 @@ class PostgresBroker(AdminMixin):
         if wait <= 0:
             return (await self._take(names, limit, lease))[0]
         await self._listener.ensure()
+        floor = 0.01
         with self._listener.watching_queues(names) as waiter:
             while True:
                 got, next_in = await self._take(names, limit, lease)
@@ -209,9 +210,11 @@ class PostgresBroker(AdminMixin):
                     return got
                 nap = min(left, self.options.lease_recovery_interval)
                 if next_in is not None:
-                    # A due row we skipped (locked by a concurrent taker) gives
-                    # next_in <= 0: look again shortly rather than spin.
-                    nap = min(nap, max(next_in, 0.01) + 0.002)
+                    # next_in <= 0 means a due row was skipped because someone
+                    # holds a row lock on it (a concurrent taker, for a moment):
+                    # look again soon, backing off so a long lock is no spin.
+                    nap = min(nap, max(next_in, floor) + 0.002)
+                    floor = floor * 2 if next_in <= 0 else 0.01
                 await self._listener.ensure()
                 await waiter.wait(nap)
 
