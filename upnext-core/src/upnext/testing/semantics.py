@@ -31,6 +31,7 @@ from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
+from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
@@ -41,6 +42,7 @@ __all__ = [
     "ErrorSemantics",
     "HookSemantics",
     "LeaseSemantics",
+    "LifecycleSemantics",
     "ResultSemantics",
     "RetrySemantics",
     "SemanticsBase",
@@ -60,5 +62,6 @@ class WorkerSemantics(
     HookSemantics,
     WorkflowSemantics,
     ResultSemantics,
+    LifecycleSemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
