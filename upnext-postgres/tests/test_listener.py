@@ -106,3 +106,20 @@ async def test_row_locked_elsewhere_is_no_spin(
         await conn.close()
     [freed] = await pg_broker.receive([upnext_queue], limit=1, lease=5.0, wait=1.0)
     await pg_broker.settle([Ack(freed)])
+
+
+async def test_aclose_ends_blocked_calls(pg_url: str, upnext_queue: str) -> None:
+    """Closing the broker returns blocked receives and waits at once; connect reopens it."""
+    broker = PostgresBroker.from_url(pg_url)
+    await broker.connect()
+    receiving = asyncio.create_task(broker.receive([upnext_queue], limit=1, lease=5.0, wait=10.0))
+    waiting = asyncio.create_task(broker.get_result("nope", queue=upnext_queue, wait=10.0))
+    await asyncio.sleep(0.2)
+    start = time.monotonic()
+    await broker.aclose()
+    assert await receiving == []
+    assert await waiting is None
+    assert time.monotonic() - start < 2.0
+    await broker.connect()
+    assert await broker.receive([upnext_queue], limit=1, lease=5.0, wait=0.0) == []
+    await broker.aclose()

@@ -13,15 +13,24 @@ def test_options_are_parsed_and_stripped_from_the_dsn() -> None:
     """upnext's options become typed fields; the rest of the query reaches asyncpg."""
     opts = PostgresOptions.from_url(
         "postgres://u@h:5433/db?schema=jobs&pool_size=3&connect_timeout=2.5"
-        "&lease_recovery_interval=1&application_name=app"
+        "&command_timeout=7&lease_recovery_interval=1&application_name=app"
     )
     assert (opts.schema, opts.pool_size, opts.connect_timeout) == ("jobs", 3, 2.5)
+    assert opts.command_timeout == 7.0
     assert opts.lease_recovery_interval == 1.0
     assert opts.dsn == "postgresql://u@h:5433/db?application_name=app"
 
 
 @pytest.mark.parametrize(
-    "query", ["pool_size=0", "pool_size=x", "connect_timeout=-1", "lease_recovery_interval=0"]
+    "query",
+    [
+        "pool_size=0",
+        "pool_size=x",
+        "connect_timeout=-1",
+        "command_timeout=0",
+        "lease_recovery_interval=0",
+        "schema=no-dashes",
+    ],
 )
 def test_bad_options_are_configuration_errors(query: str) -> None:
     """A bad option value is refused, and the message hides the password."""

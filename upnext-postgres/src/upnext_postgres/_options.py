@@ -1,7 +1,7 @@
 """URL options of the PostgreSQL backend, parsed once into a typed object.
 
 ``postgresql://user:pass@host:5432/db?schema=upnext&pool_size=10&connect_timeout=10
-&lease_recovery_interval=5`` — upnext's own options are removed from the DSN
+&command_timeout=60&lease_recovery_interval=5`` — upnext's own options are removed from the DSN
 before it reaches asyncpg (which would send unknown ones to the server as
 settings); everything else is passed through.
 """
@@ -14,9 +14,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from upnext._urls import redact_url
 from upnext.errors import ConfigurationError
 
+from upnext_postgres.schema import Names
+
 __all__ = ["PostgresOptions"]
 
 _SCHEMES = ("postgresql", "postgres")
+_OPTIONS = {"schema", "pool_size", "connect_timeout", "command_timeout", "lease_recovery_interval"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,8 @@ class PostgresOptions:
     - `pool_size`: most pooled connections (default 10); the LISTEN connection
       is one more, opened on the first blocking receive or result wait.
     - `connect_timeout`: seconds to reach the server (default 10).
+    - `command_timeout`: longest any one statement may take (default 60 s);
+      bounds a hang on a connection that died without closing.
     - `lease_recovery_interval`: longest an idle receiver blocks without
       looking at the table (default 5 s). Notifications and known due times
       wake it sooner; this bounds recovery of leases it could not know of.
@@ -36,6 +41,7 @@ class PostgresOptions:
     schema: str = "upnext"
     pool_size: int = 10
     connect_timeout: float = 10.0
+    command_timeout: float = 60.0
     lease_recovery_interval: float = 5.0
 
     @property
@@ -55,7 +61,7 @@ class PostgresOptions:
         rest: list[tuple[str, str]] = []
         mine: dict[str, str] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in {"schema", "pool_size", "connect_timeout", "lease_recovery_interval"}:
+            if key in _OPTIONS:
                 mine[key] = value
             else:
                 rest.append((key, value))
@@ -66,14 +72,18 @@ class PostgresOptions:
                 schema=mine.get("schema", "upnext"),
                 pool_size=int(mine.get("pool_size", 10)),
                 connect_timeout=float(mine.get("connect_timeout", 10.0)),
+                command_timeout=float(mine.get("command_timeout", 60.0)),
                 lease_recovery_interval=float(mine.get("lease_recovery_interval", 5.0)),
             )
         except ValueError as exc:
             raise ConfigurationError(
                 f"bad option in PostgreSQL URL {redact_url(url)!r}: {exc}"
             ) from None
-        if options.pool_size < 1 or options.connect_timeout <= 0:
-            raise ConfigurationError("pool_size must be >= 1 and connect_timeout > 0")
+        if options.pool_size < 1 or min(options.connect_timeout, options.command_timeout) <= 0:
+            raise ConfigurationError(
+                "pool_size must be >= 1, connect_timeout and command_timeout > 0"
+            )
         if options.lease_recovery_interval <= 0:
             raise ConfigurationError("lease_recovery_interval must be > 0")
+        Names(options.schema)  # validates the schema name
         return options

@@ -25,7 +25,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
-from upnext.errors import LeaseLost
+from upnext.errors import BrokerUnavailable, LeaseLost
 
 from upnext_postgres._admin import AdminMixin
 from upnext_postgres._errors import mapped
@@ -83,6 +83,7 @@ class PostgresBroker(AdminMixin):
             where=self._where,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._next_cleanup = 0.0
 
     @classmethod
@@ -97,6 +98,7 @@ class PostgresBroker(AdminMixin):
 
     async def connect(self) -> None:
         """Open the pool and create or migrate the schema (idempotent)."""
+        self._closed = False
         if self._connected():
             return
         async with self._connect_lock:
@@ -109,6 +111,7 @@ class PostgresBroker(AdminMixin):
                     min_size=1,
                     max_size=opts.pool_size,
                     timeout=opts.connect_timeout,
+                    command_timeout=opts.command_timeout,
                     reset=_keep_session,
                     # Our statements are few and parameterised: plan each once per
                     # connection; every plan is index-driven whatever the values.
@@ -127,12 +130,19 @@ class PostgresBroker(AdminMixin):
 
     async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool_obj is None:
+            if self._closed:
+                raise BrokerUnavailable(f"PostgreSQL broker for {self._where} is closed")
             await self.connect()
         assert self._pool_obj is not None
         return self._pool_obj
 
     async def aclose(self) -> None:
-        """Close the listener and the pool; unsettled deliveries come back after their lease."""
+        """Close the listener and the pool; unsettled deliveries come back after their lease.
+
+        Blocked receives return empty and result waits return None; `connect`
+        opens the broker again.
+        """
+        self._closed = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
         await self._listener.aclose()
@@ -217,6 +227,8 @@ class PostgresBroker(AdminMixin):
                     floor = floor * 2 if next_in <= 0 else 0.01
                 await self._listener.ensure()
                 await waiter.wait(nap)
+                if self._closed:
+                    return []
 
     async def _take(
         self, names: list[str], limit: int, lease: float
@@ -332,6 +344,8 @@ class PostgresBroker(AdminMixin):
                     return data
                 await self._listener.ensure()
                 await waiter.wait(min(left, self.options.lease_recovery_interval))
+                if self._closed:
+                    return None
 
     async def _read_result(self, job_id: str) -> bytes | None:
         with mapped(self._where, "get result"):
