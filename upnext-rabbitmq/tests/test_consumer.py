@@ -177,3 +177,16 @@ async def _run_through_cuts(broker: RabbitBroker, proxy: Any, queue: str) -> set
             assert await broker.get_result(d.envelope.id, queue=queue, wait=2) == b"ok"
         done |= {d.envelope.id for d in again}
     return done
+
+
+async def test_quorum_queues_count_deliveries(make_broker: Factory, upnext_queue: str) -> None:
+    """On quorum queues a job whose holder died comes back with deliveries == 2."""
+    first = await make_broker(queue_type="quorum")
+    await first.enqueue_many([Envelope("j", upnext_queue, b"x")])
+    [held] = await _take(first, upnext_queue, 1)
+    assert (held.redelivered, held.deliveries) == (False, 1)
+    await first.aclose()
+    second = await make_broker(queue_type="quorum")
+    [again] = await _take(second, upnext_queue, 1)
+    assert (again.redelivered, again.deliveries) == (True, 2)
+    await second.settle([Ack(again)])

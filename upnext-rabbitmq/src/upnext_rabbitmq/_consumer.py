@@ -82,13 +82,16 @@ class Consumer:
             for queue in queues:
                 if queue not in self._tags:
                     await self._declare(queue)
-                    ok = await raw.basic_consume(
-                        work_queue(queue),
-                        partial(self._on_message, raw, queue),
-                        arguments=self._consumer_arguments,
-                    )
-                    self._tags[queue] = str(ok.consumer_tag)
-                    self._buffers.setdefault(queue, deque())
+                    await self._consume(raw, queue)
+
+    async def _consume(self, raw: RawChannel, queue: str) -> None:
+        ok = await raw.basic_consume(
+            work_queue(queue),
+            partial(self._on_message, raw, queue),
+            arguments=self._consumer_arguments,
+        )
+        self._tags[queue] = str(ok.consumer_tag)
+        self._buffers.setdefault(queue, deque())
 
     async def _set_window(self, size: int) -> None:
         # Through aio-pika, so the robust channel restores it on reopen. Classic
@@ -109,10 +112,17 @@ class Consumer:
         held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
         wanted = max(base, held + limit)
         shrink = self._window > base and self._window > wanted + base
-        if self._quorum or not self._window or (wanted <= self._window and not shrink):
+        if not self._window or (wanted <= self._window and not shrink):
             return
         async with self._lock:
             await self._set_window(wanted)
+            raw = self._raw
+            if self._quorum and raw is not None:
+                # A per-consumer window only applies to new consumers: replace
+                # each (deliveries to the old one before its cancel-ok still land).
+                for queue, tag in list(self._tags.items()):
+                    await self._consume(raw, queue)
+                    await raw.basic_cancel(tag)
 
     def buffered(self, queue: str) -> int:
         """Deliveries of `queue` buffered here and not handed out."""
