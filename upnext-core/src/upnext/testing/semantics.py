@@ -26,6 +26,7 @@ test by defining a method of the same name.
 
 from __future__ import annotations
 
+from upnext.testing.semantics_api import ApiSemantics
 from upnext.testing.semantics_base import SemanticsBase, WorkerFactory
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
@@ -38,6 +39,7 @@ from upnext.testing.semantics_timeouts import TimeoutSemantics
 from upnext.testing.semantics_workflows import WorkflowSemantics
 
 __all__ = [
+    "ApiSemantics",
     "DeadLetterSemantics",
     "ErrorSemantics",
     "HookSemantics",
@@ -63,5 +65,6 @@ class WorkerSemantics(
     WorkflowSemantics,
     ResultSemantics,
     LifecycleSemantics,
+    ApiSemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
