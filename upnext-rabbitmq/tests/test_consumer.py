@@ -190,3 +190,20 @@ async def test_quorum_queues_count_deliveries(make_broker: Factory, upnext_queue
     [again] = await _take(second, upnext_queue, 1)
     assert (again.redelivered, again.deliveries) == (True, 2)
     await second.settle([Ack(again)])
+
+
+async def test_long_prefetched_jobs_are_given_back_before_consumer_timeout(
+    make_broker: Factory, upnext_queue: str
+) -> None:
+    """A job waiting in the prefetch buffer a quarter of consumer_timeout is re-published."""
+    broker = await make_broker(consumer_timeout="0.8", prefetch="10")
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, f"b{i}".encode()) for i in range(3)])
+    [first] = await _take(broker, upnext_queue, 1)
+    await asyncio.sleep(0.2)
+    first_tags = {m.delivery_tag for b in broker._cons()._buffers.values() for m in b}
+    await asyncio.sleep(0.6)
+    rest = await _take(broker, upnext_queue, 2)
+    assert {first.envelope.body, *(d.envelope.body for d in rest)} == {b"b0", b"b1", b"b2"}
+    assert not any(d.redelivered for d in rest)
+    assert not first_tags & {d.receipt.tag for d in rest}  # type: ignore[attr-defined]
+    assert await broker.settle([Ack(d) for d in [first, *rest]]) == [None] * 3

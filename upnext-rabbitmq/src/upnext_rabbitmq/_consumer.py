@@ -58,6 +58,8 @@ class Consumer:
         self._tags: dict[str, str] = {}
         # Unacked delivery tags of the current channel, in delivery (= tag) order.
         self._outstanding: dict[int, None] = {}
+        # When each buffered delivery arrived (loop time), by delivery tag.
+        self._since: dict[int, float] = {}
         self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
         # The channel-wide prefetch window now in force (0: not set yet).
@@ -124,6 +126,23 @@ class Consumer:
                     await self._consume(raw, queue)
                     await raw.basic_cancel(tag)
 
+    def take_stale(self, max_age: float) -> list[tuple[str, DeliveredMessage]]:
+        """Remove and return buffered deliveries that arrived over `max_age` s ago.
+
+        The server closes a channel holding a delivery unacked past its
+        consumer_timeout, taking every job of the channel with it; a delivery
+        that waits long in the buffer (all slots busy with long jobs) must be
+        given back before that.
+        """
+        cutoff = asyncio.get_running_loop().time() - max_age
+        stale: list[tuple[str, DeliveredMessage]] = []
+        for queue, buffer in self._buffers.items():
+            while buffer and self._since.get(buffer[0].delivery_tag or 0, cutoff) <= cutoff:
+                message = buffer.popleft()
+                self._since.pop(message.delivery_tag or 0, None)
+                stale.append((queue, message))
+        return stale
+
     def buffered(self, queue: str) -> int:
         """Deliveries of `queue` buffered here and not handed out."""
         return len(self._buffers.get(queue, ()))
@@ -135,6 +154,8 @@ class Consumer:
             return 0
         messages = list(buffer)
         buffer.clear()
+        for message in messages:
+            self._since.pop(message.delivery_tag or 0, None)
         await self.ack([Receipt(m.channel, m.delivery_tag or 0) for m in messages])
         return len(messages)
 
@@ -143,6 +164,7 @@ class Consumer:
         self._raw = raw
         self._tags.clear()
         self._outstanding.clear()
+        self._since.clear()
         for buffer in self._buffers.values():
             buffer.clear()
         raw.on_consumer_cancel_callbacks.add(self._on_cancel)
@@ -151,6 +173,7 @@ class Consumer:
         self._raw = None
         self._tags.clear()
         self._outstanding.clear()
+        self._since.clear()
         for buffer in self._buffers.values():
             buffer.clear()
         # Wake a blocked receive so it consumes again on the new channel.
@@ -171,6 +194,7 @@ class Consumer:
         if tag is None:
             return
         self._outstanding[tag] = None
+        self._since[tag] = asyncio.get_running_loop().time()
         self._buffers.setdefault(queue, deque()).append(message)
         self._arrived.set()
 
@@ -195,7 +219,9 @@ class Consumer:
         while buffers and len(out) < limit:
             for queue, buffer in buffers:
                 if buffer and len(out) < limit:
-                    out.append(self._delivery(raw, queue, buffer.popleft()))
+                    message = buffer.popleft()
+                    self._since.pop(message.delivery_tag or 0, None)
+                    out.append(self._delivery(raw, queue, message))
             buffers = [(q, b) for q, b in buffers if b]
         return out
 
@@ -252,4 +278,5 @@ class Consumer:
         drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]
         for buffer in self._buffers.values():
             buffer.clear()
+        self._since.clear()
         return drained

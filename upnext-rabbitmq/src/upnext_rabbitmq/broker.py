@@ -85,6 +85,7 @@ class RabbitBroker(AdminMixin):
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
         self._declarer: AbstractRobustChannel | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RabbitBroker:
@@ -128,12 +129,15 @@ class RabbitBroker(AdminMixin):
         )
         await declare_ladder(await self._declarer.get_underlay_channel())
         await self._inbox.start(connection)
+        self._refresher = asyncio.create_task(self._refresh_stale(self._consumer))
 
     async def aclose(self) -> None:
         """Give back buffered deliveries (not counted), then close the connection."""
         connection = self._connection
         if connection is None:
             return
+        if self._refresher is not None:
+            self._refresher.cancel()
         try:
             if self._consumer is not None and not connection.is_closed:
                 await self._release_buffered(self._consumer)
@@ -146,7 +150,20 @@ class RabbitBroker(AdminMixin):
             await connection.close()
 
     async def _release_buffered(self, consumer: Consumer) -> None:
-        drained = await consumer.stop()
+        await self._give_back(consumer, await consumer.stop())
+
+    async def _refresh_stale(self, consumer: Consumer) -> None:
+        # Runs for the broker's life: hand back prefetched jobs that waited a
+        # quarter of consumer_timeout, before the server kills the channel.
+        max_age = self.consumer_timeout / 4
+        while True:
+            await asyncio.sleep(max_age / 2)
+            try:
+                await self._give_back(consumer, consumer.take_stale(max_age))
+            except Exception:
+                log.warning("could not give back long-prefetched jobs", exc_info=True)
+
+    async def _give_back(self, consumer: Consumer, drained: list[tuple[str, Any]]) -> None:
         if not drained:
             return
         messages = [
