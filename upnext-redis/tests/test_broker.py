@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -24,16 +23,15 @@ from upnext_redis.keys import KeySpace
 
 @pytest.fixture
 def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every command batch written to any Redis connection: one entry per round trip."""
+    """Everything written to any socket stream: one entry per round trip."""
     seen: list[bytes] = []
-    original = AbstractConnection.send_packed_command
+    original = asyncio.StreamWriter.write
 
-    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        parts = [command] if isinstance(command, bytes | str) else list(command)
-        seen.append(b"".join(p if isinstance(p, bytes) else p.encode() for p in parts))
-        await original(self, command, check_health)
+    def counting(self: asyncio.StreamWriter, data: Any) -> None:
+        seen.append(bytes(data))
+        original(self, data)
 
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
     return seen
 
 

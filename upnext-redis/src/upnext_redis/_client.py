@@ -75,6 +75,7 @@ class RedisClient:
         self.raw: Any = self.redis
         self.blocking = aioredis.Redis(connection_pool=self.block_pool)
         self.wire = Wire(self.pool, options.retries)
+        self.block_wire = Wire(self.block_pool, options.retries)
 
     def new_connection(self) -> AbstractConnection:
         """A connection outside both pools (for the pub/sub listener)."""

@@ -4,6 +4,11 @@ redis-py's generic packer costs several microseconds per argument; a settle
 of 500 jobs has thousands. Here each argument is one format and a join, and
 a whole batch of commands goes out in one write and comes back in one read
 loop, on one pooled connection.
+
+Writes go to the connection's stream directly: redis-py wraps its send in
+``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that
+arrives as the send completes (CPython gh-86296), so a cancelled receive
+would go on blocking. ``asyncio.timeout`` has no such hole.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-__all__ = ["Wire", "pack"]
+__all__ = ["Wire", "pack", "send"]
 
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -35,6 +40,18 @@ def pack(args: Sequence[Any]) -> bytes:
             data = repr(arg).encode()
         out += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(out)
+
+
+async def send(conn: AbstractConnection, data: bytes) -> None:
+    """Write packed commands to `conn`, connecting first if needed."""
+    if not conn.is_connected:
+        await conn.connect()  # type: ignore[no-untyped-call]  # untyped upstream
+    writer = conn._writer
+    if writer is None:
+        raise rx.ConnectionError("connection closed before sending")
+    writer.write(data)
+    async with asyncio.timeout(conn.socket_timeout):
+        await writer.drain()
 
 
 class Wire:
@@ -63,7 +80,7 @@ class Wire:
     async def _once(self, commands: Sequence[bytes]) -> list[Any]:
         conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
         try:
-            await conn.send_packed_command(b"".join(commands))
+            await send(conn, b"".join(commands))
             replies: list[Any] = []
             for _ in commands:
                 try:

@@ -33,6 +33,7 @@ from upnext.errors import LeaseLost
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
+from upnext_redis._wire import pack
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
@@ -164,9 +165,11 @@ class RedisBroker:
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
         ms = max(1, int(seconds * 1000))
-        streams = {self._client.keys.queue(q).wake: s for q, s in zip(names, seen, strict=True)}
+        streams = [self._client.keys.queue(q).wake for q in names]
         with self._client.errors.boundary():
-            await self._client.blocking.xread(streams, block=ms)  # type: ignore[arg-type]
+            await self._client.block_wire.run(
+                [pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])]
+            )
 
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:

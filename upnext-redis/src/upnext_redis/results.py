@@ -22,6 +22,7 @@ from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import ResultWrite
 
 from upnext_redis._client import RedisClient
+from upnext_redis._wire import pack, send
 
 __all__ = ["ResultListener", "Results", "ttl_ms"]
 
@@ -103,7 +104,7 @@ class ResultListener:
         if command == "UNSUBSCRIBE" and channel in self._channels:
             return
         with contextlib.suppress(Exception):
-            await conn.send_command(command, channel, check_health=False)
+            await send(conn, pack([command, channel]))
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -114,9 +115,7 @@ class ResultListener:
                 # No await between publishing the connection and the snapshot:
                 # a channel watched after this line sends its own SUBSCRIBE.
                 self._conn = conn
-                await conn.send_command(
-                    "SUBSCRIBE", self._control, *self._channels, check_health=False
-                )
+                await send(conn, pack(["SUBSCRIBE", self._control, *self._channels]))
                 backoff = 0.05
                 await self._read(conn)
             except asyncio.CancelledError:
@@ -139,7 +138,7 @@ class ResultListener:
             if reply is None:
                 if pinged:
                     raise ConnectionError("no answer to PING on the pub/sub connection")
-                await conn.send_command("PING", check_health=False)
+                await send(conn, pack(["PING"]))
                 pinged = True
                 continue
             pinged = False
@@ -161,11 +160,14 @@ class ResultListener:
         for state in self._channels.values():
             state.wake()
         tasks = [t for t in (self._task, *self._senders) if t is not None]
-        for task in tasks:
-            task.cancel()
+        # Cancel until done: a driver call may swallow one cancellation.
+        while pending := [t for t in tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
         self._task = None
 
 
