@@ -54,3 +54,16 @@ async def test_reply_queue_is_durable_and_expires(make_broker: Factory) -> None:
         )
     finally:
         await channel.close()
+
+
+async def test_reply_address_survives_close_and_reconnect(
+    make_broker: Factory, upnext_queue: str
+) -> None:
+    """After aclose() and connect() the same reply queue is consumed again."""
+    producer, worker = await make_broker(), await make_broker()
+    address = producer.reply_address()
+    await producer.aclose()
+    await producer.connect()
+    assert producer.reply_address() == address
+    await worker.put_results([ResultWrite("job", upnext_queue, b"late", 60, address)])
+    assert await producer.get_result("job", queue=upnext_queue, wait=3) == b"late"

@@ -153,15 +153,22 @@ class AdminMixin:
 
     async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
         """Enqueue `envelope` (confirmed), then remove the entry, under the scan."""
-        for queues in ([envelope.queue], await self._known_queues()):
-            with map_errors(self.url, "replaying a dead letter"):
-                async with self._scan(queues) as scan:
-                    if entry_id not in scan.entries:
-                        continue
-                    await self.enqueue_many([envelope])
-                    await scan.remove([entry_id])
-                    return
+        # The entry is almost always in its own queue's DLQ: scan that one first.
+        if await self._replay_from([envelope.queue], entry_id, envelope):
+            return
+        others = [q for q in await self._known_queues() if q != envelope.queue]
+        if others and await self._replay_from(others, entry_id, envelope):
+            return
         raise DeadLetterNotFound(entry_id)
+
+    async def _replay_from(self, queues: list[str], entry_id: str, envelope: Envelope) -> bool:
+        with map_errors(self.url, "replaying a dead letter"):
+            async with self._scan(queues) as scan:
+                if entry_id not in scan.entries:
+                    return False
+                await self.enqueue_many([envelope])
+                await scan.remove([entry_id])
+                return True
 
     async def dlq_delete(self, entry_id: str) -> None:
         """Remove an entry (and any duplicate of it); DeadLetterNotFound if absent."""

@@ -147,6 +147,8 @@ class RabbitBroker(AdminMixin):
             log.warning("could not give back prefetched jobs on close", exc_info=True)
         finally:
             self._connection = None
+            self._publisher = self._consumer = self._declarer = None
+            self._inbox.detach()
             await connection.close()
 
     async def _release_buffered(self, consumer: Consumer) -> None:

@@ -48,6 +48,10 @@ class ReplyInbox:
         await queue.consume(self._on_message, no_ack=True)
         self._started = True
 
+    def detach(self) -> None:
+        """Forget the connection (closed); the next `start` consumes the same queue again."""
+        self._started = False
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         job_id = message.correlation_id
         ttl = (message.headers or {}).get("x-upnext-ttl")
