@@ -109,7 +109,7 @@ async def test_row_locked_elsewhere_is_no_spin(
 
 
 async def test_aclose_ends_blocked_calls(pg_url: str, upnext_queue: str) -> None:
-    """Closing the broker returns blocked receives and waits at once; connect reopens it."""
+    """Closing the broker returns blocked receives and waits at once; later calls reopen it."""
     broker = PostgresBroker.from_url(pg_url)
     await broker.connect()
     receiving = asyncio.create_task(broker.receive([upnext_queue], limit=1, lease=5.0, wait=10.0))
@@ -120,6 +120,6 @@ async def test_aclose_ends_blocked_calls(pg_url: str, upnext_queue: str) -> None
     assert await receiving == []
     assert await waiting is None
     assert time.monotonic() - start < 2.0
-    await broker.connect()
     assert await broker.receive([upnext_queue], limit=1, lease=5.0, wait=0.0) == []
+    assert await broker.dlq_count(upnext_queue) == 0
     await broker.aclose()

@@ -25,7 +25,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
-from upnext.errors import BrokerUnavailable, LeaseLost
+from upnext.errors import LeaseLost
 
 from upnext_postgres._admin import AdminMixin
 from upnext_postgres._errors import mapped
@@ -83,7 +83,8 @@ class PostgresBroker(AdminMixin):
             where=self._where,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
+        # Bumped by aclose: calls blocked across it end instead of reconnecting.
+        self._generation = 0
         self._next_cleanup = 0.0
 
     @classmethod
@@ -98,7 +99,6 @@ class PostgresBroker(AdminMixin):
 
     async def connect(self) -> None:
         """Open the pool and create or migrate the schema (idempotent)."""
-        self._closed = False
         if self._connected():
             return
         async with self._connect_lock:
@@ -130,8 +130,6 @@ class PostgresBroker(AdminMixin):
 
     async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool_obj is None:
-            if self._closed:
-                raise BrokerUnavailable(f"PostgreSQL broker for {self._where} is closed")
             await self.connect()
         assert self._pool_obj is not None
         return self._pool_obj
@@ -139,10 +137,10 @@ class PostgresBroker(AdminMixin):
     async def aclose(self) -> None:
         """Close the listener and the pool; unsettled deliveries come back after their lease.
 
-        Blocked receives return empty and result waits return None; `connect`
-        opens the broker again.
+        Blocked receives return empty and result waits return None. A later
+        call opens connections again.
         """
-        self._closed = True
+        self._generation += 1
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
         await self._listener.aclose()
@@ -211,12 +209,12 @@ class PostgresBroker(AdminMixin):
         if wait <= 0:
             return (await self._take(names, limit, lease))[0]
         await self._listener.ensure()
-        floor = 0.01
+        floor, generation = 0.01, self._generation
         with self._listener.watching_queues(names) as waiter:
             while True:
                 got, next_in = await self._take(names, limit, lease)
                 left = deadline - loop.time()
-                if got or left <= 0:
+                if got or left <= 0 or generation != self._generation:
                     return got
                 nap = min(left, self.options.lease_recovery_interval)
                 if next_in is not None:
@@ -227,7 +225,7 @@ class PostgresBroker(AdminMixin):
                     floor = floor * 2 if next_in <= 0 else 0.01
                 await self._listener.ensure()
                 await waiter.wait(nap)
-                if self._closed:
+                if generation != self._generation:
                     return []
 
     async def _take(
@@ -335,16 +333,17 @@ class PostgresBroker(AdminMixin):
             return await self._read_result(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        generation = self._generation
         await self._listener.ensure()
         with self._listener.watching_job(job_id) as waiter:
             while True:
                 data = await self._read_result(job_id)
                 left = deadline - loop.time()
-                if data is not None or left <= 0:
+                if data is not None or left <= 0 or generation != self._generation:
                     return data
                 await self._listener.ensure()
                 await waiter.wait(min(left, self.options.lease_recovery_interval))
-                if self._closed:
+                if generation != self._generation:
                     return None
 
     async def _read_result(self, job_id: str) -> bytes | None:
