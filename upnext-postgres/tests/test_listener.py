@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from upnext.broker.protocol import Ack, Envelope
+from upnext.broker.protocol import Ack, Envelope, ResultWrite
 from upnext_postgres import PostgresBroker
 
 
@@ -123,3 +123,22 @@ async def test_aclose_ends_blocked_calls(pg_url: str, upnext_queue: str) -> None
     assert await broker.receive([upnext_queue], limit=1, lease=5.0, wait=0.0) == []
     assert await broker.dlq_count(upnext_queue) == 0
     await broker.aclose()
+
+
+async def test_large_result_batches_notify_every_waiter(
+    pg_broker: PostgresBroker, upnext_queue: str
+) -> None:
+    """600 results in one write (several NOTIFY payloads): each waiter wakes at once."""
+    ids = sorted(uuid.uuid4().hex for _ in range(600))
+    watched = [ids[0], ids[300], ids[-1]]
+    waits = [
+        asyncio.create_task(pg_broker.get_result(job_id, queue=upnext_queue, wait=4.0))
+        for job_id in watched
+    ]
+    await asyncio.sleep(0.2)
+    start = time.monotonic()
+    await pg_broker.put_results(
+        [ResultWrite(job_id, upnext_queue, job_id.encode(), 60.0) for job_id in ids]
+    )
+    assert await asyncio.gather(*waits) == [job_id.encode() for job_id in watched]
+    assert time.monotonic() - start < 1.0
