@@ -83,6 +83,10 @@ class PostgresBroker(AdminMixin):
             where=self._where,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # A worker's settle and extend touch the same rows; run concurrently they
+        # could lock them in opposite orders and deadlock (PostgreSQL would abort
+        # one after deadlock_timeout). One at a time per broker costs nothing.
+        self._row_locks = asyncio.Lock()
         # Bumped by aclose: calls blocked across it end instead of reconnecting.
         self._generation = 0
         self._next_cleanup = 0.0
@@ -279,7 +283,8 @@ class PostgresBroker(AdminMixin):
         batch = SettleBatch(items)
         args = batch.arguments(self._names)
         with mapped(self._where, "settle"):
-            rows = await (await self._pool()).fetch(self._q.settle, *args)
+            async with self._row_locks:
+                rows = await (await self._pool()).fetch(self._q.settle, *args)
         if batch.has_results:
             self._maybe_cleanup()
         return batch.outcomes({(r["kind"], r["id"]) for r in rows})
@@ -291,7 +296,8 @@ class PostgresBroker(AdminMixin):
         ids = [d.envelope.id for d in deliveries]
         tokens = [d.receipt if isinstance(d.receipt, int) else -1 for d in deliveries]
         with mapped(self._where, "extend"):
-            rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
+            async with self._row_locks:
+                rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
         kept = {r["id"] for r in rows}
         return [
             None if d.envelope.id in kept else LeaseLost(f"lease lost for job {d.envelope.id}")
