@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from upnext.errors import BrokerError
@@ -54,10 +54,13 @@ class RedisClient:
             "protocol": 2,
         }
         try:
-            self.pool = ConnectionPool.from_url(
+            # Blocking: a burst of callers (a gather of many waits) queues for a
+            # connection instead of failing with "Too many connections".
+            self.pool = BlockingConnectionPool.from_url(
                 options.driver_url,
                 socket_timeout=options.socket_timeout,
                 max_connections=options.max_connections,
+                timeout=options.socket_connect_timeout + options.socket_timeout,
                 client_name=self.name,
                 **common,
             )

@@ -45,7 +45,7 @@ class RedisOptions:
     - `recovery_interval`: the longest a receiver blocks before it looks for
       expired leases again, even without a wake-up (a safety net; due times
       and lease deadlines already cap each block exactly).
-    - `max_connections`: size of the command pool.
+    - `max_connections`: size of the command pool (callers queue when all are busy).
     - `retries`: reconnect attempts (exponential backoff) per command.
     """
 
@@ -59,7 +59,7 @@ class RedisOptions:
     socket_connect_timeout: float = 5.0
     health_check_interval: float = 10.0
     recovery_interval: float = 5.0
-    max_connections: int = 256
+    max_connections: int = 64
     retries: int = 3
     driver_kwargs: dict[str, Any] = field(default_factory=dict)
 

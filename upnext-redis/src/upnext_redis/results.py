@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import ResultWrite
+from upnext.errors import BrokerUnavailable
 
 from upnext_redis._client import RedisClient
 from upnext_redis._wire import pack, send
@@ -201,12 +202,20 @@ class Results:
         return bytes(data) if data is not None else None
 
     async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
-        """Read the result, waiting up to `wait` s for it to be written."""
+        """Read the result, waiting up to `wait` s for it to be written.
+
+        While waiting, an unreachable server is not an error yet: the wait
+        goes on (the listener reconnects and wakes it); only the read at the
+        deadline raises BrokerUnavailable.
+        """
         keys = self._client.keys.queue(queue)
         key = keys.result(job_id)
-        data = await self._read(key)
-        if data is not None or wait <= 0:
-            return data
+        if wait <= 0:
+            return await self._read(key)
+        with contextlib.suppress(BrokerUnavailable):
+            found = await self._read(key)
+            if found is not None:
+                return found  # already there: no subscription needed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         channel = keys.result_channel(job_id).encode()
@@ -216,9 +225,15 @@ class Results:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.subscribed.wait(), wait)
             while True:
-                data = await self._read(key)
                 remaining = deadline - loop.time()
-                if data is not None or remaining <= 0:
+                if remaining <= 0:
+                    return await self._read(key)
+                try:
+                    data = await self._read(key)
+                except BrokerUnavailable:
+                    data = None
+                    remaining = min(remaining, 0.5)  # re-read soon even if no wake-up comes
+                if data is not None:
                     return data
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), remaining)
