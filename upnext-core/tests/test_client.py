@@ -115,6 +115,21 @@ async def test_a_cancelled_submitter_does_not_break_the_batch() -> None:
     assert flush.batches == [[1], [2, 3]]
 
 
+async def test_cancelling_the_drainer_cancels_its_batch() -> None:
+    flush = Flush()
+    batcher: Batcher[int, None] = Batcher(flush)
+    (submitter,) = await _started(batcher.submit(1))
+    await asyncio.sleep(0)  # the drainer is now inside flush
+    assert flush.batches == [[1]]
+    assert batcher._drainer is not None
+    batcher._drainer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await submitter
+    assert len(batcher) == 0  # not stuck "running": the next item starts a new drainer
+    flush.gate.set()
+    assert await batcher.submit(2) is None
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="core bug: when flush returns the wrong number of outcomes, zip(strict=True) raises"

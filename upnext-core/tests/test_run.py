@@ -93,6 +93,18 @@ def _drive(worker: upnext.Worker, action: Callable[[asyncio.AbstractEventLoop], 
     threading.Thread(target=main, daemon=True).start()
 
 
+@pytest.fixture(params=["uvloop", "asyncio"])
+def event_loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run `upnext.run` on uvloop when installed, and on plain asyncio."""
+    kind: str = request.param
+    if kind == "asyncio":
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    elif importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop is not installed (upnext[speed])")
+    return kind
+
+
+@pytest.mark.usefixtures("event_loop_kind")
 def test_run_in_process_returns_zero_after_stop() -> None:
     url = f"memory://run-{uuid.uuid4().hex}"
     worker = upnext.Worker("run-inproc", broker=url, receive_wait=0.1)
@@ -126,13 +138,22 @@ def test_run_asks_for_a_restart_when_the_worker_is_fatal() -> None:
     assert upnext.run(worker) == EXIT_RESTART == 75
 
 
+def test_run_on_a_non_main_thread_with_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    _run_on_a_non_main_thread()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="needs uvloop")
 @pytest.mark.xfail(
-    condition=importlib.util.find_spec("uvloop") is not None,
     strict=True,
     reason="core bug: under uvloop, add_signal_handler off the main thread raises ValueError,"
     " which upnext.run does not suppress (asyncio raises RuntimeError, which it does)",
 )
-def test_run_on_a_non_main_thread() -> None:
+def test_run_on_a_non_main_thread_with_uvloop() -> None:
+    _run_on_a_non_main_thread()
+
+
+def _run_on_a_non_main_thread() -> None:
     worker = upnext.Worker("run-thread", broker=f"memory://run-{uuid.uuid4().hex}")
     codes: list[int] = []
     errors: list[BaseException] = []
