@@ -252,3 +252,47 @@ def through(url: str, port: int) -> str:
 def via_proxy() -> Callable[[str, int], str]:
     """``via_proxy(url, port)``: the same URL, through a local proxy port."""
     return through
+
+
+class RedisProcess:
+    """A private redis-server that a test can kill (SIGKILL) and start again on one port."""
+
+    def __init__(self, binary: str, workdir: str, config: tuple[str, ...]) -> None:
+        self.port = _free_port()
+        self._args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self._args += ["--dir", workdir, *config]
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it listens."""
+        self._proc = subprocess.Popen(
+            self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_listening(self.port, self._proc)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+@pytest.fixture
+def restartable_redis() -> Iterator[Callable[..., RedisProcess]]:
+    """``restartable_redis("--appendonly", "yes")``: a started RedisProcess, killed at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (needed for a private server)")
+    started: list[RedisProcess] = []
+    with tempfile.TemporaryDirectory() as workdir:
+
+        def make(*config: str) -> RedisProcess:
+            server = RedisProcess(binary, workdir, config)
+            server.start()
+            started.append(server)
+            return server
+
+        yield make
+        for server in started:
+            server.kill()

@@ -84,6 +84,7 @@ class RedisBroker:
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
         self._known: set[str] = set()
+        self._connected = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -96,11 +97,14 @@ class RedisBroker:
     # -- lifecycle -----------------------------------------------------------
 
     async def connect(self) -> None:
-        """Ping, load the scripts, check maxmemory-policy. BrokerUnavailable if down."""
-        await self._client.check_server()
+        """Ping, load the scripts, check maxmemory-policy (once). BrokerUnavailable if down."""
+        if not self._connected:
+            await self._client.check_server()
+            self._connected = True
 
     async def aclose(self) -> None:
         """Stop the result listener and close every connection."""
+        self._connected = False
         await self._results.listener.aclose()
         await self._client.aclose()
 
