@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -140,19 +139,3 @@ async def test_result_waiter_on_another_loop_is_woken_by_a_write() -> None:
     await asyncio.to_thread(thread.join, 3.0)
     assert time.monotonic() - started < 1.0
     assert out == [b"done"]
-
-
-async def test_submit_without_a_worker_warns_once() -> None:
-    url = _url()
-    worker = upnext.Worker("mb-warn", broker=url)
-
-    @worker.task
-    async def f() -> None: ...
-
-    with pytest.warns(RuntimeWarning, match=f"job submitted to {url} but no worker runs"):
-        await f.submit()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        await f.submit()
-    assert MemoryBroker.from_url(url).pending() == 2
-    await worker.aclose()

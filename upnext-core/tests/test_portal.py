@@ -16,11 +16,15 @@ import upnext
 from upnext._context import Context, JobScope, current_scope
 from upnext._portal import Portal
 from upnext.broker.memory import MemoryBroker
-from upnext.errors import ConfigurationError
+from upnext.errors import ConfigurationError, TaskExecutionError, WaitTimeout
 
 
 def _worker() -> upnext.Worker:
-    return upnext.Worker("portal", broker=f"memory://portal-{uuid.uuid4().hex}")
+    url = f"memory://portal-{uuid.uuid4().hex}"
+    # The test stands in for the consuming worker, so the "no worker" check stays quiet
+    # (it would fire later, on the background loop, during some other test).
+    MemoryBroker.from_url(url).workers_attached += 1
+    return upnext.Worker("portal", broker=url)
 
 
 async def _where() -> tuple[asyncio.AbstractEventLoop, str, JobScope | None]:
@@ -125,7 +129,37 @@ def test_submit_sync_from_plain_code() -> None:
     async def f(x: int) -> int:
         return x
 
-    with pytest.warns(RuntimeWarning, match="no worker"):
-        future = f.submit_sync(x=1)
+    future = f.submit_sync(x=1)
     assert len(future.job_id) == 32
+    assert MemoryBroker.from_url(worker.broker_url).pending() == 1
+
+
+def test_future_sync_twins_cancel_and_wait() -> None:
+    worker = _worker()
+
+    @worker.task
+    async def f(x: int) -> int:
+        return x
+
+    future = f.options(delay=60.0).submit_sync(x=1)
+    assert future.cancel_sync() is True
+    assert future.cancel_sync() is False  # already gone
+    with pytest.raises(TaskExecutionError) as info:
+        future.result_sync(timeout=1.0)
+    assert info.value.status == "cancelled"
+    assert info.value.error == "Cancelled: cancelled before it started"
+    with pytest.raises(TaskExecutionError):
+        future.value_sync(timeout=1.0)
+    assert MemoryBroker.from_url(worker.broker_url).pending() == 0
+
+
+def test_wait_sync_times_out_without_touching_the_job() -> None:
+    worker = _worker()
+
+    @worker.task
+    async def f(x: int) -> int:
+        return x
+
+    with pytest.raises(WaitTimeout):
+        f.wait_sync(x=1, wait_timeout=0.05)
     assert MemoryBroker.from_url(worker.broker_url).pending() == 1
