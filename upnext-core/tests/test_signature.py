@@ -150,6 +150,29 @@ def test_future_annotations_are_resolved() -> None:
     assert sig.load_result({"x": 1, "y": 2}) == Point(x=1, y=2)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: one hint that typing.get_type_hints can't resolve (a class local to a"
+    " function, under `from __future__ import annotations`) silently drops validation of"
+    " every parameter and the result",
+)
+def test_one_unresolvable_hint_keeps_the_others_validated() -> None:
+    class Local(BaseModel):
+        a: int
+
+    def f(p: Local, n: int) -> int:
+        return n
+
+    with pytest.raises(SerializationError, match="n: "):
+        Signature(f, "f").encode(({"a": 1}, "abc"), {})
+
+
+def test_var_keyword_only_decodes_as_given() -> None:
+    def f(**extra: Any) -> None: ...
+
+    assert Signature(f, "f").decode([], {"colour": "red"}) == ([], {"colour": "red"})
+
+
 def test_unknown_keyword_is_rejected_by_name() -> None:
     def f(a: int) -> None: ...
 
