@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import upnext
 from upnext.errors import BrokerError
 
@@ -85,3 +90,50 @@ async def test_acknowledged_enqueues_survive_a_server_crash(
     assert pending_at_kill > 0, "the crash must hit jobs not yet run"
     assert len(accepted) >= 300, "most batches must have been accepted"
     assert accepted - ran == set(), "an acknowledged enqueue was lost"
+
+
+def _spawn(url: str, ran_key: str) -> subprocess.Popen[bytes]:
+    script = Path(__file__).with_name("_kill_worker.py")
+    return subprocess.Popen([sys.executable, str(script), url, ran_key])
+
+
+async def _wait_runs(client: aioredis.Redis, key: str, at_least: int, within: float) -> list[int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        runs = [int(n) for n in await client.lrange(key, 0, -1)]
+        if len(set(runs)) >= at_least or loop.time() > deadline:
+            return runs
+        await asyncio.sleep(0.1)  # the runs happen in another process
+
+
+async def test_a_killed_worker_loses_nothing(prefixed_url: str, key_prefix: str) -> None:
+    """SIGKILL mid-burst: the next worker finishes every job; duplicates only of jobs in flight."""
+    total = 2_000
+    ran_key = f"{key_prefix}:ran"
+    producer = upnext.Worker("killme", broker=prefixed_url)
+
+    @producer.task(name="work", result_ttl=60)
+    async def work(n: int) -> None: ...
+
+    await work.submit_many([{"n": n} for n in range(total)])
+    await producer.aclose()
+    client = aioredis.Redis.from_url(prefixed_url.partition("?")[0])
+    first = _spawn(prefixed_url, ran_key)
+    try:
+        before = await _wait_runs(client, ran_key, 300, within=30.0)
+        assert len(set(before)) >= 300, "the first worker must get going"
+    finally:
+        first.kill()
+        first.wait()
+    at_kill = len(await client.lrange(ran_key, 0, -1))
+    second = _spawn(prefixed_url, ran_key)
+    try:
+        runs = await _wait_runs(client, ran_key, total, within=60.0)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+        await client.aclose()
+    assert set(runs) == set(range(total)), "every job must complete"
+    assert at_kill < total, "the kill must fall in the middle of the burst"
+    assert len(runs) - total <= 20, "duplicates are at most the jobs in flight at the kill"
