@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest_asyncio
 import upnext
+from upnext.broker.protocol import Ack, Envelope
+from upnext_postgres import PostgresBroker
 
 
 class CuttingProxy:
@@ -23,6 +26,8 @@ class CuttingProxy:
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self.writers: set[asyncio.StreamWriter] = set()
+        self.accepted = 0
+        self.frozen: set[int] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -31,9 +36,13 @@ class CuttingProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
+                if number in self.frozen:
+                    continue  # a black hole: the peer never hears of it, nor of a close
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -44,9 +53,17 @@ class CuttingProxy:
         except OSError:
             writer.close()
             return
+        self.accepted += 1
+        number = self.accepted
         self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, number), self._pipe(up_reader, writer, number)
+        )
         self.writers -= {writer, up_writer}
+
+    def freeze(self, number: int) -> None:
+        """Silently drop all traffic of the `number`-th connection (1-based), both ways."""
+        self.frozen.add(number)
 
     def cut(self) -> int:
         """Abort every proxied connection; returns how many sockets were cut."""
@@ -73,12 +90,17 @@ async def proxy(postgres_url: str) -> AsyncIterator[CuttingProxy]:
     await running.aclose()
 
 
-async def test_cut_connections_lose_no_job(
-    pg_url: str, proxy: CuttingProxy, url_with: Callable[..., str]
-) -> None:
+def _proxied(url: str, proxy: CuttingProxy, **options: str) -> str:
+    parts = urlsplit(url)
+    extra = "".join(f"&{k}={v}" for k, v in options.items())
+    return parts._replace(
+        netloc=f"{parts.username}@127.0.0.1:{proxy.port}", query=parts.query + extra
+    ).geturl()
+
+
+async def test_cut_connections_lose_no_job(pg_url: str, proxy: CuttingProxy) -> None:
     """Five cuts while 300 jobs run: every job completes, the worker recovers alone."""
-    parts = urlsplit(pg_url)
-    proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    proxied = _proxied(pg_url, proxy)
     queue = f"chaos-{uuid.uuid4().hex[:10]}"
     done: set[int] = set()
     consumer = upnext.Worker(queue, broker=proxied, concurrency=10, lease=1.0)
@@ -103,3 +125,27 @@ async def test_cut_connections_lose_no_job(
     assert cuts_mid_run >= 3, cuts_mid_run
     assert sorted(values) == list(range(300))
     assert done == set(range(300))
+
+
+async def test_silently_dead_listen_connection_is_replaced(
+    pg_url: str, pg_broker: PostgresBroker, proxy: CuttingProxy
+) -> None:
+    """A LISTEN connection that stops answering (no close, no reset) is pinged, dropped
+    and reopened, so notifications flow again without waiting for the recovery interval."""
+    broker = PostgresBroker.from_url(_proxied(pg_url, proxy, lease_recovery_interval="30"))
+    broker._listener.ping_every, broker._listener.ping_timeout = 0.2, 0.3
+    queue = f"frozen-{uuid.uuid4().hex[:10]}"
+    try:
+        await broker.connect()  # pool: connection 1
+        await broker.receive([queue], limit=1, lease=5.0, wait=0.05)  # LISTEN: connection 2
+        assert proxy.accepted == 2
+        proxy.freeze(2)
+        receiving = asyncio.create_task(broker.receive([queue], limit=1, lease=5.0, wait=5.0))
+        await asyncio.sleep(1.0)  # the ping times out and a new LISTEN connection opens
+        start = time.monotonic()
+        await pg_broker.enqueue_many([Envelope(uuid.uuid4().hex, queue, b"x")])
+        [got] = await receiving
+        assert time.monotonic() - start < 1.0
+        await broker.settle([Ack(got)])
+    finally:
+        await broker.aclose()

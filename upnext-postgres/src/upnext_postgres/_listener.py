@@ -79,6 +79,11 @@ class Listener:
         self._lock = asyncio.Lock()
         self._queues: dict[str, set[Waiter]] = {}
         self._jobs: dict[str, set[Waiter]] = {}
+        # A connection that died without closing (a network partition) would
+        # swallow notifications for ever: ping it now and then while in use.
+        self.ping_every = 30.0
+        self.ping_timeout = 5.0
+        self._ping_task: asyncio.Task[None] | None = None
 
     def live(self) -> bool:
         """True while the LISTEN connection is open."""
@@ -104,6 +109,23 @@ class Listener:
         # Anything sent while we were not listening is lost: make everyone look.
         self._wake_all()
 
+    async def _pinger(self) -> None:
+        # Runs while anyone waits: one SELECT 1 per ping_every on the LISTEN connection.
+        try:
+            while self._queues or self._jobs:
+                await asyncio.sleep(self.ping_every)
+                conn = self._conn
+                if conn is None or conn.is_closed():
+                    continue
+                try:
+                    async with asyncio.timeout(self.ping_timeout):
+                        await conn.fetchval("SELECT 1")
+                except Exception:
+                    conn.terminate()  # runs _on_lost: all wake, the next ensure reconnects
+        finally:
+            if self._ping_task is asyncio.current_task():
+                self._ping_task = None
+
     @contextmanager
     def watching_queues(self, queues: Sequence[str]) -> Iterator[Waiter]:
         """A waiter woken by notifications for any of `queues`, for the block's duration."""
@@ -125,6 +147,8 @@ class Listener:
         keys = list(keys)
         for key in keys:
             table.setdefault(key, set()).add(waiter)
+        if self._ping_task is None:
+            self._ping_task = asyncio.get_running_loop().create_task(self._pinger())
         try:
             yield
         finally:
@@ -169,6 +193,9 @@ class Listener:
 
     async def aclose(self) -> None:
         """Close the LISTEN connection and wake every waiter."""
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+            self._ping_task = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._on_lost)
