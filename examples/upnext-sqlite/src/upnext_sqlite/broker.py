@@ -1,0 +1,248 @@
+"""`SQLiteBroker`: broker, result store, dead-letter and queue admin on one SQLite file.
+
+Several processes on one machine share queues through the file (WAL mode).
+Every change is one ``BEGIN IMMEDIATE`` transaction, so a take, a settle
+batch or a replay is atomic against every other process. Leases and due
+times are judged by this host's clock, `time.time()`: one machine, one clock.
+
+SQLite cannot notify another process. A commit in this process wakes this
+process's waiters at once (see `_wake`); other processes' commits are seen by
+re-checking every `poll` s (default 0.05). So a blocked receive costs one
+indexed read per `poll`, and a job enqueued by another process waits up to
+`poll` s longer than one enqueued here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from urllib.parse import parse_qsl, urlsplit
+
+from upnext.broker import (
+    Ack,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    Release,
+    ResultWrite,
+    Retry,
+    SettleItem,
+    SettleOutcome,
+)
+from upnext.errors import ConfigurationError, LeaseLost
+
+from upnext_sqlite import schema
+from upnext_sqlite._db import Database
+from upnext_sqlite._wake import bells_for, watch
+from upnext_sqlite.admin import AdminMixin, write_envelopes
+
+__all__ = ["SQLiteBroker"]
+
+_Taken = tuple[list[Delivery] | None, float | None]
+
+
+def _live(delivery: Delivery, now: float) -> tuple[object, ...]:
+    """Parameters of `schema.LIVE`: this receipt's hand-out still holds the job."""
+    token = delivery.receipt if isinstance(delivery.receipt, int) else -1
+    return (delivery.envelope.id, token, now)
+
+
+def _one(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> bool:
+    """Run `sql`; whether it changed exactly one row (the check-and-set succeeded)."""
+    return conn.execute(sql, args).rowcount == 1
+
+
+def _lost(delivery: Delivery) -> LeaseLost:
+    return LeaseLost(f"lease lost for job {delivery.envelope.id}")
+
+
+class SQLiteBroker(AdminMixin):
+    """A `Broker`, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
+
+    capabilities = Capabilities(
+        timed_leases=True,
+        counts_deliveries=True,
+        cancel_queued=True,
+        dlq_access="indexed",
+        dedupes_on_enqueue=False,
+        transactional_enqueue=False,
+        delay_quantum=0.0,
+    )
+
+    def __init__(self, path: str, *, poll: float = 0.05, busy_timeout: float = 5.0) -> None:
+        self.path = os.path.abspath(path)
+        self.poll = poll
+        self._db = Database(self.path, busy_timeout=busy_timeout)
+        self._jobs_bell, self._results_bell = bells_for(os.path.realpath(self.path))
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteBroker:
+        """From ``sqlite:///rel.db`` or ``sqlite:////abs.db``; options poll, busy_timeout."""
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query))
+        try:
+            if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
+                raise ValueError("expected sqlite:///<file>")
+            if unknown := set(options) - {"poll", "busy_timeout"}:
+                raise ValueError(f"unknown options {sorted(unknown)}")
+            poll, busy = float(options.get("poll", 0.05)), float(options.get("busy_timeout", 5))
+            if not (0 < poll <= 1 and busy > 0):
+                raise ValueError("poll must be in (0, 1] s and busy_timeout > 0")
+        except ValueError as exc:
+            raise ConfigurationError(f"bad sqlite URL {url!r}: {exc}") from None
+        return cls(parts.path[1:], poll=poll, busy_timeout=busy)
+
+    def __repr__(self) -> str:
+        return f"SQLiteBroker({self.path!r})"
+
+    async def connect(self) -> None:
+        """Open the file and create the tables (idempotent)."""
+        await self._db.open()
+
+    async def aclose(self) -> None:
+        """Close the file; unsettled deliveries come back when their leases run out."""
+        await self._db.close()
+
+    # -- broker --------------------------------------------------------------
+
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Store every envelope in one transaction, then wake this process's receivers."""
+        if envelopes:
+            await self._db.write(lambda c: write_envelopes(c, envelopes), self._jobs_bell)
+
+    async def receive(
+        self, queues: Sequence[str], *, limit: int, lease: float, wait: float
+    ) -> list[Delivery]:
+        """Hand out due jobs, sleeping on the bell (and `poll`) up to `wait` s."""
+        names = list(queues)
+        got = await watch(
+            self._jobs_bell, lambda: self._take(names, limit, lease), wait=wait, poll=self.poll
+        )
+        return got or []
+
+    async def _take(self, queues: list[str], limit: int, lease: float) -> _Taken:
+        """Take due jobs; if cancelled meanwhile, give back whatever was taken."""
+        taking = self._db.submit(lambda: self._take_now(queues, limit, lease))
+        try:
+            return await asyncio.wrap_future(taking)
+        except asyncio.CancelledError:
+            # A transaction cannot be stopped halfway: undo its take once it ends.
+            taking.add_done_callback(self._give_back)
+            raise
+
+    def _take_now(self, queues: list[str], limit: int, lease: float) -> _Taken:
+        marks = ",".join("?" * len(queues))
+        sql = f"SELECT min(due) FROM upnext_jobs WHERE queue IN ({marks})"
+        # A plain read first, so an idle receiver never takes the write lock.
+        (first,) = self._db.read(lambda c: c.execute(sql, queues).fetchone())
+        if first is None or first > time.time():
+            return None, first
+        return self._db.tx(lambda c: self._take_rows(c, queues, marks, limit, lease)) or None, None
+
+    def _take_rows(
+        self, conn: sqlite3.Connection, queues: list[str], marks: str, limit: int, lease: float
+    ) -> list[Delivery]:
+        now = time.time()
+        rows = conn.execute(
+            f"SELECT seq, id, queue, body, token, hand_outs FROM upnext_jobs"
+            f" WHERE queue IN ({marks}) AND due <= ? ORDER BY due, seq LIMIT ?",
+            (*queues, now, limit),
+        ).fetchall()
+        conn.executemany(schema.TAKE, [(now + lease, row[0]) for row in rows])
+        return [
+            Delivery(Envelope(job_id, queue, bytes(body)), token + 1, count > 0, count + 1)
+            for _, job_id, queue, body, token, count in rows
+        ]
+
+    def _give_back(self, taking: Future[_Taken]) -> None:
+        if taking.cancelled() or taking.exception() is not None:
+            return
+        releases = [Release(d) for d in taking.result()[0] or []]
+        # Queued behind the take on the same thread. Should the thread be shutting
+        # down, the leases run out instead (counted: the only way left).
+        with contextlib.suppress(RuntimeError):
+            self._db.submit(
+                lambda: self._db.tx(lambda c: self._apply(c, releases), self._jobs_bell)
+            )
+
+    async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        """Apply the batch in one transaction; LeaseLost for items no longer held."""
+        if not items:
+            return []
+        bells = (self._jobs_bell, self._results_bell)
+        return await self._db.write(lambda c: self._apply(c, items), *bells)
+
+    def _apply(self, conn: sqlite3.Connection, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+        now = time.time()
+        outcomes: list[SettleOutcome] = []
+        for item in items:
+            live = _live(item.delivery, now)
+            if isinstance(item, Retry):
+                done = _one(conn, schema.RETRY, (item.body, now + max(item.delay, 0.0), *live))
+            elif isinstance(item, Release):
+                done = _one(conn, schema.RELEASE, (now, *live))
+            else:
+                done = _one(conn, schema.ACK, live)
+            if not done:
+                outcomes.append(_lost(item.delivery))
+                continue
+            if isinstance(item, DeadLetter):
+                r = item.record
+                row = (r.id, r.job_id, r.queue, r.function, r.reason, r.failed_at, r.data)
+                conn.execute(schema.DEAD_PUT, row)
+            if isinstance(item, Ack | DeadLetter) and item.result is not None:
+                _put(conn, [item.result], now)
+            outcomes.append(None)
+        return outcomes
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+        """Push each live lease to `lease` s from now, in one transaction."""
+
+        def extend(conn: sqlite3.Connection) -> list[SettleOutcome]:
+            now = time.time()
+            args = [(now + lease, *_live(d, now)) for d in deliveries]
+            return [
+                None if _one(conn, schema.EXTEND, a) else _lost(d)
+                for a, d in zip(args, deliveries, strict=True)
+            ]
+
+        return await self._db.write(extend) if deliveries else []
+
+    async def cancel(self, queue: str, job_id: str) -> bool:
+        """Remove a queued or scheduled job of `queue`; False if held or unknown."""
+        args = (job_id, queue, time.time())
+        return await self._db.write(lambda c: _one(c, schema.CANCEL, args))
+
+    # -- results -------------------------------------------------------------
+
+    def reply_address(self) -> str | None:
+        """Results live in the file; no address is needed."""
+        return None
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Store the results in one transaction and wake this process's waiters."""
+        if writes:
+            await self._db.write(lambda c: _put(c, writes, time.time()), self._results_bell)
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The stored result, sleeping on the bell (and `poll`) up to `wait` s."""
+
+        async def look() -> tuple[bytes | None, None]:
+            sql, args = schema.RESULT_GET, (job_id, time.time())
+            row = await self._db.query(lambda c: c.execute(sql, args).fetchone())
+            return (None if row is None else bytes(row[0])), None
+
+        return await watch(self._results_bell, look, wait=wait, poll=self.poll)
+
+
+def _put(conn: sqlite3.Connection, writes: Sequence[ResultWrite], now: float) -> None:
+    """Store results for their ttl (ttl <= 0 stores nothing); sweep expired ones."""
+    rows = [(w.job_id, w.data, now + w.ttl) for w in writes if w.ttl > 0]
+    conn.executemany(schema.RESULT_PUT, rows)
+    conn.execute(schema.RESULT_SWEEP, (now,))

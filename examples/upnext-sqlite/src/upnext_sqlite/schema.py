@@ -1,0 +1,61 @@
+"""Every table, index and statement of the SQLite backend, in one place.
+
+One column, `due`, carries a job's clock: while the job waits it is the time
+it becomes due; while it is held it is the time its lease runs out. So "may
+be handed out" is always ``due <= now`` (a due job or an expired lease), and
+the next event a blocked receiver waits for is ``min(due)``. Times are Unix
+seconds of this host's clock (`time.time()`): every process sharing the file
+runs on this machine, so all of them judge leases by one clock.
+"""
+
+from __future__ import annotations
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS upnext_jobs (
+    seq INTEGER PRIMARY KEY,  -- insertion order: FIFO among equally due jobs
+    id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, body BLOB NOT NULL,
+    due REAL NOT NULL,  -- due time; while held, the lease's expiry
+    held INTEGER NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,  -- the receipt of the latest hand-out
+    hand_outs INTEGER NOT NULL DEFAULT 0  -- since the body was last written
+);
+CREATE INDEX IF NOT EXISTS upnext_jobs_due ON upnext_jobs (queue, due);
+CREATE TABLE IF NOT EXISTS upnext_queues (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS upnext_dead (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, queue TEXT NOT NULL, function TEXT NOT NULL,
+    reason TEXT NOT NULL, failed_at REAL NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upnext_dead_order ON upnext_dead (failed_at, id);
+CREATE INDEX IF NOT EXISTS upnext_dead_queue ON upnext_dead (queue, failed_at, id);
+CREATE TABLE IF NOT EXISTS upnext_results (
+    job_id TEXT PRIMARY KEY, data BLOB NOT NULL, expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upnext_results_expires ON upnext_results (expires);
+"""
+
+ENQUEUE = """INSERT INTO upnext_jobs (id, queue, body, due) VALUES (?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, body = excluded.body,
+    due = excluded.due, held = 0, token = token + 1, hand_outs = 0"""
+ADD_QUEUE = "INSERT OR IGNORE INTO upnext_queues (name) VALUES (?)"
+# A hand-out is live while it is held under its token and its lease has not run out.
+LIVE = "id = ? AND token = ? AND held = 1 AND due >= ?"
+# Ready or scheduled, or held under an expired lease: never a live hand-out.
+NOT_HELD = "(held = 0 OR due <= ?)"
+TAKE = """UPDATE upnext_jobs SET held = 1, due = ?, token = token + 1,
+    hand_outs = hand_outs + 1 WHERE seq = ?"""
+ACK = f"DELETE FROM upnext_jobs WHERE {LIVE}"
+RETRY = f"""UPDATE upnext_jobs SET body = ?, due = ?, held = 0, token = token + 1,
+    hand_outs = 0 WHERE {LIVE}"""
+RELEASE = f"""UPDATE upnext_jobs SET due = ?, held = 0, token = token + 1,
+    hand_outs = hand_outs - 1 WHERE {LIVE}"""
+EXTEND = f"UPDATE upnext_jobs SET due = ? WHERE {LIVE}"
+CANCEL = f"DELETE FROM upnext_jobs WHERE id = ? AND queue = ? AND {NOT_HELD}"
+PURGE = f"DELETE FROM upnext_jobs WHERE queue = ? AND {NOT_HELD}"
+DEAD_PUT = "INSERT OR REPLACE INTO upnext_dead VALUES (?, ?, ?, ?, ?, ?, ?)"
+RESULT_PUT = "INSERT OR REPLACE INTO upnext_results (job_id, data, expires) VALUES (?, ?, ?)"
+RESULT_GET = "SELECT data FROM upnext_results WHERE job_id = ? AND expires > ?"
+RESULT_SWEEP = "DELETE FROM upnext_results WHERE expires <= ?"
+STATS = """SELECT coalesce(sum(due <= ?1), 0), coalesce(sum(held = 0 AND due > ?1), 0),
+    coalesce(sum(held = 1 AND due > ?1), 0),
+    (SELECT count(*) FROM upnext_dead WHERE queue = ?2)
+    FROM upnext_jobs WHERE queue = ?2"""

@@ -1,0 +1,50 @@
+"""The whole upnext conformance suite against a SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from upnext.testing import (
+    BrokerConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+    ResultStoreConformance,
+    Timing,
+)
+from upnext.testing.semantics import WorkerFactory, WorkerSemantics
+from upnext_sqlite import SQLiteBroker
+
+
+class TestSQLiteBroker(
+    BrokerConformance,
+    ResultStoreConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+):
+    """The broker, result store, dead-letter and queue admin contracts."""
+
+    @pytest_asyncio.fixture
+    async def broker(self, sqlite_broker: SQLiteBroker) -> AsyncIterator[SQLiteBroker]:
+        """A connected broker on a fresh file."""
+        yield sqlite_broker
+
+
+class TestSQLiteSemantics(WorkerSemantics):
+    """Every semantic class: a real Worker on the file, found by its sqlite:// URL."""
+
+    @pytest.fixture
+    def broker_url(self, db_url: str) -> str:
+        """This test's database file, as a URL (resolved through the entry point)."""
+        return db_url
+
+    # Overridden by name to drop the suite's xfail, which is about the memory
+    # broker's use of asyncio.wait_for on Python 3.11; this broker waits with
+    # asyncio.wait and passes (under strict xfail it would "fail" by passing).
+    @pytest.mark.asyncio
+    async def test_stop_right_after_a_submit_is_prompt(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """A stop racing a wake-up of the blocked receive still ends the receive at once."""
+        await super().test_stop_right_after_a_submit_is_prompt(make_worker, timing)

@@ -1,0 +1,126 @@
+"""What the conformance suite cannot see: URLs, entry points, files shared by processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from upnext.broker import Ack, Broker, Envelope, ResultStore
+from upnext.errors import ConfigurationError
+from upnext_sqlite import SQLiteBroker
+
+PRODUCER = """
+import asyncio, sys
+from upnext.broker import Envelope
+from upnext_sqlite import SQLiteBroker
+
+async def main() -> None:
+    broker = SQLiteBroker.from_url(sys.argv[1])
+    await broker.connect()
+    await broker.enqueue_many([Envelope("from-child", "shared", b"hello")])
+    await broker.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_url_forms_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three slashes name a relative file, four an absolute one; options are checked."""
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteBroker.from_url("sqlite:///jobs.db").path == str(tmp_path / "jobs.db")
+    absolute = SQLiteBroker.from_url(f"sqlite:///{tmp_path}/a.db?poll=0.2&busy_timeout=1")
+    assert (absolute.path, absolute.poll) == (str(tmp_path / "a.db"), 0.2)
+    for bad in ["sqlite://", "sqlite://host/x.db", "redis:///x.db", "sqlite:///x.db?poll=0"]:
+        with pytest.raises(ConfigurationError):
+            SQLiteBroker.from_url(bad)
+    with pytest.raises(ConfigurationError, match="unknown"):
+        SQLiteBroker.from_url("sqlite:///x.db?pool=3")
+
+
+def test_entry_points_serve_the_sqlite_scheme() -> None:
+    """The distribution registers `sqlite` for brokers and result stores."""
+    for group in ("upnext.brokers", "upnext.result_stores"):
+        [ep] = [ep for ep in entry_points(group=group) if ep.name == "sqlite"]
+        assert ep.load() == SQLiteBroker.from_url
+    broker = SQLiteBroker.from_url("sqlite:///x.db")
+    assert isinstance(broker, Broker)
+    assert isinstance(broker, ResultStore)
+
+
+async def test_jobs_survive_the_broker(db_url: str) -> None:
+    """A job enqueued and left unreceived is there for the next broker on the file."""
+    first = SQLiteBroker.from_url(db_url)
+    await first.connect()
+    await first.enqueue_many([Envelope("j1", "q", b"x")])
+    await first.aclose()
+    second = SQLiteBroker.from_url(db_url)
+    await second.connect()
+    [got] = await second.receive(["q"], limit=10, lease=30.0, wait=1.0)
+    assert (got.envelope.id, got.envelope.body) == ("j1", b"x")
+    await second.settle([Ack(got)])
+    await second.aclose()
+
+
+async def test_another_process_job_wakes_a_receiver_within_poll(
+    db_url: str, sqlite_broker: SQLiteBroker
+) -> None:
+    """A job enqueued by another process reaches a blocked receiver within about `poll` s."""
+    receiver = asyncio.create_task(sqlite_broker.receive(["shared"], limit=1, lease=30, wait=20))
+    await asyncio.sleep(0.1)
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", PRODUCER, db_url)
+    assert await child.wait() == 0
+    done = time.monotonic()
+    [got] = await asyncio.wait_for(receiver, 5.0)
+    assert got.envelope.id == "from-child"
+    assert time.monotonic() - done <= sqlite_broker.poll + 0.25
+
+
+async def test_same_process_brokers_wake_each_other_at_once(db_url: str) -> None:
+    """Two brokers on one file in one process: an enqueue wakes the other's receiver now."""
+    slow = f"{db_url}?poll=1"
+    consumer, producer = SQLiteBroker.from_url(slow), SQLiteBroker.from_url(slow)
+    await consumer.connect()
+    await producer.connect()
+    receiver = asyncio.create_task(consumer.receive(["q"], limit=1, lease=30, wait=10))
+    await asyncio.sleep(0.2)
+    await producer.enqueue_many([Envelope("j", "q", b"")])
+    sent = time.monotonic()
+    [got] = await asyncio.wait_for(receiver, 5.0)
+    assert time.monotonic() - sent < 0.2  # far below the 1 s poll: the bell rang
+    await consumer.settle([Ack(got)])
+    await consumer.aclose()
+    await producer.aclose()
+
+
+async def test_receive_cancelled_mid_take_gives_the_job_back_uncounted(
+    sqlite_broker: SQLiteBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive cancelled mid-take hands out nothing; the job is due again, uncounted."""
+    await sqlite_broker.enqueue_many([Envelope("j", "q", b"x")])
+    in_take, go_on = threading.Event(), threading.Event()
+    take_rows = SQLiteBroker._take_rows
+
+    def slow_take(self: SQLiteBroker, *args: Any) -> Any:
+        taken = take_rows(self, *args)
+        in_take.set()
+        go_on.wait(5.0)  # the transaction is open and the job taken when the cancel lands
+        return taken
+
+    monkeypatch.setattr(SQLiteBroker, "_take_rows", slow_take)
+    receiver = asyncio.create_task(sqlite_broker.receive(["q"], limit=1, lease=30, wait=5))
+    assert await asyncio.to_thread(in_take.wait, 5.0)
+    receiver.cancel()
+    await asyncio.sleep(0.05)
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    monkeypatch.setattr(SQLiteBroker, "_take_rows", take_rows)
+    [again] = await sqlite_broker.receive(["q"], limit=1, lease=30, wait=2.0)
+    assert (again.envelope.id, again.redelivered, again.deliveries) == ("j", False, 1)
+    await sqlite_broker.settle([Ack(again)])
