@@ -78,7 +78,8 @@ def bench_core(session: nox.Session) -> None:
 BENCH_PEERS = [
     "arq",
     "saq[redis,postgres]",
-    "taskiq",
+    # taskiq-redis 1.0.9 imports taskiq.compat.model_dump, which taskiq 0.13 removed.
+    "taskiq>=0.12,<0.13",
     "taskiq-redis",
     "taskiq-aio-pika",
     "dramatiq[redis,rabbitmq]",

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 BATCH = 500  # jobs per batched enqueue call
+PROGRESS_EVERY = 250  # measured jobs between progress notes (a time-boxed drain reads them)
 _DATAGRAM = struct.Struct("!qd")  # job index, time.time() when the job ran
 
 
@@ -118,27 +119,29 @@ class Probe:
             raise Flaky(f"job {i} fails its first attempt on purpose")
         self.done += 1
         if self.done == config.total:
-            self._finish()
+            self._write(config.out, config.jobs)
+            self.finished = True
+            if self.on_finish is not None:
+                self.on_finish()
+        elif self.done > config.warm and (self.done - config.warm) % PROGRESS_EVERY == 0:
+            self._write(f"{config.out}.progress", self.done - config.warm)
 
     def _send(self, i: int) -> None:
         if self._udp is None:
             self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.sendto(_DATAGRAM.pack(i, time.time()), ("127.0.0.1", self.config.udp_port))
 
-    def _finish(self) -> None:
+    def _write(self, path: str, jobs: int) -> None:
         drain = Drain(
-            jobs=self.config.jobs,
+            jobs=jobs,
             seconds=time.perf_counter() - self.first,
             cpu_seconds=time.process_time() - self.cpu_first,
             max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         )
-        tmp = f"{self.config.out}.tmp"
+        tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             json.dump(asdict(drain), f)
-        os.replace(tmp, self.config.out)
-        self.finished = True
-        if self.on_finish is not None:
-            self.on_finish()
+        os.replace(tmp, path)
 
 
 def emit(payload: dict[str, Any]) -> None:

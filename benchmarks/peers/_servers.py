@@ -11,7 +11,15 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-__all__ = ["POSTGRES_DSN", "RABBIT_URL", "REDIS_URL", "clean_rabbit", "drop_schema", "flush_redis"]
+__all__ = [
+    "POSTGRES_DSN",
+    "RABBIT_URL",
+    "REDIS_URL",
+    "clean_rabbit",
+    "create_schema",
+    "drop_schema",
+    "flush_redis",
+]
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 RABBIT_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -59,3 +67,11 @@ async def _clean_rabbit(queues: Sequence[str], exchanges: Sequence[str], url: st
             channel = await connection.channel()
             await channel.exchange_delete(name)
             await channel.close()
+
+
+def create_schema(schema: str, dsn: str = POSTGRES_DSN) -> None:
+    """Create one framework's (empty) schema."""
+    import psycopg  # type: ignore[import-not-found, unused-ignore]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # type: ignore[arg-type, unused-ignore]

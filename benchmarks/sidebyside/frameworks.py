@@ -43,8 +43,9 @@ ARQ = Framework(
 SAQ = Framework(
     "saq",
     "saq_peer.py",
-    ("saq",),
-    "concurrency=10, uvloop, timers schedule=0.1 s (default 1 s); retries=2 retry_delay=0.1 s",
+    ("saq", "redis"),
+    "concurrency=10, uvloop; retries=2 retry_delay=0.1 s"
+    " (a 1 s schedule timer moves due jobs: its floor)",
 )
 TASKIQ = Framework(
     "taskiq",
@@ -78,7 +79,7 @@ SAQ_PG = Framework(
     "saq",
     "saq_peer.py",
     ("saq", "psycopg"),
-    "PostgresQueue, concurrency=10, uvloop, timers schedule=0.1 s; retries=2 retry_delay=0.1 s",
+    "PostgresQueue (own schema), concurrency=10, uvloop; retries=2 retry_delay=0.1 s",
 )
 PGQUEUER = Framework(
     "pgqueuer",

@@ -99,8 +99,10 @@ def _table(
         headers.append("upnext ÷ peer")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     upnext = next((o for o in outcomes if o.framework.name == "upnext"), None)
+    workloads = {c[1] for c in columns}
     for outcome in outcomes:
-        cells = [outcome.framework.name]
+        boxed = any(s.partial for w in workloads for s in outcome.samples.get(w, []))
+        cells = [outcome.framework.name + (" †" if boxed else "")]
         cells += [_fmt(outcome.stat(w, m), d) for _, w, m, d in columns]
         if ratio_of is not None:
             ours = upnext.stat(*ratio_of) if upnext is not None else None
@@ -168,6 +170,15 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any], workloads: Seque
                     f"{_fmt(upnext.stat('latency', 'result_p50'), 2)} ms, p99 "
                     f"{_fmt(upnext.stat('latency', 'result_p99'), 2)} ms."
                 )
+    boxed = [
+        (o.framework.name, w, s.partial)
+        for o in outcomes
+        for w, ss in o.samples.items()
+        for s in ss
+    ]
+    if any(note for *_, note in boxed):
+        out += ["", "† Time-boxed drains (measured on the jobs finished within the box):", ""]
+        out += [f"- {n} {w}: {note}" for n, w, note in boxed if note]
     failed = [(o.framework.name, w, e) for o in outcomes for w, e in o.errors.items()]
     if failed:
         out += ["", "## Failed runs", "", "| framework | workload | error |", "|---|---|---|"]
