@@ -216,6 +216,29 @@ class ErrorSemantics(SemanticsBase):
             assert "x" in entry.error.message, violated("the error names the failing field")
 
     @pytest.mark.asyncio
+    async def test_body_over_the_workers_max_payload_is_dead_lettered_at_once(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """max_payload is checked on decode too: a worker dead-letters a body over its limit."""
+        producer, consumer = make_worker(), make_worker(max_payload=1024)
+        runs: list[int] = []
+
+        @producer.task(name="semantics.sized")
+        async def send(data: str) -> None: ...
+
+        @consumer.task(name="semantics.sized", retries=3)
+        async def receive(data: str) -> None:
+            runs.append(len(data))
+
+        async with consumer:
+            future = await send.submit(data="x" * 4096)
+            with pytest.raises(TaskExecutionError):
+                await future.result(timing.tolerance(LIMIT))
+            await consumer.join(timeout=timing.tolerance(LIMIT))
+            await _check_dead(consumer, future.queue, future.job_id, attempts=0)
+        assert runs == [], violated("a body over max_payload is never run")
+
+    @pytest.mark.asyncio
     async def test_unserializable_result_dead_letters_at_once(
         self, make_worker: WorkerFactory, timing: Timing
     ) -> None:

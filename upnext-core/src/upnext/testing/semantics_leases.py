@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
 import upnext
-from upnext import TaskExecutionError
+from upnext import LeaseLost, TaskExecutionError
+from upnext.broker.protocol import Delivery, SettleOutcome
 from upnext.testing._support import receive_exactly
 from upnext.testing.semantics_base import (
     SemanticsBase,
@@ -24,6 +26,7 @@ from upnext.testing.semantics_base import (
     dlq_entry,
     need,
     violated,
+    wait_until,
 )
 
 __all__ = ["LeaseSemantics"]
@@ -148,3 +151,43 @@ class LeaseSemantics(SemanticsBase):
             assert [a.outcome for a in entry.attempts] == ["lost", "lost"], violated(
                 "each lost run is in the attempt history"
             )
+
+    @pytest.mark.asyncio
+    async def test_job_whose_lease_is_lost_is_cancelled_and_its_outcome_discarded(
+        self, make_worker: WorkerFactory, timing: Timing, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A job whose lease could not be extended is cancelled locally, then runs again."""
+        lease = timing.delay(0.3)
+        worker = make_worker(lease=lease)
+        runs: list[int] = []
+        cancelled: list[int] = []
+
+        @worker.task
+        async def long_job() -> int:
+            runs.append(upnext.get_current_context().attempt)
+            if len(runs) == 1:
+                try:
+                    await asyncio.sleep(timing.delay(3.0))
+                except asyncio.CancelledError:
+                    cancelled.append(1)
+                    raise
+                return -1  # the cancellation must stop it before this
+            return len(runs)
+
+        async def refuse(deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
+            return [LeaseLost("refused by the test") for _ in deliveries]
+
+        async with worker:
+            broker = await need(worker, "timed_leases")
+            real_extend = broker.extend
+            monkeypatch.setattr(broker, "extend", refuse)
+            future = await long_job.submit()
+            await wait_until(
+                lambda: bool(cancelled),
+                within=lease + timing.tolerance(1.0),
+                what="a job whose lease could not be extended is cancelled",
+            )
+            monkeypatch.setattr(broker, "extend", real_extend)
+            result = await future.result(timing.tolerance(LIMIT))
+        assert result.value == 2, violated("the cancelled run's outcome is discarded; it reruns")
+        assert runs == [1, 1], violated("the lost run is not an attempt: the rerun is attempt 1")

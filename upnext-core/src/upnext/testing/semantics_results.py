@@ -130,7 +130,7 @@ class ResultSemantics(SemanticsBase):
     async def test_wait_timeout_raises_and_the_job_goes_on(
         self, make_worker: WorkerFactory, timing: Timing
     ) -> None:
-        """Running out of wait_timeout raises WaitTimeout (a TimeoutError); the job completes."""
+        """WaitTimeout ends a wait; a timed-out or cancelled wait spares the job."""
         worker = make_worker()
         finished: list[str] = []
         wait = timing.delay(0.1)
@@ -150,6 +150,10 @@ class ResultSemantics(SemanticsBase):
             with pytest.raises(WaitTimeout):
                 await future.result(wait)
             result = await future.result(timing.tolerance(LIMIT))
+            abandoned = await slowish.submit(tag="cancelled wait")
+            waiter = asyncio.create_task(abandoned.result(timing.tolerance(LIMIT)))
+            await asyncio.sleep(timing.delay(0.05))
+            waiter.cancel()
             await worker.join(timeout=timing.tolerance(LIMIT))
         assert isinstance(caught.value, TimeoutError), violated("WaitTimeout is a TimeoutError")
         assert isinstance(caught.value, upnext.UpNextError)
@@ -157,7 +161,9 @@ class ResultSemantics(SemanticsBase):
             f"wait_timeout={wait} s is honoured (waited {took:.3f} s)"
         )
         assert result.value == "future", violated("a timed-out wait never touches the job")
-        assert sorted(finished) == ["future", "wait"], violated("both jobs ran to completion")
+        assert sorted(finished) == ["cancelled wait", "future", "wait"], violated(
+            "a timed-out or cancelled wait never touches the job: every job completed"
+        )
 
     @pytest.mark.asyncio
     async def test_cancel_removes_a_job_that_has_not_started(

@@ -303,6 +303,7 @@ class RetrySemantics(SemanticsBase):
                 await future.result(timing.tolerance(LIMIT))
             await worker.join(timeout=timing.tolerance(LIMIT))
             page = await worker.dlq.list(queue=future.queue)
+            dead = await dlq.dlq_count(future.queue)
         assert runs == [7], violated("a rejected job is not retried")
         assert caught.value.status == "failed"
         assert caught.value.task_result.attempts == 1
@@ -312,7 +313,7 @@ class RetrySemantics(SemanticsBase):
         )
         assert entry.error is not None
         assert "order does not exist" in entry.error.message
-        assert await dlq.dlq_count(future.queue) == 1
+        assert dead == 1, violated("the rejected job is in the dead-letter queue once")
 
     @pytest.mark.asyncio
     async def test_default_retry_settings(self, make_worker: WorkerFactory, timing: Timing) -> None:

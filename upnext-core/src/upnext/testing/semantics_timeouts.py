@@ -194,3 +194,28 @@ class TimeoutSemantics(SemanticsBase):
         assert other.value == "quick", violated(
             "the abandoned thread's slot is freed: other jobs run with concurrency=1"
         )
+
+    @pytest.mark.asyncio
+    async def test_too_many_abandoned_threads_ask_for_a_restart(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """More abandoned sync threads than `concurrency` stop the worker as needing a restart."""
+        worker = make_worker(concurrency=1)
+        release = threading.Event()
+
+        @worker.task(timeout=timing.delay(0.1))
+        def stuck() -> None:
+            release.wait(timing.delay(5.0))
+
+        try:
+            async with worker:
+                futures = await stuck.submit_many([{}, {}])
+                for future in futures:
+                    with pytest.raises(TaskTimeoutError):
+                        await future.result(timing.tolerance(LIMIT))
+                # what `upnext.run` waits on before it exits with a restart code
+                await asyncio.wait_for(worker.wait_stopped(), timing.tolerance(1.0))
+                fatal = worker.fatal
+        finally:
+            release.set()
+        assert fatal, violated("a worker with too many abandoned threads must be restarted")
