@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
-import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
@@ -17,7 +16,8 @@ from upnext.errors import BrokerError
 
 from upnext_redis._config import RedisOptions
 from upnext_redis._errors import ErrorMapper
-from upnext_redis._wire import Wire, pack
+from upnext_redis._routing import Node, Router
+from upnext_redis._wire import pack
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
 
@@ -32,10 +32,11 @@ Call = tuple[Script, Sequence[str], Sequence[Any]]
 
 
 class RedisClient:
-    """Two pools (commands, and blocking reads), the key space and script calls.
+    """Pools per server (commands, and blocking reads), the key space and script calls.
 
     Blocking reads get their own pool so a receiver waiting for work never
-    holds a connection that settle or enqueue needs.
+    holds a connection that settle or enqueue needs. Every call is routed by
+    its first key (see `Router`), so the same code serves Redis Cluster.
     """
 
     def __init__(self, options: RedisOptions) -> None:
@@ -68,17 +69,19 @@ class RedisClient:
             self.block_pool = ConnectionPool.from_url(
                 options.driver_url,
                 socket_timeout=options.socket_timeout + options.recovery_interval,
+                max_connections=10_000,
                 client_name=f"{self.name}-block",
                 **common,
             )
         except (ValueError, rx.RedisError) as exc:
             raise self.errors.error(exc) from None
-        self.redis = aioredis.Redis(connection_pool=self.pool)
-        # redis-py leaves execute_command untyped; replies are checked where used.
-        self.raw: Any = self.redis
-        self.blocking = aioredis.Redis(connection_pool=self.block_pool)
-        self.wire = Wire(self.pool, options.retries)
-        self.block_wire = Wire(self.block_pool, options.retries)
+        seed = Node(self.pool, self.block_pool, options.retries)
+        self.router = Router(seed, cluster=options.cluster, retries=options.retries)
+
+    @property
+    def cluster(self) -> bool:
+        """True on Redis Cluster: one script never spans two queues there."""
+        return self.router.cluster
 
     def new_connection(self) -> AbstractConnection:
         """A connection outside both pools (for the pub/sub listener)."""
@@ -91,23 +94,25 @@ class RedisClient:
         return connection
 
     async def check_server(self) -> None:
-        """Ping, load every script, and check the eviction policy."""
+        """On every server: ping, load every script, and check the eviction policy."""
         with self.errors.boundary():
-            await self.redis.ping()
-            pipe: Any = self.redis.pipeline(transaction=False)
-            for script in SCRIPTS:
-                pipe.execute_command("SCRIPT", "LOAD", script.source)
-            await pipe.execute()
-            await self._check_policy()
+            if self.cluster:
+                await self.router.refresh()
+            commands = [pack(["PING"])] + [pack(["SCRIPT", "LOAD", s.source]) for s in SCRIPTS]
+            commands.append(pack(["CONFIG", "GET", "maxmemory-policy"]))
+            for node in self.router.nodes:
+                replies = await node.wire.run(commands)
+                for reply in replies[:-1]:
+                    if isinstance(reply, Exception):
+                        raise reply
+                self._check_policy(replies[-1])
 
-    async def _check_policy(self) -> None:
-        try:
-            reply = await self.raw.execute_command("CONFIG", "GET", "maxmemory-policy")
-        except rx.ResponseError:
+    def _check_policy(self, reply: Any) -> None:
+        if isinstance(reply, rx.ResponseError):
             # CONFIG is often renamed or denied on managed Redis; we cannot tell.
             log.info("cannot read maxmemory-policy from %s; make sure it is noeviction", self)
             return
-        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+        values = list(reply)[1::2]
         policy = values[0].decode() if values and isinstance(values[0], bytes) else ""
         if policy.startswith(_EVICTING):
             message = (
@@ -127,36 +132,54 @@ class RedisClient:
         (reply,) = await self.eval_many([(script, keys, args)])
         return reply
 
+    async def commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run plain commands (routed by their first key) in one round trip per server."""
+        with self.errors.boundary():
+            replies = await self.router.run([(str(c[1]), pack(c)) for c in commands])
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
+
     async def eval_many(
         self, calls: Sequence[Call], extra: Sequence[Sequence[Any]] = ()
     ) -> list[Any]:
-        """Run several scripts (and plain commands) in one pipelined round trip.
+        """Run several scripts (and plain commands) in one pipelined round trip per server.
 
         Returns the scripts' replies in order; replies of `extra` commands are
-        checked for errors and dropped. A script the server lost (restart,
-        SCRIPT FLUSH) is loaded and run again.
+        checked for errors and dropped. A script a server lost (restart,
+        SCRIPT FLUSH) is loaded there and run again.
         """
-        packed = [pack(["EVALSHA", s.sha, len(keys), *keys, *args]) for s, keys, args in calls]
-        packed += [pack(command) for command in extra]
+        routed = [
+            (keys[0], pack(["EVALSHA", s.sha, len(keys), *keys, *args])) for s, keys, args in calls
+        ]
+        routed += [(str(command[1]), pack(command)) for command in extra]
         with self.errors.boundary():
-            replies = await self.wire.run(packed)
-            missing = [i for i, r in enumerate(replies) if isinstance(r, rx.NoScriptError)]
+            replies = await self.router.run(routed)
+            missing = [
+                i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, rx.NoScriptError)
+            ]
             if missing:
-                scripts = {calls[i][0] for i in missing}
-                again = await self.wire.run(
-                    [pack(["SCRIPT", "LOAD", s.source]) for s in scripts]
-                    + [packed[i] for i in missing]
-                )
-                for i, reply in zip(missing, again[len(scripts) :], strict=True):
+                loads = [
+                    (routed[i][0], pack(["SCRIPT", "LOAD", calls[i][0].source])) for i in missing
+                ]
+                again = await self.router.run(loads + [routed[i] for i in missing])
+                for i, reply in zip(missing, again[len(loads) :], strict=True):
                     replies[i] = reply
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
             return replies[: len(calls)]
 
+    async def block(self, key: str, command: Sequence[Any]) -> Any:
+        """Run a blocking command on the server of `key`, on a connection of its own."""
+        with self.errors.boundary():
+            node = await self.router.node_for(key)
+            (reply,) = await node.block_wire.run([pack(command)])
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
     async def aclose(self) -> None:
-        """Close both pools."""
-        await self.redis.aclose()
-        await self.blocking.aclose()
-        await self.pool.disconnect()
-        await self.block_pool.disconnect()
+        """Close every pool."""
+        await self.router.aclose()

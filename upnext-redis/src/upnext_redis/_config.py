@@ -47,6 +47,7 @@ class RedisOptions:
       and lease deadlines already cap each block exactly).
     - `max_connections`: size of the command pool (callers queue when all are busy).
     - `retries`: reconnect attempts (exponential backoff) per command.
+    - `cluster`: the URL names a seed node of a Redis Cluster.
     """
 
     url: str
@@ -61,6 +62,7 @@ class RedisOptions:
     recovery_interval: float = 5.0
     max_connections: int = 64
     retries: int = 3
+    cluster: bool = False
     driver_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,8 +104,8 @@ def parse_url(url: str) -> RedisOptions:
             passthrough.append((name, value))
         elif name == "prefix":
             ours["prefix"] = value
-        elif name == "strict":
-            ours["strict"] = _bool(name, value)
+        elif name in {"strict", "cluster"}:
+            ours[name] = _bool(name, value)
         elif name in {"socket_timeout", "socket_connect_timeout", "health_check_interval"}:
             ours[name] = _positive(name, value)
         elif name in {"recovery_interval", "lease_recovery_interval"}:

@@ -33,7 +33,6 @@ from upnext.errors import LeaseLost
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
-from upnext_redis._wire import pack
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
@@ -130,10 +129,10 @@ class RedisBroker:
         if not envelopes:
             return
         calls = []
-        for start in range(0, len(envelopes), _ENQUEUE_CHUNK):
+        for part in self._parts([e.queue for e in envelopes], _ENQUEUE_CHUNK):
             groups = _Groups(self._client)
             args: list[Any] = []
-            for env in envelopes[start : start + _ENQUEUE_CHUNK]:
+            for env in (envelopes[i] for i in part):
                 args += (groups(env.queue), env.id, env.body, delay_ms(env.delay))
             calls.append((ENQUEUE, groups.keys, args))
         try:
@@ -149,31 +148,68 @@ class RedisBroker:
         names = list(dict.fromkeys(queues))
         if not names or limit <= 0:
             return []
-        groups = [key for q in names for key in self._client.keys.queue(q).group]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
-        args = (limit, max(1, delay_ms(lease)), len(names))
+        lease_ms = max(1, delay_ms(lease))
         while True:
-            reply = await self._client.eval(RECEIVE, groups, args)
-            if len(reply) > 2 + 3 * len(names):
-                return _deliveries(names, reply)
+            got, until_ms, seen = await self._take(names, limit, lease_ms)
+            if got:
+                return got
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            now_ms, next_ms = int(reply[0]), int(reply[1])
             block = min(remaining, self.options.recovery_interval)
-            if next_ms >= 0:
-                block = min(block, (next_ms - now_ms + 1) / 1000)
-            await self._block(names, [bytes(reply[2 + 3 * i]) for i in range(len(names))], block)
+            if until_ms >= 0:
+                block = min(block, (until_ms + 1) / 1000)
+            await self._block(names, seen, block)
+
+    async def _take(
+        self, names: list[str], limit: int, lease_ms: int
+    ) -> tuple[list[Delivery], int, list[bytes]]:
+        """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
+
+        Standalone, one script serves every queue; on Cluster each queue gets
+        its own (two queues' keys never share a script there), in order.
+        """
+        batches = [[q] for q in names] if self._client.cluster else [names]
+        out: list[Delivery] = []
+        until_ms = -1
+        seen: list[bytes] = []
+        for batch in batches:
+            groups = [key for q in batch for key in self._client.keys.queue(q).group]
+            args = (limit - len(out), lease_ms, len(batch))
+            reply = await self._client.eval(RECEIVE, groups, args)
+            if len(reply) > 2 + 3 * len(batch):
+                out += _deliveries(batch, reply)
+                if len(out) >= limit:
+                    break
+            # Each server has its own clock: keep the wait relative to it.
+            if int(reply[1]) >= 0:
+                wait_ms = int(reply[1]) - int(reply[0])
+                until_ms = wait_ms if until_ms < 0 else min(until_ms, wait_ms)
+            seen += [bytes(reply[2 + 3 * i]) for i in range(len(batch))]
+        return out, until_ms, seen
 
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
         ms = max(1, int(seconds * 1000))
         streams = [self._client.keys.queue(q).wake for q in names]
-        with self._client.errors.boundary():
-            await self._client.block_wire.run(
-                [pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])]
-            )
+        if not self._client.cluster or len(streams) == 1:
+            await self._client.block(streams[0], ["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
+            return
+        # On Cluster one XREAD per queue (one slot each); the first to return wins.
+        tasks = [
+            asyncio.create_task(self._client.block(s, ["XREAD", "BLOCK", ms, "STREAMS", s, i]))
+            for s, i in zip(streams, seen, strict=True)
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
 
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:
@@ -203,28 +239,44 @@ class RedisBroker:
         if not items:
             return []
         calls = []
-        for start in range(0, len(items), _SETTLE_CHUNK):
+        parts = self._parts([_receipt(i.delivery)[0] for i in items], _SETTLE_CHUNK)
+        for part in parts:
             groups = _Groups(self._client)
             args: list[Any] = []
-            for item in items[start : start + _SETTLE_CHUNK]:
-                args += self._settle_args(item, groups)
+            for i in part:
+                args += self._settle_args(items[i], groups)
             calls.append((SETTLE, groups.keys, args))
         dead_queues = [i.record.queue for i in items if isinstance(i, DeadLetter)]
         replies = await self._client.eval_many(calls, self._register(dead_queues))
-        flags = [ok for reply in replies for ok in reply]
+        flags = _unpart(parts, replies, len(items))
         return [None if ok else _lost(item.delivery) for ok, item in zip(flags, items, strict=True)]
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
         """Push every held lease to `lease` s from now, in one script."""
         if not deliveries:
             return []
-        groups = _Groups(self._client)
-        args: list[Any] = [max(1, delay_ms(lease))]
-        for delivery in deliveries:
-            queue, job_id, token = _receipt(delivery)
-            args += (groups(queue), job_id, token)
-        reply = await self._client.eval(EXTEND, groups.keys, args)
-        return [None if ok else _lost(d) for ok, d in zip(reply, deliveries, strict=True)]
+        calls = []
+        parts = self._parts([_receipt(d)[0] for d in deliveries], _SETTLE_CHUNK)
+        for part in parts:
+            groups = _Groups(self._client)
+            args: list[Any] = [max(1, delay_ms(lease))]
+            for i in part:
+                queue, job_id, token = _receipt(deliveries[i])
+                args += (groups(queue), job_id, token)
+            calls.append((EXTEND, groups.keys, args))
+        flags = _unpart(parts, await self._client.eval_many(calls), len(deliveries))
+        return [None if ok else _lost(d) for ok, d in zip(flags, deliveries, strict=True)]
+
+    def _parts(self, queues: Sequence[str], chunk: int) -> list[list[int]]:
+        """Index lists, one per script call: chunks of the batch, split by queue on Cluster."""
+        if not self._client.cluster:
+            return [
+                list(range(i, min(i + chunk, len(queues)))) for i in range(0, len(queues), chunk)
+            ]
+        by_queue: dict[str, list[int]] = {}
+        for i, queue in enumerate(queues):
+            by_queue.setdefault(queue, []).append(i)
+        return [idx[i : i + chunk] for idx in by_queue.values() for i in range(0, len(idx), chunk)]
 
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Remove a queued or scheduled job nobody holds; True if removed."""
@@ -282,8 +334,7 @@ class RedisBroker:
 
     async def queues(self) -> list[str]:
         """Every queue that has seen a job."""
-        with self._client.errors.boundary():
-            names: Any = await self._client.redis.smembers(self._client.keys.queues)
+        (names,) = await self._client.commands([("SMEMBERS", self._client.keys.queues)])
         return sorted(n.decode() for n in names)
 
     async def stats(self, queue: str) -> QueueStats:
@@ -321,6 +372,15 @@ def _deliveries(names: list[str], reply: list[Any]) -> list[Delivery]:
             out.append(Delivery(envelope, (queue, job_id, token), count > 1, count))
             pos += 3
     return out
+
+
+def _unpart(parts: list[list[int]], replies: list[Any], size: int) -> list[Any]:
+    """Per-item replies of `parts` back in the batch's order."""
+    flags: list[Any] = [0] * size
+    for part, reply in zip(parts, replies, strict=True):
+        for i, ok in zip(part, reply, strict=True):
+            flags[i] = ok
+    return flags
 
 
 def _lost(delivery: Delivery) -> LeaseLost:

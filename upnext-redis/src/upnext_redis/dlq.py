@@ -71,8 +71,7 @@ class DeadLetters:
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
             return [queue]
-        with self._client.errors.boundary():
-            names: Any = await self._client.redis.smembers(self._client.keys.queues)
+        (names,) = await self._client.commands([("SMEMBERS", self._client.keys.queues)])
         return sorted(name.decode() for name in names)
 
     def _group(self, queue: str) -> tuple[str, ...]:
@@ -107,11 +106,9 @@ class DeadLetters:
         names = await self._queues(None)
         if not names:
             return None
-        with self._client.errors.boundary():
-            pipe = self._client.redis.pipeline(transaction=False)
-            for name in names:
-                pipe.hget(self._client.keys.queue(name).dlq_records, entry_id)
-            found: list[bytes | None] = await pipe.execute()
+        found = await self._client.commands(
+            [("HGET", self._client.keys.queue(name).dlq_records, entry_id) for name in names]
+        )
         for name, packed in zip(names, found, strict=True):
             if packed is not None:
                 return name, packed
@@ -158,9 +155,7 @@ class DeadLetters:
         names = await self._queues(queue)
         if not names:
             return 0
-        with self._client.errors.boundary():
-            pipe = self._client.redis.pipeline(transaction=False)
-            for name in names:
-                pipe.zcard(self._client.keys.queue(name).dlq_index)
-            counts: list[int] = await pipe.execute()
-        return sum(counts)
+        counts = await self._client.commands(
+            [("ZCARD", self._client.keys.queue(name).dlq_index) for name in names]
+        )
+        return sum(int(n) for n in counts)

@@ -197,8 +197,7 @@ class Results:
             await self._client.eval_many([], commands)
 
     async def _read(self, key: str) -> bytes | None:
-        with self._client.errors.boundary():
-            data: Any = await self._client.redis.get(key)
+        (data,) = await self._client.commands([("GET", key)])
         return bytes(data) if data is not None else None
 
     async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
