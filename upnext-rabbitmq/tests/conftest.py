@@ -18,6 +18,7 @@ import pytest_asyncio
 from upnext._urls import redact_url
 from upnext.errors import BrokerUnavailable
 from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq.results import ReplyInbox
 from upnext_rabbitmq.topology import dlq_queue, work_queue
 
 pytest_plugins = ["upnext.testing.plugin"]
@@ -57,10 +58,10 @@ async def make_broker() -> AsyncIterator[BrokerFactory]:
     """A factory of connected brokers (URL options as keywords); all closed and cleaned after."""
     made: list[RabbitBroker] = []
 
-    async def make(**options: str) -> RabbitBroker:
+    async def make(inbox: ReplyInbox | None = None, **options: str) -> RabbitBroker:
         query = "&".join(f"{k}={v}" for k, v in options.items())
         url = AMQP_URL + (("&" if "?" in AMQP_URL else "?") + query if query else "")
-        broker = RabbitBroker(url)
+        broker = RabbitBroker(url, inbox=inbox)
         try:
             await broker.connect()
         except BrokerUnavailable as exc:
@@ -141,3 +142,9 @@ class CuttableProxy:
 def proxy_class() -> type[CuttableProxy]:
     """The cuttable loopback TCP proxy (start one with ``async with``)."""
     return CuttableProxy
+
+
+@pytest.fixture
+def queue_deleter() -> Callable[[set[str]], Awaitable[None]]:
+    """`delete_queues`, for tests that create queues through a Worker."""
+    return delete_queues

@@ -37,8 +37,11 @@ class TestRabbitBroker(
         await super().test_purge_drops_ready_and_scheduled_jobs(broker, upnext_queue, timing)
 
 
-class TestRabbitBrokerQuorum(TestRabbitBroker):
-    """The suite again with quorum work queues (delivery counts, per-consumer prefetch)."""
+class TestRabbitBrokerQuorum(BrokerConformance):
+    """The broker contract again on quorum work queues (delivery counts, per-consumer prefetch).
+
+    Results, dead letters and queue admin do not depend on the queue type.
+    """
 
     @pytest_asyncio.fixture
     async def broker(self, make_broker: Callable[..., Awaitable[RabbitBroker]]) -> RabbitBroker:

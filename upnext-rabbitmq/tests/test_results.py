@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from upnext.broker.protocol import Ack, Envelope, ResultWrite
 from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq.results import ReplyInbox
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
 
@@ -15,7 +16,10 @@ async def test_worker_publishes_to_the_producers_reply_queue(
     make_broker: Factory, upnext_queue: str
 ) -> None:
     """A result settled by another broker reaches the submitter's waiter, not others."""
-    producer, worker, bystander = await make_broker(), await make_broker(), await make_broker()
+    # Separate inboxes: three processes, as far as results go.
+    producer = await make_broker(inbox=ReplyInbox())
+    worker = await make_broker(inbox=ReplyInbox())
+    bystander = await make_broker(inbox=ReplyInbox())
     reply_to = producer.reply_address()
     assert reply_to is not None
     assert reply_to.startswith("upnext.reply.")
@@ -29,15 +33,17 @@ async def test_worker_publishes_to_the_producers_reply_queue(
     assert await bystander.get_result("job", queue=upnext_queue, wait=0.2) is None
 
 
-async def test_results_without_reply_address_or_ttl_are_not_published(
+async def test_results_without_reply_address_stay_in_this_process(
     make_broker: Factory, upnext_queue: str
 ) -> None:
-    """reply_to=None or ttl=0: nothing is published anywhere."""
-    store = await make_broker()
+    """reply_to=None or ttl=0: nothing is published; an address-less result stays local."""
+    store = await make_broker(inbox=ReplyInbox())
+    other = await make_broker(inbox=ReplyInbox())
     assert store._inbox.outgoing(ResultWrite("a", upnext_queue, b"r", 60, None)) is None
     assert store._inbox.outgoing(ResultWrite("b", upnext_queue, b"r", 0, "somewhere")) is None
     await store.put_results([ResultWrite("c", upnext_queue, b"r", 60, None)])
-    assert await store.get_result("c", queue=upnext_queue, wait=0.1) is None
+    assert await store.get_result("c", queue=upnext_queue, wait=0.1) == b"r"
+    assert await other.get_result("c", queue=upnext_queue, wait=0.1) is None
 
 
 async def test_reply_queue_is_durable_and_expires(make_broker: Factory) -> None:
@@ -59,11 +65,13 @@ async def test_reply_queue_is_durable_and_expires(make_broker: Factory) -> None:
 async def test_reply_address_survives_close_and_reconnect(
     make_broker: Factory, upnext_queue: str
 ) -> None:
-    """After aclose() and connect() the same reply queue is consumed again."""
-    producer, worker = await make_broker(), await make_broker()
+    """After aclose() and connect(), or in a new broker, the same reply queue is consumed."""
+    producer, worker = await make_broker(), await make_broker(inbox=ReplyInbox())
     address = producer.reply_address()
     await producer.aclose()
     await producer.connect()
     assert producer.reply_address() == address
+    rebuilt = await make_broker()  # a new broker of this process: same inbox
+    assert rebuilt.reply_address() == address
     await worker.put_results([ResultWrite("job", upnext_queue, b"late", 60, address)])
     assert await producer.get_result("job", queue=upnext_queue, wait=3) == b"late"

@@ -44,7 +44,7 @@ from upnext_rabbitmq._options import RabbitOptions, parse_url
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
-from upnext_rabbitmq.results import ReplyInbox
+from upnext_rabbitmq.results import ReplyInbox, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
     QUANTUM,
@@ -61,7 +61,7 @@ log = logging.getLogger("upnext.rabbitmq")
 class RabbitBroker(AdminMixin):
     """Broker, result store, dead-letter admin and queue admin over RabbitMQ."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, inbox: ReplyInbox | None = None) -> None:
         self.url = url
         self.options: RabbitOptions = parse_url(url)
         quorum = self.options.queue_type == "quorum"
@@ -81,7 +81,9 @@ class RabbitBroker(AdminMixin):
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._admin_lock = asyncio.Lock()
-        self._inbox = ReplyInbox()
+        # Results: the process's inbox for this URL (a test may give its own,
+        # to play a second process).
+        self._inbox = inbox if inbox is not None else inbox_for(url)
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
         self._declarer: AbstractRobustChannel | None = None
@@ -148,7 +150,6 @@ class RabbitBroker(AdminMixin):
         finally:
             self._connection = None
             self._publisher = self._consumer = self._declarer = None
-            self._inbox.detach()
             await connection.close()
 
     async def _release_buffered(self, consumer: Consumer) -> None:
@@ -296,7 +297,7 @@ class RabbitBroker(AdminMixin):
             out.append(record_message(item.record))
         if isinstance(item, Ack | DeadLetter) and item.result is not None:
             write = item.result
-            if write.reply_to != self._inbox.address:
+            if write.reply_to not in (None, self._inbox.address):
                 message = self._inbox.outgoing(write)
                 if message is not None:
                     out.append(message)
@@ -349,7 +350,8 @@ class RabbitBroker(AdminMixin):
     def _keep_local_result(self, item: SettleItem) -> None:
         if isinstance(item, Ack | DeadLetter) and item.result is not None:
             write = item.result
-            if write.reply_to == self._inbox.address:
+            # No address (an unreadable body): only waiters of this process can see it.
+            if write.reply_to in (None, self._inbox.address):
                 self._inbox.store(write.job_id, write.data, write.ttl)
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
@@ -374,7 +376,7 @@ class RabbitBroker(AdminMixin):
         """Publish each result to its reply queue (confirmed); keep our own locally."""
         messages = []
         for write in writes:
-            if write.reply_to == self._inbox.address:
+            if write.reply_to in (None, self._inbox.address):
                 self._inbox.store(write.job_id, write.data, write.ttl)
             elif (message := self._inbox.outgoing(write)) is not None:
                 messages.append(message)
