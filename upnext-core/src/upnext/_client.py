@@ -10,7 +10,7 @@ from upnext._discovery import RESULT_STORE_GROUP, load_factory
 from upnext._serializer import ResultRecord
 from upnext._urls import redact_url
 from upnext.broker.protocol import Broker, ResultStore, ResultWrite
-from upnext.errors import ConfigurationError
+from upnext.errors import BrokerError, ConfigurationError
 
 __all__ = ["Batcher", "Client", "Factories"]
 
@@ -124,6 +124,14 @@ class Batcher(Generic[T, R]):
                     continue
                 if outcomes is None:
                     outcomes = [None] * len(batch)
+                if len(outcomes) != len(batch):
+                    error = BrokerError(
+                        f"backend returned {len(outcomes)} outcomes for {len(batch)} items"
+                    )
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(error)
+                    continue
                 for (_, fut), outcome in zip(batch, outcomes, strict=True):
                     if not fut.done():
                         fut.set_result(outcome)

@@ -8,6 +8,7 @@ tasks owned by the consumer; sync tasks run on a thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from upnext._client import Batcher, Client
 from upnext._context import Context, JobScope, current_scope
 from upnext._result import ErrorInfo
-from upnext._serializer import JobBody, UndecodableBody, decode_body, one_line
+from upnext._serializer import AttemptRecord, JobBody, UndecodableBody, decode_body, one_line
 from upnext._settlement import (
     Attempt,
     Settlement,
@@ -344,7 +345,12 @@ class Consumer:
             detail = one_line(exc) if hasattr(exc, "errors") else str(exc)  # type: ignore[arg-type]
             error = ErrorInfo(type=type(exc).__name__, message=detail)
             return dead_letter(
-                delivery, reason="invalid arguments", error=error, body=body, attempts=body.attempts
+                delivery,
+                reason="invalid arguments",
+                error=error,
+                body=body,
+                attempts=body.attempts,
+                max_attempts=task.policy.max_attempts,
             )
         attempt = await self._attempt(run, task, body, args, kwargs)
         if attempt.kind == "success":
@@ -352,13 +358,26 @@ class Consumer:
                 value_json = task.signature.dump_result(attempt.value)
             except SerializationError as exc:
                 info = ErrorInfo(type="SerializationError", message=str(exc))
-                failed = body.model_copy(update={"attempts": attempt.number})
+                record = AttemptRecord(
+                    number=attempt.number,
+                    outcome="error",
+                    worker=self.worker_id,
+                    started=attempt.started,
+                    finished=attempt.finished,
+                    error=str(info),
+                )
+                failed = body.model_copy(
+                    update={"attempts": attempt.number, "history": [*body.history, record]}
+                )
                 return dead_letter(
                     delivery,
                     reason="unserializable result",
                     error=info,
                     body=failed,
                     attempts=attempt.number,
+                    max_attempts=task.policy.max_attempts,
+                    started=attempt.started,
+                    exception=exc,
                 )
             return settle_success(delivery, attempt, value_json, task.announces)
         return settle_attempt(delivery, attempt)
@@ -478,7 +497,9 @@ class Consumer:
         )
 
         def finished(_: ThreadFuture[Any]) -> None:
-            self.loop.call_soon_threadsafe(self._thread_returned)
+            if not self.loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self.loop.call_soon_threadsafe(self._thread_returned)
 
         thread_future.add_done_callback(finished)
         if self.abandoned_threads > self.worker.concurrency:

@@ -76,6 +76,6 @@ def load_factory(url: str, group: str = BROKER_GROUP) -> Factory:
     hint = (
         f"; install it with: pip install 'upnext[{extra}]'"
         if extra
-        else "; the extras are upnext[redis], upnext[rabbitmq], upnext[postgres]"
+        else "; backends install as pip install 'upnext[redis]' (or rabbitmq, postgres)"
     )
     raise ConfigurationError(f"no backend for scheme {scheme!r} (installed: {installed}){hint}")

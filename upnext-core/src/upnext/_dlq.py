@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from upnext._result import ErrorInfo
 from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, encode_body
@@ -54,7 +54,7 @@ class DeadLetterEntry(BaseModel):
     @classmethod
     def from_record(cls, record: DeadLetterRecord) -> DeadLetterEntry:
         """Decode a backend record into an entry."""
-        data = DeadLetterData.model_validate_json(record.data)
+        data = _entry_data(record)
         body = data.body
         return cls(
             id=record.id,
@@ -71,6 +71,22 @@ class DeadLetterEntry(BaseModel):
             root_id=None if body is None else body.root_id,
             replay_of=None if body is None else body.replay_of,
         )
+
+
+def _entry_data(record: DeadLetterRecord) -> DeadLetterData:
+    """Core's entry; or, for a dead letter core did not write (a broker-side one), the
+    job body alone, else the raw bytes."""
+    try:
+        return DeadLetterData.model_validate_json(record.data)
+    except ValidationError:
+        pass
+    try:
+        body = JobBody.model_validate_json(record.data)
+    except ValidationError:
+        return DeadLetterData.for_raw(
+            record.reason, ErrorInfo(type="Unknown", message=""), record.data
+        )
+    return DeadLetterData(reason=record.reason, body=body)
 
 
 class EntryPage(BaseModel):
@@ -126,7 +142,7 @@ class DeadLetterQueue:
         """
         admin = await self._admin()
         record = await admin.dlq_get(entry_id)
-        old = DeadLetterData.model_validate_json(record.data).body
+        old = _entry_data(record).body
         if old is None:
             raise UnsupportedOperation(
                 f"entry {entry_id} never decoded into a job; it can't be replayed"

@@ -30,7 +30,7 @@ def build_result(task: Task[Any, R], job_id: str, data: bytes) -> TaskResult[R]:
     """Turn a stored result record into the caller's TaskResult."""
     record = ResultRecord.model_validate_json(data)
     ok = record.s == "complete"
-    return TaskResult[Any](
+    return TaskResult(
         value=task.signature.load_result(record.v) if ok else None,
         job_id=job_id,
         function=record.fn,

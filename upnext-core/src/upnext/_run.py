@@ -36,7 +36,7 @@ async def _main(worker: Worker) -> int:
     loop = asyncio.get_running_loop()
     async with worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(NotImplementedError, RuntimeError):
+            with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(sig, worker.request_stop)
         await worker.wait_stopped()
         log.info("worker %s draining", worker.name)

@@ -74,8 +74,10 @@ class Attempt:
 def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
     """An exception as stored: type, one-line message, bounded traceback."""
     tb = "".join(traceback.format_exception(exc))
-    if len(tb) > TRACEBACK_LIMIT:
-        tb = "...(truncated)\n" + tb[-TRACEBACK_LIMIT:]
+    raw = tb.encode()
+    if len(raw) > TRACEBACK_LIMIT:  # keep the end, where the error is; 16 KiB of UTF-8 in all
+        marker = b"...(truncated)\n"
+        tb = (marker + raw[len(raw) - TRACEBACK_LIMIT + len(marker) :]).decode(errors="ignore")
     return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=tb, timed_out=timed_out)
 
 
@@ -87,8 +89,11 @@ def dead_letter(
     body: JobBody | None,
     function: str = "",
     attempts: int = 0,
+    max_attempts: int = 0,
+    started: float | None = None,
+    exception: BaseException | None = None,
 ) -> Settlement:
-    """Dead-letter a delivery now, with a `failed` result for its waiters."""
+    """Dead-letter a delivery now, with a `failed` result and the events that follow."""
     envelope = delivery.envelope
     now = time.time()
     if body is None:
@@ -108,6 +113,7 @@ def dead_letter(
         s="failed",
         fn=record.function,
         at=attempts,
+        st=started,
         ct=now,
         p=body.parent_id if body else None,
         r=body.root_id if body else None,
@@ -120,7 +126,23 @@ def dead_letter(
         body.result_ttl if body is not None else DEFAULT_RESULT_TTL,
         body.reply_to if body is not None else None,
     )
-    return Settlement(DeadLetter(delivery, record), result)
+    event = HookEvent(
+        job_id=envelope.id,
+        function=record.function,
+        queue=envelope.queue,
+        attempt=attempts,
+        max_attempts=max_attempts,
+        status="failed",
+        error=str(error),
+        exception=exception,
+        reason=reason,
+    )
+    events: list[tuple[str | None, str, HookEvent]] = [
+        ("on_failure", "upnext_job_failed", event),
+        (None, "upnext_job_dead_lettered", event),
+        ("on_complete", "upnext_job_completed", event),
+    ]
+    return Settlement(DeadLetter(delivery, record), result, events)
 
 
 def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[Settlement, bool]:
@@ -212,8 +234,10 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
     )
     assert info is not None
     if attempt.kind != "rejected" and attempt.number < task.policy.max_attempts:
-        requested = exc.delay if isinstance(exc, RetryRequest) else None
-        delay = task.policy.next_delay(attempt.number) if requested is None else requested
+        if isinstance(exc, RetryRequest):
+            delay = exc.delay or 0.0  # Retry() means now
+        else:
+            delay = task.policy.next_delay(attempt.number)
         retry_body = body.model_copy(update={"attempts": attempt.number, "history": history})
         retry_event = _with(event, status="scheduled", next_delay=delay)
         return Settlement(
@@ -222,16 +246,16 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
         )
     reason = "rejected" if isinstance(exc, Reject) else "retries exhausted"
     failed_body = body.model_copy(update={"attempts": attempt.number, "history": history})
-    settlement = dead_letter(
-        delivery, reason=reason, error=info, body=failed_body, attempts=attempt.number
+    return dead_letter(
+        delivery,
+        reason=reason,
+        error=info,
+        body=failed_body,
+        attempts=attempt.number,
+        max_attempts=task.policy.max_attempts,
+        started=attempt.started,
+        exception=exc,
     )
-    failed = _with(event, status="failed", reason=reason)
-    settlement.events = [
-        ("on_failure", "upnext_job_failed", failed),
-        (None, "upnext_job_dead_lettered", failed),
-        ("on_complete", "upnext_job_completed", failed),
-    ]
-    return settlement
 
 
 def _with(event: HookEvent, **changes: Any) -> HookEvent:

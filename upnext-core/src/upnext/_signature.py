@@ -18,15 +18,28 @@ __all__ = ["RESERVED", "Signature"]
 RESERVED = frozenset({"wait_timeout"})
 
 
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved annotations; one that cannot be resolved becomes Any, alone."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(fn, "__globals__", {})
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+        except Exception:
+            hints[name] = Any
+    return hints
+
+
 class Signature:
     """Binds, validates and encodes a task's arguments; encodes and decodes its result."""
 
     def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
         self.task_name = task_name
-        try:
-            hints = typing.get_type_hints(fn)
-        except Exception:
-            hints = {}
+        hints = _type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())
         clash = RESERVED & {p.name for p in params}
         if clash:
@@ -45,13 +58,14 @@ class Signature:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
         extra: Literal["allow", "forbid"] = "allow" if self.var_keyword else "forbid"
-        self.model: type[BaseModel] | None = None
-        if fields or not self.var_keyword:
-            self.model = create_model(
-                f"{fn.__name__}_arguments",
-                __config__=ConfigDict(extra=extra, arbitrary_types_allowed=True),
-                **fields,
-            )
+        self.model: type[BaseModel] = create_model(
+            f"{getattr(fn, '__name__', 'task')}_arguments",
+            __config__=ConfigDict(extra=extra, arbitrary_types_allowed=True),
+            **fields,
+        )
+        star = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
+        item = hints.get(star.name, Any) if star is not None else Any
+        self.rest: TypeAdapter[list[Any]] = TypeAdapter(list[item])  # type: ignore[valid-type]  # hint known at run time
         self.empty = not params
         self.result = TypeAdapter(hints.get("return", Any))
 
@@ -75,10 +89,9 @@ class Signature:
                 raise SerializationError(f"{self.task_name}() got multiple values for {key!r}")
         named.update(kwargs)
         try:
-            assert self.model is not None
             validated = self.model.model_validate(named)
             data = validated.model_dump(mode="json", exclude_unset=True)
-            extras = [TypeAdapter(Any).dump_python(v, mode="json") for v in rest]
+            extras = self.rest.dump_python(self.rest.validate_python(rest), mode="json")
         except ValidationError as exc:
             raise SerializationError(f"{self.task_name}: invalid argument {one_line(exc)}") from exc
         except PydanticSerializationError as exc:
@@ -89,18 +102,22 @@ class Signature:
         """Validate arguments from the wire into the values to call the function with."""
         if self.empty:
             return [], {}
-        if self.model is None:
-            return list(args), dict(kwargs)
         validated = self.model.model_validate(kwargs)
         values = {name: getattr(validated, name) for name in validated.model_fields_set}
         if validated.model_extra:
             values.update(validated.model_extra)
+        rest = self.rest.validate_python(args) if args else []
+        # Positional-only parameters go by position; with *args, so must every
+        # parameter before it, or the extras would collide with them.
+        by_position = (
+            self.positional if rest else sorted(self.positional_only, key=self.positional.index)
+        )
         call_args = []
-        for name in self.positional:
-            if name not in self.positional_only or name not in values:
+        for name in by_position:
+            if name not in values:
                 break
             call_args.append(values.pop(name))
-        return call_args + list(args), values
+        return call_args + rest, values
 
     def dump_result(self, value: Any) -> Any:
         """The return value as JSON-able data; SerializationError naming its type."""

@@ -186,6 +186,10 @@ class Task(_Submitter[P, R]):
         """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`."""
         return TaskCall(self, _merge(CallOptions(), delay, queue, job_id))
 
+    def future(self, job_id: str, queue: str | None = None) -> Future[R]:
+        """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""
+        return Future(self, job_id, queue or self.queue)
+
     def build_body(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
     ) -> JobBody:

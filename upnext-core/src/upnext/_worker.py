@@ -34,6 +34,7 @@ R = TypeVar("R")
 ENV_BROKER = "UPNEXT_BROKER_URL"
 ENV_RESULTS = "UPNEXT_RESULTS_URL"
 MIB = 1024 * 1024
+NO_WORKER_GRACE = 1.0  # seconds before an unconsumed memory:// submit warns
 
 
 class Worker:
@@ -222,19 +223,20 @@ class Worker:
         return [Future(task, body.id, body.queue) for body in bodies]
 
     def _warn_if_no_worker(self, client: Client) -> None:
+        """Arm a one-time check: a memory:// job nobody in this process consumes is lost.
+
+        Checked a second later, so submitting just before starting the worker
+        (a common pattern in tests and scripts) does not warn.
+        """
         broker = client.broker
         if (
             isinstance(broker, MemoryBroker)
             and not broker.workers_attached
             and not broker.warned_no_worker
+            and not broker.no_worker_check_armed
         ):
-            broker.warned_no_worker = True
-            warnings.warn(
-                f"job submitted to {broker.url} but no worker runs in this process:"
-                " memory:// jobs never leave the process",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            broker.no_worker_check_armed = True
+            asyncio.get_running_loop().call_later(NO_WORKER_GRACE, _warn_unconsumed, broker)
 
     # -- running -------------------------------------------------------------
 
@@ -369,6 +371,19 @@ class Worker:
                     left,
                     broker.url,
                 )
+
+
+def _warn_unconsumed(broker: MemoryBroker) -> None:
+    broker.no_worker_check_armed = False
+    if broker.workers_attached or broker.warned_no_worker or not broker.pending():
+        return
+    broker.warned_no_worker = True
+    warnings.warn(
+        f"jobs were submitted to {broker.url} but no worker runs in this process:"
+        " memory:// jobs never leave the process",
+        RuntimeWarning,
+        stacklevel=1,
+    )
 
 
 class _Decorator(Protocol):

@@ -76,6 +76,9 @@ class _Waiters:
     def discard(self, fut: asyncio.Future[None]) -> None:
         self._items = [item for item in self._items if item[1] is not fut]
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def wake_all(self) -> None:
         items, self._items = self._items, []
         current = asyncio._get_running_loop()
@@ -90,6 +93,15 @@ class _Waiters:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+async def _park(fut: asyncio.Future[None], timeout: float) -> None:
+    """Wait until `fut` is woken or `timeout` passes; a cancellation always propagates."""
+    handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), _resolve, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
 
 
 class MemoryBroker:
@@ -117,11 +129,12 @@ class MemoryBroker:
         self._dead: dict[str, DeadLetterRecord] = {}
         self.workers_attached = 0
         self.warned_no_worker = False
+        self.no_worker_check_armed = False
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBroker:
         """The broker registered under `url`, created on first use."""
-        if not url.startswith("memory://"):
+        if not url.lower().startswith("memory://"):
             raise ConfigurationError(f"not a memory:// URL: {url!r}")
         with _REGISTRY_LOCK:
             broker = _REGISTRY.get(url)
@@ -228,8 +241,8 @@ class MemoryBroker:
                 fut = self._receivers.add()
             until = deadline if next_event is None else min(deadline, next_event)
             try:
-                await asyncio.wait_for(asyncio.shield(fut), max(until - now, 0.0))
-            except TimeoutError:
+                await _park(fut, until - now)
+            finally:
                 with self._lock:
                     self._receivers.discard(fut)
 
@@ -341,12 +354,14 @@ class MemoryBroker:
                     return data
                 fut = self._result_waiters.setdefault(job_id, _Waiters()).add()
             try:
-                await asyncio.wait_for(asyncio.shield(fut), deadline - now)
-            except TimeoutError:
+                await _park(fut, deadline - now)
+            finally:
                 with self._lock:
                     waiters = self._result_waiters.get(job_id)
                     if waiters is not None:
                         waiters.discard(fut)
+                        if not waiters:
+                            del self._result_waiters[job_id]
 
     # -- dead-letter admin ---------------------------------------------------
 

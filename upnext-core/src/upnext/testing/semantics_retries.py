@@ -262,6 +262,36 @@ class RetrySemantics(SemanticsBase):
             delay - EARLY_SLACK <= gap <= quantized_upper(delay, quantum) + timing.tolerance(0.5)
         ), violated(f"Retry(delay={delay}) is honoured (measured {gap:.3f} s)")
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="core bug: a Retry() without a delay is retried after the task's backoff"
+        " (_settlement.settle_attempt uses policy.next_delay), not now as DESIGN §2 and"
+        " upnext.control.Retry say",
+    )
+    @pytest.mark.asyncio
+    async def test_retry_request_without_a_delay_retries_now(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """`raise upnext.Retry()` with no delay retries now, whatever retry_delay says."""
+        worker = make_worker()
+        starts: list[float] = []
+
+        @worker.task(retries=1, retry_delay=60.0)
+        async def again() -> int:
+            starts.append(time.monotonic())
+            if len(starts) == 1:
+                raise upnext.Retry()
+            return len(starts)
+
+        async with worker:
+            future = await again.submit()
+            try:
+                await future.result(timing.tolerance(1.0))
+            except upnext.WaitTimeout:
+                pytest.fail(violated("Retry() without a delay retries now, not after retry_delay"))
+        [gap] = gaps(starts)
+        assert gap <= timing.tolerance(0.5), violated(f"Retry() retried after {gap:.3f} s")
+
     @pytest.mark.asyncio
     async def test_retry_request_on_the_last_attempt_fails_the_job(
         self, make_worker: WorkerFactory, timing: Timing
