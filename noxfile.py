@@ -5,7 +5,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = [
@@ -19,17 +19,15 @@ PACKAGES = [
     "upnext-postgres",
 ]
 TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3"]
-LINT_DEPS = ["ruff>=0.6"]
-TYPE_DEPS = ["mypy>=1.11", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100"]
-SOURCES = [
-    "upnext-core",
-    "upnext-redis",
-    "upnext-rabbitmq",
-    "upnext-postgres",
-    "tests",
-    "examples/quickstart.py",
-    "benchmarks",
-    "noxfile.py",
+LINT_DEPS = ["ruff==0.17.6"]
+TYPE_DEPS = ["mypy==2.4.1", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100", "nox"]
+# Checked one group at a time: each package has its own tests/conftest.py.
+SOURCE_GROUPS = [
+    ["upnext-core"],
+    ["upnext-redis"],
+    ["upnext-rabbitmq"],
+    ["upnext-postgres"],
+    ["tests", "examples/quickstart.py", "docs/check_snippets.py", "benchmarks", "noxfile.py"],
 ]
 
 
@@ -38,6 +36,14 @@ def demo(session: nox.Session) -> None:
     """Run the quickstart demo (memory:// unless UPNEXT_BROKER_URL is set)."""
     session.install("-e", "upnext-core")
     session.run("python", "examples/quickstart.py")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The quickstart and every runnable snippet in docs/ (memory://)."""
+    session.install("-e", "upnext-core")
+    session.run("python", "examples/quickstart.py")
+    session.run("python", "docs/check_snippets.py")
 
 
 @nox.session
@@ -52,7 +58,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over sources and tests."""
     session.install(*PACKAGES, *TYPE_DEPS)
-    session.run("mypy", *SOURCES)
+    for group in SOURCE_GROUPS:
+        session.run("mypy", *group)
 
 
 @nox.session
