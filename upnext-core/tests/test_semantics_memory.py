@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import uuid
 import warnings
 
 import pytest
 import upnext
-from upnext.testing import Timing
-from upnext.testing.semantics import WorkerFactory, WorkerSemantics
+from upnext.testing.semantics import WorkerSemantics
 
 
 def _memory_url() -> str:
@@ -25,20 +23,6 @@ class TestMemorySemantics(WorkerSemantics):
     def broker_url(self) -> str:
         """A memory:// URL no other test shares."""
         return _memory_url()
-
-    @pytest.mark.xfail(
-        sys.version_info < (3, 12),
-        strict=True,
-        reason="core bug: MemoryBroker.receive waits with asyncio.wait_for, which on Python"
-        " 3.11 swallows a cancellation arriving as the waiter is woken; stop waits out"
-        " receive_wait",
-    )
-    @pytest.mark.asyncio
-    async def test_stop_right_after_a_submit_is_prompt(
-        self, make_worker: WorkerFactory, timing: Timing
-    ) -> None:
-        """A stop racing a wake-up of the blocked receive still ends the receive at once."""
-        await super().test_stop_right_after_a_submit_is_prompt(make_worker, timing)
 
 
 async def test_submit_without_a_worker_warns_once(upnext_queue: str) -> None:

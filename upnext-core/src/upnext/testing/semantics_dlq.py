@@ -90,11 +90,6 @@ class DeadLetterSemantics(SemanticsBase):
             assert record.finished is not None
             assert record.started <= record.finished, violated("attempt times are ordered")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: _settlement.error_info keeps the last 16384 characters and then"
-        " prepends a 15-character '...(truncated)' marker (16399 > 16 KiB; chars, not bytes)",
-    )
     @pytest.mark.asyncio
     async def test_traceback_is_bounded_to_16_kib(
         self, make_worker: WorkerFactory, timing: Timing

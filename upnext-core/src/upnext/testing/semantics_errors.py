@@ -262,11 +262,6 @@ class ErrorSemantics(SemanticsBase):
         assert caught.value.error is not None
         assert "Serializ" in caught.value.error, violated("the error says it is serialization")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: _consumer._decide dead-letters an unserializable result without"
-        " appending the attempt's record to the body's history",
-    )
     @pytest.mark.asyncio
     async def test_unserializable_result_attempt_is_in_the_dlq_history(
         self, make_worker: WorkerFactory, timing: Timing

@@ -262,12 +262,6 @@ class RetrySemantics(SemanticsBase):
             delay - EARLY_SLACK <= gap <= quantized_upper(delay, quantum) + timing.tolerance(0.5)
         ), violated(f"Retry(delay={delay}) is honoured (measured {gap:.3f} s)")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: a Retry() without a delay is retried after the task's backoff"
-        " (_settlement.settle_attempt uses policy.next_delay), not now as DESIGN §2 and"
-        " upnext.control.Retry say",
-    )
     @pytest.mark.asyncio
     async def test_retry_request_without_a_delay_retries_now(
         self, make_worker: WorkerFactory, timing: Timing
