@@ -29,6 +29,25 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+CONSUMER = """
+import asyncio, sys
+from upnext.broker import Ack
+from upnext_sqlite import SQLiteBroker
+
+async def main() -> None:
+    broker = SQLiteBroker.from_url(sys.argv[1])
+    await broker.connect()
+    print("ready", flush=True)
+    got = await broker.receive(["shared"], limit=2, lease=60.0, wait=10.0)
+    while got:
+        assert await broker.settle([Ack(d) for d in got]) == [None] * len(got)
+        print(*(d.envelope.id for d in got), sep="\\n", flush=True)
+        got = await broker.receive(["shared"], limit=2, lease=60.0, wait=0.5)
+    await broker.aclose()
+
+asyncio.run(main())
+"""
+
 
 def test_url_forms_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three slashes name a relative file, four an absolute one; options are checked."""
@@ -124,3 +143,25 @@ async def test_receive_cancelled_mid_take_gives_the_job_back_uncounted(
     [again] = await sqlite_broker.receive(["q"], limit=1, lease=30, wait=2.0)
     assert (again.envelope.id, again.redelivered, again.deliveries) == ("j", False, 1)
     await sqlite_broker.settle([Ack(again)])
+
+
+async def test_processes_draining_one_queue_never_share_a_job(
+    db_url: str, sqlite_broker: SQLiteBroker
+) -> None:
+    """Two processes draining one queue both get jobs, and no job goes to both."""
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CONSUMER, db_url, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    for child in children:  # both are connected and about to block in receive
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 20.0) == b"ready\n"
+    ids = [f"job-{i}" for i in range(300)]
+    await sqlite_broker.enqueue_many([Envelope(i, "shared", b"") for i in ids])
+    outputs = [(await child.communicate())[0].decode().split() for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert not set(outputs[0]) & set(outputs[1]), "a job was handed to both processes"
+    assert sorted(outputs[0] + outputs[1]) == sorted(ids)
+    assert all(outputs), "both processes were blocked on the queue, both must get jobs"

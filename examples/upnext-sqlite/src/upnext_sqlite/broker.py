@@ -137,27 +137,27 @@ class SQLiteBroker(AdminMixin):
             raise
 
     def _take_now(self, queues: list[str], limit: int, lease: float) -> _Taken:
-        marks = ",".join("?" * len(queues))
-        sql = f"SELECT min(due) FROM upnext_jobs WHERE queue IN ({marks})"
-        # A plain read first, so an idle receiver never takes the write lock.
-        (first,) = self._db.read(lambda c: c.execute(sql, queues).fetchone())
+        # Queue by queue, so each look is one index seek whatever the backlog;
+        # and a plain read first, so an idle receiver never takes the write lock.
+        def first_due(conn: sqlite3.Connection) -> float | None:
+            dues = [conn.execute(schema.FIRST_DUE, (q,)).fetchone()[0] for q in queues]
+            return min((d for d in dues if d is not None), default=None)
+
+        first = self._db.read(first_due)
         if first is None or first > time.time():
             return None, first
-        return self._db.tx(lambda c: self._take_rows(c, queues, marks, limit, lease)) or None, None
+        return self._db.tx(lambda c: self._take_rows(c, queues, limit, lease)) or None, None
 
     def _take_rows(
-        self, conn: sqlite3.Connection, queues: list[str], marks: str, limit: int, lease: float
+        self, conn: sqlite3.Connection, queues: list[str], limit: int, lease: float
     ) -> list[Delivery]:
         now = time.time()
-        rows = conn.execute(
-            f"SELECT seq, id, queue, body, token, hand_outs FROM upnext_jobs"
-            f" WHERE queue IN ({marks}) AND due <= ? ORDER BY due, seq LIMIT ?",
-            (*queues, now, limit),
-        ).fetchall()
+        due = [row for q in queues for row in conn.execute(schema.DUE, (q, now, limit))]
+        rows = sorted(due, key=lambda row: (row[6], row[0]))[:limit]  # by (due, seq)
         conn.executemany(schema.TAKE, [(now + lease, row[0]) for row in rows])
         return [
             Delivery(Envelope(job_id, queue, bytes(body)), token + 1, count > 0, count + 1)
-            for _, job_id, queue, body, token, count in rows
+            for _, job_id, queue, body, token, count, _ in rows
         ]
 
     def _give_back(self, taking: Future[_Taken]) -> None:

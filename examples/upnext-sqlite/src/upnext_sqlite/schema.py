@@ -41,6 +41,9 @@ ADD_QUEUE = "INSERT OR IGNORE INTO upnext_queues (name) VALUES (?)"
 LIVE = "id = ? AND token = ? AND held = 1 AND due >= ?"
 # Ready or scheduled, or held under an expired lease: never a live hand-out.
 NOT_HELD = "(held = 0 OR due <= ?)"
+FIRST_DUE = "SELECT min(due) FROM upnext_jobs WHERE queue = ?"
+DUE = """SELECT seq, id, queue, body, token, hand_outs, due FROM upnext_jobs
+    WHERE queue = ? AND due <= ? ORDER BY due, seq LIMIT ?"""
 TAKE = """UPDATE upnext_jobs SET held = 1, due = ?, token = token + 1,
     hand_outs = hand_outs + 1 WHERE seq = ?"""
 ACK = f"DELETE FROM upnext_jobs WHERE {LIVE}"
