@@ -391,3 +391,30 @@ class HookSemantics(SemanticsBase):
         ], violated(f"plugin events of a failing job, got {plugin.of(bad.job_id)}")
         dead = [e for name, e in plugin.events if name == "dead_lettered"]
         assert dead[0].reason, violated("the dead-letter event says why")
+
+    @pytest.mark.asyncio
+    async def test_jobs_dead_lettered_at_once_announce_their_failure(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """A job dead-lettered before it runs (bad arguments) still fires failure events."""
+        plugin = EventLog()
+        producer, consumer = make_worker(), make_worker(plugins=[plugin])
+        failures: list[str] = []
+
+        @producer.task(name="semantics.typed_hooks")
+        async def loose(x: str) -> None: ...
+
+        @consumer.task(name="semantics.typed_hooks", on_failure=lambda e: failures.append(e.status))
+        async def strict(x: int) -> None: ...
+
+        async with consumer:
+            future = await loose.submit(x="not a number")
+            with pytest.raises(TaskExecutionError):
+                await future.result(timing.tolerance(LIMIT))
+            await consumer.join(timeout=timing.tolerance(LIMIT))
+        assert _run_events(plugin, future.job_id) == [
+            ("failed", "failed"),
+            ("dead_lettered", "failed"),
+            ("completed", "failed"),
+        ], violated("a job dead-lettered at once is announced failed, dead-lettered, completed")
+        assert failures == ["failed"], violated("its task's on_failure hook runs once")

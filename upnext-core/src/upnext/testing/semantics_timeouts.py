@@ -219,3 +219,30 @@ class TimeoutSemantics(SemanticsBase):
         finally:
             release.set()
         assert fatal, violated("a worker with too many abandoned threads must be restarted")
+
+    @pytest.mark.asyncio
+    async def test_upnext_run_exits_non_zero_after_too_many_abandoned_threads(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """`upnext.run` returns a non-zero exit code when abandoned threads pile up."""
+        worker = make_worker(concurrency=1)
+        release = threading.Event()
+        codes: list[int] = []
+
+        @worker.task(timeout=timing.delay(0.1))
+        def stuck() -> None:
+            release.wait(timing.delay(5.0))
+
+        runner = threading.Thread(target=lambda: codes.append(upnext.run(worker)), daemon=True)
+        runner.start()
+        try:
+            futures = await stuck.submit_many([{}, {}])
+            for future in futures:
+                with pytest.raises(TaskTimeoutError):
+                    await future.result(timing.tolerance(LIMIT))
+            await asyncio.to_thread(runner.join, timing.tolerance(LIMIT))
+        finally:
+            release.set()
+        assert not runner.is_alive(), violated("the worker stops itself when threads pile up")
+        assert codes, violated("upnext.run returns an exit code")
+        assert codes[0] != 0, violated("a worker that must be restarted exits non-zero")
