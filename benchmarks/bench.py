@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -43,6 +44,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retry-jobs", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full", action="store_true", help="the 20,000-job burst")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=570.0,
+        help="seconds the repeats may take (default 570); the first repeat always runs",
+    )
     parser.add_argument("--only", help="comma-separated framework names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="tiny counts, memory + arq on Redis")
@@ -86,32 +93,53 @@ def machine() -> dict[str, Any]:
 
 
 def run_broker(
-    broker: str, frameworks: Sequence[Framework], plan: Sequence[Workload], repeats: int
-) -> list[Outcome]:
-    """Every workload, repeat after repeat, frameworks interleaved so drift hits all alike."""
+    broker: str,
+    frameworks: Sequence[Framework],
+    plan: Sequence[Workload],
+    repeats: int,
+    budget: float = float("inf"),
+) -> tuple[list[Outcome], int]:
+    """Repeat after repeat of every workload, frameworks interleaved so drift hits all alike.
+
+    No repeat starts that would end past `budget` seconds, judging by the ones
+    before (a slow machine gets fewer repeats rather than an unbounded run);
+    returns the outcomes and the number of repeats done.
+    """
     url = server_url(broker)
     outcomes = [Outcome(f, version_of(f, broker)) for f in frameworks]
-    for workload in plan:
-        for repeat in range(repeats):
+    began = time.monotonic()
+    done = 0
+    for repeat in range(repeats):
+        spent = time.monotonic() - began
+        if done and spent + spent / done > budget:  # the next repeat would overrun
+            print(f"  time budget spent: {done} of {repeats} repeats", flush=True)
+            break
+        for workload in plan:
             for outcome in outcomes:
-                if workload.name in outcome.errors:
-                    continue  # failed once: reported, not retried in later repeats
-                started = time.monotonic()
-                try:
-                    sample = run_once(outcome.framework, broker, url, workload)
-                except (RunError, OSError, KeyError, ValueError) as exc:
-                    outcome.errors[workload.name] = f"{type(exc).__name__}: {exc}"
-                    print(
-                        f"  {outcome.framework.name:14} {workload.name:8} FAILED: {exc}", flush=True
-                    )
-                    continue
-                outcome.samples.setdefault(workload.name, []).append(sample)
-                print(
-                    f"  {outcome.framework.name:14} {workload.name:8} #{repeat + 1}"
-                    f" {_brief(workload.name, sample)} ({time.monotonic() - started:.1f} s)",
-                    flush=True,
-                )
-    return outcomes
+                _run_one(outcome, broker, url, workload, repeat)
+        done += 1
+    return outcomes, done
+
+
+def _run_one(outcome: Outcome, broker: str, url: str, workload: Workload, repeat: int) -> None:
+    name = outcome.framework.name
+    if workload.name in outcome.errors:
+        return  # failed once: reported, not retried in later repeats
+    started = time.monotonic()
+    try:
+        sample = run_once(outcome.framework, broker, url, workload)
+    except (RunError, OSError, KeyError, ValueError) as exc:
+        outcome.errors[workload.name] = f"{type(exc).__name__}: {exc}"
+        print(f"  {name:14} {workload.name:8} FAILED: {exc}", flush=True)
+        return
+    outcome.samples.setdefault(workload.name, []).append(sample)
+    took = time.monotonic() - started
+    note = f" [{sample.partial}]" if sample.partial else ""
+    print(
+        f"  {name:14} {workload.name:8} #{repeat + 1} {_brief(workload.name, sample)}{note}"
+        f" ({took:.1f} s)",
+        flush=True,
+    )
 
 
 def _brief(workload: str, sample: Any) -> str:
@@ -157,15 +185,20 @@ def smoke(args: argparse.Namespace) -> int:
     code = 0
     for broker, only in (("memory", "upnext"), ("redis", "arq")):
         frameworks = [f for f in BROKERS[broker] if f.name == only]
-        outcomes = run_broker(broker, frameworks, plan, 1)
+        outcomes, args.repeats = run_broker(broker, frameworks, plan, 1)
         code |= report(broker, outcomes, args, plan)
         if any(o.errors for o in outcomes):
             code = 1  # the smoke exists to notice rot: any failure fails it
     return code
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the running workers are stopped on the way out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark the arguments ask for."""
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse(argv)
     if args.smoke:
         return smoke(args)
@@ -177,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{args.broker}: {', '.join(f.name for f in frameworks)}; {len(plan)} workloads", flush=True
     )
-    outcomes = run_broker(args.broker, frameworks, plan, args.repeats)
+    outcomes, args.repeats = run_broker(args.broker, frameworks, plan, args.repeats, args.budget)
     code = report(args.broker, outcomes, args, plan)
     print(f"took {time.monotonic() - started:.0f} s")
     return code
