@@ -98,19 +98,35 @@ def test_entry_serializes_to_json() -> None:
     assert DeadLetterEntry.model_validate_json(entry.model_dump_json()) == entry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: DeadLetterEntry.from_record raises pydantic ValidationError when the record"
-    " data is not core's DeadLetterData (e.g. RabbitMQ's broker-side dead letters carry the bare"
-    " job body), so one such entry makes worker.dlq.list() fail for the whole page",
-)
-@pytest.mark.parametrize("data", [b"job body", b"\xff garbage"], ids=["job-body", "garbage"])
-def test_entry_from_data_core_did_not_write(data: bytes) -> None:
-    if data == b"job body":
-        data = _body().model_dump_json().encode()
-    entry = DeadLetterEntry.from_record(_record(data))
-    assert entry.reason == "retries exhausted"
-    assert entry.job_id == "j1"
+def test_entry_from_a_bare_job_body() -> None:
+    # RabbitMQ's broker-side dead letters carry the job body, not core's entry.
+    entry = DeadLetterEntry.from_record(_record(_body().model_dump_json().encode()))
+    assert (entry.job_id, entry.reason, entry.error) == ("j1", "retries exhausted", None)
+    assert entry.payload is not None
+    assert (entry.payload.args, entry.payload.kwargs) == ([1], {"amount": 5})
+    assert [a.number for a in entry.attempts] == [1, 2]
+    assert entry.replayable
+
+
+def test_entry_from_bytes_core_did_not_write() -> None:
+    entry = DeadLetterEntry.from_record(_record(b"\xff garbage"))
+    assert (entry.job_id, entry.reason, entry.payload) == ("j1", "retries exhausted", None)
+    assert entry.raw is not None
+    assert base64.b64decode(entry.raw) == b"\xff garbage"
+    assert not entry.replayable
+
+
+async def test_one_foreign_entry_does_not_break_the_page() -> None:
+    url = f"memory://dlq-{uuid.uuid4().hex}"
+    worker = upnext.Worker("dlq-api", broker=url)
+    good = DeadLetterData(reason="rejected", body=_body("j0")).model_dump_json().encode()
+    await _dead_letter(MemoryBroker.from_url(url), replace(_record(good, "e0"), job_id="j0"))
+    await _dead_letter(MemoryBroker.from_url(url), _record(b"not json", "e1", 2e9))
+    page = await worker.dlq.list()
+    assert [(e.id, e.replayable) for e in page.items] == [("e1", False), ("e0", True)]
+    with pytest.raises(UnsupportedOperation):
+        await worker.dlq.replay("e1")
+    await worker.aclose()
 
 
 @pytest.mark.parametrize("limit", [0, -1, 501])

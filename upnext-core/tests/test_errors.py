@@ -81,11 +81,6 @@ def test_task_execution_error_pickles_round_trip(cls: type[errors.TaskExecutionE
     assert str(back) == str(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: build_result makes TaskResult[Any], a pydantic parametrized class"
-    " that pickle cannot look up on upnext._result",
-)
 async def test_task_execution_error_raised_by_a_wait_pickles_round_trip() -> None:
     worker = upnext.Worker("errors", broker=f"memory://errors-{uuid.uuid4().hex}")
 

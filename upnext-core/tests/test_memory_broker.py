@@ -49,11 +49,6 @@ def test_from_url_refuses_other_schemes() -> None:
     assert str(info.value) == "not a memory:// URL: 'redis://localhost'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: discovery matches schemes case-insensitively, but"
-    " MemoryBroker.from_url only accepts a lower-case 'memory://' prefix",
-)
 def test_from_url_accepts_any_scheme_case() -> None:
     assert isinstance(MemoryBroker.from_url(f"MEMORY://mb-{uuid.uuid4().hex}"), MemoryBroker)
 

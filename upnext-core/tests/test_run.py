@@ -138,22 +138,8 @@ def test_run_asks_for_a_restart_when_the_worker_is_fatal() -> None:
     assert upnext.run(worker) == EXIT_RESTART == 75
 
 
-def test_run_on_a_non_main_thread_with_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "uvloop", None)
-    _run_on_a_non_main_thread()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="needs uvloop")
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: under uvloop, add_signal_handler off the main thread raises ValueError,"
-    " which upnext.run does not suppress (asyncio raises RuntimeError, which it does)",
-)
-def test_run_on_a_non_main_thread_with_uvloop() -> None:
-    _run_on_a_non_main_thread()
-
-
-def _run_on_a_non_main_thread() -> None:
+@pytest.mark.usefixtures("event_loop_kind")
+def test_run_on_a_non_main_thread() -> None:
     worker = upnext.Worker("run-thread", broker=f"memory://run-{uuid.uuid4().hex}")
     codes: list[int] = []
     errors: list[BaseException] = []
