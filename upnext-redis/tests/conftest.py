@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -296,3 +297,87 @@ def restartable_redis() -> Iterator[Callable[..., RedisProcess]]:
         yield make
         for server in started:
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A private 3-master Redis Cluster on free loopback ports, for the session."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server and redis-cli are needed to start a private cluster")
+    ports = _cluster_ports(3)
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            for port in ports:
+                args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+                args += ["--appendonly", "no", "--dir", workdir, "--cluster-enabled", "yes"]
+                args += ["--cluster-config-file", f"nodes-{port}.conf"]
+                procs.append(
+                    subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+            for port, proc in zip(ports, procs, strict=True):
+                _wait_listening(port, proc)
+            create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+            subprocess.run(
+                [*create, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
+            _wait_cluster_ok(ports)
+            yield f"redis://127.0.0.1:{ports[0]}/0?cluster=true"
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free too."""
+    ports: list[int] = []
+    for candidate in random.sample(range(20_000, 40_000), 200):
+        if all(_port_free(p) for p in (candidate, candidate + 10_000)):
+            ports.append(candidate)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError("no free port pairs for a private cluster")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _cluster_state_ok(info: object) -> bool:
+    if isinstance(info, dict):
+        return str(info.get("cluster_state")) in {"ok", "b'ok'"}
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "cluster_state:ok" in text
+
+
+def _wait_cluster_ok(ports: list[int], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    for port in ports:
+        client = redis.Redis(port=port)
+        try:
+            while not _cluster_state_ok(client.cluster("INFO")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the private cluster did not come up")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+
+@pytest_asyncio.fixture
+async def cluster_broker(redis_cluster_url: str, key_prefix: str) -> AsyncIterator[RedisBroker]:
+    """A connected RedisBroker on the private cluster, under this test's own prefix."""
+    broker = RedisBroker.from_url(with_options(redis_cluster_url, prefix=key_prefix))
+    await broker.connect()
+    yield broker
+    await broker.aclose()
