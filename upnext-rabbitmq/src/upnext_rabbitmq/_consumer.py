@@ -11,9 +11,10 @@ their receipts no longer settle anything (LeaseLost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -60,6 +61,9 @@ class Consumer:
         self._outstanding: dict[int, None] = {}
         # When each buffered delivery arrived (loop time), by delivery tag.
         self._since: dict[int, float] = {}
+        # Jobs whose settle is re-publishing them: their new copy waits in the
+        # buffer until the old one is acked (see `hold_back`).
+        self._settling: Counter[str] = Counter()
         self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
         # The channel-wide prefetch window now in force (0: not set yet).
@@ -201,7 +205,7 @@ class Consumer:
     async def wait(self, timeout: float) -> None:
         """Return when a delivery arrives (or the channel changed), or after `timeout` s."""
         self._arrived.clear()
-        if any(self._buffers.values()):
+        if any(self._deliverable(m) for b in self._buffers.values() for m in b):
             return
         try:
             async with asyncio.timeout(timeout):
@@ -209,12 +213,35 @@ class Consumer:
         except TimeoutError:
             pass
 
+    @contextlib.contextmanager
+    def hold_back(self, job_ids: Sequence[str]) -> Iterator[None]:
+        """Keep new copies of these jobs in the buffer until the block ends.
+
+        A Retry or Release publishes a new copy, then acks the old delivery.
+        The copy can arrive before the ack is sent; were it handed out and its
+        worker killed at once, the old delivery would come back too, and the
+        job would run twice per crash.
+        """
+        self._settling.update(job_ids)
+        try:
+            yield
+        finally:
+            self._settling.subtract(job_ids)
+            self._settling += Counter()  # drop zero counts
+            if job_ids:
+                self._arrived.set()
+
+    def _deliverable(self, message: DeliveredMessage) -> bool:
+        return not self._settling or message.header.properties.message_id not in self._settling
+
     def take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         """Up to `limit` buffered deliveries of `queues`, round-robin."""
         raw = self._raw
         out: list[Delivery] = []
         if raw is None:
             return out
+        if self._settling:
+            return self._take_around_held(raw, queues, limit)
         buffers = [(q, b) for q in queues if (b := self._buffers.get(q))]
         while buffers and len(out) < limit:
             for queue, buffer in buffers:
@@ -223,6 +250,25 @@ class Consumer:
                     self._since.pop(message.delivery_tag or 0, None)
                     out.append(self._delivery(raw, queue, message))
             buffers = [(q, b) for q, b in buffers if b]
+        return out
+
+    def _take_around_held(
+        self, raw: RawChannel, queues: Sequence[str], limit: int
+    ) -> list[Delivery]:
+        out: list[Delivery] = []
+        for queue in queues:
+            buffer = self._buffers.get(queue)
+            if not buffer:
+                continue
+            kept: deque[DeliveredMessage] = deque()
+            while buffer:
+                message = buffer.popleft()
+                if len(out) < limit and self._deliverable(message):
+                    self._since.pop(message.delivery_tag or 0, None)
+                    out.append(self._delivery(raw, queue, message))
+                else:
+                    kept.append(message)
+            buffer.extend(kept)
         return out
 
     def _delivery(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> Delivery:

@@ -323,6 +323,20 @@ class RabbitBroker(AdminMixin):
             seen.add(id(receipt))
             plans.append((i, self._settle_messages(item)))
         flat = [m for _, msgs in plans for m in msgs]
+        copies = [
+            items[i].delivery.envelope.id for i, _ in plans if isinstance(items[i], Retry | Release)
+        ]
+        with consumer.hold_back(copies):
+            return await self._publish_then_ack(items, plans, flat, outcomes)
+
+    async def _publish_then_ack(
+        self,
+        items: Sequence[SettleItem],
+        plans: list[tuple[int, list[Outgoing]]],
+        flat: list[Outgoing],
+        outcomes: list[SettleOutcome],
+    ) -> list[SettleOutcome]:
+        consumer = self._cons()
         errors = await self._pub().publish(flat)
         done: list[Receipt] = []
         failure: BrokerError | None = None
