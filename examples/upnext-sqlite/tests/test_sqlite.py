@@ -14,11 +14,13 @@ import pytest
 from upnext.broker import Ack, Broker, Envelope, ResultStore
 from upnext.errors import ConfigurationError
 from upnext_sqlite import SQLiteBroker
+from upnext_sqlite import broker as broker_module
 
 PRODUCER = """
 import asyncio, sys
 from upnext.broker import Envelope
 from upnext_sqlite import SQLiteBroker
+from upnext_sqlite import broker as broker_module
 
 async def main() -> None:
     broker = SQLiteBroker.from_url(sys.argv[1])
@@ -33,6 +35,7 @@ CONSUMER = """
 import asyncio, sys
 from upnext.broker import Ack
 from upnext_sqlite import SQLiteBroker
+from upnext_sqlite import broker as broker_module
 
 async def main() -> None:
     broker = SQLiteBroker.from_url(sys.argv[1])
@@ -123,15 +126,15 @@ async def test_receive_cancelled_mid_take_gives_the_job_back_uncounted(
     """A receive cancelled mid-take hands out nothing; the job is due again, uncounted."""
     await sqlite_broker.enqueue_many([Envelope("j", "q", b"x")])
     in_take, go_on = threading.Event(), threading.Event()
-    take_rows = SQLiteBroker._take_rows
+    take_rows = broker_module._take_rows
 
-    def slow_take(self: SQLiteBroker, *args: Any) -> Any:
-        taken = take_rows(self, *args)
+    def slow_take(*args: Any) -> Any:
+        taken = take_rows(*args)
         in_take.set()
         go_on.wait(5.0)  # the transaction is open and the job taken when the cancel lands
         return taken
 
-    monkeypatch.setattr(SQLiteBroker, "_take_rows", slow_take)
+    monkeypatch.setattr(broker_module, "_take_rows", slow_take)
     receiver = asyncio.create_task(sqlite_broker.receive(["q"], limit=1, lease=30, wait=5))
     assert await asyncio.to_thread(in_take.wait, 5.0)
     receiver.cancel()
@@ -139,7 +142,7 @@ async def test_receive_cancelled_mid_take_gives_the_job_back_uncounted(
     go_on.set()
     with pytest.raises(asyncio.CancelledError):
         await receiver
-    monkeypatch.setattr(SQLiteBroker, "_take_rows", take_rows)
+    monkeypatch.setattr(broker_module, "_take_rows", take_rows)
     [again] = await sqlite_broker.receive(["q"], limit=1, lease=30, wait=2.0)
     assert (again.envelope.id, again.redelivered, again.deliveries) == ("j", False, 1)
     await sqlite_broker.settle([Ack(again)])

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from upnext.errors import BrokerError, BrokerUnavailable
 
@@ -32,10 +32,6 @@ class Database:
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        """Open the file and create the tables (idempotent)."""
-        await self.run(self._connection)
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: we say BEGIN IMMEDIATE ourselves, so a take or a
@@ -71,28 +67,26 @@ class Database:
     def _guard(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except sqlite3.OperationalError as exc:
-            raise BrokerUnavailable(f"sqlite {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise BrokerError(f"sqlite {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:  # locked, missing or unreadable: unavailable
+            kind = BrokerUnavailable if isinstance(exc, sqlite3.OperationalError) else BrokerError
+            raise kind(f"sqlite {self.path}: {exc}") from exc
 
-    def _connection(self) -> sqlite3.Connection:
-        # Opened on first use, after close() too: like the in-tree backends, a
-        # closed broker opens again when used (the suite relies on it).
+    def connection(self) -> sqlite3.Connection:
+        """On the thread: the connection, opened on first use (after `close()` too).
+
+        Like the in-tree backends, a closed broker opens again when used; the
+        semantic suite relies on it.
+        """
         if self._conn is None:
             self._conn = self._open()
         return self._conn
 
     def tx(self, fn: Statements[T], *ring: Bell) -> T:
         """On the thread: `fn` in one immediate transaction; once committed, ring `ring`."""
-        conn = self._connection()
+        conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
-        try:
+        with conn:  # commits, or rolls back on any error
             out = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         for bell in ring:
             bell.ring()
         return out
@@ -101,10 +95,14 @@ class Database:
         """Run `fn` in one immediate transaction; once committed, ring `ring`."""
         return await self.run(lambda: self.tx(fn, *ring))
 
-    def read(self, fn: Statements[T]) -> T:
-        """On the thread: `fn` outside a write transaction (autocommit reads)."""
-        return fn(self._connection())
-
     async def query(self, fn: Statements[T]) -> T:
-        """Run the read-only `fn` on the thread."""
-        return await self.run(lambda: self.read(fn))
+        """Run the read-only `fn` on the thread, outside a write transaction."""
+        return await self.run(lambda: fn(self.connection()))
+
+    async def rows(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read-only statement."""
+        return await self.query(lambda c: c.execute(sql, args).fetchall())
+
+    async def changes(self, sql: str, args: Sequence[object] = ()) -> int:
+        """How many rows one statement, in its own transaction, changed."""
+        return await self.write(lambda c: c.execute(sql, args).rowcount)

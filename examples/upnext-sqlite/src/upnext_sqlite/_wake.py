@@ -18,6 +18,8 @@ from typing import TypeVar
 __all__ = ["Bell", "bells_for", "watch"]
 
 T = TypeVar("T")
+# A look: what it found (None: nothing yet) and the Unix time of the next due event.
+Look = Callable[[], Awaitable[tuple[T | None, float | None]]]
 
 # Process-wide by necessity: brokers built independently from one URL (a
 # producer's and a worker's) must find each other's bells.
@@ -34,52 +36,40 @@ class Bell:
     """Futures of blocked calls, each resolved on its own event loop when rung."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
+        self._lock = threading.Lock()  # rung from the database thread
+        self._waiters: set[asyncio.Future[None]] = set()
 
     def arm(self) -> asyncio.Future[None]:
         """A future of the running loop, resolved by the next `ring`."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         with self._lock:
-            self._waiters[fut] = loop
+            self._waiters.add(fut)
         return fut
 
     def disarm(self, fut: asyncio.Future[None]) -> None:
         """Forget a future that no longer waits."""
         with self._lock:
-            self._waiters.pop(fut, None)
+            self._waiters.discard(fut)
 
     def ring(self) -> None:
         """Wake every armed future, from any thread."""
         with self._lock:
-            waiters, self._waiters = self._waiters, {}
-        for fut, loop in waiters.items():
-            # A loop that closed meanwhile has no waiter left to wake.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, fut)
+            waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
+                fut.get_loop().call_soon_threadsafe(_resolve, fut)
 
 
 def bells_for(path: str) -> tuple[Bell, Bell]:
     """The (jobs, results) bells of one database file in this process."""
     with _BELLS_LOCK:
-        pair = _BELLS.get(path)
-        if pair is None:
-            pair = _BELLS[path] = (Bell(), Bell())
-        return pair
+        return _BELLS.setdefault(path, (Bell(), Bell()))
 
 
-async def watch(
-    bell: Bell,
-    look: Callable[[], Awaitable[tuple[T | None, float | None]]],
-    *,
-    wait: float,
-    poll: float,
-) -> T | None:
-    """Call `look` until it finds something (not None) or `wait` s have passed.
+async def watch(bell: Bell, look: Look[T], *, wait: float, poll: float) -> T | None:
+    """Call `look` until it finds something or `wait` s have passed.
 
-    `look` returns what it found and the Unix time of the next due event, if
-    any. Between looks we sleep until the bell rings, that time comes, or
+    Between looks we sleep until the bell rings, that time comes, or
     `poll` s pass (to see other processes' commits), whichever is first.
     """
     deadline = time.monotonic() + wait

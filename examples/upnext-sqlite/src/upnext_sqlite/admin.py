@@ -7,6 +7,7 @@ enqueues the job and removes the entry in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -44,16 +45,14 @@ def _cursor(record: DeadLetterRecord) -> str:
 
 def _parse_cursor(cursor: str) -> tuple[float, str]:
     failed_at, sep, entry_id = cursor.removeprefix(_CURSOR_PREFIX).partition("/")
-    try:
-        if not (cursor.startswith(_CURSOR_PREFIX) and sep):
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"not a dead-letter cursor of this backend: {cursor!r}") from None
+    with contextlib.suppress(ValueError):
+        if cursor.startswith(_CURSOR_PREFIX) and sep:
+            return float(failed_at), entry_id
+    raise ConfigurationError(f"not a dead-letter cursor of this backend: {cursor!r}")
 
 
 def _removed(conn: sqlite3.Connection, entry_id: str) -> None:
-    if conn.execute("DELETE FROM upnext_dead WHERE id = ?", (entry_id,)).rowcount != 1:
+    if conn.execute(schema.DEAD_DELETE, (entry_id,)).rowcount != 1:
         raise DeadLetterNotFound(entry_id)
 
 
@@ -72,30 +71,24 @@ class AdminMixin:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """Records newest first by (failed_at, id), after `cursor`."""
-        where: list[str] = []
-        args: list[object] = []
-        for column, value in (("queue", queue), ("function", function)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+        given = [(col, v) for col, v in (("queue", queue), ("function", function)) if v is not None]
+        where = [f"{col} = ?" for col, _ in given]
+        args: list[object] = [v for _, v in given]
         if cursor is not None:
             where.append("(failed_at, id) < (?, ?)")
             args.extend(_parse_cursor(cursor))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         sql = f"{_RECORD}{clause} ORDER BY failed_at DESC, id DESC LIMIT ?"
-        # One row past the page tells whether a next page exists.
-        rows = await self._db.query(lambda c: c.execute(sql, (*args, limit + 1)).fetchall())
+        rows = await self._db.rows(sql, (*args, limit + 1))  # one more: is there a next page?
         records = [_record(row) for row in rows[:limit]]
         more = len(rows) > limit and records
         return DeadLetterPage(records, _cursor(records[-1]) if more else None)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record, or DeadLetterNotFound."""
-        sql = f"{_RECORD} WHERE id = ?"
-        row = await self._db.query(lambda c: c.execute(sql, (entry_id,)).fetchone())
-        if row is None:
-            raise DeadLetterNotFound(entry_id)
-        return _record(row)
+        for row in await self._db.rows(f"{_RECORD} WHERE id = ?", (entry_id,)):
+            return _record(row)
+        raise DeadLetterNotFound(entry_id)
 
     async def dlq_replay(self, entry_id: str, envelope: Envelope) -> None:
         """Remove the entry and enqueue `envelope` in one transaction."""
@@ -112,28 +105,23 @@ class AdminMixin:
 
     async def dlq_purge(self, queue: str | None = None) -> int:
         """Remove every entry (of `queue`); how many."""
-        sql = "DELETE FROM upnext_dead WHERE ?1 IS NULL OR queue = ?1"
-        return await self._db.write(lambda c: c.execute(sql, (queue,)).rowcount)
+        return await self._db.changes(schema.DEAD_PURGE, (queue,))
 
     async def dlq_count(self, queue: str | None = None) -> int:
         """How many entries (of `queue`)."""
-        sql = "SELECT count(*) FROM upnext_dead WHERE ?1 IS NULL OR queue = ?1"
-        row = await self._db.query(lambda c: c.execute(sql, (queue,)).fetchone())
-        return int(row[0])
+        [(count,)] = await self._db.rows(schema.DEAD_COUNT, (queue,))
+        return int(count)
 
     async def queues(self) -> list[str]:
         """Every queue that has had a job enqueued."""
-        sql = "SELECT name FROM upnext_queues ORDER BY name"
-        rows = await self._db.query(lambda c: c.execute(sql).fetchall())
+        rows = await self._db.rows("SELECT name FROM upnext_queues ORDER BY name")
         return [str(name) for (name,) in rows]
 
     async def stats(self, queue: str) -> QueueStats:
         """Exact ready, scheduled, in-flight and dead counts, in one snapshot."""
-        args = (time.time(), queue)
-        row = await self._db.query(lambda c: c.execute(schema.STATS, args).fetchone())
-        return QueueStats(*row)
+        [row] = await self._db.rows(schema.STATS, (time.time(), queue))
+        return QueueStats(*(int(n) for n in row))
 
     async def purge(self, queue: str) -> int:
         """Drop ready and scheduled jobs of `queue`; live hand-outs stay."""
-        args = (queue, time.time())
-        return await self._db.write(lambda c: c.execute(schema.PURGE, args).rowcount)
+        return await self._db.changes(schema.PURGE, (queue, time.time()))

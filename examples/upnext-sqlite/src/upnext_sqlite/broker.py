@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import astuple
+from sqlite3 import Connection
 from urllib.parse import parse_qsl, urlsplit
 
 from upnext.broker import (
@@ -53,11 +55,6 @@ def _live(delivery: Delivery, now: float) -> tuple[object, ...]:
     return (delivery.envelope.id, token, now)
 
 
-def _one(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> bool:
-    """Run `sql`; whether it changed exactly one row (the check-and-set succeeded)."""
-    return conn.execute(sql, args).rowcount == 1
-
-
 def _lost(delivery: Delivery) -> LeaseLost:
     return LeaseLost(f"lease lost for job {delivery.envelope.id}")
 
@@ -65,15 +62,9 @@ def _lost(delivery: Delivery) -> LeaseLost:
 class SQLiteBroker(AdminMixin):
     """A `Broker`, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
 
-    capabilities = Capabilities(
-        timed_leases=True,
-        counts_deliveries=True,
-        cancel_queued=True,
-        dlq_access="indexed",
-        dedupes_on_enqueue=False,
-        transactional_enqueue=False,
-        delay_quantum=0.0,
-    )
+    # Every default: timed leases, exact counts, cancel, an indexed DLQ, exact
+    # delays; no dedupe on enqueue, no joining the caller's transaction.
+    capabilities = Capabilities()
 
     def __init__(self, path: str, *, poll: float = 0.05, busy_timeout: float = 5.0) -> None:
         self.path = os.path.abspath(path)
@@ -84,12 +75,12 @@ class SQLiteBroker(AdminMixin):
     @classmethod
     def from_url(cls, url: str) -> SQLiteBroker:
         """From ``sqlite:///rel.db`` or ``sqlite:////abs.db``; options poll, busy_timeout."""
-        parts = urlsplit(url)
+        parts, known = urlsplit(url), {"poll", "busy_timeout"}
         options = dict(parse_qsl(parts.query))
         try:
             if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
                 raise ValueError("expected sqlite:///<file>")
-            if unknown := set(options) - {"poll", "busy_timeout"}:
+            if unknown := set(options) - known:
                 raise ValueError(f"unknown options {sorted(unknown)}")
             poll, busy = float(options.get("poll", 0.05)), float(options.get("busy_timeout", 5))
             if not (0 < poll <= 1 and busy > 0):
@@ -103,7 +94,7 @@ class SQLiteBroker(AdminMixin):
 
     async def connect(self) -> None:
         """Open the file and create the tables (idempotent)."""
-        await self._db.open()
+        await self._db.run(self._db.connection)
 
     async def aclose(self) -> None:
         """Close the file; unsettled deliveries come back when their leases run out."""
@@ -120,11 +111,8 @@ class SQLiteBroker(AdminMixin):
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
         """Hand out due jobs, sleeping on the bell (and `poll`) up to `wait` s."""
-        names = list(queues)
-        got = await watch(
-            self._jobs_bell, lambda: self._take(names, limit, lease), wait=wait, poll=self.poll
-        )
-        return got or []
+        take = functools.partial(self._take, list(queues), limit, lease)
+        return await watch(self._jobs_bell, take, wait=wait, poll=self.poll) or []
 
     async def _take(self, queues: list[str], limit: int, lease: float) -> _Taken:
         """Take due jobs; if cancelled meanwhile, give back whatever was taken."""
@@ -139,26 +127,14 @@ class SQLiteBroker(AdminMixin):
     def _take_now(self, queues: list[str], limit: int, lease: float) -> _Taken:
         # Queue by queue, so each look is one index seek whatever the backlog;
         # and a plain read first, so an idle receiver never takes the write lock.
-        def first_due(conn: sqlite3.Connection) -> float | None:
+        def first_due(conn: Connection) -> float | None:
             dues = [conn.execute(schema.FIRST_DUE, (q,)).fetchone()[0] for q in queues]
             return min((d for d in dues if d is not None), default=None)
 
-        first = self._db.read(first_due)
+        first = first_due(self._db.connection())
         if first is None or first > time.time():
             return None, first
-        return self._db.tx(lambda c: self._take_rows(c, queues, limit, lease)) or None, None
-
-    def _take_rows(
-        self, conn: sqlite3.Connection, queues: list[str], limit: int, lease: float
-    ) -> list[Delivery]:
-        now = time.time()
-        due = [row for q in queues for row in conn.execute(schema.DUE, (q, now, limit))]
-        rows = sorted(due, key=lambda row: (row[6], row[0]))[:limit]  # by (due, seq)
-        conn.executemany(schema.TAKE, [(now + lease, row[0]) for row in rows])
-        return [
-            Delivery(Envelope(job_id, queue, bytes(body)), token + 1, count > 0, count + 1)
-            for _, job_id, queue, body, token, count, _ in rows
-        ]
+        return self._db.tx(lambda c: _take_rows(c, queues, limit, lease)) or None, None
 
     def _give_back(self, taking: Future[_Taken]) -> None:
         if taking.cancelled() or taking.exception() is not None:
@@ -173,29 +149,25 @@ class SQLiteBroker(AdminMixin):
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Apply the batch in one transaction; LeaseLost for items no longer held."""
-        if not items:
-            return []
         bells = (self._jobs_bell, self._results_bell)
         return await self._db.write(lambda c: self._apply(c, items), *bells)
 
-    def _apply(self, conn: sqlite3.Connection, items: Sequence[SettleItem]) -> list[SettleOutcome]:
+    def _apply(self, conn: Connection, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         now = time.time()
         outcomes: list[SettleOutcome] = []
         for item in items:
             live = _live(item.delivery, now)
             if isinstance(item, Retry):
-                done = _one(conn, schema.RETRY, (item.body, now + max(item.delay, 0.0), *live))
+                sql, args = schema.RETRY, (item.body, now + max(item.delay, 0.0), *live)
             elif isinstance(item, Release):
-                done = _one(conn, schema.RELEASE, (now, *live))
+                sql, args = schema.RELEASE, (now, *live)
             else:
-                done = _one(conn, schema.ACK, live)
-            if not done:
+                sql, args = schema.ACK, live
+            if conn.execute(sql, args).rowcount != 1:  # the check-and-set failed
                 outcomes.append(_lost(item.delivery))
                 continue
             if isinstance(item, DeadLetter):
-                r = item.record
-                row = (r.id, r.job_id, r.queue, r.function, r.reason, r.failed_at, r.data)
-                conn.execute(schema.DEAD_PUT, row)
+                conn.execute(schema.DEAD_PUT, astuple(item.record))  # fields in column order
             if isinstance(item, Ack | DeadLetter) and item.result is not None:
                 _put(conn, [item.result], now)
             outcomes.append(None)
@@ -204,20 +176,18 @@ class SQLiteBroker(AdminMixin):
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
         """Push each live lease to `lease` s from now, in one transaction."""
 
-        def extend(conn: sqlite3.Connection) -> list[SettleOutcome]:
+        def extend(conn: Connection) -> list[SettleOutcome]:
             now = time.time()
-            args = [(now + lease, *_live(d, now)) for d in deliveries]
+            done = [conn.execute(schema.EXTEND, (now + lease, *_live(d, now))) for d in deliveries]
             return [
-                None if _one(conn, schema.EXTEND, a) else _lost(d)
-                for a, d in zip(args, deliveries, strict=True)
+                None if c.rowcount == 1 else _lost(d) for c, d in zip(done, deliveries, strict=True)
             ]
 
         return await self._db.write(extend) if deliveries else []
 
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Remove a queued or scheduled job of `queue`; False if held or unknown."""
-        args = (job_id, queue, time.time())
-        return await self._db.write(lambda c: _one(c, schema.CANCEL, args))
+        return await self._db.changes(schema.CANCEL, (job_id, queue, time.time())) == 1
 
     # -- results -------------------------------------------------------------
 
@@ -234,14 +204,25 @@ class SQLiteBroker(AdminMixin):
         """The stored result, sleeping on the bell (and `poll`) up to `wait` s."""
 
         async def look() -> tuple[bytes | None, None]:
-            sql, args = schema.RESULT_GET, (job_id, time.time())
-            row = await self._db.query(lambda c: c.execute(sql, args).fetchone())
-            return (None if row is None else bytes(row[0])), None
+            rows = await self._db.rows(schema.RESULT_GET, (job_id, time.time()))
+            return (bytes(rows[0][0]) if rows else None), None
 
         return await watch(self._results_bell, look, wait=wait, poll=self.poll)
 
 
-def _put(conn: sqlite3.Connection, writes: Sequence[ResultWrite], now: float) -> None:
+def _take_rows(conn: Connection, queues: list[str], limit: int, lease: float) -> list[Delivery]:
+    """Hand out up to `limit` due jobs, oldest due first across `queues`."""
+    now = time.time()
+    due = [row for q in queues for row in conn.execute(schema.DUE, (q, now, limit))]
+    rows = sorted(due, key=lambda row: (row[6], row[0]))[:limit]  # by (due, seq)
+    conn.executemany(schema.TAKE, [(now + lease, row[0]) for row in rows])
+    return [
+        Delivery(Envelope(job_id, queue, bytes(body)), token + 1, count > 0, count + 1)
+        for _, job_id, queue, body, token, count, _ in rows
+    ]
+
+
+def _put(conn: Connection, writes: Sequence[ResultWrite], now: float) -> None:
     """Store results for their ttl (ttl <= 0 stores nothing); sweep expired ones."""
     rows = [(w.job_id, w.data, now + w.ttl) for w in writes if w.ttl > 0]
     conn.executemany(schema.RESULT_PUT, rows)

@@ -54,11 +54,12 @@ RELEASE = f"""UPDATE upnext_jobs SET due = ?, held = 0, token = token + 1,
 EXTEND = f"UPDATE upnext_jobs SET due = ? WHERE {LIVE}"
 CANCEL = f"DELETE FROM upnext_jobs WHERE id = ? AND queue = ? AND {NOT_HELD}"
 PURGE = f"DELETE FROM upnext_jobs WHERE queue = ? AND {NOT_HELD}"
+DEAD_DELETE = "DELETE FROM upnext_dead WHERE id = ?"
+DEAD_PURGE = "DELETE FROM upnext_dead WHERE ?1 IS NULL OR queue = ?1"
+DEAD_COUNT = "SELECT count(*) FROM upnext_dead WHERE ?1 IS NULL OR queue = ?1"
 DEAD_PUT = "INSERT OR REPLACE INTO upnext_dead VALUES (?, ?, ?, ?, ?, ?, ?)"
 RESULT_PUT = "INSERT OR REPLACE INTO upnext_results (job_id, data, expires) VALUES (?, ?, ?)"
 RESULT_GET = "SELECT data FROM upnext_results WHERE job_id = ? AND expires > ?"
 RESULT_SWEEP = "DELETE FROM upnext_results WHERE expires <= ?"
-STATS = """SELECT coalesce(sum(due <= ?1), 0), coalesce(sum(held = 0 AND due > ?1), 0),
-    coalesce(sum(held = 1 AND due > ?1), 0),
-    (SELECT count(*) FROM upnext_dead WHERE queue = ?2)
-    FROM upnext_jobs WHERE queue = ?2"""
+STATS = """SELECT total(due <= ?1), total(held = 0 AND due > ?1), total(held = 1 AND due > ?1),
+    (SELECT count(*) FROM upnext_dead WHERE queue = ?2) FROM upnext_jobs WHERE queue = ?2"""
