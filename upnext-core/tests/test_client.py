@@ -203,6 +203,26 @@ async def test_separate_result_store_is_connected_and_closed_too() -> None:
     assert (broker.closes, store.closes) == (1, 1)
 
 
+class FailingClose(RecordingBroker):
+    """A broker whose close fails."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        raise ConnectionError("close failed")
+
+
+@pytest.mark.usefixtures("rec")
+async def test_store_is_closed_even_when_the_broker_close_fails() -> None:
+    register("failclose", f"{__name__}:FailingClose")
+    client = Factories("failclose://b", "rec://store").build()
+    await client.connect()
+    with pytest.raises(ConnectionError):
+        await client.aclose()
+    store = client.store
+    assert isinstance(store, RecordingBroker)
+    assert store.closes == 1
+
+
 @pytest.mark.usefixtures("rec")
 def test_broker_without_results_needs_a_results_url() -> None:
     factories = Factories("noresults://user:s3cret@h", None)
