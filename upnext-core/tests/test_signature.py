@@ -72,6 +72,15 @@ def test_positional_only_parameters_are_passed_positionally() -> None:
     assert f(*args, **kwargs) == (1, 2)
 
 
+def test_omitted_positional_only_default_is_left_to_the_function() -> None:
+    def f(a: int, b: int = 5, /, c: int = 7) -> tuple[int, int, int]:
+        return a, b, c
+
+    args, kwargs = _roundtrip(f, 1, c=8)
+    assert (args, kwargs) == ([1], {"c": 8})
+    assert f(*args, **kwargs) == (1, 5, 8)
+
+
 def test_var_positional_extras_travel_as_args() -> None:
     def f(*items: int) -> int:
         return sum(items)
