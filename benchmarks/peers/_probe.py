@@ -42,7 +42,7 @@ __all__ = [
 BATCH = 500  # jobs per batched enqueue call
 SINGLES = 1000  # at most this many jobs enqueued one at a time (the single-enqueue rate)
 FILL_WINDOW = 50  # in-flight enqueues while filling the queue without a batch API
-PROGRESS_EVERY = 250  # measured jobs between progress notes (a time-boxed drain reads them)
+PROGRESS_NOTES = 40  # progress notes per drain (a time-boxed drain is measured on the last)
 _DATAGRAM = struct.Struct("!qd")  # job index, time.time() when the job ran
 
 
@@ -104,6 +104,7 @@ class Probe:
         self.failed: set[int] = set()
         self.finished = False
         self.on_finish: Callable[[], object] | None = None
+        self.every = max(10, config.jobs // PROGRESS_NOTES)
         self._udp: socket.socket | None = None
 
     def hit(self, i: int) -> None:
@@ -117,6 +118,8 @@ class Probe:
         if self.hits == config.warm + 1:
             self.first = time.perf_counter()
             self.cpu_first = time.process_time()
+            # Tells the harness the measured drain began (its time box starts now).
+            open(f"{config.out}.started", "w").close()
         if config.workload == "retry" and i not in self.failed:
             self.failed.add(i)
             raise Flaky(f"job {i} fails its first attempt on purpose")
@@ -126,7 +129,7 @@ class Probe:
             self.finished = True
             if self.on_finish is not None:
                 self.on_finish()
-        elif self.done > config.warm and (self.done - config.warm) % PROGRESS_EVERY == 0:
+        elif self.done > config.warm and (self.done - config.warm) % self.every == 0:
             self._write(f"{config.out}.progress", self.done - config.warm)
 
     def _send(self, i: int) -> None:

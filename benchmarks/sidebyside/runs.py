@@ -20,12 +20,12 @@ from sidebyside.frameworks import Framework
 __all__ = ["PEERS", "RunError", "Sample", "Workload", "run_once"]
 
 PEERS = Path(__file__).resolve().parent.parent / "peers"
-STOP_GRACE = 3.0  # seconds a worker gets between SIGTERM and SIGKILL
-STARTUP = 8.0  # seconds a worker may take to start before its drain's time box begins
-# A drain still running after its time box is measured on the jobs it finished by then
-# (the worker notes its progress every 250 jobs), so one slow framework cannot spend the
-# 10-minute budget of a whole broker run. Reported as time-boxed, never hidden.
-TIME_BOX = {"burst": 10.0, "retry": 10.0}
+STOP_GRACE = 1.0  # seconds a worker gets between SIGTERM and SIGKILL (figures are in)
+STARTUP = 30.0  # seconds a worker may take to start its first measured job
+# A drain still running this long after its first measured job is measured on the jobs
+# it finished by then (the worker notes its progress 40 times a drain), so one slow
+# framework cannot spend the 10-minute budget of a broker run. Reported, never hidden.
+TIME_BOX = {"burst": 6.0, "retry": 6.0}
 
 
 class RunError(Exception):
@@ -145,19 +145,29 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
     proc.wait()
 
 
-def _wait_for(path: Path, worker: _Worker | None, timeout: float) -> dict[str, Any]:
-    """The worker's final drain figures, or its progress (``partial``) at the deadline."""
-    deadline = time.monotonic() + timeout
+def _wait_for(path: Path, worker: _Worker, box: float) -> dict[str, Any]:
+    """The worker's final drain figures, or its progress (``partial``) when the box ends.
+
+    The box starts when the worker's first measured job does (it touches a marker).
+    """
+    deadline = time.monotonic() + STARTUP
+    started = path.with_name(path.name + ".started")
     progress = path.with_name(path.name + ".progress")
+    boxed = False
     while not path.exists():
-        if worker is not None:
-            worker.check()
-        if time.monotonic() > deadline:
+        worker.check()
+        now = time.monotonic()
+        if not boxed and started.exists():
+            boxed, deadline = True, now + box
+        if now > deadline:
             if progress.exists():
                 drain: dict[str, Any] = json.loads(progress.read_text())
                 return {**drain, "partial": True}
-            where = f": {worker.output()}" if worker is not None else ""
-            raise RunError(f"no job finished within {timeout:.0f} s{where}")
+            if boxed:
+                what = f"1/40 of the jobs done {box:.0f} s after the first measured one started"
+            else:
+                what = f"measured job started within {STARTUP:.0f} s"
+            raise RunError(f"not even {what}: {worker.output()}")
         time.sleep(0.05)
     drain = json.loads(path.read_text())
     return drain
@@ -212,8 +222,7 @@ def run_once(framework: Framework, broker: str, url: str, workload: Workload) ->
         sample.enqueue_batch = rates.get("enqueue_batch")
         worker = runner.start()
         try:
-            box = min(bound, STARTUP + TIME_BOX[workload.name])
-            _from_drain(sample, _wait_for(out, worker, box))
+            _from_drain(sample, _wait_for(out, worker, TIME_BOX[workload.name]))
         finally:
             worker.stop()
         return sample
@@ -229,4 +238,4 @@ def _inproc(runner: _Runner, workload: Workload, sample: Sample, out: Path, boun
     rates = runner.call("inproc", 2 * bound)
     sample.enqueue_single = rates.get("enqueue_single")
     sample.enqueue_batch = rates.get("enqueue_batch")
-    _from_drain(sample, _wait_for(out, None, 1.0))
+    _from_drain(sample, json.loads(out.read_text()))
