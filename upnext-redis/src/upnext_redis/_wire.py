@@ -8,7 +8,10 @@ loop, on one pooled connection.
 Writes go to the connection's stream directly: redis-py wraps its send in
 ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that
 arrives as the send completes (CPython gh-86296), so a cancelled receive
-would go on blocking. ``asyncio.timeout`` has no such hole.
+would go on blocking. ``asyncio.timeout`` has no such hole. redis-py's
+connection handshake (AUTH, SELECT, CLIENT SETNAME) still goes through its
+send, so after taking or opening a connection we re-raise a cancellation it
+swallowed (the task's `cancelling()` count still shows it).
 """
 
 from __future__ import annotations
@@ -42,10 +45,17 @@ def pack(args: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
+def _raise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def send(conn: AbstractConnection, data: bytes) -> None:
     """Write packed commands to `conn`, connecting first if needed."""
     if not conn.is_connected:
         await conn.connect()  # type: ignore[no-untyped-call]  # untyped upstream
+    _raise_if_cancelled()
     writer = conn._writer
     if writer is None:
         raise rx.ConnectionError("connection closed before sending")
@@ -80,6 +90,7 @@ class Wire:
     async def _once(self, commands: Sequence[bytes]) -> list[Any]:
         conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
         try:
+            _raise_if_cancelled()
             await send(conn, b"".join(commands))
             replies: list[Any] = []
             for _ in commands:
