@@ -33,6 +33,7 @@ from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
+from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
@@ -45,6 +46,7 @@ __all__ = [
     "HookSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
+    "PluginSemantics",
     "ResultSemantics",
     "RetrySemantics",
     "SemanticsBase",
@@ -62,6 +64,7 @@ class WorkerSemantics(
     LeaseSemantics,
     DeadLetterSemantics,
     HookSemantics,
+    PluginSemantics,
     WorkflowSemantics,
     ResultSemantics,
     LifecycleSemantics,
