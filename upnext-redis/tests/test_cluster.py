@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from upnext.broker.protocol import Envelope
 from upnext.testing import BrokerConformance
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
@@ -39,3 +40,15 @@ class TestClusterSemantics(
     def broker_url(self, redis_cluster_url: str, key_prefix: str) -> str:
         """The cluster URL under this test's own key prefix."""
         return f"{redis_cluster_url}&prefix={key_prefix}"
+
+
+async def test_a_stale_slot_map_is_reloaded_on_moved(cluster_broker: RedisBroker) -> None:
+    """Commands sent to the wrong master come back MOVED; the map reloads and they succeed."""
+    router = cluster_broker._client.router
+    await router.refresh()
+    router._slots = [router._slots[0]] * len(router._slots)  # every slot on one master
+    queues = [f"q{i}" for i in range(12)]
+    await cluster_broker.enqueue_many([Envelope(f"j-{q}", q, b"x") for q in queues])
+    got = await cluster_broker.receive(queues, limit=20, lease=30.0, wait=1.0)
+    assert sorted(d.envelope.queue for d in got) == sorted(queues)
+    assert len({id(node) for node in router._slots}) == 3, "the real map is back"

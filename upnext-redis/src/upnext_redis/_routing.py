@@ -37,6 +37,9 @@ class Node:
 
 
 def _moved(reply: Any) -> bool:
+    # redis-py parses MOVED/ASK into AskError (MovedError is a subclass).
+    if isinstance(reply, rx.AskError | rx.TryAgainError):
+        return True
     return isinstance(reply, rx.ResponseError) and str(reply).startswith(("MOVED", "ASK"))
 
 
