@@ -11,9 +11,8 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
-    Timing,
 )
-from upnext.testing.semantics import WorkerFactory, WorkerSemantics
+from upnext.testing.semantics import WorkerSemantics
 from upnext_sqlite import SQLiteBroker
 
 
@@ -38,13 +37,3 @@ class TestSQLiteSemantics(WorkerSemantics):
     def broker_url(self, db_url: str) -> str:
         """This test's database file, as a URL (resolved through the entry point)."""
         return db_url
-
-    # Overridden by name to drop the suite's xfail, which is about the memory
-    # broker's use of asyncio.wait_for on Python 3.11; this broker waits with
-    # asyncio.wait and passes (under strict xfail it would "fail" by passing).
-    @pytest.mark.asyncio
-    async def test_stop_right_after_a_submit_is_prompt(
-        self, make_worker: WorkerFactory, timing: Timing
-    ) -> None:
-        """A stop racing a wake-up of the blocked receive still ends the receive at once."""
-        await super().test_stop_right_after_a_submit_is_prompt(make_worker, timing)
