@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
-import pytest_asyncio
 from upnext.broker.protocol import Broker
 from upnext.testing import (
     BrokerConformance,
@@ -14,7 +11,6 @@ from upnext.testing import (
     ResultStoreConformance,
     Timing,
 )
-from upnext_rabbitmq import RabbitBroker
 
 
 class TestRabbitBroker(
@@ -35,15 +31,3 @@ class TestRabbitBroker(
     ) -> None:
         """purge() drops ready and scheduled jobs (RabbitMQ: ready only)."""
         await super().test_purge_drops_ready_and_scheduled_jobs(broker, upnext_queue, timing)
-
-
-class TestRabbitBrokerQuorum(BrokerConformance):
-    """The broker contract again on quorum work queues (delivery counts, per-consumer prefetch).
-
-    Results, dead letters and queue admin do not depend on the queue type.
-    """
-
-    @pytest_asyncio.fixture
-    async def broker(self, make_broker: Callable[..., Awaitable[RabbitBroker]]) -> RabbitBroker:
-        """A connected broker whose work queues are quorum queues."""
-        return await make_broker(queue_type="quorum")

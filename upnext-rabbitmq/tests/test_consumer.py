@@ -84,11 +84,12 @@ async def test_channel_loss_turns_held_deliveries_into_lease_lost(
     assert await broker.settle([Ack(again)]) == [None]
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 async def test_prefetch_window_grows_for_a_caller_holding_many(
-    make_broker: Factory, upnext_queue: str
+    make_broker: Factory, upnext_queue: str, queue_type: str
 ) -> None:
     """prefetch=2 still hands out 6 jobs to a caller that settles none in between."""
-    broker = await make_broker(prefetch="2")
+    broker = await make_broker(prefetch="2", queue_type=queue_type)
     await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(6)])
     got = await _take(broker, upnext_queue, 6)
     assert broker._cons()._window >= 6

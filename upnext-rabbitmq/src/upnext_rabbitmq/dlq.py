@@ -135,6 +135,13 @@ class DeadLetterScan:
                         "dead-letter queue busy: another admin is reading it; try again"
                     ) from None
                 await asyncio.sleep(0.05)
+            except ChannelNotFoundEntity:
+                # A DLQ was deleted between counting and consuming: start over
+                # (it is skipped this time).
+                await self._close()
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.01)
             except BaseException:
                 await self._close()
                 raise
@@ -189,7 +196,11 @@ class DeadLetterScan:
         channel = self._channel
         assert channel is not None
         for queue in self._existing:
-            ok = await channel.queue_declare(dlq_queue(queue), passive=True)
+            try:
+                ok = await channel.queue_declare(dlq_queue(queue), passive=True)
+            except ChannelNotFoundEntity:
+                # Deleted under us (and our channel with it): nothing more to read.
+                return False
             if ok.message_count:
                 return True
         return False
