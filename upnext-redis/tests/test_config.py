@@ -66,3 +66,14 @@ def test_bad_urls_are_configuration_errors(url: str) -> None:
 def test_repr_hides_the_password() -> None:
     """repr names the server but never the password."""
     assert "hunter2" not in repr(RedisBroker.from_url("redis://u:hunter2@h:6379/0"))
+
+
+def test_public_facade_is_one_class_implementing_all_four_protocols() -> None:
+    """`upnext_redis` exports RedisBroker alone, and it is every protocol of the contract."""
+    import upnext_redis
+    from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
+
+    assert upnext_redis.__all__ == ["RedisBroker"]
+    broker = RedisBroker.from_url("redis://h/0")
+    for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin):
+        assert isinstance(broker, protocol), protocol.__name__
