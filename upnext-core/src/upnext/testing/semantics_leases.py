@@ -79,6 +79,36 @@ class LeaseSemantics(SemanticsBase):
         )
         assert result.value == 1
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="core bug: Consumer._receive_loop sets lease_until = (time receive was called)"
+        " + lease, so a job handed out after the receive blocked longer than the lease is"
+        " judged expired at the next heartbeat, cancelled and run again as a lost run",
+    )
+    @pytest.mark.asyncio
+    async def test_job_handed_out_after_a_long_blocked_receive_keeps_its_lease(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """A job arriving after the receiver blocked longer than the lease still runs once."""
+        lease = timing.delay(0.3)
+        worker = make_worker(lease=lease)
+        runs: list[int] = []
+
+        @worker.task
+        async def long_job() -> int:
+            runs.append(upnext.get_current_context().attempt)
+            await asyncio.sleep(lease * 2)
+            return len(runs)
+
+        async with worker:
+            await need(worker, "timed_leases")
+            await asyncio.sleep(lease * 2)  # the worker's receive has blocked past a lease
+            result = await long_job.wait(wait_timeout=timing.tolerance(LIMIT))
+        assert runs == [1], violated(
+            f"a job's lease starts when it is handed out, not when receive began: ran {runs}"
+        )
+        assert result.value == 1
+
     @pytest.mark.filterwarnings(NO_WORKER_WARNING)
     @pytest.mark.asyncio
     async def test_lost_run_is_recorded_and_is_not_an_attempt(
