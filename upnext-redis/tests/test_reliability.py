@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 import upnext
 from upnext.errors import BrokerError
+from upnext_redis.keys import KeySpace
 
 
 async def test_worker_survives_repeated_outages(
@@ -137,3 +138,26 @@ async def test_a_killed_worker_loses_nothing(prefixed_url: str, key_prefix: str)
     assert set(runs) == set(range(total)), "every job must complete"
     assert at_kill < total, "the kill must fall in the middle of the burst"
     assert len(runs) - total <= 20, "duplicates are at most the jobs in flight at the kill"
+
+
+async def test_garbage_in_the_queue_is_dead_lettered_and_the_worker_goes_on(
+    prefixed_url: str, key_prefix: str, raw_redis: aioredis.Redis
+) -> None:
+    """Bytes written straight into a queue reach the DLQ with a reason; real jobs still run."""
+    worker = upnext.Worker("garbage", broker=prefixed_url, concurrency=4, receive_wait=0.5)
+
+    @worker.task(name="work", result_ttl=60)
+    async def work(n: int) -> int:
+        return n * 2
+
+    keys = KeySpace(key_prefix).queue("garbage")
+    await raw_redis.hset(keys.group[3], "raw-1", b"\xff\x00 not a job")
+    await raw_redis.rpush(keys.group[0], "raw-1")
+    async with worker:
+        result = await work.wait(n=21, wait_timeout=10.0)
+        page = await worker.dlq.list(limit=10)
+    await worker.aclose()
+    assert result.value == 42
+    assert [entry.job_id for entry in page.items] == ["raw-1"]
+    assert "undecodable" in page.items[0].reason, page.items[0].reason
+    assert not page.items[0].replayable
