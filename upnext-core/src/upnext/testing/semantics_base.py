@@ -83,6 +83,7 @@ class SemanticsBase:
         workers: list[Worker] = []
 
         def make(name: str | None = None, **options: Any) -> Worker:
+            # plugins installed in the environment would see (and could disturb) test jobs
             options.setdefault("load_plugins", False)
             worker = Worker(name or upnext_queue, broker_url, results=results_url, **options)
             workers.append(worker)
