@@ -136,10 +136,11 @@ async def test_silently_dead_listen_connection_is_replaced(
     broker._listener.ping_every, broker._listener.ping_timeout = 0.2, 0.3
     queue = f"frozen-{uuid.uuid4().hex[:10]}"
     try:
-        await broker.connect()  # pool: connection 1
-        await broker.receive([queue], limit=1, lease=5.0, wait=0.05)  # LISTEN: connection 2
-        assert proxy.accepted == 2
-        proxy.freeze(2)
+        await broker.connect()
+        pooled = proxy.accepted
+        await broker.receive([queue], limit=1, lease=5.0, wait=0.05)  # opens the LISTEN
+        assert proxy.accepted == pooled + 1
+        proxy.freeze(proxy.accepted)
         receiving = asyncio.create_task(broker.receive([queue], limit=1, lease=5.0, wait=5.0))
         await asyncio.sleep(1.0)  # the ping times out and a new LISTEN connection opens
         start = time.monotonic()

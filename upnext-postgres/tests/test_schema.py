@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from upnext.errors import BrokerError, ConfigurationError
 from upnext_postgres import SCHEMA_VERSION, PostgresBroker, schema_sql
+from upnext_postgres.__main__ import main
 
 
 @pytest_asyncio.fixture
@@ -86,3 +87,11 @@ def test_schema_name_is_validated() -> None:
     """A schema name that is not a plain identifier is a configuration error."""
     with pytest.raises(ConfigurationError, match="schema name"):
         schema_sql('bad"; DROP TABLE x; --')
+
+
+def test_module_prints_the_sql(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m upnext_postgres sql --schema NAME` prints schema_sql(NAME)."""
+    assert main(["sql", "--schema", "jobs_here"]) == 0
+    assert capsys.readouterr().out == schema_sql("jobs_here")
+    assert main(["sql", "--schema", "bad-name"]) == 2
+    assert "schema name" in capsys.readouterr().err

@@ -25,13 +25,3 @@ class TestPostgresSemantics(WorkerSemantics):
         cancellation, so the test passes here (and XPASS(strict) would fail it).
         """
         await super().test_stop_right_after_a_submit_is_prompt(make_worker, timing)
-
-    @pytest.mark.asyncio
-    async def test_unserializable_result_attempt_is_in_the_dlq_history(
-        self, make_worker: WorkerFactory, timing: Timing
-    ) -> None:
-        """The suite's test, run plainly: its strict xfail names a core bug since fixed.
-
-        It XPASSes on memory:// too; drop this override once the suite drops the marker.
-        """
-        await super().test_unserializable_result_attempt_is_in_the_dlq_history(make_worker, timing)

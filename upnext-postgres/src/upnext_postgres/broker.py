@@ -112,7 +112,8 @@ class PostgresBroker(AdminMixin):
             with mapped(self._where, "connect"):
                 pool = await asyncpg.create_pool(
                     opts.dsn,
-                    min_size=1,
+                    # Two ready connections: a worker receives while it settles or submits.
+                    min_size=min(2, opts.pool_size),
                     max_size=opts.pool_size,
                     timeout=opts.connect_timeout,
                     command_timeout=opts.command_timeout,

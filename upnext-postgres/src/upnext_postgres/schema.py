@@ -157,7 +157,14 @@ def schema_sql(schema: str = "upnext") -> str:
     statements = _bootstrap(n)
     for version, build in _MIGRATIONS:
         statements += [*build(n), _record(n, version)]
-    return "".join(f"{s};\n" for s in ["BEGIN", *statements, "COMMIT"])
+    return "".join(f"{_tidy(s)};\n" for s in ["BEGIN", *statements, "COMMIT"])
+
+
+def _tidy(statement: str) -> str:
+    # Re-indent a multi-line statement for people reading the printed SQL.
+    first, *rest = statement.splitlines()
+    lines = [line.strip() for line in rest]
+    return "\n".join([first, *(line if line.startswith(")") else f"    {line}" for line in lines)])
 
 
 async def _current(conn: asyncpg.Connection, n: Names) -> int:
