@@ -109,11 +109,6 @@ def test_var_positional_values_are_validated() -> None:
     assert "valid integer" in _message(info)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a bad *args value is reported as 'invalid argument <index within the"
-    " extras>', without the parameter's name (f(a, *rest) with f(1, 2, 'x') says 'argument 1')",
-)
 def test_bad_var_positional_value_names_the_parameter() -> None:
     def f(a: int, *rest: int) -> None: ...
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from upnext._client import Batcher, Client
 from upnext._context import Context, JobScope, current_scope
+from upnext._hooks import call_hook
 from upnext._result import ErrorInfo
 from upnext._serializer import AttemptRecord, JobBody, UndecodableBody, decode_body, one_line
 from upnext._settlement import (
@@ -37,7 +38,7 @@ from upnext.broker.protocol import Ack, DeadLetter, Delivery, Release, SettleIte
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.errors import BrokerError, LeaseLost, SerializationError
-from upnext.hooks import HookEvent, call_hook
+from upnext.hooks import HookEvent
 
 if TYPE_CHECKING:
     from upnext._task import Task

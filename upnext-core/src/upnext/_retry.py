@@ -43,7 +43,10 @@ class RetryPolicy:
 
     def next_delay(self, retry_number: int) -> float:
         """Seconds to wait before retry `retry_number` (1-based)."""
-        nominal = min(self.delay * self.backoff ** (retry_number - 1), self.delay_max)
+        try:
+            nominal = min(self.delay * self.backoff ** (retry_number - 1), self.delay_max)
+        except OverflowError:  # thousands of retries: the cap has long been reached
+            nominal = self.delay_max
         if self.jitter:
             return nominal * (1.0 + random.random() * self.jitter)
         return nominal

@@ -66,6 +66,7 @@ class Signature:
         star = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
         item = hints.get(star.name, Any) if star is not None else Any
         self.rest: TypeAdapter[list[Any]] = TypeAdapter(list[item])  # type: ignore[valid-type]  # hint known at run time
+        self.rest_name = star.name if star is not None else "args"
         self.empty = not params
         self.result = TypeAdapter(hints.get("return", Any))
 
@@ -91,9 +92,18 @@ class Signature:
         try:
             validated = self.model.model_validate(named)
             data = validated.model_dump(mode="json", exclude_unset=True)
-            extras = self.rest.dump_python(self.rest.validate_python(rest), mode="json")
         except ValidationError as exc:
             raise SerializationError(f"{self.task_name}: invalid argument {one_line(exc)}") from exc
+        except PydanticSerializationError as exc:
+            raise SerializationError(f"{self.task_name}: argument not serializable: {exc}") from exc
+        try:
+            extras = self.rest.dump_python(self.rest.validate_python(rest), mode="json")
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{self.rest_name}[{'.'.join(map(str, e['loc']))}]: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise SerializationError(f"{self.task_name}: invalid argument {detail}") from exc
         except PydanticSerializationError as exc:
             raise SerializationError(f"{self.task_name}: argument not serializable: {exc}") from exc
         return extras, data

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from upnext._context import current_scope
 from upnext._future import Future
+from upnext._hooks import HookFn
 from upnext._result import TaskResult
 from upnext._retry import RetryPolicy
 from upnext._serializer import JobBody
 from upnext._signature import Signature
 from upnext.errors import ConfigurationError
-from upnext.hooks import HookFn
 
 if TYPE_CHECKING:
     from upnext._worker import Worker

@@ -15,6 +15,7 @@ from upnext._client import Client, Factories
 from upnext._consumer import Consumer
 from upnext._dlq import DeadLetterQueue
 from upnext._future import Future
+from upnext._hooks import Plugins, adapt_hook
 from upnext._portal import Portal
 from upnext._retry import RetryPolicy
 from upnext._serializer import check_size, encode_body
@@ -22,7 +23,7 @@ from upnext._task import CallOptions, Task, TaskHooks
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Envelope, QueueAdmin
 from upnext.errors import ConfigurationError
-from upnext.hooks import HookEvent, Plugins, adapt_hook
+from upnext.hooks import HookEvent
 
 __all__ = ["Worker"]
 

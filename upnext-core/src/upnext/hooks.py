@@ -13,10 +13,7 @@ is durable, so they are at-most-once and never delay or duplicate a job.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +21,8 @@ import pluggy
 
 __all__ = ["HookEvent", "PluginSpec", "hookimpl", "hookspec"]
 
-log = logging.getLogger("upnext.hooks")
-
 hookspec = pluggy.HookspecMarker("upnext")
 hookimpl = pluggy.HookimplMarker("upnext")
-
-PLUGIN_GROUP = "upnext.plugins"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,71 +82,3 @@ class PluginSpec:
     @hookspec
     def upnext_job_dead_lettered(self, event: HookEvent) -> Awaitable[None] | None:
         """The job was written to the dead-letter queue; `event.reason` says why."""
-
-
-HookFn = Callable[[HookEvent], Any]
-
-
-def adapt_hook(fn: object, name: str) -> HookFn | None:
-    """Wrap a user hook so it always takes one HookEvent (arity decided now)."""
-    if fn is None:
-        return None
-    if not callable(fn):  # a typo like on_failure="alert" should fail at decoration
-        from upnext.errors import ConfigurationError
-
-        raise ConfigurationError(f"{name} must be callable, got {fn!r}")
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return fn
-    takes_event = any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
-    )
-    if takes_event:
-        return fn
-    return lambda _event: fn()
-
-
-async def call_hook(fn: HookFn, event: HookEvent, timeout: float, label: str) -> None:
-    """Run one hook, bounded by `timeout`; log and swallow whatever it raises."""
-    try:
-        async with asyncio.timeout(timeout):
-            outcome = fn(event)
-            if inspect.isawaitable(outcome):
-                await outcome
-    except TimeoutError:
-        log.warning("hook %s for job %s timed out after %.1fs", label, event.job_id, timeout)
-    except Exception:
-        log.exception("hook %s for job %s raised; ignored", label, event.job_id)
-
-
-class Plugins:
-    """A worker's pluggy manager, with the set of events someone implements."""
-
-    def __init__(self, plugins: Iterable[object], *, load_entry_points: bool) -> None:
-        self.manager = pluggy.PluginManager("upnext")
-        self.manager.add_hookspecs(PluginSpec)
-        if load_entry_points:
-            self.manager.load_setuptools_entrypoints(PLUGIN_GROUP)
-        for plugin in plugins:
-            self.manager.register(plugin)
-        self.refresh()
-
-    def register(self, plugin: object) -> None:
-        """Add a plugin at run time."""
-        self.manager.register(plugin)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Recompute which events have implementations (the hot path checks this)."""
-        self.active = frozenset(
-            name
-            for name in dir(PluginSpec)
-            if name.startswith("upnext_") and getattr(self.manager.hook, name).get_hookimpls()
-        )
-
-    async def emit(self, name: str, event: HookEvent, timeout: float) -> None:
-        """Call every implementation of event `name`, each bounded and isolated."""
-        caller = getattr(self.manager.hook, name)
-        for impl in caller.get_hookimpls():
-            await call_hook(impl.function, event, timeout, f"{impl.plugin_name}.{name}")
