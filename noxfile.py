@@ -5,7 +5,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples", "sqlite_example"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = [
@@ -20,7 +20,14 @@ PACKAGES = [
 ]
 TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3"]
 LINT_DEPS = ["ruff==0.17.6"]
-TYPE_DEPS = ["mypy==2.4.1", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100", "nox"]
+TYPE_DEPS = [
+    "mypy==2.4.1",
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "hypothesis>=6.100",
+    "nox",
+    "asyncpg-stubs",
+]
 # Checked one group at a time: each package has its own tests/conftest.py.
 SOURCE_GROUPS = [
     ["upnext-core"],
@@ -28,6 +35,7 @@ SOURCE_GROUPS = [
     ["upnext-rabbitmq"],
     ["upnext-postgres"],
     ["tests", "examples/quickstart.py", "docs/check_snippets.py", "benchmarks", "noxfile.py"],
+    ["examples/upnext-sqlite"],
 ]
 
 
@@ -44,6 +52,13 @@ def examples(session: nox.Session) -> None:
     session.install("-e", "upnext-core")
     session.run("python", "examples/quickstart.py")
     session.run("python", "docs/check_snippets.py")
+
+
+@nox.session
+def sqlite_example(session: nox.Session) -> None:
+    """The third-party-style SQLite backend through the whole conformance suite, via its tox."""
+    session.install("tox>=4.11")
+    session.run("tox", "-c", "examples/upnext-sqlite", "--", *session.posargs)
 
 
 @nox.session

@@ -260,7 +260,10 @@ class Broker(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Close connections. Unsettled deliveries come back as redeliveries."""
+        """Close connections. Unsettled deliveries come back as redeliveries.
+
+        A later call on the same object opens connections again.
+        """
         ...
 
 
