@@ -74,7 +74,15 @@ class AdminMixin:
             channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
                 copies = await self._catalog_copies(channel)
-                alive = {n for n in copies if await self._passive_count(work_queue(n)) is not None}
+                names = list(copies)
+                gate = asyncio.Semaphore(32)  # each check opens a channel: bound them
+
+                async def count(name: str) -> int | None:
+                    async with gate:
+                        return await self._passive_count(work_queue(name))
+
+                counts = await asyncio.gather(*(count(n) for n in names))
+                alive = {n for n, count in zip(names, counts, strict=True) if count is not None}
                 for name, tags in copies.items():
                     for tag in tags if name not in alive else tags[1:]:
                         await channel.basic_ack(tag, wait=False)
@@ -94,18 +102,23 @@ class AdminMixin:
 
         async def on_message(message: DeliveredMessage) -> None:
             nonlocal seen
+            if done:
+                return  # stays unacked: back in the catalog when the channel closes
             name = message.body.decode("utf-8", "replace")
             copies.setdefault(name, []).append(message.delivery_tag or 0)
             seen += 1
             if seen >= expected:
                 arrived.set()
 
+        done = False
         await channel.basic_qos(prefetch_count=0)
         await channel.basic_consume(CATALOG_QUEUE, on_message)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await arrived.wait()
-        return copies
+        done = True
+        # A snapshot: deliveries still arriving must not change what we act on.
+        return {name: list(tags) for name, tags in copies.items()}
 
     @contextlib.asynccontextmanager
     async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
