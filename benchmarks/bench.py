@@ -127,12 +127,17 @@ def _run_one(outcome: Outcome, broker: str, url: str, workload: Workload, repeat
         return  # failed once: reported, not retried in later repeats
     started = time.monotonic()
     try:
-        sample = run_once(outcome.framework, broker, url, workload)
+        sample = run_once(
+            outcome.framework, broker, url, workload, outcome.fill.get(workload.name, 0)
+        )
     except (RunError, OSError, KeyError, ValueError) as exc:
         outcome.errors[workload.name] = f"{type(exc).__name__}: {exc}"
         print(f"  {name:14} {workload.name:8} FAILED: {exc}", flush=True)
         return
     outcome.samples.setdefault(workload.name, []).append(sample)
+    if sample.drained and sample.partial and workload.name not in outcome.fill:
+        # Time-boxed: later repeats fill its queue twice as deep as it drained, not more.
+        outcome.fill[workload.name] = max(1000, 2 * sample.drained)
     took = time.monotonic() - started
     note = f" [{sample.partial}]" if sample.partial else ""
     print(

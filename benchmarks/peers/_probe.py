@@ -61,12 +61,18 @@ class Config:
     queue: str = "bench"
     concurrency: int = 10
     retry_delay: float = 0.1
+    fill: int = 0  # measured jobs to enqueue when fewer than `jobs` (0: all)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """Measured jobs enqueued: `jobs`, or fewer for a framework time-boxed before."""
+        return self.fill or self.jobs
 
     @property
     def total(self) -> int:
         """Jobs enqueued for a burst or retry run (warm-up plus measured)."""
-        return self.warm + self.jobs
+        return self.warm + self.depth
 
     @classmethod
     def load(cls) -> Config:
@@ -104,7 +110,7 @@ class Probe:
         self.failed: set[int] = set()
         self.finished = False
         self.on_finish: Callable[[], object] | None = None
-        self.every = max(10, config.jobs // PROGRESS_NOTES)
+        self.every = max(10, config.depth // PROGRESS_NOTES)
         self._udp: socket.socket | None = None
 
     def hit(self, i: int) -> None:
@@ -114,23 +120,28 @@ class Probe:
             self._send(i)
             return
         self.hits += 1
+        measured = self.hits - config.warm
         # The warm-up jobs run first; the clock starts with the first measured one.
-        if self.hits == config.warm + 1:
+        if measured == 1:
             self.first = time.perf_counter()
             self.cpu_first = time.process_time()
             # Tells the harness the measured drain began (its time box starts now).
             open(f"{config.out}.started", "w").close()
-        if config.workload == "retry" and i not in self.failed:
-            self.failed.add(i)
-            raise Flaky(f"job {i} fails its first attempt on purpose")
+        if config.workload == "retry":
+            # Progress in attempts (two per job): successes lag until the first pass ends.
+            if measured % (2 * self.every) == 0:
+                self._write(f"{config.out}.progress", measured // 2)
+            if i not in self.failed:
+                self.failed.add(i)
+                raise Flaky(f"job {i} fails its first attempt on purpose")
         self.done += 1
         if self.done == config.total:
-            self._write(config.out, config.jobs)
+            self._write(config.out, config.depth)
             self.finished = True
             if self.on_finish is not None:
                 self.on_finish()
-        elif self.done > config.warm and (self.done - config.warm) % self.every == 0:
-            self._write(f"{config.out}.progress", self.done - config.warm)
+        elif config.workload == "burst" and measured > 0 and measured % self.every == 0:
+            self._write(f"{config.out}.progress", measured)
 
     def _send(self, i: int) -> None:
         if self._udp is None:
@@ -290,8 +301,11 @@ def dispatch(roles: dict[str, Callable[[Config], dict[str, Any] | None]]) -> Non
     use_uvloop()
     if role not in roles:
         raise SystemExit(f"{config.framework}: no role {role!r} (has {sorted(roles)})")
-    if role == "produce" and "clean" in roles:
-        roles["clean"](config)  # one process start fewer per run: clean, then enqueue
+    if "clean" in roles and (
+        role == "produce" or (role == "work" and config.workload == "latency")
+    ):
+        roles["clean"](config)  # one process start fewer per run: clean first
+        open(f"{config.out}.ready", "w").close()
     result = roles[role](config)
     if result is not None:
         emit(result)

@@ -44,6 +44,7 @@ class Outcome:
     version: str
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    fill: dict[str, int] = field(default_factory=dict)  # queue depth per time-boxed workload
 
     def stat(self, workload: str, metric: str) -> Stat | None:
         """The stat of one metric over this framework's repeats of a workload."""

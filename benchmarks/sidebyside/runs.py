@@ -25,7 +25,7 @@ STARTUP = 30.0  # seconds a worker may take to start its first measured job
 # A drain still running this long after its first measured job is measured on the jobs
 # it finished by then (the worker notes its progress 40 times a drain), so one slow
 # framework cannot spend the 10-minute budget of a broker run. Reported, never hidden.
-TIME_BOX = {"burst": 6.0, "retry": 6.0}
+TIME_BOX = {"burst": 6.0, "retry": 8.0}
 
 
 class RunError(Exception):
@@ -53,6 +53,7 @@ class Sample:
     latency_ms: list[float] = field(default_factory=list)
     result_ms: list[float] = field(default_factory=list)
     partial: str | None = None  # set when the drain was time-boxed
+    drained: int = 0  # measured jobs the drain figure is based on
 
 
 def _free_udp_port() -> int:
@@ -175,15 +176,22 @@ def _wait_for(path: Path, worker: _Worker, box: float) -> dict[str, Any]:
 
 def _from_drain(sample: Sample, drain: dict[str, Any]) -> None:
     jobs, seconds = drain["jobs"], drain["seconds"]
+    sample.drained = jobs
     sample.drain = jobs / seconds if seconds > 0 else None
     sample.cpu_per_1000 = drain["cpu_seconds"] / jobs * 1000
     sample.max_rss_mib = drain["max_rss_kib"] / 1024
     if drain.get("partial"):
-        sample.partial = f"time-boxed: {jobs:,} jobs in {seconds:.0f} s"
+        sample.partial = f"time-boxed: {jobs:,} jobs in {seconds:.1f} s"
 
 
-def run_once(framework: Framework, broker: str, url: str, workload: Workload) -> Sample:
-    """One repeat of one workload: clean, produce, drain (or probe latency); bounded."""
+def run_once(
+    framework: Framework, broker: str, url: str, workload: Workload, fill: int = 0
+) -> Sample:
+    """One repeat of one workload: clean, produce, drain (or probe latency); bounded.
+
+    `fill` (burst, retry) enqueues that many measured jobs instead of all: for a
+    framework whose drain an earlier repeat time-boxed, twice what it drained then.
+    """
     with tempfile.TemporaryDirectory(prefix="upnext-bench-") as tmp:
         out = Path(tmp) / "drain.json"
         config = {
@@ -195,37 +203,57 @@ def run_once(framework: Framework, broker: str, url: str, workload: Workload) ->
             "warm": workload.warm,
             "out": str(out),
             "udp_port": _free_udp_port(),
+            "fill": fill if 0 < fill < workload.jobs else 0,
         }
         runner = _Runner(framework, config, Path(tmp))
-        total = workload.jobs + workload.warm
         # Bounds: start-up plus a rate no framework should fall under (200 jobs/s; 2 s per
         # latency job), so a hung peer costs a bounded slice of the 10-minute budget.
+        total = workload.jobs + workload.warm
         bound = 30.0 + total / 200
         sample = Sample()
         if broker == "memory":
             _inproc(runner, workload, sample, out, bound)
-            return sample
-        if workload.name == "latency":
-            runner.call("clean", 60.0)  # (the produce role cleans before it enqueues)
-            worker = runner.start()
-            try:
-                result = runner.call("latency", 30.0 + 2.0 * total)
-                sample.latency_ms = result["latency_ms"]
-                sample.result_ms = result.get("result_ms") or []
-            except RunError as exc:
-                raise RunError(f"{exc} (worker: {worker.output()})") from None
-            finally:
-                worker.stop()
-            return sample
-        rates = runner.call("produce", bound)
-        sample.enqueue_single = rates.get("enqueue_single")
-        sample.enqueue_batch = rates.get("enqueue_batch")
-        worker = runner.start()
-        try:
-            _from_drain(sample, _wait_for(out, worker, TIME_BOX[workload.name]))
-        finally:
-            worker.stop()
+        elif workload.name == "latency":
+            _latency(runner, sample, out, 30.0 + 2.0 * total)
+        else:
+            _drain(runner, workload, sample, out, bound)
+            if config["fill"]:
+                done = sample.partial or f"drained {sample.drained:,} jobs"
+                sample.partial = f"{done}, queue sized from repeat 1: {config['fill']:,}"
         return sample
+
+
+def _latency(runner: _Runner, sample: Sample, out: Path, bound: float) -> None:
+    worker = runner.start()  # it cleans first, then marks itself ready
+    try:
+        _wait_ready(out.with_name(out.name + ".ready"), worker)
+        result = runner.call("latency", bound)
+        sample.latency_ms = result["latency_ms"]
+        sample.result_ms = result.get("result_ms") or []
+    except RunError as exc:
+        raise RunError(f"{exc} (worker: {worker.output()})") from None
+    finally:
+        worker.stop()
+
+
+def _wait_ready(marker: Path, worker: _Worker) -> None:
+    deadline = time.monotonic() + STARTUP
+    while not marker.exists():
+        worker.check()
+        if time.monotonic() > deadline:
+            raise RunError(f"worker not ready after {STARTUP:.0f} s")
+        time.sleep(0.05)
+
+
+def _drain(runner: _Runner, workload: Workload, sample: Sample, out: Path, bound: float) -> None:
+    rates = runner.call("produce", bound)
+    sample.enqueue_single = rates.get("enqueue_single")
+    sample.enqueue_batch = rates.get("enqueue_batch")
+    worker = runner.start()
+    try:
+        _from_drain(sample, _wait_for(out, worker, TIME_BOX[workload.name]))
+    finally:
+        worker.stop()
 
 
 def _inproc(runner: _Runner, workload: Workload, sample: Sample, out: Path, bound: float) -> None:
