@@ -85,8 +85,10 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
     (SELECT min(m.due) FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT min(due_at) AS due FROM {n.jobs} WHERE queue = q.name AND lease_until IS NULL
     ) AS m),
-    (SELECT min(lease_until) FROM {n.jobs}
-     WHERE queue = ANY($1::text[]) AND lease_until IS NOT NULL)
+    (SELECT min(m.until) FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL (
+        SELECT min(lease_until) AS until FROM {n.jobs}
+        WHERE queue = q.name AND lease_until IS NOT NULL
+    ) AS m)
 ) - now())::float8
 WHERE NOT EXISTS (SELECT 1 FROM taken)
 """
