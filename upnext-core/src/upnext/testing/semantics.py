@@ -16,6 +16,9 @@ result-store URL if results live elsewhere)::
         def broker_url(self) -> str:
             return "mybroker://localhost/0"
 
+When results live in a separate store, also override ``results_url`` (it
+defaults to None: the broker keeps results itself).
+
 Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
