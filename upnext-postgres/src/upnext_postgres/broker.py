@@ -271,9 +271,15 @@ class PostgresBroker(AdminMixin):
         except Exception:
             return  # nothing was taken (or the server will expire the lease)
         ids = [r["id"] for r in rows if r["id"] is not None]
-        if ids:
+        if not ids:
+            return
+        try:
             pool = await self._pool()
             await pool.fetch(self._q.give_back, ids, token, self._names.jobs_channel)
+        except Exception:
+            # Unreachable now: the leases expire instead, and the jobs come back
+            # as redeliveries (at least once still holds).
+            return
 
     # -- settle and extend ---------------------------------------------------
 
