@@ -173,3 +173,16 @@ async def test_expired_results_are_swept(pg_broker: PostgresBroker, upnext_queue
     pool = await pg_broker._pool()
     sql = f'SELECT count(*) FROM "{pg_broker.options.schema}".results WHERE job_id = $1'
     assert await pool.fetchval(sql, job_id) == 0
+
+
+async def test_enqueue_dedupes_on_job_id(pg_broker: PostgresBroker, upnext_queue: str) -> None:
+    """dedupes_on_enqueue: an id already queued (or held) is not enqueued again."""
+    assert pg_broker.capabilities.dedupes_on_enqueue
+    job_id = uuid.uuid4().hex
+    await pg_broker.enqueue_many([Envelope(job_id, upnext_queue, b"first")])
+    await pg_broker.enqueue_many([Envelope(job_id, upnext_queue, b"second")])
+    [got] = await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=1.0)
+    assert got.envelope.body == b"first"
+    await pg_broker.enqueue_many([Envelope(job_id, upnext_queue, b"third")])  # while held
+    assert await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=0.0) == []
+    assert await pg_broker.settle([Ack(got)]) == [None]
