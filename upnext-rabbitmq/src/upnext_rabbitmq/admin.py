@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiormq.abc import AbstractChannel as RawChannel
@@ -27,6 +28,9 @@ from upnext_rabbitmq.topology import CATALOG_QUEUE, dlq_queue, work_queue
 
 __all__ = ["AdminMixin"]
 
+# Seconds between checks of the catalog's names against the server's queues.
+PRUNE_EVERY = 60.0
+
 
 class AdminMixin:
     """`DeadLetterAdmin` and `QueueAdmin` on top of the broker's connection."""
@@ -35,6 +39,7 @@ class AdminMixin:
     options: RabbitOptions
     _declared: set[str]
     _admin_lock: asyncio.Lock
+    _pruned_at: float
 
     def _raw_connection(self) -> RawConnection:
         raise NotImplementedError
@@ -74,21 +79,27 @@ class AdminMixin:
             channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
                 copies = await self._catalog_copies(channel)
-                names = list(copies)
-                gate = asyncio.Semaphore(32)  # each check opens a channel: bound them
-
-                async def count(name: str) -> int | None:
-                    async with gate:
-                        return await self._passive_count(work_queue(name))
-
-                counts = await asyncio.gather(*(count(n) for n in names))
-                alive = {n for n, count in zip(names, counts, strict=True) if count is not None}
+                alive = await self._existing(list(copies))
                 for name, tags in copies.items():
                     for tag in tags if name not in alive else tags[1:]:
                         await channel.basic_ack(tag, wait=False)
             finally:
                 if not channel.is_closed:
                     await channel.close()
+        return alive
+
+    async def _existing(self, names: list[str]) -> set[str]:
+        """Which of `names` still have a work queue (checked at most once a minute)."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY:
+            return set(names)
+        self._pruned_at = now
+        alive: set[str] = set()
+        # One at a time: a missing queue closes its channel, and opening
+        # channels in parallel with such closes is where clients trip up.
+        for name in names:
+            if name in self._declared or await self._passive_count(work_queue(name)) is not None:
+                alive.add(name)
         return alive
 
     async def _catalog_copies(self, channel: RawChannel) -> dict[str, list[int]]:

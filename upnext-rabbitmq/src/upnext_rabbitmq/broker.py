@@ -81,6 +81,7 @@ class RabbitBroker(AdminMixin):
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._admin_lock = asyncio.Lock()
+        self._pruned_at = float("-inf")
         # Results: the process's inbox for this URL (a test may give its own,
         # to play a second process).
         self._inbox = inbox if inbox is not None else inbox_for(url)
@@ -219,7 +220,6 @@ class RabbitBroker(AdminMixin):
         check_queue_name(queue)
         if self._declarer is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
-        created = await self._passive_count(work_queue(queue)) is None
         with map_errors(self.url, f"declaring queue {queue!r}"):
             raw = await self._declarer.get_underlay_channel()
             await declare_queue(
@@ -229,10 +229,10 @@ class RabbitBroker(AdminMixin):
                 delivery_limit=self.options.delivery_limit,
             )
         self._declared.add(queue)
-        if created:
-            # Name the queue in the catalog, so admins in other processes find it.
-            note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
-            await self._pub().publish_all([note], "recording the queue in the catalog")
+        # Name the queue in the catalog (once per process), so admins in other
+        # processes find it; readers drop the duplicates.
+        note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
+        await self._pub().publish_all([note], "recording the queue in the catalog")
 
     async def _redeclare(self, needs: set[str | None]) -> None:
         if self._declarer is None:
