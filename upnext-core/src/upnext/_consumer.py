@@ -156,7 +156,6 @@ class Consumer:
                 self.room.clear()
                 await self.room.wait()
                 continue
-            started = time.monotonic()
             try:
                 deliveries = await self.broker.receive(
                     self.queues, limit=free, lease=self.lease, wait=wait
@@ -169,7 +168,9 @@ class Consumer:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            lease_until = started + self.lease
+            # The broker starts a lease when it hands the job out, just before
+            # returning; a receive that blocked a long time must not eat into it.
+            lease_until = time.monotonic() + self.lease
             for delivery in deliveries:
                 self.active += 1
                 run = JobRun(delivery, lease_until)

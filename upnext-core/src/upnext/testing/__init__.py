@@ -77,11 +77,41 @@ from upnext.testing.admin import QueueAdminConformance  # noqa: E402
 from upnext.testing.broker import BrokerConformance  # noqa: E402
 from upnext.testing.dlq import DeadLetterAdminConformance  # noqa: E402
 from upnext.testing.results import ResultStoreConformance  # noqa: E402
+from upnext.testing.semantics import (  # noqa: E402
+    ApiSemantics,
+    DeadLetterSemantics,
+    ErrorSemantics,
+    HookSemantics,
+    LeaseSemantics,
+    LifecycleSemantics,
+    PluginSemantics,
+    ResultSemantics,
+    RetrySemantics,
+    SemanticsBase,
+    TimeoutSemantics,
+    WorkerFactory,
+    WorkerSemantics,
+    WorkflowSemantics,
+)
 
 __all__ = [
+    "ApiSemantics",
     "BrokerConformance",
     "DeadLetterAdminConformance",
+    "DeadLetterSemantics",
+    "ErrorSemantics",
+    "HookSemantics",
+    "LeaseSemantics",
+    "LifecycleSemantics",
+    "PluginSemantics",
     "QueueAdminConformance",
+    "ResultSemantics",
     "ResultStoreConformance",
+    "RetrySemantics",
+    "SemanticsBase",
+    "TimeoutSemantics",
     "Timing",
+    "WorkerFactory",
+    "WorkerSemantics",
+    "WorkflowSemantics",
 ]

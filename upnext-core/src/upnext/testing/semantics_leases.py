@@ -79,12 +79,6 @@ class LeaseSemantics(SemanticsBase):
         )
         assert result.value == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: Consumer._receive_loop sets lease_until = (time receive was called)"
-        " + lease, so a job handed out after the receive blocked longer than the lease is"
-        " judged expired at the next heartbeat, cancelled and run again as a lost run",
-    )
     @pytest.mark.asyncio
     async def test_job_handed_out_after_a_long_blocked_receive_keeps_its_lease(
         self, make_worker: WorkerFactory, timing: Timing
