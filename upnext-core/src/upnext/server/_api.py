@@ -1,0 +1,110 @@
+"""The REST API under /api/v1: dead-letter queue, job results, queues, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from upnext._dlq import DeadLetterEntry, EntryPage
+from upnext.server._backend import Backend
+from upnext.server._models import (
+    MAX_LIMIT,
+    BulkReplay,
+    BulkReplayResult,
+    ErrorBody,
+    Health,
+    JobInfo,
+    Purged,
+    QueueList,
+    Replayed,
+)
+
+__all__ = ["router"]
+
+
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+BackendDep = Annotated[Backend, Depends(_backend)]
+QueueFilter = Annotated[str | None, Query(max_length=200, description="only this queue")]
+FunctionFilter = Annotated[str | None, Query(max_length=500, description="only this function")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        401: "missing or wrong bearer token",
+        409: "the dead-letter queue is busy with another admin, or the entry can't be replayed",
+        413: "request body too large",
+        502: "the broker refused the operation",
+        503: "the broker cannot be reached",
+    }.items()
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such entry (never existed, replayed or deleted)"}
+}
+
+router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+
+
+@router.get("/health", tags=["server"])
+async def health(backend: BackendDep) -> Health:
+    """The server is up and connected to its broker."""
+    return await backend.health()
+
+
+@router.get("/dlq", tags=["dead-letter queue"])
+async def list_entries(
+    backend: BackendDep,
+    queue: QueueFilter = None,
+    function: FunctionFilter = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> EntryPage:
+    """Dead-letter entries newest first; pass `next_cursor` back as `cursor` for the next page."""
+    return await backend.dlq.list(limit=limit, cursor=cursor, queue=queue, function=function)
+
+
+@router.delete("/dlq", tags=["dead-letter queue"])
+async def purge(backend: BackendDep, queue: QueueFilter = None) -> Purged:
+    """Remove every entry (of `queue`, if given); how many were removed."""
+    return Purged(purged=await backend.dlq.purge(queue))
+
+
+@router.post("/dlq/replay", tags=["dead-letter queue"])
+async def replay_matching(backend: BackendDep, body: BulkReplay) -> BulkReplayResult:
+    """Replay up to `limit` entries matching `queue`/`function`, each as a new job."""
+    return await backend.replay_matching(body.queue, body.function, body.limit)
+
+
+@router.get("/dlq/{entry_id}", tags=["dead-letter queue"], responses=_NOT_FOUND)
+async def get_entry(backend: BackendDep, entry_id: str) -> DeadLetterEntry:
+    """One entry: payload, error with traceback, every attempt."""
+    return await backend.dlq.get(entry_id)
+
+
+@router.post("/dlq/{entry_id}/replay", tags=["dead-letter queue"], responses=_NOT_FOUND)
+async def replay(backend: BackendDep, entry_id: str) -> Replayed:
+    """Enqueue the entry's job again as a new job (new id) and remove the entry."""
+    return Replayed(id=entry_id, job_id=await backend.dlq.replay(entry_id))
+
+
+@router.delete("/dlq/{entry_id}", tags=["dead-letter queue"], status_code=204, responses=_NOT_FOUND)
+async def delete_entry(backend: BackendDep, entry_id: str) -> Response:
+    """Remove one entry."""
+    await backend.dlq.delete(entry_id)
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+async def job(backend: BackendDep, job_id: str, queue: QueueFilter = None) -> JobInfo:
+    """A job's final status and result from the result store, else status "unknown"."""
+    return await backend.job(job_id, queue)
+
+
+@router.get("/queues", tags=["queues"])
+async def queues(backend: BackendDep) -> QueueList:
+    """Ready, scheduled, in-flight and dead counts per queue (null where unknown)."""
+    return QueueList(queues=await backend.queue_stats())

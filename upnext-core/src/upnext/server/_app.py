@@ -1,0 +1,153 @@
+"""`create_app`: the FastAPI application (REST API, dashboard, auth, error mapping)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from upnext.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    DeadLetterNotFound,
+    SerializationError,
+    UnsupportedOperation,
+    UpNextError,
+)
+from upnext.server._api import router
+from upnext.server._backend import Backend
+from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
+
+__all__ = ["ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]
+
+ENV_TOKEN = "UPNEXT_API_TOKEN"
+MAX_BODY = 64 * 1024
+STATIC = Path(__file__).parent / "static"
+
+
+def _status_of(exc: UpNextError) -> tuple[int, str]:
+    """The HTTP status and error code for an upnext error."""
+    if isinstance(exc, DeadLetterNotFound):
+        return 404, "not_found"
+    if isinstance(exc, BrokerUnavailable):
+        return 503, "unavailable"
+    if isinstance(exc, BrokerError):
+        # A scan-type DLQ (RabbitMQ) serves one admin at a time.
+        return (409, "busy") if "busy" in str(exc).lower() else (502, "broker_error")
+    if isinstance(exc, UnsupportedOperation):
+        return 409, "unsupported"
+    if isinstance(exc, ConfigurationError | SerializationError | ValueError):
+        return 422, "invalid"  # e.g. a cursor this broker did not make
+    return 500, "internal"
+
+
+def _handlers(backend: Backend) -> dict[Any, Any]:
+    async def upnext_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, UpNextError)
+        status, code = _status_of(exc)
+        message = backend.scrub(str(exc)) or type(exc).__name__
+        return JSONResponse({"error": code, "message": message}, status_code=status)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse(
+            jsonable_encoder(
+                {"error": "invalid", "message": f"{where}: {first['msg']}", "detail": detail}
+            ),
+            status_code=422,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    return {
+        UpNextError: upnext_error,
+        RequestValidationError: invalid,
+        StarletteHTTPException: http_error,
+    }
+
+
+def create_app(
+    broker_url: str,
+    results_url: str | None = None,
+    *,
+    token: str | None = None,
+    queues: Sequence[str] | None = None,
+) -> FastAPI:
+    """Build the server app: REST API under /api/v1, OpenAPI at /openapi.json, dashboard at /.
+
+    `token` (default ``$UPNEXT_API_TOKEN``) makes every route require
+    ``Authorization: Bearer <token>``. `queues` are listed by /api/v1/queues
+    besides those the broker knows (RabbitMQ cannot list its queues).
+    """
+    backend = Backend(broker_url, results_url, queues or ())
+    token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await backend.aclose()
+
+    app = FastAPI(
+        title="upnext",
+        summary="Browse and replay the dead-letter queue, look up results, watch queues.",
+        version="1",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the dashboard works offline
+        redoc_url=None,
+        lifespan=lifespan,
+        exception_handlers=_handlers(backend),
+    )
+    app.state.backend = backend
+    app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Added innermost first: auth runs before anything reads the body.
+    app.add_middleware(ErrorGuard, scrub=backend.scrub)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    if token:
+        app.add_middleware(TokenAuth, token=token)
+    return app
+
+
+def check_bind(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse (ConfigurationError) to serve a non-loopback address without a token."""
+    if token or insecure:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(
+            f"refusing to listen on {host} without a token: set UPNEXT_API_TOKEN"
+            " (or --token), or pass --insecure"
+        )

@@ -1,0 +1,98 @@
+"""What the REST API answers: response and request bodies, in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from upnext._result import ErrorInfo
+
+__all__ = [
+    "BulkReplay",
+    "BulkReplayResult",
+    "ErrorBody",
+    "Health",
+    "JobInfo",
+    "Purged",
+    "QueueInfo",
+    "QueueList",
+    "Replayed",
+]
+
+MAX_LIMIT = 500
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code and a one-line message (never a traceback)."""
+
+    error: str
+    message: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class Replayed(BaseModel):
+    """A replayed entry and the id of the new job it became."""
+
+    id: str
+    job_id: str
+
+
+class BulkReplay(BaseModel):
+    """Replay every entry matching a filter (up to `limit`, newest first)."""
+
+    queue: str | None = None
+    function: str | None = None
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+
+
+class BulkReplayResult(BaseModel):
+    """What a bulk replay did: entries replayed, and entries skipped with why."""
+
+    replayed: list[Replayed]
+    skipped: dict[str, str]
+
+
+class Purged(BaseModel):
+    """How many entries a purge removed."""
+
+    purged: int
+
+
+class JobInfo(BaseModel):
+    """A job's final state from the result store, or status "unknown"."""
+
+    job_id: str
+    status: Literal["complete", "failed", "cancelled", "unknown"]
+    queue: str | None = None
+    function: str | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    attempts: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class QueueInfo(BaseModel):
+    """One queue's counts; null where the broker cannot tell."""
+
+    name: str
+    ready: int | None
+    scheduled: int | None
+    in_flight: int | None
+    dead: int | None
+
+
+class QueueList(BaseModel):
+    """Every queue the server knows of, with its counts."""
+
+    queues: list[QueueInfo]
+
+
+class Health(BaseModel):
+    """The server is up and reached its broker."""
+
+    status: Literal["ok"]
+    scheme: str
+    dlq_access: Literal["indexed", "scan"] | None
