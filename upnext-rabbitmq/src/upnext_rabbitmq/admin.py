@@ -40,6 +40,7 @@ class AdminMixin:
     _declared: set[str]
     _admin_lock: asyncio.Lock
     _pruned_at: float
+    _channel_lock: asyncio.Lock
 
     def _raw_connection(self) -> RawConnection:
         raise NotImplementedError
@@ -58,14 +59,22 @@ class AdminMixin:
     async def _passive_count(self, amqp_queue: str) -> int | None:
         """Ready messages in `amqp_queue`, or None if it does not exist."""
         with map_errors(self.url, f"inspecting {amqp_queue!r}"):
-            channel = await self._raw_connection().channel(publisher_confirms=False)
-            try:
-                ok = await channel.queue_declare(amqp_queue, passive=True)
-            except ChannelNotFoundEntity:
-                return None
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+            async with self._channel_lock:
+                return await self._passive_count_locked(amqp_queue)
+
+    async def _passive_count_locked(self, amqp_queue: str) -> int | None:
+        # Under _channel_lock: a 404 closes the channel from the server side,
+        # and aiormq frees its number before it answers; a channel opened by
+        # another task in that moment would reuse the number and RabbitMQ
+        # would close the whole connection ("second 'channel.open' seen").
+        channel = await self._raw_connection().channel(publisher_confirms=False)
+        try:
+            ok = await channel.queue_declare(amqp_queue, passive=True)
+        except ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
         return ok.message_count or 0
 
     async def _known_queues(self) -> list[str]:
@@ -76,7 +85,8 @@ class AdminMixin:
         # Not exclusive: two readers each see a part, and neither drops a
         # queue's last copy it saw nor a queue that still exists.
         with map_errors(self.url, "reading the queue catalog"):
-            channel = await self._raw_connection().channel(publisher_confirms=False)
+            async with self._channel_lock:
+                channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
                 copies = await self._catalog_copies(channel)
                 alive = await self._existing(list(copies))
@@ -135,7 +145,9 @@ class AdminMixin:
     async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
         # One scan at a time per process; other processes meet the exclusive consumer.
         async with self._admin_lock:
-            scan = DeadLetterScan(self._raw_connection(), queues, self.options.dlq_busy_wait)
+            scan = DeadLetterScan(
+                self._raw_connection(), queues, self.options.dlq_busy_wait, self._channel_lock
+            )
             async with scan:
                 yield scan
 
@@ -239,15 +251,16 @@ class AdminMixin:
         queues, and AMQP cannot pick messages out of a queue.
         """
         with map_errors(self.url, f"purging {queue!r}"):
-            channel = await self._raw_connection().channel(publisher_confirms=False)
-            try:
-                ok = await channel.queue_purge(work_queue(queue))
-                purged = ok.message_count or 0
-            except ChannelNotFoundEntity:
-                purged = 0
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+            async with self._channel_lock:
+                channel = await self._raw_connection().channel(publisher_confirms=False)
+                try:
+                    ok = await channel.queue_purge(work_queue(queue))
+                    purged = ok.message_count or 0
+                except ChannelNotFoundEntity:
+                    purged = 0
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
             # Purge first, then drop the prefetched: the other order lets the server
             # refill the window from the queue in between. Let in-flight deliveries land.
             await asyncio.sleep(0.02)

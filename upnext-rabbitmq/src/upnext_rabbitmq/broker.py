@@ -82,6 +82,7 @@ class RabbitBroker(AdminMixin):
         self._declared: set[str] = set()
         self._admin_lock = asyncio.Lock()
         self._pruned_at = float("-inf")
+        self._channel_lock = asyncio.Lock()
         # Results: the process's inbox for this URL (a test may give its own,
         # to play a second process).
         self._inbox = inbox if inbox is not None else inbox_for(url)

@@ -111,9 +111,15 @@ class DeadLetterScan:
     """
 
     def __init__(
-        self, connection: aiormq.abc.AbstractConnection, queues: Sequence[str], busy_wait: float
+        self,
+        connection: aiormq.abc.AbstractConnection,
+        queues: Sequence[str],
+        busy_wait: float,
+        channel_lock: asyncio.Lock,
     ) -> None:
         self._connection = connection
+        # Held while the server may close our channel (404, 403): see admin.
+        self._channel_lock = channel_lock
         self._queues = list(queues)
         self._busy_wait = busy_wait
         self._channel: aiormq.abc.AbstractChannel | None = None
@@ -147,6 +153,11 @@ class DeadLetterScan:
                 raise
 
     async def _open(self) -> None:
+        async with self._channel_lock:
+            expected = await self._subscribe()
+        await self._collect(expected)
+
+    async def _subscribe(self) -> int:
         self.entries.clear()
         self._received = 0
         channel = self._channel = await self._connection.channel(publisher_confirms=False)
@@ -165,7 +176,7 @@ class DeadLetterScan:
             await channel.basic_consume(
                 dlq_queue(queue), self._receiver(channel, queue), exclusive=True
             )
-        await self._collect(sum(counts.values()))
+        return sum(counts.values())
 
     def _receiver(self, channel: aiormq.abc.AbstractChannel, queue: str) -> Any:
         async def on_message(message: DeliveredMessage) -> None:
@@ -197,7 +208,8 @@ class DeadLetterScan:
         assert channel is not None
         for queue in self._existing:
             try:
-                ok = await channel.queue_declare(dlq_queue(queue), passive=True)
+                async with self._channel_lock:
+                    ok = await channel.queue_declare(dlq_queue(queue), passive=True)
             except ChannelNotFoundEntity:
                 # Deleted under us (and our channel with it): nothing more to read.
                 return False
