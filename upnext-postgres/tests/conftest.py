@@ -24,6 +24,7 @@ from upnext_postgres import PostgresBroker
 pytest_plugins = ["upnext.testing.plugin"]
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_UNREACHABLE = pytest.StashKey[str]()
 
 
 def with_options(url: str, **options: str) -> str:
@@ -48,7 +49,7 @@ async def _drop_schema(url: str, schema: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url(request: pytest.FixtureRequest) -> str:
     """The server URL (no upnext options); fails or skips if it is unreachable."""
     url = os.environ.get("UPNEXT_TEST_POSTGRES_URL", DEFAULT_URL)
     try:
@@ -60,8 +61,20 @@ def postgres_url() -> str:
         )
         if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
             pytest.fail(message)
+        request.config.stash[_UNREACHABLE] = message
         pytest.skip(message)
     return url
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """One loud line when the PostgreSQL tests were skipped for want of a server."""
+    message = config.stash.get(_UNREACHABLE, None)
+    if message is not None:
+        terminalreporter.write_line(
+            f"upnext-postgres tests SKIPPED: {message}", yellow=True, bold=True
+        )
 
 
 @pytest.fixture
