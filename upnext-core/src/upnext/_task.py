@@ -42,11 +42,14 @@ class TaskHooks:
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """Per-call options: `delay` seconds before the job is due, and its `queue`."""
+    """Per-call options: `delay` before the job is due, its `queue` and `job_id`, and
+    `connection`: the caller's own database connection, so the job is enqueued in
+    the caller's transaction (brokers with `transactional_enqueue`)."""
 
     delay: float = 0.0
     queue: str | None = None
     job_id: str | None = None
+    connection: object | None = None
 
 
 class _Submitter(Generic[P, R]):
@@ -107,14 +110,23 @@ class TaskCall(_Submitter[P, R]):
         self.call_options = call_options
 
     def options(
-        self, *, delay: float | None = None, queue: str | None = None, job_id: str | None = None
+        self,
+        *,
+        delay: float | None = None,
+        queue: str | None = None,
+        job_id: str | None = None,
+        connection: object | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id))
+        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id, connection))
 
 
 def _merge(
-    base: CallOptions, delay: float | None, queue: str | None, job_id: str | None
+    base: CallOptions,
+    delay: float | None,
+    queue: str | None,
+    job_id: str | None,
+    connection: object | None = None,
 ) -> CallOptions:
     if delay is not None and delay < 0:
         raise ConfigurationError(f"delay must be >= 0, got {delay}")
@@ -123,6 +135,7 @@ def _merge(
         delay=base.delay if delay is None else delay,
         queue=queue or base.queue,
         job_id=job_id or base.job_id,
+        connection=base.connection if connection is None else connection,
     )
 
 
@@ -181,10 +194,16 @@ class Task(_Submitter[P, R]):
         return self.fn(*args, **kwargs)
 
     def options(
-        self, *, delay: float | None = None, queue: str | None = None, job_id: str | None = None
+        self,
+        *,
+        delay: float | None = None,
+        queue: str | None = None,
+        job_id: str | None = None,
+        connection: object | None = None,
     ) -> TaskCall[P, R]:
-        """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`."""
-        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id))
+        """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
+        the caller's `connection` for a transactional enqueue."""
+        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection))
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""

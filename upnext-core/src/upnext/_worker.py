@@ -22,7 +22,7 @@ from upnext._serializer import check_size, encode_body
 from upnext._task import CallOptions, Task, TaskHooks
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Envelope, QueueAdmin
-from upnext.errors import ConfigurationError
+from upnext.errors import ConfigurationError, UnsupportedOperation
 from upnext.hooks import HookEvent
 
 __all__ = ["Worker"]
@@ -215,7 +215,14 @@ class Worker:
                 Envelope(body.id, body.queue, encode_body(body, self.max_payload), options.delay)
             )
         self._warn_if_no_worker(client)
-        await client.broker.enqueue_many(envelopes)
+        if options.connection is None:
+            await client.broker.enqueue_many(envelopes)
+        elif client.broker.capabilities.transactional_enqueue:
+            # A backend with this capability takes the caller's connection.
+            enqueue: Any = client.broker.enqueue_many
+            await enqueue(envelopes, connection=options.connection)
+        else:
+            raise UnsupportedOperation(f"{client.name} cannot enqueue in your transaction")
         if "upnext_job_enqueued" in self.plugins.active:
             status = "scheduled" if options.delay > 0 else "queued"
             for body in bodies:
