@@ -9,7 +9,7 @@ import pytest
 import upnext
 
 
-def _worker(pg_url: str, queue: str) -> tuple[upnext.Worker, upnext.Task[[int], int]]:
+def _worker(pg_url: str, queue: str) -> tuple[upnext.Worker, Any]:
     worker = upnext.Worker(queue, broker=pg_url)
 
     @worker.task(name=f"{queue}.double")
