@@ -8,8 +8,13 @@ into a new entry, which is deleted. Unreachable servers fail the test when
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -20,6 +25,8 @@ import upnext
 
 pytest.importorskip("fastapi")
 
+from upnext.broker.protocol import QueueAdmin
+from upnext.cli import main
 from upnext.server import create_app
 
 URLS = {
@@ -119,3 +126,113 @@ async def test_queue_counts_and_job_status(setup: Setup) -> None:
     health = await setup.client.get("/api/v1/health")
     assert health.status_code == 200
     assert "@" not in health.text
+
+
+async def _dead_letters(url: str, queue: str, count: int) -> list[str]:
+    """Run `count` always-failing jobs on `queue` through a real worker; their job ids."""
+    worker = upnext.Worker(queue, broker=url, load_plugins=False, receive_wait=0.5)
+
+    @worker.task(retries=0, name="cli.fail")
+    async def fail(order: int) -> None:
+        raise RuntimeError(f"card declined for order {order}")
+
+    async with worker:
+        futures = [await fail.submit(i) for i in range(count)]
+        for future in futures:
+            with pytest.raises(upnext.TaskExecutionError):
+                await future.result(timeout=10)
+    return [f.job_id for f in futures]
+
+
+async def _cleanup(url: str, queue: str) -> None:
+    worker = upnext.Worker(queue, broker=url, load_plugins=False)
+    client = await worker.client()
+    await worker.dlq.purge(queue)
+    if isinstance(client.broker, QueueAdmin):
+        await client.broker.purge(queue)
+    await worker.aclose()
+
+
+@pytest.mark.parametrize("scheme", sorted(URLS))
+def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`upnext dlq`: list (table and JSON), show, replay (again: exit 1), delete (again: exit 1)."""
+    url = URLS[scheme]
+    require_service(url)
+    queue = f"cli-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_dead_letters(url, queue, 2))
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(["dlq", "--broker", url, *args])
+        return code, capsys.readouterr().out
+
+    try:
+        code, out = cli("list", "--queue", queue, "--json")
+        first, second = (item["id"] for item in json.loads(out)["items"])
+        code, out = cli("list", "--queue", queue)
+        assert code == 0
+        assert out.startswith("ID")
+        assert first in out
+        assert second in out
+        code, out = cli("show", first)
+        assert "card declined" in out
+        assert "OUTCOME" in out
+        code, out = cli("replay", first)
+        assert code == 0
+        assert f"replayed {first} as job" in out
+        assert cli("replay", first)[0] == 1
+        assert cli("delete", second) == (0, f"deleted {second}\n")
+        assert cli("delete", second)[0] == 1
+        assert json.loads(cli("list", "--queue", queue, "--json")[1])["items"] == []
+    finally:
+        asyncio.run(_cleanup(url, queue))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_upnext_server_process_hides_the_password() -> None:
+    """`upnext server` as a process: health answers; no output or response shows the password.
+
+    PostgreSQL here trusts local connections, so a canary password in the URL is accepted.
+    """
+    url = URLS["postgresql"]
+    require_service(url)
+    parts = urlsplit(url)
+    secret = f"canary{uuid.uuid4().hex[:8]}"
+    netloc = f"{parts.username or 'postgres'}:{secret}@{parts.hostname}:{parts.port or 5432}"
+    secret_url = parts._replace(netloc=netloc).geturl()
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "upnext.cli",
+        "server",
+        "--broker",
+        secret_url,
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        texts = [_get_when_up(port, "/api/v1/health"), _get_when_up(port, "/api/v1/queues")]
+        texts.append(_get_when_up(port, "/"))
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert '"status":"ok"' in texts[0]
+    assert "upnext server for postgresql://postgres:***@" in output
+    assert all(secret not in text for text in [*texts, output])
+
+
+def _get_when_up(port: int, path: str) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).text
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

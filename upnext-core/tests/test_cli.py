@@ -1,0 +1,128 @@
+"""The `upnext` command: exit codes, one-line errors, refusals, output helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from upnext.cli import main
+from upnext.cli._commands import _kwargs
+from upnext.cli._output import Progress, table
+from upnext.errors import ConfigurationError
+
+SECRET = "cli-canary-pw"
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "upnext.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_backends_lists_schemes_and_usage_errors_exit_2() -> None:
+    """`backends` exits 0 listing memory from upnext-core; a bad command exits 2."""
+    done = _run("backends")
+    assert done.returncode == 0
+    assert any(line.split()[:2] == ["memory", "upnext-core"] for line in done.stdout.splitlines())
+    assert _run("bogus").returncode == 2
+    assert _run("dlq", "--broker", "redis://x", "list", "--limit", "0").returncode == 2
+
+
+def test_cli_imports_without_the_server_extra() -> None:
+    """Importing the CLI pulls in neither FastAPI nor uvicorn."""
+    code = "import sys, upnext.cli; print(any(m in sys.modules for m in ('fastapi', 'uvicorn')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unreachable_broker_is_one_line_without_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A broker that refuses connections: exit 1, one `error:` line, the password hidden."""
+    url = f"redis://:{SECRET}@127.0.0.1:1/0?socket_connect_timeout=1"
+    assert main(["dlq", "--broker", url, "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert SECRET not in err
+
+
+@pytest.mark.parametrize("command", ["worker", "submit"])
+def test_memory_broker_is_refused(tmp_path: Path, command: str) -> None:
+    """`worker` and `submit` refuse memory:// in one line (another process can't see it)."""
+    (tmp_path / "memapp.py").write_text(
+        textwrap.dedent(
+            """
+            import upnext
+            worker = upnext.Worker("mem", broker="memory://")
+
+            @worker.task
+            async def job(n: int) -> int:
+                return n
+            """
+        )
+    )
+    target = "memapp:worker" if command == "worker" else "memapp:job"
+    done = _run(command, target, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "memory://" in done.stderr
+
+
+def test_server_refusals(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`server` refuses memory:// and a public bind without a token; names a missing extra."""
+    monkeypatch.delenv("UPNEXT_API_TOKEN", raising=False)
+    assert main(["server", "--broker", "memory://"]) == 1
+    assert main(["server", "--broker", "redis://127.0.0.1:1/0", "--host", "0.0.0.0"]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert "memory://" in errors[0]
+    assert "--insecure" in errors[1]
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert main(["server", "--broker", "redis://127.0.0.1:1/0"]) == 1
+    assert "pip install 'upnext-core[server]'" in capsys.readouterr().err
+
+
+def test_purge_without_yes_on_a_pipe_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A purge nobody confirmed does nothing and exits 2."""
+    assert main(["dlq", "--broker", "redis://127.0.0.1:1/0", "purge"]) == 2
+    assert "--yes" in capsys.readouterr().err
+
+
+def test_kw_values_are_json_or_text() -> None:
+    """--kw values parse as JSON when they can, else stay strings."""
+    assert _kwargs(["n=3", "name=bob", "tags=[1,2]", "flag=true", "empty="]) == {
+        "n": 3,
+        "name": "bob",
+        "tags": [1, 2],
+        "flag": True,
+        "empty": "",
+    }
+    with pytest.raises(ConfigurationError):
+        _kwargs(["novalue"])
+
+
+def test_table_aligns_and_cuts() -> None:
+    """Columns line up; long cells are cut to one line."""
+    text = table(["A", "LONG HEADER"], [["x" * 100, "multi\nline"]], max_width=10)
+    header, row = text.splitlines()
+    assert row.startswith("x" * 9 + "…")
+    assert header.index("LONG") == row.index("multi")
+
+
+def test_progress_draws_only_on_a_terminal(tmp_path: Path) -> None:
+    """The bar is for people: nothing is written to a pipe or file."""
+    with (tmp_path / "out").open("w") as stream:
+        progress = Progress("replaying", 3, stream)
+        progress.step()
+        progress.close()
+    assert (tmp_path / "out").read_text() == ""
