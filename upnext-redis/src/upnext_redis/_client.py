@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -95,6 +96,16 @@ class RedisClient:
 
     async def check_server(self) -> None:
         """On every server: ping, load every script, and check the eviction policy."""
+        # The first contact is bounded as a whole, retries included: a server
+        # that accepts connections and never answers fails on time.
+        limit = self.options.socket_connect_timeout + self.options.socket_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await self._check_nodes()
+        except TimeoutError:
+            raise self.errors.unavailable(TimeoutError(f"no answer within {limit:g}s")) from None
+
+    async def _check_nodes(self) -> None:
         with self.errors.boundary():
             if self.cluster:
                 await self.router.refresh()
