@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import aio_pika
 import pytest
@@ -102,3 +103,29 @@ async def test_a_message_returned_twice_is_an_error(
     monkeypatch.setattr(publisher, "_redeclare", no_redeclare)
     with pytest.raises(BrokerError, match="unroutable"):
         await broker.enqueue_many([Envelope("lost?", upnext_queue, b"2")])
+
+
+async def test_a_refused_settle_publish_raises_and_keeps_that_job_held(
+    broker: RabbitBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If one item's publish fails, the others are acked, BrokerError is raised, it stays held."""
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(2)])
+    first = await _receive_one(broker, upnext_queue, 5)
+    second = await _receive_one(broker, upnext_queue, 5)
+    publisher = broker._pub()
+    real = publisher.publish
+
+    async def refuse_retries(messages: list[Any]) -> list[BrokerError | None]:
+        out = await real([m for m in messages if m.body != b"refused"])
+        return [BrokerError("refused") if m.body == b"refused" else out.pop(0) for m in messages]
+
+    monkeypatch.setattr(publisher, "publish", refuse_retries)
+    with pytest.raises(BrokerError, match="refused"):
+        await broker.settle([Ack(first), Retry(second, b"refused", 0.0)])
+    monkeypatch.undo()
+    assert not broker._cons().live(first.receipt)
+    assert broker._cons().live(second.receipt)
+    assert await broker.settle([Retry(second, b"accepted", 0.0)]) == [None]
+    again = await _receive_one(broker, upnext_queue, 5)
+    assert again.envelope.body == b"accepted"
+    await broker.settle([Ack(again)])
