@@ -17,13 +17,14 @@ Every other query parameter goes to aio-pika unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from aio_pika.abc import AbstractRobustConnection
 from upnext._urls import redact_url
 from upnext.errors import ConfigurationError
 
-__all__ = ["RabbitOptions", "parse_url"]
+__all__ = ["RabbitOptions", "parse_url", "server_version"]
 
 _OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit"}
 
@@ -70,3 +71,16 @@ def parse_url(url: str) -> RabbitOptions:
         queue_type="quorum" if queue_type == "quorum" else "classic",
         delivery_limit=int(_number("delivery_limit", ours.get("delivery_limit", "5"), url)),
     )
+
+
+def server_version(connection: AbstractRobustConnection) -> tuple[int, ...]:
+    """The server's version as numbers, e.g. (3, 10, 8); () if it does not say."""
+    transport = connection.transport
+    raw: Any = transport.connection.server_properties.get("version") if transport else None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    parts = []
+    for piece in text.split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)

@@ -30,7 +30,6 @@ from upnext.broker.protocol import (
     Delivery,
     Envelope,
     Release,
-    ResultWrite,
     Retry,
     SettleItem,
     SettleOutcome,
@@ -40,11 +39,11 @@ from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, Unsupported
 from upnext_rabbitmq._consumer import Consumer, Receipt
 from upnext_rabbitmq._declare import declare_ladder, declare_queue
 from upnext_rabbitmq._errors import map_errors
-from upnext_rabbitmq._options import RabbitOptions, parse_url
+from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
-from upnext_rabbitmq.results import ReplyInbox, inbox_for
+from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
     QUANTUM,
@@ -58,7 +57,7 @@ __all__ = ["RabbitBroker"]
 log = logging.getLogger("upnext.rabbitmq")
 
 
-class RabbitBroker(AdminMixin):
+class RabbitBroker(ResultsMixin, AdminMixin):
     """Broker, result store, dead-letter admin and queue admin over RabbitMQ."""
 
     def __init__(self, url: str, *, inbox: ReplyInbox | None = None) -> None:
@@ -117,7 +116,7 @@ class RabbitBroker(AdminMixin):
             self._connection = connection
 
     async def _open(self, connection: AbstractRobustConnection) -> None:
-        self.server_version = _version(connection)
+        self.server_version = server_version(connection)
         self._declarer = await connection.channel(publisher_confirms=False)
         publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._publisher = Publisher(publisher, self._redeclare, self.url)
@@ -380,35 +379,3 @@ class RabbitBroker(AdminMixin):
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Unsupported: AMQP cannot remove a queued message by id."""
         raise UnsupportedOperation("RabbitMQ cannot remove a queued job (cancel_queued=False)")
-
-    # -- results ---------------------------------------------------------------
-
-    def reply_address(self) -> str | None:
-        """This process's reply queue; results of its jobs are published there."""
-        return self._inbox.address
-
-    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
-        """Publish each result to its reply queue (confirmed); keep our own locally."""
-        messages = []
-        for write in writes:
-            if write.reply_to in (None, self._inbox.address):
-                self._inbox.store(write.job_id, write.data, write.ttl)
-            elif (message := self._inbox.outgoing(write)) is not None:
-                messages.append(message)
-        await self._pub().publish_all(messages, "publishing results")
-
-    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
-        """The result of a job this process submitted, waiting up to `wait` s."""
-        return await self._inbox.get(job_id, wait)
-
-
-def _version(connection: AbstractRobustConnection) -> tuple[int, ...]:
-    transport = connection.transport
-    raw: Any = transport.connection.server_properties.get("version") if transport else None
-    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-    parts = []
-    for piece in text.split("."):
-        if not piece.isdigit():
-            break
-        parts.append(int(piece))
-    return tuple(parts)

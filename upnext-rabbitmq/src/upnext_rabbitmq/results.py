@@ -22,14 +22,15 @@ import heapq
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from upnext.broker.protocol import ResultWrite
 
-from upnext_rabbitmq._publish import Outgoing, persistent
+from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.topology import REPLY_QUEUE_EXPIRES_MS, reply_queue
 
-__all__ = ["ReplyInbox", "inbox_for"]
+__all__ = ["ReplyInbox", "ResultsMixin", "inbox_for"]
 
 # One inbox per broker URL in a process: its reply queue and its results.
 _INBOXES: dict[str, ReplyInbox] = {}
@@ -143,3 +144,30 @@ class ReplyInbox:
                 waiters.remove(fut)
                 if not waiters:
                     del self._waiters[job_id]
+
+
+class ResultsMixin:
+    """`ResultStore` for `RabbitBroker`: reply queues and the process's inbox."""
+
+    _inbox: ReplyInbox
+
+    def _pub(self) -> Publisher:
+        raise NotImplementedError
+
+    def reply_address(self) -> str | None:
+        """This process's reply queue; results of its jobs are published there."""
+        return self._inbox.address
+
+    async def put_results(self, writes: Sequence[ResultWrite]) -> None:
+        """Publish each result to its reply queue (confirmed); keep our own locally."""
+        messages = []
+        for write in writes:
+            if write.reply_to in (None, self._inbox.address):
+                self._inbox.store(write.job_id, write.data, write.ttl)
+            elif (message := self._inbox.outgoing(write)) is not None:
+                messages.append(message)
+        await self._pub().publish_all(messages, "publishing results")
+
+    async def get_result(self, job_id: str, *, queue: str, wait: float) -> bytes | None:
+        """The result of a job this process submitted, waiting up to `wait` s."""
+        return await self._inbox.get(job_id, wait)
