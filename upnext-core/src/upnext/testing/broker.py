@@ -244,6 +244,63 @@ class BrokerConformance(LeaseAndSettleConformance):
             "cancel() of an unknown job must return False"
         )
 
+    @pytest.mark.asyncio
+    async def test_cancelled_receive_loses_and_counts_nothing(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """A receive cancelled at any moment hands out nothing: the job comes back uncounted."""
+        for round_number in range(20):
+            envelope = make_envelope(upnext_queue)
+            call = asyncio.ensure_future(
+                broker.receive([upnext_queue], limit=1, lease=30.0, wait=2.0)
+            )
+            if round_number % 2:  # cancel while blocked, or racing the hand-out
+                await broker.enqueue_many([envelope])
+                await asyncio.sleep(0.001 * (round_number % 4))
+            else:
+                await asyncio.sleep(0.01)
+                await broker.enqueue_many([envelope])
+            call.cancel()
+            try:
+                taken = await call
+            except asyncio.CancelledError:
+                taken = []
+            if taken:  # the receive finished before the cancel landed: a normal hand-out
+                await ack_all(broker, taken)
+                continue
+            [got] = await receive_exactly(
+                broker,
+                [upnext_queue],
+                1,
+                within=timing.tolerance(2.0),
+                what="a job taken by a cancelled receive must come back at once",
+            )
+            assert got.envelope.id == envelope.id
+            assert not got.redelivered, violated(
+                "a job taken by a cancelled receive must come back with redelivered=False"
+            )
+            if broker.capabilities.counts_deliveries:
+                assert got.deliveries == 1, violated(
+                    "a cancelled receive's hand-out must not be counted"
+                )
+            await ack_all(broker, [got])
+
+    @pytest.mark.asyncio
+    async def test_blocked_receive_cancels_promptly(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """Cancelling a receive blocked on an empty queue ends it at once, not after `wait`."""
+        call = asyncio.ensure_future(broker.receive([upnext_queue], limit=1, lease=30.0, wait=10.0))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        took = time.monotonic() - started
+        assert took < timing.tolerance(0.5), violated(
+            f"a cancelled receive must end at once (took {took:.2f} s of a 10 s wait)"
+        )
+
 
 async def _drain_concurrently(
     broker: Broker, queue: str, total: int, timing: Timing
