@@ -84,6 +84,7 @@ class RedisBroker:
         self._dlq = DeadLetters(self._client)
         self._known: set[str] = set()
         self._connected = False
+        self._background: set[asyncio.Future[Any]] = set()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -152,7 +153,7 @@ class RedisBroker:
         deadline = loop.time() + max(wait, 0.0)
         lease_ms = max(1, delay_ms(lease))
         while True:
-            got, until_ms, seen = await self._take(names, limit, lease_ms)
+            got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
             if got:
                 return got
             remaining = deadline - loop.time()
@@ -162,6 +163,31 @@ class RedisBroker:
             if until_ms >= 0:
                 block = min(block, (until_ms + 1) / 1000)
             await self._block(names, seen, block)
+
+    async def _take_shielded(
+        self, names: list[str], limit: int, lease_ms: int
+    ) -> tuple[list[Delivery], int, list[bytes]]:
+        """`_take`, finished even if the caller is cancelled; then what it took goes back.
+
+        The script may already have run when a cancellation lands; its jobs
+        are released (uncounted) as soon as the reply arrives, so a stopping
+        worker never strands them until their lease ends.
+        """
+        take = asyncio.ensure_future(self._take(names, limit, lease_ms))
+        try:
+            return await asyncio.shield(take)
+        except asyncio.CancelledError:
+            take.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, take: asyncio.Future[tuple[list[Delivery], int, list[bytes]]]) -> None:
+        if take.cancelled() or take.exception() is not None:
+            return
+        got = take.result()[0]
+        if got:
+            release = asyncio.ensure_future(self.settle([Release(d) for d in got]))
+            self._background.add(release)
+            release.add_done_callback(self._background.discard)
 
     async def _take(
         self, names: list[str], limit: int, lease_ms: int
