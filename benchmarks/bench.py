@@ -137,9 +137,9 @@ def _run_one(outcome: Outcome, broker: str, url: str, workload: Workload, repeat
         return
     outcome.samples.setdefault(workload.name, []).append(sample)
     if workload.name == "burst" and sample.partial and workload.name not in outcome.fill:
-        # Time-boxed: later repeats fill its queue 3x as deep as it drained (never below
+        # Time-boxed: later repeats fill its queue 2x as deep as it drained (never below
         # 3,000), not more. Not for retry, where the depth is part of the workload.
-        outcome.fill[workload.name] = max(3000, 3 * sample.drained)
+        outcome.fill[workload.name] = max(3000, 2 * sample.drained)
     took = time.monotonic() - started
     note = f" [{sample.partial}]" if sample.partial else ""
     print(

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 BATCH = 500  # jobs per batched enqueue call
-SINGLES = 1000  # at most this many jobs enqueued one at a time (the single-enqueue rate)
+SINGLES = 500  # at most this many jobs enqueued one at a time (the single-enqueue rate)
 FILL_WINDOW = 50  # in-flight enqueues while filling the queue without a batch API
 PROGRESS_NOTES = 40  # progress notes per drain (a time-boxed drain is measured on the last)
 _DATAGRAM = struct.Struct("!qd")  # job index, time.time() when the job ran

@@ -24,7 +24,7 @@ STARTUP = 30.0  # seconds a worker may take to start its first measured job
 # A drain still running this long after its first measured job is measured on the jobs
 # it finished by then (the worker notes its progress 40 times a drain), so one slow
 # framework cannot spend the 10-minute budget of a broker run. Reported, never hidden.
-TIME_BOX = {"burst": 6.0, "retry": 6.0}
+TIME_BOX = {"burst": 5.0, "retry": 5.0}
 
 
 class RunError(Exception):
@@ -185,7 +185,7 @@ def run_once(
     """One repeat of one workload: clean, produce, drain (or probe latency); bounded.
 
     `fill` (burst) enqueues that many measured jobs instead of all: for a
-    framework whose drain an earlier repeat time-boxed, 3x what it drained then.
+    framework whose drain an earlier repeat time-boxed, 2x what it drained then.
     """
     with tempfile.TemporaryDirectory(prefix="upnext-bench-") as tmp:
         out = Path(tmp) / "drain.json"
