@@ -77,6 +77,28 @@ async def test_deleted_delay_queue_is_redeclared_not_lost(
     await broker.settle([Ack(got)])
 
 
+async def test_deleted_delay_exchange_is_redeclared_not_lost(
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str
+) -> None:
+    """A delay exchange deleted by hand (404 closes the channel): re-declared, re-published."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_delete(topology.level_exchange(2))
+    finally:
+        await connection.close()
+    jobs = [Envelope(f"j{i}", upnext_queue, b"delayed", 1.0) for i in range(3)]
+    await broker.enqueue_many([Envelope("now", upnext_queue, b"now"), *jobs])
+    # Publishes in flight on the closed channel are sent again: at least once.
+    seen: set[str] = set()
+    deadline = time.monotonic() + 4
+    while seen < {"j0", "j1", "j2", "now"} and time.monotonic() < deadline:
+        got = await broker.receive([upnext_queue], limit=10, lease=30, wait=0.5)
+        seen |= {d.envelope.id for d in got}
+        await broker.settle([Ack(d) for d in got])
+    assert seen == {"j0", "j1", "j2", "now"}
+
+
 async def test_deleted_work_queue_is_redeclared_not_lost(
     broker: RabbitBroker, upnext_queue: str, amqp_url: str
 ) -> None:

@@ -5,18 +5,21 @@ together and their confirms awaited together. A ``basic.return`` (nothing
 bound to take the message: a queue or delay level deleted by hand) makes the
 broker re-declare the topology the message needed, and the message is
 published once more; a second return is a `BrokerError`, never a silent loss.
+A delay exchange deleted by hand closes the channel instead (404): the same
+re-declare and one more try, for every publish that was in flight on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import aiormq
 from aio_pika.abc import AbstractChannel
-from aiormq.exceptions import PublishError
+from aiormq.exceptions import ChannelNotFoundEntity, PublishError
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 from upnext.errors import BrokerError
@@ -80,14 +83,27 @@ class Publisher:
             return []
         outcomes = await self._send(messages)
         returned = [i for i, out in enumerate(outcomes) if isinstance(out, PublishError)]
+        if any(isinstance(out, ChannelNotFoundEntity) for out in outcomes):
+            # An exchange deleted by hand: the server closed the channel (404),
+            # failing every publish in flight on it. Re-declare, wait for
+            # aio-pika to reopen the channel, and send all of them again.
+            returned = [i for i, out in enumerate(outcomes) if out is not None]
         if returned:
             await self._redeclare({messages[i].needs for i in returned})
+            await self._channel_ready()
             again = await self._send([messages[i] for i in returned])
             for i, out in zip(returned, again, strict=True):
                 outcomes[i] = out
         return [
             None if out is None else self._error(out, messages[i]) for i, out in enumerate(outcomes)
         ]
+
+    async def _channel_ready(self) -> None:
+        ready = getattr(self._channel, "ready", None)
+        if ready is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await ready()
 
     async def publish_all(self, messages: Sequence[Outgoing], doing: str) -> None:
         """Publish `messages`; raise the first error, if any (after all were tried)."""
