@@ -14,9 +14,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,10 +48,14 @@ def require_service(url: str) -> None:
     try:
         socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), 2).close()
     except OSError:
-        message = f"no server at {upnext._urls.redact_url(url)}: start it (docker compose up -d)"
-        if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no server at {upnext._urls.redact_url(url)}: start it (docker compose up -d)")
+
+
+def missing(message: str) -> None:
+    """Fail under CI / UPNEXT_REQUIRE_SERVICES, else skip with one line."""
+    if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 class Setup:
@@ -193,6 +200,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def _server_process(url: str, *extra: str) -> Iterator[tuple[int, list[str]]]:
+    """`upnext server` as a child process on a free port; yields the port and, after, its output."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "upnext.cli", "server", "--broker", url, "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    try:
+        yield port, output
+    finally:
+        proc.terminate()
+        output.append(proc.communicate(timeout=10)[0])
+
+
 def test_upnext_server_process_hides_the_password() -> None:
     """`upnext server` as a process: health answers; no output or response shows the password.
 
@@ -203,28 +226,11 @@ def test_upnext_server_process_hides_the_password() -> None:
     parts = urlsplit(url)
     secret = f"canary{uuid.uuid4().hex[:8]}"
     netloc = f"{parts.username or 'postgres'}:{secret}@{parts.hostname}:{parts.port or 5432}"
-    secret_url = parts._replace(netloc=netloc).geturl()
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "upnext.cli",
-        "server",
-        "--broker",
-        secret_url,
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        texts = [_get_when_up(port, "/api/v1/health"), _get_when_up(port, "/api/v1/queues")]
-        texts.append(_get_when_up(port, "/"))
-    finally:
-        proc.terminate()
-        output, _ = proc.communicate(timeout=10)
+    with _server_process(parts._replace(netloc=netloc).geturl()) as (port, output):
+        texts = [_get_when_up(port, path) for path in ("/api/v1/health", "/api/v1/queues", "/")]
     assert '"status":"ok"' in texts[0]
-    assert "upnext server for postgresql://postgres:***@" in output
-    assert all(secret not in text for text in [*texts, output])
+    assert "upnext server for postgresql://postgres:***@" in output[0]
+    assert all(secret not in text for text in [*texts, *output])
 
 
 def _get_when_up(port: int, path: str) -> str:
@@ -236,3 +242,74 @@ def _get_when_up(port: int, path: str) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@contextmanager
+def _server_thread(url: str, queue: str) -> Iterator[int]:
+    """The app under uvicorn in a thread (faster than a process; the DLQ is on the server)."""
+    import uvicorn
+
+    port = _free_port()
+    app = create_app(url, queues=[queue])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+CHROMIUM = os.environ.get("UPNEXT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.mark.parametrize("scheme", sorted(URLS))
+async def test_dashboard_replays_and_deletes(scheme: str) -> None:
+    """In Chromium against a live server: filter, open, replay and delete entries."""
+    playwright = pytest.importorskip("playwright.async_api")
+    url = URLS[scheme]
+    require_service(url)
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240  # a stat before any await
+        missing(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set UPNEXT_CHROMIUM)")
+    queue = f"dash-{uuid.uuid4().hex[:10]}"
+    await _dead_letters(url, queue, 2)
+    try:
+        with _server_thread(url, queue) as port:
+            async with playwright.async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                await _drive(playwright.expect, await browser.new_page(), port, queue)
+                await browser.close()
+    finally:
+        await _cleanup(url, queue)
+
+
+async def _drive(expect: Any, page: Any, port: int, queue: str) -> None:
+    rows = page.locator("#entries tbody tr")
+    await page.goto(f"http://127.0.0.1:{port}/")
+    await expect(page.locator(f"#queues tr[data-queue='{queue}'] td.dead")).to_have_text("2")
+    await page.fill("#filter-queue", queue)
+    await page.click("#filters button[type=submit]")
+    await expect(rows).to_have_count(2)
+    for button, done in (("#entry-replay", "replayed"), ("#entry-delete", "deleted")):
+        entry_id = await rows.first.get_attribute("data-id")
+        await rows.first.click()
+        await expect(page.locator("#entry-traceback")).to_contain_text("card declined")
+        await page.click(button)
+        await page.click("#confirm-ok")
+        await expect(page.locator("#status")).to_contain_text(f"{done} {entry_id}")
+        await expect(page.locator(f"#entries tr[data-id='{entry_id}']")).to_have_count(0)
+    await expect(rows).to_have_count(0)
