@@ -32,9 +32,12 @@ from upnext.broker.protocol import QueueAdmin
 from upnext.cli import main
 from upnext.server import create_app
 
+_AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 URLS = {
     "redis": os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "amqp": os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    # Other test runs on the shared server may scan every DLQ at once (a scan is exclusive):
+    # wait longer than the default 2 s before "busy".
+    "amqp": _AMQP + ("&" if "?" in _AMQP else "?") + "dlq_busy_wait=15",
     "postgresql": os.environ.get(
         "UPNEXT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
     ),
