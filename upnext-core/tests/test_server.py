@@ -180,3 +180,15 @@ async def test_unknown_route_is_json_404(env: Env) -> None:
     response = await env.client.get("/api/v1/nothing")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+async def test_malformed_body_is_422_and_405_lists_every_method(env: Env) -> None:
+    """Unparseable JSON is bad input (422); a wrong method names all the path's methods."""
+    bad = await env.client.post(
+        "/api/v1/dlq/replay", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert bad.status_code == 422
+    wrong = await env.client.put("/api/v1/dlq")
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "DELETE, GET"
+    assert (await env.client.put("/api/v1/dlq/replay")).headers["allow"] == "POST"

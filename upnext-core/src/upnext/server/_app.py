@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,6 +53,24 @@ def _status_of(exc: UpNextError) -> tuple[int, str]:
     return 500, "internal"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The documented methods of this path (Starlette names only the first route's).
+
+    A literal path (``/dlq/replay``) is its own resource, not an instance of
+    ``/dlq/{entry_id}``.
+    """
+    paths: dict[str, dict[str, object]] = request.app.openapi()["paths"]
+    path = request.url.path
+    if path in paths:
+        return sorted(m.upper() for m in paths[path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def _handlers(backend: Backend) -> dict[Any, Any]:
     async def upnext_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, UpNextError)
@@ -76,11 +95,18 @@ def _handlers(backend: Backend) -> dict[Any, Any]:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # an unparseable body: bad input, like any other (422)
+            return JSONResponse(
+                {"error": "invalid", "message": str(exc.detail), "detail": []}, status_code=422
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:
+            headers["allow"] = ", ".join(_allowed_methods(request))
         return JSONResponse(
             {"error": code, "message": str(exc.detail)},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     return {
