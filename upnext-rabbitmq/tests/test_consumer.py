@@ -128,19 +128,20 @@ async def test_release_is_a_republish_not_a_requeue(
 
 
 async def test_consumers_and_results_survive_connection_cuts(
-    upnext_queue: str, amqp_url: str, proxy_class: type[Any]
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str, proxy_class: type[Any]
 ) -> None:
     """Five cuts through a TCP proxy: consumers come back, no job lost, waiters get results."""
     target = urlsplit(amqp_url)
     async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
         via = amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1)
-        broker = RabbitBroker(via + ("&" if "?" in via else "?") + "reconnect_interval=0.1")
-        await broker.connect()
+        proxied = RabbitBroker(via + ("&" if "?" in via else "?") + "reconnect_interval=0.1")
+        await proxied.connect()
         try:
-            done = await _run_through_cuts(broker, proxy, upnext_queue)
+            done = await _run_through_cuts(proxied, proxy, upnext_queue)
             assert await _consumer_count(amqp_url, upnext_queue) == 1
         finally:
-            await broker.aclose()
+            await proxied.aclose()
+            broker._declared.add(upnext_queue)  # deleted with the fixture's queues
     assert done == {f"j{i}" for i in range(25)}
 
 

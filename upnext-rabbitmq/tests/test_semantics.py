@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 from upnext.testing.semantics import WorkerSemantics
+from upnext_rabbitmq import RabbitBroker
 
 
 class TestRabbitSemantics(WorkerSemantics):
     """Every semantic class; capability skips only."""
 
     @pytest.fixture
-    def broker_url(self, amqp_url: str) -> str:
-        """The test server."""
+    def broker_url(self, amqp_url: str, broker: RabbitBroker) -> str:
+        """The test server (reached first through `broker`: skip or fail if it is down)."""
         return amqp_url
 
     @pytest_asyncio.fixture(autouse=True)
