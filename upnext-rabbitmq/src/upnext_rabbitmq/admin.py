@@ -1,8 +1,9 @@
 """Dead-letter and queue administration for `RabbitBroker` (a mixin).
 
 AMQP cannot list queues, so upnext keeps a catalog: a durable queue holding
-one message per upnext queue, written when a process creates the queue and
-compacted (duplicates and deleted queues dropped) whenever an admin reads it.
+the name of every upnext queue, written the first time a process declares it
+and compacted whenever an admin reads it (duplicates dropped, and at most once
+a minute the names whose work queue no longer exists).
 Dead-letter operations scan DLQs under exclusive consumers (see `dlq`);
 counts come from ``queue.declare`` replies.
 """
