@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from upnext._dlq import DeadLetterEntry, EntryPage
 from upnext.server._backend import Backend
 from upnext.server._models import (
     MAX_LIMIT,
+    PRINTABLE,
     BulkReplay,
     BulkReplayResult,
     ErrorBody,
@@ -29,8 +30,13 @@ def _backend(request: Request) -> Backend:
 
 
 BackendDep = Annotated[Backend, Depends(_backend)]
-QueueFilter = Annotated[str | None, Query(max_length=200, description="only this queue")]
-FunctionFilter = Annotated[str | None, Query(max_length=500, description="only this function")]
+QueueFilter = Annotated[
+    str | None, Query(max_length=200, pattern=PRINTABLE, description="only this queue")
+]
+FunctionFilter = Annotated[
+    str | None, Query(max_length=500, pattern=PRINTABLE, description="only this function")
+]
+EntryId = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -61,7 +67,7 @@ async def list_entries(
     queue: QueueFilter = None,
     function: FunctionFilter = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=PRINTABLE)] = None,
 ) -> EntryPage:
     """Dead-letter entries newest first; pass `next_cursor` back as `cursor` for the next page."""
     return await backend.dlq.list(limit=limit, cursor=cursor, queue=queue, function=function)
@@ -80,26 +86,26 @@ async def replay_matching(backend: BackendDep, body: BulkReplay) -> BulkReplayRe
 
 
 @router.get("/dlq/{entry_id}", tags=["dead-letter queue"], responses=_NOT_FOUND)
-async def get_entry(backend: BackendDep, entry_id: str) -> DeadLetterEntry:
+async def get_entry(backend: BackendDep, entry_id: EntryId) -> DeadLetterEntry:
     """One entry: payload, error with traceback, every attempt."""
     return await backend.dlq.get(entry_id)
 
 
 @router.post("/dlq/{entry_id}/replay", tags=["dead-letter queue"], responses=_NOT_FOUND)
-async def replay(backend: BackendDep, entry_id: str) -> Replayed:
+async def replay(backend: BackendDep, entry_id: EntryId) -> Replayed:
     """Enqueue the entry's job again as a new job (new id) and remove the entry."""
     return Replayed(id=entry_id, job_id=await backend.dlq.replay(entry_id))
 
 
 @router.delete("/dlq/{entry_id}", tags=["dead-letter queue"], status_code=204, responses=_NOT_FOUND)
-async def delete_entry(backend: BackendDep, entry_id: str) -> Response:
+async def delete_entry(backend: BackendDep, entry_id: EntryId) -> Response:
     """Remove one entry."""
     await backend.dlq.delete(entry_id)
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-async def job(backend: BackendDep, job_id: str, queue: QueueFilter = None) -> JobInfo:
+async def job(backend: BackendDep, job_id: EntryId, queue: QueueFilter = None) -> JobInfo:
     """A job's final status and result from the result store, else status "unknown"."""
     return await backend.job(job_id, queue)
 

@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 MAX_LIMIT = 500
+# No control characters: backends differ on a NUL (refused, or a driver error).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 class ErrorBody(BaseModel):
@@ -42,8 +44,8 @@ class Replayed(BaseModel):
 class BulkReplay(BaseModel):
     """Replay every entry matching a filter (up to `limit`, newest first)."""
 
-    queue: str | None = None
-    function: str | None = None
+    queue: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
+    function: str | None = Field(default=None, max_length=500, pattern=PRINTABLE)
     limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
 
 
