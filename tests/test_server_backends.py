@@ -316,3 +316,30 @@ async def _drive(expect: Any, page: Any, port: int, queue: str) -> None:
         await expect(page.locator("#status")).to_contain_text(f"{done} {entry_id}")
         await expect(page.locator(f"#entries tr[data-id='{entry_id}']")).to_have_count(0)
     await expect(rows).to_have_count(0)
+
+
+async def test_busy_rabbitmq_dead_letter_queue_is_409() -> None:
+    """While another admin holds a RabbitMQ DLQ scan, the API answers 409 "busy", not 5xx."""
+    from upnext_rabbitmq import RabbitBroker
+
+    url = URLS["amqp"]
+    require_service(url)
+    queue = f"busy-{uuid.uuid4().hex[:10]}"
+    await _dead_letters(url, queue, 1)
+    impatient = _AMQP + ("&" if "?" in _AMQP else "?") + "dlq_busy_wait=0.2"
+    holder = RabbitBroker(url)
+    await holder.connect()
+    app = create_app(impatient, queues=[queue])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with (
+            holder._scan([queue]),  # the admin side of another process, held open
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
+            response = await client.get("/api/v1/dlq", params={"queue": queue})
+        assert response.status_code == 409
+        assert response.json()["error"] == "busy"
+    finally:
+        await holder.aclose()
+        await app.state.backend.aclose()
+        await _cleanup(url, queue)
