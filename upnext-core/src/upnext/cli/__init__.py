@@ -24,6 +24,17 @@ from upnext.errors import UpNextError
 __all__ = ["build_parser", "main"]
 
 
+def _limit(text: str) -> int:
+    """A page size between 1 and 500."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 500, got {value}")
+    return value
+
+
 def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = sub.add_parser("dlq", help="browse, replay, delete and purge dead-lettered jobs")
     dlq.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
@@ -35,7 +46,7 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     filters.add_argument("--queue", help="only this queue")
     filters.add_argument("--function", help="only this function")
     lst = actions.add_parser("list", parents=[common, filters], help="entries, newest first")
-    lst.add_argument("--limit", type=int, default=50, choices=range(1, 501), metavar="1..500")
+    lst.add_argument("--limit", type=_limit, default=50, metavar="1..500")
     lst.add_argument("--cursor", help="continue after a previous page")
     show = actions.add_parser("show", parents=[common], help="one entry in full")
     show.add_argument("id")

@@ -131,7 +131,10 @@ async def _replay(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
             except (DeadLetterNotFound, UnsupportedOperation) as exc:
                 missing.append(entry_id)
                 if args.ids:
-                    print(f"skipped {entry_id}: {exc}", file=sys.stderr)
+                    why = "no such entry (already replayed or deleted?)"
+                    if isinstance(exc, UnsupportedOperation):
+                        why = str(exc)
+                    print(f"skipped {entry_id}: {why}", file=sys.stderr)
             progress.step()
     finally:
         progress.close()

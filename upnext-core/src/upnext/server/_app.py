@@ -76,6 +76,8 @@ def _handlers(backend: Backend) -> dict[Any, Any]:
         assert isinstance(exc, UpNextError)
         status, code = _status_of(exc)
         message = backend.scrub(str(exc)) or type(exc).__name__
+        if isinstance(exc, DeadLetterNotFound):
+            message = f"no dead-letter entry {message} (never existed, replayed or deleted)"
         return JSONResponse({"error": code, "message": message}, status_code=status)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,7 @@ autocomplete="current-password" autofocus></label> <button>Sign in</button></for
 
 
 async def _json(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": code, "message": message}).encode()
+    body = json.dumps({"error": code, "message": message}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
