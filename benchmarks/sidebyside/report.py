@@ -195,6 +195,10 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any], workloads: Seque
     return "\n".join(out) + "\n"
 
 
+def _boxed(outcome: Outcome, workload: str) -> bool:
+    return any(s.partial for s in outcome.samples.get(workload, []))
+
+
 def write_json(path: Path, outcomes: Sequence[Outcome], meta: dict[str, Any]) -> None:
     """All samples and their medians, for later comparison."""
     frameworks: dict[str, Any] = {}
@@ -223,17 +227,23 @@ def write_chart(path: Path, outcomes: Sequence[Outcome], meta: dict[str, Any]) -
         import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         return f"no chart: {exc}"
-    rows = [(o.framework.name, o.stat("burst", "drain")) for o in outcomes]
+    rows = [
+        (o.framework.name + (" †" if _boxed(o, "burst") else ""), o.stat("burst", "drain"))
+        for o in outcomes
+    ]
     names = [n for n, s in rows]
     medians = [s.median if s else 0.0 for _, s in rows]
     low = [s.median - s.min if s else 0.0 for _, s in rows]
     high = [s.max - s.median if s else 0.0 for _, s in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    colors = ["#d62728" if n == "upnext" else "#7f7f7f" for n in names]
+    colors = ["#d62728" if n.startswith("upnext") else "#7f7f7f" for n in names]
     ax.bar(names, medians, yerr=[low, high], capsize=4, color=colors)
     for x, (value, (_, stat)) in enumerate(zip(medians, rows, strict=True)):
-        ax.annotate(f"{value:,.0f}" if stat else "failed", (x, value), ha="center", va="bottom")
-    ax.set_ylabel("drain jobs/s (one worker process)")
+        # Inside the bar, clear of the whiskers; a failed framework's name stays on the axis.
+        label, where = (f"{value:,.0f}", value / 2) if stat else ("failed", 0.0)
+        color = "white" if stat else "black"
+        ax.annotate(label, (x, where), ha="center", va="center", color=color, rotation=90)
+    ax.set_ylabel("drain jobs/s (one worker process; † time-boxed)")
     ax.set_title(f"No-op burst drain on {meta['broker']} — {meta['date']}, {meta['cores']} cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
