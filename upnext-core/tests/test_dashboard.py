@@ -192,3 +192,32 @@ async def _purge(page: Page) -> None:
     await expect(page.locator("#status")).to_contain_text("purged 1 entries")
     await expect(page.locator("#entries tbody tr")).to_have_count(0)
     await expect(page.locator("#queues tr[data-queue=shipping] td.dead")).to_have_text("0")
+
+
+async def test_dashboard_pages_and_refreshes_queue_depths(
+    page: Page, server: str, broker_url: str
+) -> None:
+    """Ten per page walks 12 entries in two pages; a new failure shows up without a click."""
+    rows = page.locator("#entries tbody tr")
+    dead = page.locator("#queues tr[data-queue=billing] td.dead")
+    async with _worker(broker_url) as worker:
+        charge = worker.tasks["dash.charge"]
+        for future in [await charge.submit(i) for i in range(12)]:
+            with pytest.raises(upnext.TaskExecutionError):
+                await future.result(timeout=5)
+        await page.goto(server)
+        await page.select_option("#filter-limit", "10")
+        await page.click("#filters button[type=submit]")
+        await expect(rows).to_have_count(10)
+        first_page = {await r.get_attribute("data-id") for r in await rows.all()}
+        await page.click("#next-page")
+        await expect(rows).to_have_count(2)
+        second_page = {await r.get_attribute("data-id") for r in await rows.all()}
+        assert not first_page & second_page
+        await expect(page.locator("#next-page")).to_be_disabled()
+        await page.click("#first-page")
+        await expect(rows).to_have_count(10)
+        await expect(dead).to_have_text("12")
+        with pytest.raises(upnext.TaskExecutionError):
+            await (await charge.submit(99)).result(timeout=5)
+        await expect(dead).to_have_text("13", timeout=8000)  # the 3 s refresh, no click
