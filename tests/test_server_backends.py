@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -356,3 +358,34 @@ async def test_busy_rabbitmq_dead_letter_queue_is_409() -> None:
         await holder.aclose()
         await app.state.backend.aclose()
         await _cleanup(url, queue)
+
+
+def test_upnext_worker_process_runs_jobs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`upnext worker mod:worker` runs jobs submitted by `upnext submit`, and exits 0 on SIGTERM."""
+    url = URLS["redis"]
+    require_service(url)
+    queue = f"cliw-{uuid.uuid4().hex[:10]}"
+    (tmp_path / "jobs.py").write_text(
+        "import upnext\n"
+        f"worker = upnext.Worker({queue!r}, broker={url!r}, receive_wait=0.5)\n\n"
+        "@worker.task(name='double')\n"
+        "async def double(n: int) -> int:\n"
+        "    return n * 2\n"
+    )
+    cli = [sys.executable, "-m", "upnext.cli"]
+    proc = subprocess.Popen([*cli, "worker", "jobs:worker", "--concurrency", "2"], cwd=tmp_path)
+    try:
+        done = subprocess.run(
+            [*cli, "submit", "jobs:double", "--kw", "n=21", "--wait", "30", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == 42
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0

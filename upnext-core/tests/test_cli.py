@@ -126,3 +126,37 @@ def test_progress_draws_only_on_a_terminal(tmp_path: Path) -> None:
         progress.step()
         progress.close()
     assert (tmp_path / "out").read_text() == ""
+
+
+def test_server_app_option_brings_broker_and_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`server --app mod:worker` serves that worker's broker and lists its queues; no password."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    (tmp_path / "appmod.py").write_text(
+        textwrap.dedent(
+            f"""
+            import upnext
+            worker = upnext.Worker("orders", broker="redis://:{SECRET}@127.0.0.1:1/0")
+
+            @worker.task(queue="emails")
+            async def send(n: int) -> int:
+                return n
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI adds the cwd; undo it after
+    monkeypatch.delitem(sys.modules, "appmod", raising=False)
+    monkeypatch.delenv("UPNEXT_API_TOKEN", raising=False)
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    assert main(["server", "--app", "appmod:worker", "--queue", "extra", "--port", "9"]) == 0
+    backend = served["app"].state.backend  # type: ignore[attr-defined]  # a FastAPI app
+    assert backend.queues == ["extra", "orders", "emails"]
+    assert (served["host"], served["port"]) == ("127.0.0.1", 9)
+    out = capsys.readouterr().out
+    assert "redis://:***@127.0.0.1:1/0" in out
+    assert SECRET not in out
