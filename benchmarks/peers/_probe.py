@@ -42,7 +42,7 @@ __all__ = [
 BATCH = 500  # jobs per batched enqueue call
 SINGLES = 500  # at most this many jobs enqueued one at a time (the single-enqueue rate)
 FILL_WINDOW = 50  # in-flight enqueues while filling the queue without a batch API
-PROGRESS_NOTES = 40  # progress notes per drain (a time-boxed drain is measured on the last)
+PROGRESS_EVERY = 0.2  # seconds between progress notes (a time-boxed drain is measured on the last)
 _DATAGRAM = struct.Struct("!qd")  # job index, time.time() when the job ran
 
 
@@ -110,7 +110,7 @@ class Probe:
         self.failed: set[int] = set()
         self.finished = False
         self.on_finish: Callable[[], object] | None = None
-        self.every = max(10, config.depth // PROGRESS_NOTES)
+        self.noted = 0.0
         self._udp: socket.socket | None = None
 
     def hit(self, i: int) -> None:
@@ -123,14 +123,13 @@ class Probe:
         measured = self.hits - config.warm
         # The warm-up jobs run first; the clock starts with the first measured one.
         if measured == 1:
-            self.first = time.perf_counter()
+            self.first = self.noted = time.perf_counter()
             self.cpu_first = time.process_time()
             # Tells the harness the measured drain began (its time box starts now).
             open(f"{config.out}.started", "w").close()
         if config.workload == "retry":
             # Progress in attempts (two per job): successes lag until the first pass ends.
-            if measured % (2 * self.every) == 0:
-                self._write(f"{config.out}.progress", measured // 2)
+            self._note(measured // 2)
             if i not in self.failed:
                 self.failed.add(i)
                 raise Flaky(f"job {i} fails its first attempt on purpose")
@@ -140,8 +139,14 @@ class Probe:
             self.finished = True
             if self.on_finish is not None:
                 self.on_finish()
-        elif config.workload == "burst" and measured > 0 and measured % self.every == 0:
-            self._write(f"{config.out}.progress", measured)
+        elif config.workload == "burst" and measured > 0:
+            self._note(measured)
+
+    def _note(self, jobs: int) -> None:
+        """Every PROGRESS_EVERY seconds, what a time-boxed drain is measured on."""
+        if jobs > 0 and time.perf_counter() - self.noted >= PROGRESS_EVERY:
+            self._write(f"{self.config.out}.progress", jobs)
+            self.noted = time.perf_counter()
 
     def _send(self, i: int) -> None:
         if self._udp is None:
