@@ -150,6 +150,9 @@ class ErrorGuard:
         self.scrub = scrub
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and websockets report their own failures
+            await self.app(scope, receive, send)
+            return
         started = False
 
         async def tracking(message: Message) -> None:
@@ -167,5 +170,5 @@ class ErrorGuard:
                 type(exc).__name__,
                 self.scrub(str(exc)),
             )
-            if scope["type"] == "http" and not started:
+            if not started:
                 await _json(send, 500, "internal", "internal server error (see the server log)")
