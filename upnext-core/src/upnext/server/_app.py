@@ -71,51 +71,57 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-def _handlers(backend: Backend) -> dict[Any, Any]:
-    async def upnext_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, UpNextError)
-        status, code = _status_of(exc)
-        message = backend.scrub(str(exc)) or type(exc).__name__
-        if isinstance(exc, DeadLetterNotFound):
-            message = f"no dead-letter entry {message} (never existed, replayed or deleted)"
-        return JSONResponse({"error": code, "message": message}, status_code=status)
+async def _upnext_error(request: Request, exc: Exception) -> JSONResponse:
+    """An upnext error as JSON: status by kind, message scrubbed of URLs and passwords."""
+    assert isinstance(exc, UpNextError)
+    status, code = _status_of(exc)
+    backend: Backend = request.app.state.backend
+    message = backend.scrub(str(exc)) or type(exc).__name__
+    if isinstance(exc, DeadLetterNotFound):
+        message = f"no dead-letter entry {message} (never existed, replayed or deleted)"
+    return JSONResponse({"error": code, "message": message}, status_code=status)
 
-    async def invalid(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """Validation errors as 422: a one-line message and each field in `detail`."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return JSONResponse(
+        jsonable_encoder(
+            {"error": "invalid", "message": f"{where}: {first['msg']}", "detail": detail}
+        ),
+        status_code=422,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Routing errors (404, 405) as JSON; an unparseable body as 422."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # an unparseable body: bad input, like any other (422)
         return JSONResponse(
-            jsonable_encoder(
-                {"error": "invalid", "message": f"{where}: {first['msg']}", "detail": detail}
-            ),
-            status_code=422,
+            {"error": "invalid", "message": str(exc.detail), "detail": []}, status_code=422
         )
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+    if exc.status_code == 405:
+        headers["allow"] = ", ".join(_allowed_methods(request))
+    return JSONResponse(
+        {"error": code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=headers,
+    )
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 400:  # an unparseable body: bad input, like any other (422)
-            return JSONResponse(
-                {"error": "invalid", "message": str(exc.detail), "detail": []}, status_code=422
-            )
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
-        if exc.status_code == 405:
-            headers["allow"] = ", ".join(_allowed_methods(request))
-        return JSONResponse(
-            {"error": code, "message": str(exc.detail)},
-            status_code=exc.status_code,
-            headers=headers,
-        )
 
-    return {
-        UpNextError: upnext_error,
-        RequestValidationError: invalid,
-        StarletteHTTPException: http_error,
-    }
+_HANDLERS: dict[Any, Any] = {
+    UpNextError: _upnext_error,
+    RequestValidationError: _invalid,
+    StarletteHTTPException: _http_error,
+}
 
 
 def create_app(
@@ -146,7 +152,7 @@ def create_app(
         docs_url=None,  # Swagger UI and ReDoc load from a CDN; the dashboard works offline
         redoc_url=None,
         lifespan=lifespan,
-        exception_handlers=_handlers(backend),
+        exception_handlers=_HANDLERS,
     )
     app.state.backend = backend
     app.include_router(router)
