@@ -107,6 +107,10 @@ class Batcher(Generic[T, R]):
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await fut
 
+    async def submit_many(self, items: Sequence[T]) -> list[Any]:
+        """Add several items to the next batch and wait for all their outcomes."""
+        return list(await asyncio.gather(*(self.submit(item) for item in items)))
+
     async def _drain(self) -> None:
         try:
             while self._pending:

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,9 @@ class Consumer:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.active = 0
         self.lent = 0
+        self.capacity = worker.concurrency
+        self.prefetch = worker.prefetch
+        self.buffer: deque[JobRun] = deque()
         self.runs: dict[Delivery, JobRun] = {}
         self.room = asyncio.Event()
         self.stopping = False
@@ -106,6 +110,7 @@ class Consumer:
         self.stopping = True
         self._loops[0].cancel()
         await asyncio.gather(self._loops[0], return_exceptions=True)
+        await self._release_buffered()
         pending = {run.task for run in self.runs.values() if run.task and not run.task.done()}
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -122,6 +127,24 @@ class Consumer:
         if self.background:
             await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _release_buffered(self) -> None:
+        """Give back at once every delivery received but not started (not an attempt)."""
+        buffered = [run for run in self.buffer if not run.lease_lost]
+        self.buffer.clear()
+        if not buffered:
+            return
+        try:
+            await self.settler.submit_many([Release(run.delivery) for run in buffered])
+        except Exception as exc:
+            log.warning(
+                "releasing %d unstarted jobs failed (%s); they return after their lease",
+                len(buffered),
+                exc,
+            )
+        for run in buffered:
+            run.done = True
+            self.runs.pop(run.delivery, None)
 
     def idle(self) -> bool:
         """Nothing running, nothing waiting to be settled, no hook pending."""
@@ -142,17 +165,35 @@ class Consumer:
         if not run.slot_freed:
             run.slot_freed = True
             self.active -= 1
+            self._dispatch()
             self.room.set()
+
+    def _dispatch(self) -> None:
+        """Start buffered deliveries while there are free slots."""
+        buffer = self.buffer
+        while buffer and self.active < self.capacity + self.lent and not self.stopping:
+            run = buffer.popleft()
+            if run.lease_lost:
+                self.runs.pop(run.delivery, None)
+                continue
+            self.active += 1
+            run.task = self.loop.create_task(self._execute(run))
 
     # -- receive -------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        """Keep up to concurrency + prefetch deliveries held, receiving in batches.
+
+        A receive is made only when at least a batch's worth of room exists
+        (half the prefetch, at least one), so a worker draining short jobs
+        asks the broker for many at a time instead of one per finished job.
+        """
         backoff = 0.05
-        capacity = self.worker.concurrency
         wait = self.worker.receive_wait
+        batch = max(1, self.prefetch // 2)
         while not self.stopping:
-            free = capacity + self.lent - self.active
-            if free <= 0:
+            free = self.capacity + self.lent + self.prefetch - self.active - len(self.buffer)
+            if free < batch and not (free > 0 and not self.buffer and self.active < self.capacity):
                 self.room.clear()
                 await self.room.wait()
                 continue
@@ -172,10 +213,10 @@ class Consumer:
             # returning; a receive that blocked a long time must not eat into it.
             lease_until = time.monotonic() + self.lease
             for delivery in deliveries:
-                self.active += 1
                 run = JobRun(delivery, lease_until)
                 self.runs[delivery] = run
-                run.task = self.loop.create_task(self._execute(run))
+                self.buffer.append(run)
+            self._dispatch()
 
     # -- heartbeat -----------------------------------------------------------
 
@@ -209,6 +250,8 @@ class Consumer:
         log.warning("job %s cancelled here: %s", run.delivery.envelope.id, why)
         if run.task is not None:
             run.task.cancel()
+        else:  # still buffered: drop it, another worker may hold it now
+            self.runs.pop(run.delivery, None)
 
     # -- settle --------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class Worker:
         *,
         results: str | None = None,
         concurrency: int = 10,
+        prefetch: int | None = None,
         queues: Sequence[str] | None = None,
         lease: float = 30.0,
         shutdown_grace: float = 25.0,
@@ -72,6 +73,10 @@ class Worker:
         self.results_url = results or os.environ.get(ENV_RESULTS)
         self.factories = Factories(self.broker_url, self.results_url)
         self.concurrency = concurrency
+        # Deliveries held beyond the running ones, so receives come in batches.
+        self.prefetch = concurrency if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
         self.queues = list(queues) if queues else None
         self.lease = lease
         self.shutdown_grace = shutdown_grace
