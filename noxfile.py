@@ -10,7 +10,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = [
     "-e",
-    "upnext-core[testing]",
+    "upnext-core[server,testing]",
     "-e",
     "upnext-redis",
     "-e",
@@ -18,7 +18,10 @@ PACKAGES = [
     "-e",
     "upnext-postgres",
 ]
-TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3"]
+# httpx drives the API in-process; playwright drives Debian's Chromium (no browser
+# download); schemathesis fuzzes the OpenAPI schema.
+SERVER_TEST_DEPS = ["httpx>=0.27", "playwright>=1.45", "schemathesis>=4"]
+TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3", *SERVER_TEST_DEPS]
 LINT_DEPS = ["ruff==0.17.6"]
 TYPE_DEPS = [
     "mypy==2.4.1",
@@ -27,6 +30,7 @@ TYPE_DEPS = [
     "hypothesis>=6.100",
     "nox",
     "asyncpg-stubs",
+    *SERVER_TEST_DEPS,
 ]
 # Checked one group at a time: each package has its own tests/conftest.py.
 SOURCE_GROUPS = [
