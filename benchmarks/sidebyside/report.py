@@ -172,14 +172,14 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any], workloads: Seque
                     f"{_fmt(upnext.stat('latency', 'result_p99'), 2)} ms."
                 )
     boxed = [
-        (o.framework.name, w, s.partial)
+        (o.framework.name, w, "; ".join(s.partial or "complete" for s in ss))
         for o in outcomes
         for w, ss in o.samples.items()
-        for s in ss
+        if any(s.partial for s in ss)
     ]
-    if any(note for *_, note in boxed):
-        out += ["", "† Time-boxed drains (measured on the jobs finished within the box):", ""]
-        out += [f"- {n} {w}: {note}" for n, w, note in boxed if note]
+    if boxed:
+        out += ["", "† Time-boxed drains, per repeat (measured on the jobs done within 5 s):", ""]
+        out += [f"- {n} {w}: {notes}" for n, w, notes in boxed]
     failed = [(o.framework.name, w, e) for o in outcomes for w, e in o.errors.items()]
     if failed:
         out += ["", "## Failed runs", "", "| framework | workload | error |", "|---|---|---|"]
