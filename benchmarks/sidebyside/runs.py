@@ -94,6 +94,9 @@ class _Runner:
             _kill_group(proc)
             out, err = proc.communicate()
             raise RunError(f"{role} timed out after {timeout:.0f} s: {_tail(err)}") from None
+        except BaseException:  # interrupted: leave nothing running behind
+            _kill_group(proc)
+            raise
         if proc.returncode != 0:
             raise RunError(f"{role} exited {proc.returncode}: {_tail(err)}")
         for line in out.splitlines():
