@@ -20,6 +20,7 @@ import resource
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -112,13 +113,19 @@ class Probe:
         self.on_finish: Callable[[], object] | None = None
         self.noted = 0.0
         self._udp: socket.socket | None = None
+        self._lock = threading.Lock()
 
     def hit(self, i: int) -> None:
         """Run job `i`: note the time; fail its first attempt in the retry workload."""
-        config = self.config
-        if config.workload == "latency":
+        if self.config.workload == "latency":
             self._send(i)
             return
+        # Threaded workers (dramatiq, celery threads) run jobs concurrently: count under a lock.
+        with self._lock:
+            self._count(i)
+
+    def _count(self, i: int) -> None:
+        config = self.config
         self.hits += 1
         measured = self.hits - config.warm
         # The warm-up jobs run first; the clock starts with the first measured one.
