@@ -39,3 +39,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 def ledger(tmp_path: Path) -> Ledger:
     """This run's execution ledger (a file outside every broker)."""
     return Ledger(tmp_path / "ledger.txt")
+
+
+@pytest_asyncio.fixture(params=("memory", *BACKENDS))
+async def any_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """Like `backend`, plus memory:// for scenarios that run their worker in-process."""
+    made = make_backend(request.param)
+    yield made
+    await cleanup(made)

@@ -11,7 +11,7 @@ import pytest
 import upnext
 from chaoskit import FULL
 from chaoskit.backends import Backend
-from chaoskit.ledger import Ledger, verdict
+from chaoskit.ledger import Ledger, report, verdict
 from chaoskit.procs import Pool, wait_until
 from chaoskit.worker import Options, build
 
@@ -68,10 +68,17 @@ async def test_random_sigkills_lose_nothing(backend: Backend, ledger: Ledger) ->
     await producer.aclose()
     held = sum(in_flight_at(ledger, pid, at) for pid, at in kills)
     result = verdict(ledger, range(KILL_JOBS)).check(max_duplicates=held)
-    print(
-        f"\nCHAOS sigkill {backend.name}: jobs={result.jobs} kills={len(kills)} lost={result.lost}"
-        f" dup={result.duplicates} held_at_kills={held} dlq={dead_letters}"
-        f" total={time.monotonic() - started:.1f}s after_last_kill={recovery:.1f}s"
+    report(
+        "sigkill",
+        backend.name,
+        jobs=result.jobs,
+        kills=len(kills),
+        lost=result.lost,
+        duplicates=result.duplicates,
+        held_at_kills=held,
+        dlq=dead_letters,
+        seconds=time.monotonic() - started,
+        drain_after_last_kill=recovery,
     )
     assert len(kills) >= 2, "the kills must fall in the middle of the run"
     assert dead_letters == 0
@@ -116,10 +123,15 @@ async def test_crash_loop_job_is_dead_lettered_as_worker_lost(
     vanished = set(range(CRASH_OTHERS)) - ledger.done() - collateral
     [entry] = [e for e in page.items if e.job_id == crash.job_id]
     runs = [e for e in ledger.entries("S") if e.index == -1]
-    print(
-        f"\nCHAOS crash-loop {backend.name}: runs={len(runs)} deaths={pool.deaths}"
-        f" others={CRASH_OTHERS} lost={result.lost} dup={result.duplicates}"
-        f" collateral_dead_lettered={len(collateral)} vanished={len(vanished)}"
+    report(
+        "crash-loop",
+        backend.name,
+        crasher_runs=len(runs),
+        deaths=pool.deaths,
+        others=CRASH_OTHERS,
+        others_dead_lettered=len(collateral),
+        vanished=len(vanished),
+        duplicates=result.duplicates,
     )
     assert not vanished, "a job neither completed nor reached the DLQ"
     assert result.unexpected == 0

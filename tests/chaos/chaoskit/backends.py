@@ -7,6 +7,7 @@ accepted: the suite breaks things, so it must never point at a real server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -73,9 +74,12 @@ def _require_service(url: str) -> None:
 
 def make_backend(name: str) -> Backend:
     """A fresh namespace on backend `name`; skips (or fails under CI) when it is unreachable."""
+    token = uuid.uuid4().hex[:10]
+    if name == "memory":  # in-process only: a URL of its own in the per-process registry
+        url = f"memory://chaos-{token}"
+        return Backend(name=name, base=url, url=url, queue=f"chaos-{token}", token=token)
     base = base_url(name)
     _require_service(base)
-    token = uuid.uuid4().hex[:10]
     url = base
     if name == "redis":
         url = _with_option(base, "prefix", f"chaos-{token}")
@@ -115,3 +119,4 @@ async def cleanup(backend: Backend) -> None:
                 await channel.queue_delete(queue)
         finally:
             await connection.close()
+            await asyncio.sleep(0.05)  # aiormq's close callbacks run as tasks: let them finish

@@ -7,13 +7,14 @@ with another process's, so SIGKILLed writers leave whole lines or nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Entry", "Ledger", "Verdict", "verdict"]
+__all__ = ["Entry", "Ledger", "Verdict", "report", "verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +96,15 @@ def verdict(ledger: Ledger, expected: range | set[int]) -> Verdict:
         duplicates=sum(duplicated.values()),
         duplicated=duplicated,
     )
+
+
+def report(scenario: str, backend: str, **figures: object) -> None:
+    """Print a run's figures on one line; also append them to $UPNEXT_CHAOS_REPORT if set."""
+    line = " ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"\nCHAOS {scenario} {backend}: {line}")
+    target = os.environ.get("UPNEXT_CHAOS_REPORT")
+    if target:
+        with open(target, "a") as out:
+            out.write(json.dumps({"scenario": scenario, "backend": backend, **figures}) + "\n")
