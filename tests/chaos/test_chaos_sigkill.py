@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300 if FULL else 90)]
 
 # Issue 9 figures, and the short CI variant.
 KILL_JOBS, KILL_WORKERS, KILL_EVERY, KILL_FOR = (
-    (10_000, 4, 2.0, 60.0) if FULL else (800, 2, 1.5, 4.5)
+    (10_000, 4, 2.0, 60.0) if FULL else (2_000, 2, 1.0, 4.0)
 )
 CRASH_OTHERS = 1_000 if FULL else 100
 
@@ -80,7 +80,8 @@ async def test_random_sigkills_lose_nothing(backend: Backend, ledger: Ledger) ->
         seconds=time.monotonic() - started,
         drain_after_last_kill=recovery,
     )
-    assert len(kills) >= 2, "the kills must fall in the middle of the run"
+    assert kills, "the kills must fall in the middle of the run"
+    assert held > 0, "the killed workers must have held jobs"
     assert dead_letters == 0
 
 
