@@ -53,7 +53,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """The quickstart and every runnable snippet in docs/ (memory://)."""
-    session.install("-e", "upnext-core")
+    session.install(*PACKAGES)
     session.run("python", "examples/quickstart.py")
     session.run("python", "docs/check_snippets.py")
 

@@ -155,6 +155,7 @@ class Consumer:
     def lend_slot(self) -> None:
         """A job waits on another job: let its slot run something else meanwhile."""
         self.lent += 1
+        self._dispatch()  # a buffered job (often the awaited child) may start now
         self.room.set()
 
     def return_slot(self) -> None:
