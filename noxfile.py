@@ -66,6 +66,15 @@ def sqlite_example(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """The chaos suite at issue 9's full figures (tests/chaos with UPNEXT_CHAOS_FULL=1)."""
+    session.install(*PACKAGES, *TEST_DEPS)
+    session.run(
+        "pytest", "tests/chaos", "-m", "chaos", *session.posargs, env={"UPNEXT_CHAOS_FULL": "1"}
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*LINT_DEPS)
