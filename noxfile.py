@@ -5,7 +5,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "examples", "sqlite_example"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples", "sqlite_example", "bench_smoke"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = [
