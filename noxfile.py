@@ -110,6 +110,13 @@ def bench_core(session: nox.Session) -> None:
     session.run("python", "benchmarks/core_throughput.py", *session.posargs)
 
 
+@nox.session
+def bench_pg_depth(session: nox.Session) -> None:
+    """PostgreSQL receive time with 1,000 vs 1,000,000 queued rows (postgres_depth.py)."""
+    session.install("-e", "upnext-core", "-e", "upnext-postgres")
+    session.run("python", "benchmarks/postgres_depth.py", *session.posargs)
+
+
 BENCH_PEERS = [
     "arq",
     "saq[redis,postgres]",
