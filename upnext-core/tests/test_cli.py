@@ -160,3 +160,11 @@ def test_server_app_option_brings_broker_and_queues(
     out = capsys.readouterr().out
     assert "redis://:***@127.0.0.1:1/0" in out
     assert SECRET not in out
+
+
+def test_schema_needs_a_backend_that_keeps_one() -> None:
+    """`schema` without a URL exits 2; on a backend with no schema, 1 with one line."""
+    assert _run("schema").returncode == 2
+    done = _run("schema", "--broker", "memory://x")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: the memory:// backend keeps no schema: nothing to print"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -95,3 +97,29 @@ def test_module_prints_the_sql(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == schema_sql("jobs_here")
     assert main(["sql", "--schema", "bad-name"]) == 2
     assert "schema name" in capsys.readouterr().err
+
+
+async def test_upnext_schema_command_prints_sql_that_connect_accepts(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """`upnext schema --broker URL` prints the URL's DDL; applied, connect finds it current."""
+    url = url_with(postgres_url.replace("postgres@", "postgres:canary-pw@"), schema=fresh_schema)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "upnext.cli", "schema", "--broker", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == schema_sql(fresh_schema)
+    assert "canary-pw" not in done.stdout + done.stderr
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(done.stdout)
+    finally:
+        await conn.close()
+    async with PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema)) as b:
+        assert await b.dlq_count() == 0
+    assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))

@@ -33,7 +33,7 @@ from upnext_postgres._listener import Listener
 from upnext_postgres._options import PostgresOptions
 from upnext_postgres._queries import Queries
 from upnext_postgres._settle import SettleBatch
-from upnext_postgres.schema import Names, migrate
+from upnext_postgres.schema import Names, migrate, schema_sql
 
 __all__ = ["PostgresBroker"]
 
@@ -98,6 +98,10 @@ class PostgresBroker(AdminMixin):
 
     def __repr__(self) -> str:
         return f"PostgresBroker({self._where!r}, schema={self._names.schema!r})"
+
+    def schema_sql(self) -> str:
+        """The DDL this broker would apply at connect (what `upnext schema` prints)."""
+        return schema_sql(self._names.schema)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -19,6 +19,7 @@ from upnext.cli import _commands
 from upnext.cli._dlq import confirm_purge, run_dlq
 from upnext.cli._load import refuse_memory
 from upnext.cli._output import fail
+from upnext.cli._schema import schema
 from upnext.errors import UpNextError
 
 __all__ = ["build_parser", "main"]
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sbm.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
     sbm.add_argument("--json", action="store_true", help="print JSON")
+    sch = sub.add_parser("schema", help="print the SQL a backend applies at connect (PostgreSQL)")
+    sch.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
     return parser
 
 
@@ -131,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dlq": _dlq,
         "backends": _commands.backends,
         "submit": _commands.submit,
+        "schema": schema,
     }
     urls = [getattr(args, "broker", None), getattr(args, "results", None), *_commands.env_urls()]
     try:
