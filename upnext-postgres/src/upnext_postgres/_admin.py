@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncpg
+from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import ConfigurationError, DeadLetterNotFound
+from upnext.errors import DeadLetterNotFound
 
 from upnext_postgres._errors import mapped
 
@@ -34,16 +35,6 @@ def _record(row: asyncpg.Record) -> DeadLetterRecord:
         failed_at=row["failed_at"],
         data=row["data"],
     )
-
-
-def _parse_cursor(cursor: str) -> tuple[float, str]:
-    failed_at, sep, entry_id = cursor.partition("/")
-    try:
-        if not sep:
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
 
 
 class AdminMixin:
@@ -79,7 +70,7 @@ class AdminMixin:
             args.append(function)
             conds.append(f"function = ${len(args)}")
         if cursor is not None:
-            args.extend(_parse_cursor(cursor))
+            args.extend(parse_dlq_cursor(cursor))
             conds.append(f"(failed_at, id) < (${len(args) - 1}::float8, ${len(args)}::text)")
         limit = max(limit, 0)
         args.append(limit + 1)
@@ -91,7 +82,7 @@ class AdminMixin:
         rows = await self._fetch("list dead letters", sql, *args)
         records = [_record(r) for r in rows[:limit]]
         more = len(rows) > limit and records
-        next_cursor = f"{records[-1].failed_at!r}/{records[-1].id}" if more else None
+        next_cursor = dlq_cursor(records[-1]) if more else None
         return DeadLetterPage(records, next_cursor)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -374,7 +375,7 @@ class MemoryBroker:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """Records newest first, after `cursor`."""
-        after = _parse_cursor(cursor)
+        after = parse_dlq_cursor(cursor) if cursor is not None else None
         with self._lock:
             records = [
                 r
@@ -386,7 +387,7 @@ class MemoryBroker:
         records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
         page = records[:limit]
         more = len(records) > limit
-        next_cursor = f"{page[-1].failed_at!r}/{page[-1].id}" if more and page else None
+        next_cursor = dlq_cursor(page[-1]) if more and page else None
         return DeadLetterPage(page, next_cursor)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
@@ -467,15 +468,3 @@ class MemoryBroker:
         """Jobs not yet settled, all queues (for the shutdown warning)."""
         with self._lock:
             return len(self._jobs)
-
-
-def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    failed_at, sep, entry_id = cursor.partition("/")
-    try:
-        if not sep:
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
