@@ -18,7 +18,6 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from upnext._settlement import (
     settle_lost,
     settle_success,
 )
+from upnext._threads import DaemonThreadPool
 from upnext.broker.protocol import Ack, DeadLetter, Delivery, Release, SettleItem, SettleOutcome
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
@@ -91,9 +91,7 @@ class Consumer:
         self.settler: Batcher[SettleItem, SettleOutcome] = Batcher(self._settle_batch)
         self.background: set[asyncio.Task[Any]] = set()
         self.abandoned_threads = 0
-        self.executor = ThreadPoolExecutor(
-            max_workers=2 * worker.concurrency + 1, thread_name_prefix="upnext-sync"
-        )
+        self.executor = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
         self.plugins_active = worker.plugins.active
         self._loops: list[asyncio.Task[None]] = []
 
@@ -126,7 +124,7 @@ class Consumer:
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
         if self.background:
             await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown()
 
     async def _release_buffered(self) -> None:
         """Give back at once every delivery received but not started (not an attempt)."""
@@ -172,7 +170,12 @@ class Consumer:
     def _dispatch(self) -> None:
         """Start buffered deliveries while there are free slots."""
         buffer = self.buffer
-        while buffer and self.active < self.capacity + self.lent and not self.stopping:
+        while (
+            buffer
+            and self.active < self.capacity + self.lent
+            and not self.stopping
+            and self.fatal is None
+        ):
             run = buffer.popleft()
             if run.lease_lost:
                 self.runs.pop(run.delivery, None)
