@@ -13,10 +13,12 @@ there. The same short run in CI and under UPNEXT_CHAOS_FULL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ import pytest
 import upnext
 from chaoskit.backends import Backend
 from chaoskit.ledger import Ledger, report, verdict
-from chaoskit.procs import wait_until
+from chaoskit.procs import spawn, wait_until
 from chaoskit.worker import Options, Tasks, build
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
@@ -37,23 +39,9 @@ CALLER_WITHIN = 0.5  # the caller's TaskTimeoutError, past started + timeout
 BLOCKERS = {-1: "sleep", -2: "spin"}
 LONG = -3
 GAP_WITHIN = 0.75 * LEASE  # heartbeats every lease/3; a gap of a whole lease loses it
-
-
-def _add_blocking_task(worker: upnext.Worker, ledger: Ledger) -> upnext.Task[..., None]:
-    @worker.task(name="chaos.block", timeout=TIMEOUT, result_ttl=60)
-    def block(i: int, how: str) -> None:
-        """Block this thread for BLOCK s; "E" in the ledger if it ever gets to the end."""
-        attempt = upnext.get_current_context().attempt
-        ledger.record("S", i, attempt)
-        until = time.monotonic() + BLOCK
-        if how == "sleep":
-            time.sleep(BLOCK)
-        else:
-            while time.monotonic() < until:  # holds the GIL but for the switch interval
-                pass
-        ledger.record("E", i, attempt)
-
-    return block
+STUCK_S, FATAL_TIMEOUT = 120.0, 0.3  # threads that never return while the test watches
+EXIT_WITHIN = 4.0  # from the fatal timeout to the process's exit
+EXIT_RESTART = 75  # upnext.run's "restart me" (EX_TEMPFAIL)
 
 
 async def _time_heartbeats(worker: upnext.Worker, monkeypatch: pytest.MonkeyPatch) -> list[float]:
@@ -81,10 +69,10 @@ async def _caller_sees_timeout(future: upnext.Future[None]) -> tuple[float, bool
 
 
 async def _drive(
-    tasks: Tasks, block: upnext.Task[..., None], ledger: Ledger
+    tasks: Tasks, ledger: Ledger
 ) -> tuple[list[upnext.Future[None]], list[tuple[float, bool]]]:
     """Block two threads, run a long and SHORT_JOBS short jobs beside them; wait for all."""
-    blocked = [await block.submit(i=i, how=how) for i, how in BLOCKERS.items()]
+    blocked = [await tasks.block.submit(i=i, seconds=BLOCK, how=h) for i, h in BLOCKERS.items()]
     await tasks.work.submit(i=LONG, ms=LONG_MS)
     wanted = {*BLOCKERS, LONG}
     await wait_until(lambda: {e.index for e in ledger.entries("S")} >= wanted, 10.0, "all started")
@@ -146,12 +134,11 @@ async def _observe(
 ) -> Seen:
     """Run the scenario on one in-process worker; everything the assertions need."""
     caplog.set_level(logging.WARNING, logger="upnext.worker")
-    options = Options(concurrency=6, lease=LEASE, receive_wait=0.2)
+    options = Options(concurrency=6, lease=LEASE, receive_wait=0.2, block_timeout=TIMEOUT)
     worker, tasks = build(backend.url, backend.queue, ledger, options)
-    block = _add_blocking_task(worker, ledger)
     beats = await _time_heartbeats(worker, monkeypatch)
     async with worker:
-        blocked, told = await _drive(tasks, block, ledger)
+        blocked, told = await _drive(tasks, ledger)
         entries = (await worker.dlq.list(queue=backend.queue)).items
         fatal = worker.fatal
     await worker.aclose()
@@ -182,3 +169,72 @@ async def test_overrunning_sync_task_times_out_on_time_and_stalls_nothing(
     assert seen.fatal is None, "two abandoned threads (<= concurrency) must not stop the worker"
     if any_backend.name != "rabbitmq":  # no timed leases there: nothing to extend
         assert figures["max_gap_s"] < GAP_WITHIN, "the heartbeat stalled"
+
+
+@contextlib.asynccontextmanager
+async def _worker_process(
+    backend: Backend, ledger: Ledger, options: Options
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """One chaos worker subprocess, SIGKILLed on the way out if still alive."""
+    proc = await spawn(backend, ledger, options)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _exit_within(proc: asyncio.subprocess.Process, since: float) -> float | None:
+    """Seconds from `since` (wall clock) to `proc`'s exit; None if not within EXIT_WITHIN."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), since + EXIT_WITHIN - time.time())
+    return None if proc.returncode is None else time.time() - since
+
+
+async def test_too_many_abandoned_threads_restart_the_worker(
+    backend: Backend, ledger: Ledger
+) -> None:
+    """Concurrency 1, three stuck sync jobs: the second abandoned thread (> concurrency) is
+    fatal; the worker starts nothing more and exits 75 promptly, though its threads never end.
+    """
+    options = Options(concurrency=1, lease=2.0, shutdown_grace=1.0, block_timeout=FATAL_TIMEOUT)
+    producer, tasks = build(backend.url, backend.queue, ledger, options)
+    await tasks.block.submit_many([{"i": i, "seconds": STUCK_S} for i in range(3)])
+    await producer.aclose()
+    async with _worker_process(backend, ledger, options) as proc:
+        await wait_until(lambda: len(ledger.entries("S")) >= 2, 30.0, "two stuck jobs started")
+        exited_after = await _exit_within(proc, ledger.entries("S")[1].at + FATAL_TIMEOUT)
+    starts = len(ledger.entries("S"))
+    report(
+        "sync-fatal",
+        backend.name,
+        starts=starts,
+        exited_after_s="hung" if exited_after is None else exited_after,
+    )
+    assert exited_after is not None, f"the worker did not exit within {EXIT_WITHIN} s of its fatal"
+    assert proc.returncode == EXIT_RESTART
+    assert starts == 2, "a job started after the worker declared itself fatal"
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)  # core's exit, not the broker's
+async def test_sigterm_exits_past_an_abandoned_thread(backend: Backend, ledger: Ledger) -> None:
+    """One stuck sync job, timed out and abandoned; SIGTERM: the worker exits 0 within its grace
+    (plus EXIT_WITHIN), not when the thread ends."""
+    options = Options(concurrency=2, lease=2.0, shutdown_grace=1.0, block_timeout=FATAL_TIMEOUT)
+    producer, tasks = build(backend.url, backend.queue, ledger, options)
+    await tasks.block.submit(i=0, seconds=STUCK_S)
+    await producer.aclose()
+    async with _worker_process(backend, ledger, options) as proc:
+        await wait_until(lambda: len(ledger.entries("S")) >= 1, 30.0, "the stuck job started")
+        await asyncio.sleep(FATAL_TIMEOUT + 0.2)  # past its timeout: the thread is abandoned
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        exited_after = await _exit_within(proc, sent)
+    report(
+        "sync-sigterm",
+        backend.name,
+        exited_after_s="hung" if exited_after is None else exited_after,
+    )
+    assert exited_after is not None, f"SIGTERMed worker still running after {EXIT_WITHIN} s"
+    assert proc.returncode == 0
