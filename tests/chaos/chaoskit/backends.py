@@ -85,6 +85,8 @@ def make_backend(name: str) -> Backend:
         url = _with_option(base, "prefix", f"chaos-{token}")
     elif name == "postgres":
         url = _with_option(base, "schema", f"chaos_{token}")
+    elif name == "rabbitmq":  # an admin anywhere that scans every DLQ holds ours meanwhile
+        url = _with_option(base, "dlq_busy_wait", "30")
     return Backend(name=name, base=base, url=url, queue=f"chaos-{token}", token=token)
 
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Options:
     retries: int = 5
     retry_delay: float = 0.2
     receive_wait: float = 1.0
+    block_timeout: float = 60.0
 
     def argv(self) -> list[str]:
         """These options as command-line arguments for `main`."""
@@ -46,6 +48,7 @@ class Tasks:
     work: upnext.Task[..., None]
     crash: upnext.Task[..., None]
     fail: upnext.Task[..., None]
+    block: upnext.Task[..., None]
 
 
 def build(url: str, queue: str, ledger: Ledger, options: Options) -> tuple[upnext.Worker, Tasks]:
@@ -88,7 +91,20 @@ def build(url: str, queue: str, ledger: Ledger, options: Options) -> tuple[upnex
         ledger.record("F", i, upnext.get_current_context().attempt)
         raise RuntimeError(f"job {i} always fails")
 
-    return worker, Tasks(work=work, crash=crash, fail=fail)
+    @worker.task(name="chaos.block", timeout=options.block_timeout, result_ttl=60)
+    def block(i: int, seconds: float, how: str = "sleep") -> None:
+        """A sync task: hold this thread `seconds` in time.sleep or a busy loop; E at the end."""
+        attempt = upnext.get_current_context().attempt
+        ledger.record("S", i, attempt)
+        until = time.monotonic() + seconds
+        if how == "sleep":
+            time.sleep(seconds)
+        else:
+            while time.monotonic() < until:  # holds the GIL but for the switch interval
+                pass
+        ledger.record("E", i, attempt)
+
+    return worker, Tasks(work=work, crash=crash, fail=fail, block=block)
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
