@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--queue", action="append", help="a queue to show (repeatable)")
     srv.add_argument("--app", metavar="module:worker", help="show this worker's queues")
+    srv.add_argument(
+        "--management-url",
+        metavar="URL",
+        help="RabbitMQ: list queues and depths from this management API,"
+        " http://user:pass@host:15672 (default: $UPNEXT_MANAGEMENT_URL)",
+    )
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _dlq_parser(sub)
     bk = sub.add_parser("backends", help="installed URL schemes and their distributions")
@@ -136,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "submit": _commands.submit,
         "schema": schema,
     }
-    urls = [getattr(args, "broker", None), getattr(args, "results", None), *_commands.env_urls()]
+    urls = [
+        getattr(args, "broker", None),
+        getattr(args, "results", None),
+        getattr(args, "management_url", None),
+        *_commands.env_urls(),
+    ]
     try:
         return handlers[args.command](args)
     except UpNextError as exc:

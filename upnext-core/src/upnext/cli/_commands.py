@@ -17,7 +17,9 @@ from upnext.cli._load import load_object, refuse_memory
 from upnext.cli._output import fail, print_json, table
 from upnext.errors import ConfigurationError
 
-__all__ = ["backends", "server", "submit", "worker"]
+__all__ = ["ENV_MANAGEMENT", "backends", "server", "submit", "worker"]
+
+ENV_MANAGEMENT = "UPNEXT_MANAGEMENT_URL"
 
 
 def _worker_at(target: str) -> Worker:
@@ -64,12 +66,21 @@ def server(args: argparse.Namespace) -> int:
     refuse_memory(broker, "upnext server")
     token = args.token or os.environ.get(ENV_TOKEN) or None
     check_bind(args.host, token, args.insecure)
-    app = create_app(broker, results, token=token, queues=list(dict.fromkeys(queues)))
+    management = args.management_url or os.environ.get(ENV_MANAGEMENT) or None
+    app = create_app(
+        broker,
+        results,
+        token=token,
+        queues=list(dict.fromkeys(queues)),
+        management_url=management,
+    )
     auth = "token required" if token else "no token"
     print(
         f"upnext server for {redact_url(broker)} on http://{args.host}:{args.port} ({auth})",
         flush=True,
     )
+    if management:
+        print(f"queues from the management API at {redact_url(management)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -132,6 +143,10 @@ async def _submit(
         await task.worker.aclose()
 
 
-def env_urls() -> tuple[str | None, str | None]:
-    """The broker and results URLs from the environment."""
-    return os.environ.get(ENV_BROKER), os.environ.get(ENV_RESULTS)
+def env_urls() -> tuple[str | None, str | None, str | None]:
+    """The broker, results and management URLs from the environment."""
+    return (
+        os.environ.get(ENV_BROKER),
+        os.environ.get(ENV_RESULTS),
+        os.environ.get(ENV_MANAGEMENT),
+    )

@@ -70,13 +70,13 @@ async def list_entries(
     cursor: Annotated[str | None, Query(max_length=500, pattern=PRINTABLE)] = None,
 ) -> EntryPage:
     """Dead-letter entries newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return await backend.dlq.list(limit=limit, cursor=cursor, queue=queue, function=function)
+    return await backend.dlq_list(limit, cursor, queue, function)
 
 
 @router.delete("/dlq", tags=["dead-letter queue"])
 async def purge(backend: BackendDep, queue: QueueFilter = None) -> Purged:
     """Remove every entry (of `queue`, if given); how many were removed."""
-    return Purged(purged=await backend.dlq.purge(queue))
+    return Purged(purged=await backend.dlq_purge(queue))
 
 
 @router.post("/dlq/replay", tags=["dead-letter queue"])
@@ -88,19 +88,19 @@ async def replay_matching(backend: BackendDep, body: BulkReplay) -> BulkReplayRe
 @router.get("/dlq/{entry_id}", tags=["dead-letter queue"], responses=_NOT_FOUND)
 async def get_entry(backend: BackendDep, entry_id: EntryId) -> DeadLetterEntry:
     """One entry: payload, error with traceback, every attempt."""
-    return await backend.dlq.get(entry_id)
+    return await backend.dlq_get(entry_id)
 
 
 @router.post("/dlq/{entry_id}/replay", tags=["dead-letter queue"], responses=_NOT_FOUND)
 async def replay(backend: BackendDep, entry_id: EntryId) -> Replayed:
     """Enqueue the entry's job again as a new job (new id) and remove the entry."""
-    return Replayed(id=entry_id, job_id=await backend.dlq.replay(entry_id))
+    return Replayed(id=entry_id, job_id=await backend.dlq_replay(entry_id))
 
 
 @router.delete("/dlq/{entry_id}", tags=["dead-letter queue"], status_code=204, responses=_NOT_FOUND)
 async def delete_entry(backend: BackendDep, entry_id: EntryId) -> Response:
     """Remove one entry."""
-    await backend.dlq.delete(entry_id)
+    await backend.dlq_delete(entry_id)
     return Response(status_code=204)
 
 

@@ -130,14 +130,17 @@ def create_app(
     *,
     token: str | None = None,
     queues: Sequence[str] | None = None,
+    management_url: str | None = None,
 ) -> FastAPI:
     """Build the server app: REST API under /api/v1, OpenAPI at /openapi.json, dashboard at /.
 
     `token` (default ``$UPNEXT_API_TOKEN``) makes every route require
     ``Authorization: Bearer <token>``. `queues` are listed by /api/v1/queues
-    besides those the broker knows (RabbitMQ cannot list its queues).
+    besides those the broker knows (AMQP cannot list queues). On RabbitMQ,
+    `management_url` (``http://user:pass@host:15672``) makes the management
+    API the source of queue names and depths, in-flight counts included.
     """
-    backend = Backend(broker_url, results_url, queues or ())
+    backend = Backend(broker_url, results_url, queues or (), management_url)
     token = token if token is not None else os.environ.get(ENV_TOKEN) or None
 
     @asynccontextmanager

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from upnext._dlq import DeadLetterEntry, EntryPage
 from upnext._serializer import ResultRecord
 from upnext._urls import redact_url, scheme_of
 from upnext._worker import Worker
 from upnext.broker.protocol import QueueAdmin
 from upnext.errors import DeadLetterNotFound, UnsupportedOperation, UpNextError
+from upnext.server._management import ManagementAPI
 from upnext.server._models import BulkReplayResult, Health, JobInfo, QueueInfo, Replayed
 
 __all__ = ["Backend"]
@@ -24,17 +27,30 @@ def _ts(value: float | None) -> datetime | None:
 
 
 class Backend:
-    """A never-consuming Worker used as a client: its `dlq`, its store, its broker's stats."""
+    """A never-consuming Worker used as a client: its `dlq`, its store, its broker's stats.
+
+    On a scan-type DLQ (RabbitMQ) the server makes one broker-admin call at a
+    time. There a call reads the broker's queue catalog by consuming it, and
+    two reads at once split its names between them: an entry read running
+    beside the dashboard's live queue refresh saw no queues and answered 404
+    for an entry that exists. Scans are one at a time per process anyway.
+    """
 
     def __init__(
-        self, broker_url: str, results_url: str | None, queues: Sequence[str] = ()
+        self,
+        broker_url: str,
+        results_url: str | None,
+        queues: Sequence[str] = (),
+        management_url: str | None = None,
     ) -> None:
         self.worker = Worker("upnext-server", broker_url, results=results_url, load_plugins=False)
         self.worker.factories.build()  # fail now (not per request) on a store-less broker
         self.dlq = self.worker.dlq
+        self.management = ManagementAPI(management_url, broker_url) if management_url else None
         self.scheme = scheme_of(broker_url)
         self.queues = list(dict.fromkeys(queues))
-        self._urls = [u for u in (broker_url, results_url) if u]
+        self._urls = [u for u in (broker_url, results_url, management_url) if u]
+        self._serial = asyncio.Lock()
 
     def scrub(self, text: str) -> str:
         """`text` with the configured URLs and their passwords hidden (a second guard)."""
@@ -48,6 +64,16 @@ class Backend:
                 text = text.replace(password, "***")
         return text
 
+    @asynccontextmanager
+    async def _admin(self) -> AsyncIterator[None]:
+        """A turn for one broker-admin call: exclusive on a scan-type DLQ, free otherwise."""
+        client = await self.worker.client()
+        if client.broker.capabilities.dlq_access != "scan":
+            yield
+            return
+        async with self._serial:
+            yield
+
     async def health(self) -> Health:
         """Connect (once) and say what the broker offers."""
         client = await self.worker.client()
@@ -56,27 +82,85 @@ class Backend:
         )
 
     async def known_queues(self) -> list[str]:
-        """Queues given to the server, then those the broker lists."""
+        """Queues given to the server, then those the broker (or management API) lists."""
+        if self.management is not None:
+            listed = list(await self.management.counts())
+            return list(dict.fromkeys([*self.queues, *listed]))
+        async with self._admin():
+            return await self._listed_queues()
+
+    async def _listed_queues(self) -> list[str]:
         client = await self.worker.client()
         listed = await client.broker.queues() if isinstance(client.broker, QueueAdmin) else []
         return list(dict.fromkeys([*self.queues, *sorted(listed)]))
 
     async def queue_stats(self) -> list[QueueInfo]:
-        """Counts of every known queue (all null on a broker without QueueAdmin)."""
+        """Counts of every known queue (null where the broker can't tell)."""
+        if self.management is not None:
+            return await self._managed_stats()
         client = await self.worker.client()
-        names = await self.known_queues()
-        if not isinstance(client.broker, QueueAdmin):
-            return [
-                QueueInfo(name=n, ready=None, scheduled=None, in_flight=None, dead=None)
-                for n in names
-            ]
-        stats = await asyncio.gather(*(client.broker.stats(n) for n in names))
+        async with self._admin():
+            names = await self._listed_queues()
+            if not isinstance(client.broker, QueueAdmin):
+                return [
+                    QueueInfo(name=n, ready=None, scheduled=None, in_flight=None, dead=None)
+                    for n in names
+                ]
+            broker = client.broker
+            stats = await asyncio.gather(*(broker.stats(n) for n in names))
         return [
             QueueInfo(
                 name=n, ready=s.ready, scheduled=s.scheduled, in_flight=s.in_flight, dead=s.dead
             )
             for n, s in zip(names, stats, strict=True)
         ]
+
+    async def _managed_stats(self) -> list[QueueInfo]:
+        """Every queue the management API lists, and those given, with its counts."""
+        assert self.management is not None
+        counts = await self.management.counts()
+        names = list(dict.fromkeys([*self.queues, *counts]))
+        return [
+            QueueInfo(
+                name=n,
+                ready=c.ready if c else None,
+                scheduled=None,
+                in_flight=c.in_flight if c else None,
+                dead=c.dead if c else None,
+            )
+            for n, c in ((n, counts.get(n)) for n in names)
+        ]
+
+    # -- the dead-letter queue, one admin call at a time where that matters ----
+
+    async def dlq_list(
+        self, limit: int, cursor: str | None, queue: str | None, function: str | None
+    ) -> EntryPage:
+        """A page of entries, newest first."""
+        async with self._admin():
+            return await self.worker.dlq.list(
+                limit=limit, cursor=cursor, queue=queue, function=function
+            )
+
+    async def dlq_get(self, entry_id: str) -> DeadLetterEntry:
+        """One entry; DeadLetterNotFound if it is gone."""
+        async with self._admin():
+            return await self.worker.dlq.get(entry_id)
+
+    async def dlq_replay(self, entry_id: str) -> str:
+        """Replay one entry as a new job; the new job id."""
+        async with self._admin():
+            return await self.worker.dlq.replay(entry_id)
+
+    async def dlq_delete(self, entry_id: str) -> None:
+        """Remove one entry; DeadLetterNotFound if it is gone."""
+        async with self._admin():
+            await self.worker.dlq.delete(entry_id)
+
+    async def dlq_purge(self, queue: str | None) -> int:
+        """Remove every entry (of `queue`); how many."""
+        async with self._admin():
+            return await self.worker.dlq.purge(queue)
 
     async def job(self, job_id: str, queue: str | None) -> JobInfo:
         """The stored final result of `job_id`, looked up in `queue` or every known queue."""
@@ -107,12 +191,12 @@ class Backend:
         self, queue: str | None, function: str | None, limit: int
     ) -> BulkReplayResult:
         """Replay up to `limit` entries matching the filter; skip (and say why) the rest."""
-        page = await self.dlq.list(limit=limit, queue=queue, function=function)
+        page = await self.dlq_list(limit, None, queue, function)
         replayed: list[Replayed] = []
         skipped: dict[str, str] = {}
         for entry in page.items:
             try:
-                replayed.append(Replayed(id=entry.id, job_id=await self.dlq.replay(entry.id)))
+                replayed.append(Replayed(id=entry.id, job_id=await self.dlq_replay(entry.id)))
             except DeadLetterNotFound:
                 skipped[entry.id] = "gone (replayed or deleted meanwhile)"
             except UnsupportedOperation as exc:
@@ -125,4 +209,8 @@ class Backend:
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop."""
-        await self.worker.aclose()
+        try:
+            if self.management is not None:
+                await self.management.aclose()
+        finally:
+            await self.worker.aclose()

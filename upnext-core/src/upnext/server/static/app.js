@@ -8,16 +8,34 @@ const $ = (sel) => document.querySelector(sel);
 
 const state = { cursors: [null], current: null, entry: null };
 
+// A scan-type dead-letter queue (RabbitMQ) serves one admin at a time; another
+// process (a CLI, a second server) may hold it. The server has already waited
+// its dlq_busy_wait: ask again a few times before showing the user an error.
+// Safe for every call: a "busy" request did nothing.
+const BUSY_RETRIES_MS = [250, 500, 1000, 2000, 4000];
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function request(method, url, init) {
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url, { method, ...init });
+    if (response.status === 401) { location.reload(); throw new Error("signed out"); }
+    const body = response.status === 204 ? null : await response.json();
+    if (response.ok) return body;
+    if (response.status === 409 && body && body.error === "busy" && attempt < BUSY_RETRIES_MS.length) {
+      await pause(BUSY_RETRIES_MS[attempt]);
+      continue;
+    }
+    throw new Error(body && body.message ? body.message : response.statusText);
+  }
+}
+
 async function api(method, path, params) {
   const url = new URL(API + path, location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
   }
-  const response = await fetch(url, { method, headers: { accept: "application/json" } });
-  if (response.status === 401) { location.reload(); throw new Error("signed out"); }
-  const body = response.status === 204 ? null : await response.json();
-  if (!response.ok) throw new Error(body && body.message ? body.message : response.statusText);
-  return body;
+  return request(method, url, { headers: { accept: "application/json" } });
 }
 
 function cell(row, text, cls) {
@@ -201,13 +219,10 @@ function wire() {
   $("#replay-all").addEventListener("click", () => {
     const f = filters();
     act("Replay every entry matching the filters (up to 500)?", async () => {
-      const response = await fetch(API + "/dlq/replay", {
-        method: "POST",
+      const body = await request("POST", API + "/dlq/replay", {
         headers: { "content-type": "application/json", accept: "application/json" },
         body: JSON.stringify({ queue: f.queue || null, function: f.function || null, limit: 500 }),
       });
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.message || response.statusText);
       return `replayed ${body.replayed.length}, skipped ${Object.keys(body.skipped).length}`;
     });
   });

@@ -1,0 +1,157 @@
+"""RabbitMQ's queues and depths from its management HTTP API (``--management-url``).
+
+AMQP cannot list queues, and upnext's own catalog of them is best effort; the
+management plugin knows every queue. The server asks it for upnext's work and
+dead-letter queues (``upnext.q.<name>`` and ``upnext.dlq.<name>``) in the
+broker URL's vhost, 500 queues a request. Its counts are the plugin's samples
+(taken every ``collect_statistics_interval``, 5 s by default), so they lag by
+that much, but they include the jobs in flight (delivered, not yet
+acknowledged), which AMQP cannot count. Scheduled jobs wait in a delay ladder
+shared by all queues: that count stays unknown.
+
+Credentials come from the management URL (``http://user:pass@host:15672``),
+else from the broker URL. The password goes in a Basic auth header only: the
+URL httpx sees and logs has none, and errors name the URL redacted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+
+from upnext._urls import redact_url, scheme_of
+from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError
+
+__all__ = ["ManagementAPI", "ManagementCounts"]
+
+# The AMQP names of an upnext queue's work queue and DLQ (upnext_rabbitmq.topology).
+WORK_PREFIX = "upnext.q."
+DEAD_PREFIX = "upnext.dlq."
+PAGE_SIZE = 500  # the management API's largest page
+TIMEOUT = 10.0
+_COLUMNS = "name,messages,messages_ready,messages_unacknowledged"
+_NAMES = r"^upnext\.(q|dlq)\."
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementCounts:
+    """One upnext queue as the management API sees it (None: not sampled yet, or no queue)."""
+
+    ready: int | None
+    in_flight: int | None
+    dead: int | None
+
+
+def _count(queue: dict[str, Any] | None, key: str) -> int | None:
+    value = None if queue is None else queue.get(key)
+    return value if isinstance(value, int) else None
+
+
+class ManagementAPI:
+    """A client of one RabbitMQ management API, for one broker URL's vhost."""
+
+    def __init__(self, url: str, broker_url: str) -> None:
+        if scheme_of(broker_url) not in ("amqp", "amqps"):
+            raise ConfigurationError("--management-url is for a RabbitMQ broker (amqp://)")
+        self.shown = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+            broker = urlsplit(broker_url)
+        except ValueError:
+            raise ConfigurationError(f"malformed management URL {self.shown}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"management URL must be http(s)://[user:password@]host:port, got {self.shown}"
+            )
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{port}" if port else host
+        self._base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        source = parts if parts.username else broker
+        user, password = unquote(source.username or "guest"), unquote(source.password or "guest")
+        self._auth = httpx.BasicAuth(user, password)
+        self._vhost = unquote(broker.path[1:]) if broker.path not in ("", "/") else "/"
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(auth=self._auth, timeout=TIMEOUT)
+        return self._client
+
+    async def _page(self, number: int) -> dict[str, Any]:
+        url = f"{self._base}/api/queues/{quote(self._vhost, safe='')}"
+        params = {
+            "page": str(number),
+            "page_size": str(PAGE_SIZE),
+            "name": _NAMES,
+            "use_regex": "true",
+            "columns": _COLUMNS,
+        }
+        try:
+            response = await self._http().get(url, params=params)
+        except httpx.HTTPError as exc:
+            # The exception's text may quote the URL: name only its kind.
+            raise BrokerUnavailable(
+                f"management API at {self.shown} unreachable ({type(exc).__name__})"
+            ) from None
+        if response.status_code in (401, 403):
+            raise BrokerError(
+                f"management API at {self.shown} refused the credentials ({response.status_code})"
+            )
+        if response.status_code == 404:
+            raise BrokerError(f"management API at {self.shown} has no vhost {self._vhost!r}")
+        if response.status_code != 200:
+            raise BrokerError(
+                f"management API at {self.shown} answered HTTP {response.status_code}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise BrokerError(f"management API at {self.shown} answered no JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise BrokerError(f"management API at {self.shown} answered an unknown shape")
+        return body
+
+    async def _amqp_queues(self) -> dict[str, dict[str, Any]]:
+        """Every upnext work queue and DLQ of the vhost, by AMQP name."""
+        found: dict[str, dict[str, Any]] = {}
+        number = 1
+        while True:
+            body = await self._page(number)
+            for item in body["items"]:
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    found[item["name"]] = item
+            if number >= int(body.get("page_count") or 1):
+                return found
+            number += 1
+
+    async def counts(self) -> dict[str, ManagementCounts]:
+        """Every upnext queue of the vhost with its depths, by upnext queue name."""
+        amqp = await self._amqp_queues()
+        names = sorted(
+            {
+                name.removeprefix(prefix)
+                for name in amqp
+                for prefix in (WORK_PREFIX, DEAD_PREFIX)
+                if name.startswith(prefix) and len(name) > len(prefix)
+            }
+        )
+        counts: dict[str, ManagementCounts] = {}
+        for name in names:
+            work, dead = amqp.get(WORK_PREFIX + name), amqp.get(DEAD_PREFIX + name)
+            counts[name] = ManagementCounts(
+                ready=_count(work, "messages_ready"),
+                in_flight=_count(work, "messages_unacknowledged"),
+                # A DLQ under an admin's scan holds its entries unacknowledged.
+                dead=_count(dead, "messages"),
+            )
+        return counts
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
