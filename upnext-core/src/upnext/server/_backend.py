@@ -15,7 +15,12 @@ from upnext._serializer import ResultRecord
 from upnext._urls import redact_url, scheme_of
 from upnext._worker import Worker
 from upnext.broker.protocol import QueueAdmin
-from upnext.errors import DeadLetterNotFound, UnsupportedOperation, UpNextError
+from upnext.errors import (
+    ConfigurationError,
+    DeadLetterNotFound,
+    UnsupportedOperation,
+    UpNextError,
+)
 from upnext.server._management import ManagementAPI
 from upnext.server._models import BulkReplayResult, Health, JobInfo, QueueInfo, Replayed
 
@@ -66,13 +71,23 @@ class Backend:
 
     @asynccontextmanager
     async def _admin(self) -> AsyncIterator[None]:
-        """A turn for one broker-admin call: exclusive on a scan-type DLQ, free otherwise."""
+        """A turn for one broker-admin call: exclusive on a scan-type DLQ, free otherwise.
+
+        A value the broker's driver refuses (RabbitMQ's client takes queue names
+        of ``[a-zA-Z0-9-_.:@#,/+ ]`` only) came from the request: bad input,
+        ConfigurationError (422), not a server error.
+        """
         client = await self.worker.client()
-        if client.broker.capabilities.dlq_access != "scan":
-            yield
-            return
-        async with self._serial:
-            yield
+        try:
+            if client.broker.capabilities.dlq_access != "scan":
+                yield
+                return
+            async with self._serial:
+                yield
+        except ValidationError:
+            raise  # data the server made or read: a bug, not the request's fault
+        except ValueError as exc:
+            raise ConfigurationError(f"the broker refused a value of the request: {exc}") from None
 
     async def health(self) -> Health:
         """Connect (once) and say what the broker offers."""
