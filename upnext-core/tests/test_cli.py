@@ -92,6 +92,25 @@ def test_server_refusals(
     assert "pip install 'upnext-core[server]'" in capsys.readouterr().err
 
 
+def test_server_management_url_refusals(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--management-url` needs an amqp:// broker and an http(s) URL; the password never shows."""
+    pytest.importorskip("fastapi")
+    monkeypatch.delenv("UPNEXT_API_TOKEN", raising=False)
+    management = f"http://guest:{SECRET}@127.0.0.1:15672"
+    assert (
+        main(["server", "--broker", "redis://127.0.0.1:1/0", "--management-url", management]) == 1
+    )
+    monkeypatch.setenv("UPNEXT_MANAGEMENT_URL", f"ftp://guest:{SECRET}@127.0.0.1:21")
+    assert main(["server", "--broker", "amqp://127.0.0.1:1/"]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2
+    assert "for a RabbitMQ broker" in errors[0]
+    assert "ftp://guest:***@127.0.0.1:21" in errors[1]
+    assert SECRET not in "".join(errors)
+
+
 def test_purge_without_yes_on_a_pipe_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """A purge nobody confirmed does nothing and exits 2."""
     assert main(["dlq", "--broker", "redis://127.0.0.1:1/0", "purge"]) == 2
