@@ -287,6 +287,33 @@ async def test_management_sees_queues_the_catalog_does_not(rabbitmq_node: Node) 
     assert "m-handmade" not in names[1]
 
 
+async def test_entry_reads_beside_queue_refreshes_all_succeed(rabbitmq_node: Node) -> None:
+    """Entry reads racing the dashboard's queue refreshes all find the entry.
+
+    On RabbitMQ both read upnext's queue catalog by consuming it; two reads at
+    once split its names, and an entry read that saw none answered 404 for an
+    existing entry. The server now makes them one at a time. On the private node:
+    other processes reading the shared server's catalog split it too (a
+    backend matter this server cannot fix).
+    """
+    url = rabbitmq_node.amqp
+    await _fail_once(url, "m-race")
+    app = create_app(url, queues=["m-race"])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            (item,) = (await client.get("/api/v1/dlq", params={"queue": "m-race"})).json()["items"]
+            for _ in range(10):
+                answers = await asyncio.gather(
+                    client.get("/api/v1/queues"),
+                    client.get(f"/api/v1/dlq/{item['id']}"),
+                    client.get("/api/v1/queues"),
+                )
+                assert [a.status_code for a in answers] == [200, 200, 200], answers[1].text
+    finally:
+        await app.state.backend.aclose()
+
+
 @pytest.fixture(scope="session")
 def canary(rabbitmq_node: Node) -> tuple[str, str]:
     """A user of the private node with a password no other text contains."""
