@@ -92,7 +92,9 @@ def _clean(config: _probe.Config) -> None:
     if config.broker == "redis":
         _servers.flush_redis()
     elif config.broker == "rabbitmq":
-        _servers.clean_rabbit([f"upnext.q.{config.queue}", f"upnext.dlq.{config.queue}"])
+        from upnext_rabbitmq.topology import amqp_queues
+
+        _servers.clean_rabbit(amqp_queues(config.queue))
     elif config.broker == "postgres":
         _servers.drop_schema("bench_upnext")
 

@@ -12,8 +12,9 @@ from upnext_rabbitmq.topology import (
     UNROUTABLE_QUEUE,
     deliver_binding,
     dlq_queue,
-    level_bindings,
     level_exchange,
+    level_hold_binding,
+    level_pass_binding,
     level_queue,
     level_queue_arguments,
     work_queue,
@@ -24,7 +25,7 @@ __all__ = ["declare_ladder", "declare_queue"]
 
 
 async def declare_ladder(channel: RawChannel) -> None:
-    """Declare the delay ladder, its deliver exchange, the unroutable sink and catalog."""
+    """Declare the shared ladder exchanges, the deliver exchange, the unroutable sink, catalog."""
     await channel.exchange_declare(UNROUTABLE_EXCHANGE, exchange_type="fanout", durable=True)
     await channel.queue_declare(UNROUTABLE_QUEUE, durable=True)
     await channel.queue_bind(UNROUTABLE_QUEUE, UNROUTABLE_EXCHANGE, routing_key="")
@@ -35,22 +36,23 @@ async def declare_ladder(channel: RawChannel) -> None:
         durable=True,
         arguments={"alternate-exchange": UNROUTABLE_EXCHANGE},
     )
-    # Lowest level first, so every level dead-letters into an exchange that exists.
     for level in range(LEVELS):
         exchange = level_exchange(level)
         await channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-        await channel.queue_declare(
-            level_queue(level), durable=True, arguments=level_queue_arguments(level)
-        )
-        (hold_pattern, queue), (pass_pattern, onward) = level_bindings(level)
-        await channel.queue_bind(queue, exchange, routing_key=hold_pattern)
-        await channel.exchange_bind(onward, exchange, routing_key=pass_pattern)
+    # Every exchange exists before any binding names it as a destination.
+    for level in range(LEVELS):
+        pattern, onward = level_pass_binding(level)
+        await channel.exchange_bind(onward, level_exchange(level), routing_key=pattern)
 
 
 async def declare_queue(
     channel: RawChannel, queue: str, *, quorum: bool = False, delivery_limit: int = 5
 ) -> None:
-    """Declare `queue`'s work queue, its DLQ and its binding to the deliver exchange."""
+    """Declare `queue`'s work queue, DLQ and delay levels, with their bindings.
+
+    The shared exchanges (`declare_ladder`) must exist: the level queues
+    dead-letter into them.
+    """
     await channel.queue_declare(dlq_queue(queue), durable=True)
     await channel.queue_declare(
         work_queue(queue),
@@ -60,3 +62,9 @@ async def declare_queue(
     await channel.queue_bind(
         work_queue(queue), DELIVER_EXCHANGE, routing_key=deliver_binding(queue)
     )
+    for level in range(LEVELS):
+        name = level_queue(queue, level)
+        await channel.queue_declare(name, durable=True, arguments=level_queue_arguments(level))
+        await channel.queue_bind(
+            name, level_exchange(level), routing_key=level_hold_binding(queue, level)
+        )

@@ -25,7 +25,7 @@ from upnext.errors import ConfigurationError, DeadLetterNotFound
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
 from upnext_rabbitmq.dlq import DeadLetterScan
-from upnext_rabbitmq.topology import CATALOG_QUEUE, dlq_queue, work_queue
+from upnext_rabbitmq.topology import CATALOG_QUEUE, LEVELS, dlq_queue, level_queue, work_queue
 
 __all__ = ["AdminMixin"]
 
@@ -236,36 +236,65 @@ class AdminMixin:
         return await self._known_queues()
 
     async def stats(self, queue: str) -> QueueStats:
-        """Ready and dead counts; scheduled and in-flight are unknown to AMQP.
+        """Ready, scheduled and dead counts; in-flight is unknown to AMQP.
 
         `ready` is the server's ready count plus what this process prefetched
-        and has not handed out; jobs prefetched by other processes are not in it.
+        and has not handed out; jobs prefetched by other processes are not in
+        it. `scheduled` sums the queue's delay levels (a job moving between two
+        levels at that instant is in neither).
         """
-        ready = (await self._passive_count(work_queue(queue)) or 0) + self._buffered(queue)
-        dead = await self._passive_count(dlq_queue(queue))
-        return QueueStats(ready=ready, scheduled=None, in_flight=None, dead=dead or 0)
+        levels = [level_queue(queue, k) for k in range(LEVELS)]
+        counts = await self._counts([work_queue(queue), dlq_queue(queue), *levels], purge=False)
+        ready, dead, *scheduled = counts
+        return QueueStats(
+            ready=ready + self._buffered(queue),
+            scheduled=sum(scheduled),
+            in_flight=None,
+            dead=dead,
+        )
 
     async def purge(self, queue: str) -> int:
-        """Drop the ready jobs of `queue` (and this process's prefetched ones).
+        """Drop the ready and scheduled jobs of `queue` (and this process's prefetched ones).
 
-        Jobs still in the delay ladder stay: the ladder is shared by all
-        queues, and AMQP cannot pick messages out of a queue.
+        The delay levels are emptied from the longest down, then the work
+        queue: a job that leaves a level while this runs lands in one emptied
+        after it.
         """
-        with map_errors(self.url, f"purging {queue!r}"):
+        names = [level_queue(queue, k) for k in reversed(range(LEVELS))]
+        purged = sum(await self._counts([*names, work_queue(queue)], purge=True))
+        # Purge first, then drop the prefetched: the other order lets the server
+        # refill the window from the queue in between. Let in-flight deliveries land.
+        await asyncio.sleep(0.02)
+        return purged + await self._drop_buffered(queue)
+
+    async def _counts(self, amqp_queues: Sequence[str], *, purge: bool) -> list[int]:
+        """Per queue its ready count (0 if missing), purging it first if `purge`."""
+        doing = "purging" if purge else "inspecting"
+        out: list[int] = []
+        with map_errors(self.url, f"{doing} queues"):
             async with self._channel_lock:
-                channel = await self._raw_connection().channel(publisher_confirms=False)
+                # Under _channel_lock: see _passive_count_locked. One channel
+                # for all, opened again after a missing queue (404) closed it.
+                channel: RawChannel | None = None
                 try:
-                    ok = await channel.queue_purge(work_queue(queue))
-                    purged = ok.message_count or 0
-                except ChannelNotFoundEntity:
-                    purged = 0
+                    for name in amqp_queues:
+                        if channel is None or channel.is_closed:
+                            channel = await self._raw_connection().channel(publisher_confirms=False)
+                        try:
+                            if purge:
+                                count = (await channel.queue_purge(name)).message_count
+                            else:
+                                count = (
+                                    await channel.queue_declare(name, passive=True)
+                                ).message_count
+                        except ChannelNotFoundEntity:
+                            channel = None
+                            count = 0
+                        out.append(count or 0)
                 finally:
-                    if not channel.is_closed:
+                    if channel is not None and not channel.is_closed:
                         await channel.close()
-            # Purge first, then drop the prefetched: the other order lets the server
-            # refill the window from the queue in between. Let in-flight deliveries land.
-            await asyncio.sleep(0.02)
-            return purged + await self._drop_buffered(queue)
+        return out
 
 
 def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:

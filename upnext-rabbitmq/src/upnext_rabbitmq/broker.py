@@ -22,6 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import AbstractConnection as RawConnection
+from aiormq.exceptions import ChannelNotFoundEntity
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
     Ack,
@@ -221,18 +222,31 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if self._declarer is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
         with map_errors(self.url, f"declaring queue {queue!r}"):
-            raw = await self._declarer.get_underlay_channel()
-            await declare_queue(
-                raw,
-                queue,
-                quorum=self.options.queue_type == "quorum",
-                delivery_limit=self.options.delivery_limit,
-            )
+            await self._declare_queue(self._declarer, queue)
         self._declared.add(queue)
         # Name the queue in the catalog (once per process), so admins in other
         # processes find it; readers drop the duplicates.
         note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
         await self._pub().publish_all([note], "recording the queue in the catalog")
+
+    async def _declare_queue(self, declarer: AbstractRobustChannel, queue: str) -> None:
+        quorum = self.options.queue_type == "quorum"
+        limit = self.options.delivery_limit
+        try:
+            raw = await declarer.get_underlay_channel()
+            await declare_queue(raw, queue, quorum=quorum, delivery_limit=limit)
+        except ChannelNotFoundEntity:
+            # A shared ladder exchange deleted by hand (the 404 closed the
+            # declaring channel; aio-pika reopens it in its own time): re-declare
+            # everything on a channel of our own, under the lock (see admin).
+            async with self._channel_lock:
+                channel = await self._raw_connection().channel(publisher_confirms=False)
+            try:
+                await declare_ladder(channel)
+                await declare_queue(channel, queue, quorum=quorum, delivery_limit=limit)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
 
     async def _redeclare(self, needs: set[str | None]) -> None:
         if self._declarer is None:
