@@ -146,9 +146,7 @@ class AdminMixin:
     async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
         # One scan at a time per process; other processes meet the exclusive consumer.
         async with self._admin_lock:
-            scan = DeadLetterScan(
-                self._raw_connection(), queues, self.options.dlq_busy_wait, self._channel_lock
-            )
+            scan = DeadLetterScan(self.options.amqp_url, queues, self.options.dlq_busy_wait)
             async with scan:
                 yield scan
 
