@@ -96,6 +96,12 @@ def _table(
     outcomes: Sequence[Outcome], columns: Sequence[Column], ratio_of: tuple[str, str] | None
 ) -> list[str]:
     headers = ["framework", *(c[0] for c in columns)]
+    # Enqueue rates on RabbitMQ depend on whether each publish waits for a confirm.
+    confirms = any(c[2] == "enqueue_single" for c in columns) and any(
+        o.framework.confirms for o in outcomes
+    )
+    if confirms:
+        headers.append("publisher confirms")
     if ratio_of is not None:
         headers.append("upnext ÷ peer")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -105,6 +111,8 @@ def _table(
         boxed = any(s.partial for w in workloads for s in outcome.samples.get(w, []))
         cells = [outcome.framework.name + (" †" if boxed else "")]
         cells += [_fmt(outcome.stat(w, m), d) for _, w, m, d in columns]
+        if confirms:
+            cells.append(outcome.framework.confirms or DASH)
         if ratio_of is not None:
             ours = upnext.stat(*ratio_of) if upnext is not None else None
             mine = outcome.stat(*ratio_of)
