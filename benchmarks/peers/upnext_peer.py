@@ -61,6 +61,7 @@ async def _result_ms(handle: object, submitted: float) -> float:
 
 async def _produce(config: _probe.Config) -> dict[str, Any]:
     worker, task = build(config, _probe.Probe(config))
+    await worker.client()  # connected before the clock starts, as the peers' startup()
     rates = await _probe.produce_async(config, _one(task), _batch(task))
     await worker.aclose()
     return rates

@@ -124,7 +124,7 @@ async def test_server_holds_the_declared_arguments(
 ) -> None:
     """The delay levels and work queue exist with exactly topology's arguments (no others)."""
     await broker.enqueue_many([])
-    await broker._ensure_queue(upnext_queue)
+    await broker._ensure_levels(upnext_queue)
     for level in (0, 7, LEVELS - 1):
         name = topology.level_queue(upnext_queue, level)
         assert not await _redeclare_fails(amqp_url, name, level_queue_arguments(level))

@@ -21,7 +21,7 @@ from upnext_rabbitmq.topology import (
     work_queue_arguments,
 )
 
-__all__ = ["declare_ladder", "declare_queue"]
+__all__ = ["declare_ladder", "declare_levels", "declare_queue"]
 
 
 async def declare_ladder(channel: RawChannel) -> None:
@@ -48,11 +48,7 @@ async def declare_ladder(channel: RawChannel) -> None:
 async def declare_queue(
     channel: RawChannel, queue: str, *, quorum: bool = False, delivery_limit: int = 5
 ) -> None:
-    """Declare `queue`'s work queue, DLQ and delay levels, with their bindings.
-
-    The shared exchanges (`declare_ladder`) must exist: the level queues
-    dead-letter into them.
-    """
+    """Declare `queue`'s work queue, its DLQ and its binding to the deliver exchange."""
     await channel.queue_declare(dlq_queue(queue), durable=True)
     await channel.queue_declare(
         work_queue(queue),
@@ -62,6 +58,15 @@ async def declare_queue(
     await channel.queue_bind(
         work_queue(queue), DELIVER_EXCHANGE, routing_key=deliver_binding(queue)
     )
+
+
+async def declare_levels(channel: RawChannel, queue: str) -> None:
+    """Declare `queue`'s delay level queues and bind them to the shared level exchanges.
+
+    Before a delayed job of `queue` enters the ladder: a message dead-lettered
+    from one level to a missing next one would be dropped. The shared
+    exchanges (`declare_ladder`) must exist: the level queues dead-letter into them.
+    """
     for level in range(LEVELS):
         name = level_queue(queue, level)
         await channel.queue_declare(name, durable=True, arguments=level_queue_arguments(level))

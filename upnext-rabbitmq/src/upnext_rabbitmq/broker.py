@@ -21,6 +21,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 from upnext._urls import redact_url
@@ -38,7 +39,7 @@ from upnext.broker.protocol import (
 from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
 
 from upnext_rabbitmq._consumer import Consumer, Receipt
-from upnext_rabbitmq._declare import declare_ladder, declare_queue
+from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
@@ -50,6 +51,7 @@ from upnext_rabbitmq.topology import (
     QUANTUM,
     check_queue_name,
     delay_route,
+    quanta,
     work_queue,
 )
 
@@ -80,6 +82,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
+        # Queues whose delay levels this process declared (on their first delay).
+        self._laddered: set[str] = set()
         self._admin_lock = asyncio.Lock()
         self._pruned_at = float("-inf")
         self._channel_lock = asyncio.Lock()
@@ -229,21 +233,39 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
         await self._pub().publish_all([note], "recording the queue in the catalog")
 
-    async def _declare_queue(self, declarer: AbstractRobustChannel, queue: str) -> None:
+    async def _ensure_levels(self, queue: str) -> None:
+        if queue in self._laddered:
+            return
+        await self._ensure_queue(queue)
+        if self._declarer is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
+        with map_errors(self.url, f"declaring the delay levels of queue {queue!r}"):
+            await self._declare_queue(self._declarer, queue, levels=True)
+        self._laddered.add(queue)
+
+    async def _declare_queue(
+        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool = False
+    ) -> None:
         quorum = self.options.queue_type == "quorum"
         limit = self.options.delivery_limit
+
+        async def declare(raw: RawChannel) -> None:
+            if levels:
+                await declare_levels(raw, queue)
+            else:
+                await declare_queue(raw, queue, quorum=quorum, delivery_limit=limit)
+
         try:
-            raw = await declarer.get_underlay_channel()
-            await declare_queue(raw, queue, quorum=quorum, delivery_limit=limit)
+            await declare(await declarer.get_underlay_channel())
         except ChannelNotFoundEntity:
-            # A shared ladder exchange deleted by hand (the 404 closed the
-            # declaring channel; aio-pika reopens it in its own time): re-declare
+            # A shared exchange deleted by hand (the 404 closed the declaring
+            # channel; aio-pika reopens it in its own time): re-declare
             # everything on a channel of our own, under the lock (see admin).
             async with self._channel_lock:
                 channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
                 await declare_ladder(channel)
-                await declare_queue(channel, queue, quorum=quorum, delivery_limit=limit)
+                await declare(channel)
             finally:
                 if not channel.is_closed:
                     await channel.close()
@@ -256,7 +278,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         for queue in needs:
             if queue is not None:
                 self._declared.discard(queue)
-                await self._ensure_queue(queue)
+                self._laddered.discard(queue)
+                await self._ensure_levels(queue)
 
     # -- broker ----------------------------------------------------------------
 
@@ -270,6 +293,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         publisher = self._pub()
         for queue in {e.queue for e in envelopes}:
             await self._ensure_queue(queue)
+        for queue in {e.queue for e in envelopes if quanta(e.delay)}:
+            await self._ensure_levels(queue)
         messages = [self._job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
@@ -326,6 +351,10 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         failed ones stay held, to be settled again.
         """
         consumer = self._cons()
+        for queue in {
+            i.delivery.envelope.queue for i in items if isinstance(i, Retry) and quanta(i.delay)
+        }:
+            await self._ensure_levels(queue)
         outcomes: list[SettleOutcome] = [None] * len(items)
         plans: list[tuple[int, list[Outgoing]]] = []
         seen: set[int] = set()
