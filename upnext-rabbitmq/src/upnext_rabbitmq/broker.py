@@ -78,6 +78,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         )
         # Unacked deliveries older than this make the server close the channel.
         self.consumer_timeout: float = self.options.consumer_timeout
+        # Core refuses (instead of warning about) tasks whose timeout reaches it.
+        self.strict: bool = self.options.strict
         self.server_version: tuple[int, ...] = ()
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
