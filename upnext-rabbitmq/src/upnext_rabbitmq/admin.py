@@ -241,14 +241,15 @@ class AdminMixin:
         it. `scheduled` sums the queue's delay levels (a job moving between two
         levels at that instant is in neither).
         """
-        levels = [level_queue(queue, k) for k in range(LEVELS)]
-        counts = await self._counts([work_queue(queue), dlq_queue(queue), *levels], purge=False)
-        ready, dead, *scheduled = counts
+        levels = await self._levels(queue)
+        ready, dead, *scheduled = await self._counts(
+            [work_queue(queue), dlq_queue(queue), *levels], purge=False
+        )
         return QueueStats(
-            ready=ready + self._buffered(queue),
-            scheduled=sum(scheduled),
+            ready=(ready or 0) + self._buffered(queue),
+            scheduled=sum(n or 0 for n in scheduled),
             in_flight=None,
-            dead=dead,
+            dead=dead or 0,
         )
 
     async def purge(self, queue: str) -> int:
@@ -258,17 +259,28 @@ class AdminMixin:
         queue: a job that leaves a level while this runs lands in one emptied
         after it.
         """
-        names = [level_queue(queue, k) for k in reversed(range(LEVELS))]
-        purged = sum(await self._counts([*names, work_queue(queue)], purge=True))
+        names = [*await self._levels(queue), work_queue(queue)]
+        purged = sum(n or 0 for n in await self._counts(names, purge=True))
         # Purge first, then drop the prefetched: the other order lets the server
         # refill the window from the queue in between. Let in-flight deliveries land.
         await asyncio.sleep(0.02)
         return purged + await self._drop_buffered(queue)
 
-    async def _counts(self, amqp_queues: Sequence[str], *, purge: bool) -> list[int]:
-        """Per queue its ready count (0 if missing), purging it first if `purge`."""
+    async def _levels(self, queue: str) -> list[str]:
+        """`queue`'s delay level queues, longest first; none if it never had a delay.
+
+        Levels are declared all at once, lowest first: when neither end exists
+        the queue has none, and 25 missing-queue errors (each closing a
+        channel) are spared.
+        """
+        names = [level_queue(queue, k) for k in reversed(range(LEVELS))]
+        top, bottom = await self._counts([names[0], names[-1]], purge=False)
+        return names if top is not None or bottom is not None else []
+
+    async def _counts(self, amqp_queues: Sequence[str], *, purge: bool) -> list[int | None]:
+        """Per queue its ready count (None if missing), purging it first if `purge`."""
         doing = "purging" if purge else "inspecting"
-        out: list[int] = []
+        out: list[int | None] = []
         with map_errors(self.url, f"{doing} queues"):
             async with self._channel_lock:
                 # Under _channel_lock: see _passive_count_locked. One channel
@@ -287,7 +299,8 @@ class AdminMixin:
                                 ).message_count
                         except ChannelNotFoundEntity:
                             channel = None
-                            count = 0
+                            out.append(None)
+                            continue
                         out.append(count or 0)
                 finally:
                     if channel is not None and not channel.is_closed:
