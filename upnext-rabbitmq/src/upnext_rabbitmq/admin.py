@@ -19,8 +19,9 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
+from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import ConfigurationError, DeadLetterNotFound
+from upnext.errors import DeadLetterNotFound
 
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
@@ -161,7 +162,7 @@ class AdminMixin:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """Records newest first by (failed_at, id), after `cursor` (a full scan)."""
-        after = _parse_cursor(cursor)
+        after = parse_dlq_cursor(cursor) if cursor is not None else None
         queues = [queue] if queue is not None else await self._known_queues()
         with map_errors(self.url, "listing dead letters"):
             async with self._scan(queues) as scan:
@@ -175,7 +176,7 @@ class AdminMixin:
         ]
         page = records[:limit]
         more = len(records) > limit and bool(page)
-        return DeadLetterPage(page, f"{page[-1].failed_at!r}/{page[-1].id}" if more else None)
+        return DeadLetterPage(page, dlq_cursor(page[-1]) if more else None)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record (scanning every DLQ); DeadLetterNotFound if absent."""
@@ -306,15 +307,3 @@ class AdminMixin:
                     if channel is not None and not channel.is_closed:
                         await channel.close()
         return out
-
-
-def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    failed_at, sep, entry_id = cursor.partition("/")
-    try:
-        if not sep:
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
