@@ -11,6 +11,7 @@ import pytest
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, SettleItem
 from upnext.errors import BrokerError
 from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq._publish import Outgoing, persistent
 from upnext_rabbitmq.dlq import BROKER_REASON, record_message
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
@@ -82,6 +83,26 @@ async def test_broker_side_dead_letters_are_listed(
     )
     assert abs(record.failed_at - time.time()) < 5
     assert await broker.dlq_get(record.id) == record
+
+
+async def test_large_and_empty_records_read_back_exactly(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """A record spanning several AMQP body frames, and one with no data, come back intact."""
+    big = bytes(range(256)) * 1500  # 384,000 bytes: three body frames at frame_max 128 KiB
+    records = [
+        DeadLetterRecord("big", "j1", upnext_queue, "fn", "boom", time.time(), big),
+        DeadLetterRecord("empty", "j2", upnext_queue, "fn", "boom", time.time() + 1, b""),
+    ]
+    await broker._pub().publish_all([record_message(r) for r in records], "test")
+    page = await broker.dlq_list(queue=upnext_queue)
+    assert page.records == records[::-1]
+    # A foreign message with no body at all (no body frame on the wire).
+    bare = Outgoing("", topology.dlq_queue(upnext_queue), b"", persistent("bare"))
+    await broker._pub().publish_all([bare], "test")
+    listed = (await broker.dlq_list(queue=upnext_queue)).records
+    [foreign] = [r for r in listed if r.reason == BROKER_REASON]
+    assert (foreign.job_id, foreign.reason, foreign.data) == ("bare", BROKER_REASON, b"")
 
 
 async def _keep_working(

@@ -166,8 +166,9 @@ class DeadLetterScan:
                 await self._open()
                 return self
             except ChannelAccessRefused:
-                await self._close()
+                # The server closed only the channel: try again on the next one.
                 if time.monotonic() >= deadline:
+                    await self._close()
                     raise BrokerError(
                         "dead-letter queue busy: another admin is reading it; try again"
                     ) from None
@@ -175,8 +176,8 @@ class DeadLetterScan:
             except ChannelNotFoundEntity:
                 # A DLQ was deleted between counting and consuming: start over
                 # (it is skipped this time).
-                await self._close()
                 if time.monotonic() >= deadline:
+                    await self._close()
                     raise
                 await asyncio.sleep(0.01)
             except BaseException:
@@ -195,7 +196,11 @@ class DeadLetterScan:
     async def _subscribe(self) -> int:
         self.entries.clear()
         self._read = []
-        wire = self._wire = await WireConnection.open(self._url)
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = await WireConnection.open(self._url)
+        else:  # a retry: the server closed our last channel (busy, or a DLQ gone)
+            await wire.open_channel()
         # Count first: a missing DLQ (404) closes the channel, so no consumer yet.
         counts: dict[str, int] = {}
         for queue in self._queues:
