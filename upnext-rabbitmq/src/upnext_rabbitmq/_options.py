@@ -3,7 +3,7 @@
     amqp://user:pass@host:5672/vhost?prefetch=40&consumer_timeout=3600
 
 - ``prefetch``: unacked deliveries per consumer (default 2 x the first
-  receive's `limit`, i.e. 2 x the worker's concurrency).
+  receive's `limit`: 2 x (concurrency + the worker's own prefetch)).
 - ``consumer_timeout``: the server's consumer_timeout in seconds (default
   1800, RabbitMQ's default); core warns about task timeouts that reach it.
 - ``dlq_busy_wait``: seconds a dead-letter admin waits for another admin to
