@@ -86,6 +86,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         self._declared: set[str] = set()
         # Queues whose delay levels this process declared (on their first delay).
         self._laddered: set[str] = set()
+        self._declaring: dict[tuple[str, bool], asyncio.Task[None]] = {}
         self._admin_lock = asyncio.Lock()
         self._pruned_at = float("-inf")
         self._channel_lock = asyncio.Lock()
@@ -132,7 +133,9 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
         self._consumer = Consumer(
             await connection.channel(publisher_confirms=False),
-            self._ensure_queue,
+            # A consuming process retries: its queues' delay levels are
+            # declared up front, so a first retry is not held up creating them.
+            self._ensure_levels,
             prefetch=self.options.prefetch,
             quorum=self.options.queue_type == "quorum",
             consumer_arguments=arguments,
@@ -228,7 +231,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if self._declarer is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
         with map_errors(self.url, f"declaring queue {queue!r}"):
-            await self._declare_queue(self._declarer, queue)
+            await self._declare_shielded(self._declarer, queue, levels=False)
         self._declared.add(queue)
         # Name the queue in the catalog (once per process), so admins in other
         # processes find it; readers drop the duplicates.
@@ -242,8 +245,30 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if self._declarer is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
         with map_errors(self.url, f"declaring the delay levels of queue {queue!r}"):
-            await self._declare_queue(self._declarer, queue, levels=True)
+            await self._declare_shielded(self._declarer, queue, levels=True)
         self._laddered.add(queue)
+
+    async def _declare_shielded(
+        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool
+    ) -> None:
+        # A declaration cancelled mid-RPC makes aiormq close the channel (its
+        # replies would no longer line up), and every later declaration fails
+        # until aio-pika reopens it. So a cancelled caller (a receive cut short)
+        # leaves the declaration running; concurrent callers share it.
+        key = (queue, levels)
+        task = self._declaring.get(key)
+        if task is None:
+            task = asyncio.create_task(self._declare_queue(declarer, queue, levels=levels))
+            self._declaring[key] = task
+            task.add_done_callback(self._declared_one)
+        await asyncio.shield(task)
+
+    def _declared_one(self, task: asyncio.Task[None]) -> None:
+        for key, known in list(self._declaring.items()):
+            if known is task:
+                del self._declaring[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that still wait re-raise it
 
     async def _declare_queue(
         self, declarer: AbstractRobustChannel, queue: str, *, levels: bool = False

@@ -8,7 +8,8 @@ Per upnext queue ``Q``::
     upnext.ladder.K.Q  (K = 0..24) durable delay queue of Q's scheduled jobs,
                     x-message-ttl = 250 ms * 2**K; dead-letters into exchange
                     upnext.ladder.(K-1), level 0 into upnext.delay.deliver;
-                    declared before a process's first delayed job of Q
+                    declared when a process starts consuming Q or
+                    publishes its first delayed job of Q
 
 Shared, permanent (never ``x-expires``: publishing does not count as use, and an
 expired delay queue would take its messages with it)::
