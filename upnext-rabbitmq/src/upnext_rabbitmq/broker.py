@@ -23,7 +23,7 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
     Ack,
@@ -284,10 +284,13 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
         try:
             await declare(await declarer.get_underlay_channel())
-        except ChannelNotFoundEntity:
-            # A shared exchange deleted by hand (the 404 closed the declaring
-            # channel; aio-pika reopens it in its own time): re-declare
-            # everything on a channel of our own, under the lock (see admin).
+        except (ChannelNotFoundEntity, ChannelInvalidStateError):
+            # A shared exchange deleted by hand: the 404 closed the declaring
+            # channel (seen as the 404, or, when it came between pipelined
+            # declarations, as a write to a closed channel), and aio-pika
+            # reopens it in its own time. Re-declare everything on a channel
+            # of our own, under the lock (see admin); an error that is not
+            # about a missing exchange comes back from there.
             async with self._channel_lock:
                 channel = await self._raw_connection().channel(publisher_confirms=False)
             try:
