@@ -126,6 +126,8 @@ def _run_one(outcome: Outcome, broker: str, url: str, workload: Workload, repeat
     name = outcome.framework.name
     if workload.name in outcome.errors:
         return  # failed once: reported, not retried in later repeats
+    if workload.name not in outcome.framework.workloads:
+        return  # not a workload this framework takes part in (a dash in the tables)
     started = time.monotonic()
     try:
         sample = run_once(

@@ -1,5 +1,9 @@
 """dramatiq on Redis or RabbitMQ: one process with 10 worker threads (``--processes 1
 --threads 10``), no Results middleware; Retries max_retries=1 with a 100 ms backoff.
+
+On RabbitMQ dramatiq publishes without publisher confirms by default
+(``confirm_delivery=False``); the framework ``dramatiq-confirm`` runs the same
+with ``RabbitmqBroker(confirm_delivery=True)``, each send waiting for its confirm.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ def _broker(config: _probe.Config) -> Any:
     if config.broker == "rabbitmq":
         from dramatiq.brokers.rabbitmq import RabbitmqBroker  # type: ignore[import-not-found, unused-ignore]
 
-        return RabbitmqBroker(url=config.url)
+        confirm = bool(config.extra.get("confirm_delivery", False))
+        return RabbitmqBroker(url=config.url, confirm_delivery=confirm)
     from dramatiq.brokers.redis import RedisBroker  # type: ignore[import-not-found, unused-ignore]
 
     return RedisBroker(url=config.url)

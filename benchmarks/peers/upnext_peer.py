@@ -61,6 +61,7 @@ async def _result_ms(handle: object, submitted: float) -> float:
 
 async def _produce(config: _probe.Config) -> dict[str, Any]:
     worker, task = build(config, _probe.Probe(config))
+    await worker.client()  # connected before the clock starts, as the peers' startup()
     rates = await _probe.produce_async(config, _one(task), _batch(task))
     await worker.aclose()
     return rates
@@ -92,7 +93,9 @@ def _clean(config: _probe.Config) -> None:
     if config.broker == "redis":
         _servers.flush_redis()
     elif config.broker == "rabbitmq":
-        _servers.clean_rabbit([f"upnext.q.{config.queue}", f"upnext.dlq.{config.queue}"])
+        from upnext_rabbitmq.topology import amqp_queues
+
+        _servers.clean_rabbit(amqp_queues(config.queue))
     elif config.broker == "postgres":
         _servers.drop_schema("bench_upnext")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
+from typing import Any
 
 __all__ = ["BROKERS", "WORKLOADS", "Framework", "server_url", "version_of"]
 
@@ -17,7 +18,10 @@ class Framework:
 
     `runner` is the file under ``benchmarks/peers/`` that plays its roles;
     `packages` are the distributions whose versions the report names;
-    `settings` says how it was configured (what benchmarks/README.md explains).
+    `settings` says how it was configured (what benchmarks/README.md explains);
+    `workloads` are the ones it takes part in (a bare client has no retries);
+    `confirms` says whether its publishes wait for the broker's confirm
+    (RabbitMQ; "" where that does not apply); `extra` goes to the runner.
     """
 
     name: str
@@ -25,6 +29,9 @@ class Framework:
     packages: tuple[str, ...]
     settings: str
     batch: str = "none"
+    workloads: tuple[str, ...] = WORKLOADS
+    confirms: str = ""
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 UPNEXT = Framework(
@@ -34,6 +41,7 @@ UPNEXT = Framework(
     "concurrency=10, uvloop, result_ttl=0 (latency: 60 s), retries=1 retry_delay=0.1 s",
     "Task.submit_many",
 )
+UPNEXT_AMQP = replace(UPNEXT, confirms="yes, every publish")
 ARQ = Framework(
     "arq",
     "arq_peer.py",
@@ -54,11 +62,22 @@ TASKIQ = Framework(
     "run_receiver_task max_async_tasks=10, uvloop, no result backend;"
     " SmartRetryMiddleware count=2 delay=0.1 s (list broker ignores the delay)",
 )
+# taskiq-aio-pika publishes on an aio-pika channel, which confirms by default.
+TASKIQ_AMQP = replace(TASKIQ, confirms="yes (aio-pika channel default)")
 DRAMATIQ = Framework(
     "dramatiq",
     "dramatiq_peer.py",
     ("dramatiq",),
     "1 process, worker_threads=10, no Results middleware; Retries max_retries=1 backoff=100 ms",
+)
+DRAMATIQ_AMQP = replace(DRAMATIQ, confirms="no (confirm_delivery=False, its default)")
+DRAMATIQ_CONFIRM = replace(
+    DRAMATIQ,
+    name="dramatiq-confirm",
+    settings="as dramatiq, RabbitmqBroker(confirm_delivery=True); burst only",
+    workloads=("burst", "rss"),
+    confirms="yes (confirm_delivery=True)",
+    extra=(("confirm_delivery", True),),
 )
 CELERY = Framework(
     "celery",
@@ -66,6 +85,19 @@ CELERY = Framework(
     ("celery", "kombu"),
     "-P solo, prefetch_multiplier=64, without gossip/mingle/heartbeat, no result backend;"
     " retry: autoretry countdown=0.1 s",
+)
+CELERY_AMQP = replace(
+    CELERY, confirms="no (broker_transport_options confirm_publish=False, default)"
+)
+AIO_PIKA = Framework(
+    "aio-pika",
+    "aiopika_peer.py",
+    ("aio-pika", "aiormq"),
+    "no framework: confirming channel, persistent messages, 500 publishes per gather;"
+    " consumer prefetch 20, ack per message, uvloop; burst only",
+    "asyncio.gather of publishes",
+    workloads=("burst", "rss"),
+    confirms="yes, every publish",
 )
 PROCRASTINATE = Framework(
     "procrastinate",
@@ -93,7 +125,14 @@ PGQUEUER = Framework(
 BROKERS: dict[str, tuple[Framework, ...]] = {
     "memory": (UPNEXT,),
     "redis": (UPNEXT, ARQ, SAQ, TASKIQ, DRAMATIQ, CELERY),
-    "rabbitmq": (UPNEXT, DRAMATIQ, CELERY, TASKIQ),
+    "rabbitmq": (
+        UPNEXT_AMQP,
+        DRAMATIQ_AMQP,
+        DRAMATIQ_CONFIRM,
+        CELERY_AMQP,
+        TASKIQ_AMQP,
+        AIO_PIKA,
+    ),
     "postgres": (UPNEXT, PROCRASTINATE, SAQ_PG, PGQUEUER),
 }
 

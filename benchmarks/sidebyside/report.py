@@ -93,18 +93,31 @@ Column = tuple[str, str, str, int]  # header, workload, metric, digits
 
 
 def _table(
-    outcomes: Sequence[Outcome], columns: Sequence[Column], ratio_of: tuple[str, str] | None
+    outcomes: Sequence[Outcome],
+    columns: Sequence[Column],
+    ratio_of: tuple[str, str] | None,
+    section: str,
 ) -> list[str]:
     headers = ["framework", *(c[0] for c in columns)]
+    # Enqueue rates on RabbitMQ depend on whether each publish waits for a confirm.
+    confirms = any(c[2] == "enqueue_single" for c in columns) and any(
+        o.framework.confirms for o in outcomes
+    )
+    if confirms:
+        headers.append("publisher confirms")
     if ratio_of is not None:
         headers.append("upnext ÷ peer")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     upnext = next((o for o in outcomes if o.framework.name == "upnext"), None)
     workloads = {c[1] for c in columns}
     for outcome in outcomes:
+        if section not in outcome.framework.workloads:
+            continue  # a framework that does not take part in this workload
         boxed = any(s.partial for w in workloads for s in outcome.samples.get(w, []))
         cells = [outcome.framework.name + (" †" if boxed else "")]
         cells += [_fmt(outcome.stat(w, m), d) for _, w, m, d in columns]
+        if confirms:
+            cells.append(outcome.framework.confirms or DASH)
         if ratio_of is not None:
             ours = upnext.stat(*ratio_of) if upnext is not None else None
             mine = outcome.stat(*ratio_of)
@@ -162,7 +175,7 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any], workloads: Seque
     for title, workload, columns, ratio_of, note in SECTIONS:
         if workload not in workloads:
             continue
-        out += ["", f"## {title}", "", *_table(outcomes, columns, ratio_of), "", note]
+        out += ["", f"## {title}", "", *_table(outcomes, columns, ratio_of, workload), "", note]
         if workload == "latency":
             upnext = next((o for o in outcomes if o.framework.name == "upnext"), None)
             if upnext is not None and upnext.stat("latency", "result_p50") is not None:

@@ -202,6 +202,7 @@ def run_once(
             "out": str(out),
             "udp_port": _free_udp_port(),
             "fill": fill if 0 < fill < workload.jobs else 0,
+            "extra": dict(framework.extra),
         }
         runner = _Runner(framework, config, Path(tmp))
         # Bounds: start-up plus a rate no framework should fall under (200 jobs/s; 2 s per

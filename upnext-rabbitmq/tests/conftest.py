@@ -20,7 +20,7 @@ from upnext._urls import redact_url
 from upnext.errors import BrokerUnavailable
 from upnext_rabbitmq import RabbitBroker
 from upnext_rabbitmq.results import ReplyInbox
-from upnext_rabbitmq.topology import dlq_queue, work_queue
+from upnext_rabbitmq.topology import amqp_queues
 
 pytest_plugins = ["upnext.testing.plugin"]
 
@@ -41,7 +41,7 @@ def _unreachable(exc: BaseException) -> None:
 
 
 async def delete_queues(queues: set[str]) -> None:
-    """Delete the work and dead-letter queues of `queues` (test cleanup)."""
+    """Delete the work, dead-letter and delay queues of `queues` (test cleanup)."""
     if not queues:
         return
     try:
@@ -51,7 +51,7 @@ async def delete_queues(queues: set[str]) -> None:
     try:
         channel = await connection.channel()
         for queue in queues:
-            for name in (work_queue(queue), dlq_queue(queue)):
+            for name in amqp_queues(queue):
                 await channel.queue_delete(name)
     finally:
         await connection.close()

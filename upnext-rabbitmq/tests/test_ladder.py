@@ -70,7 +70,8 @@ async def test_deleted_delay_queue_is_redeclared_not_lost(
 ) -> None:
     """A delay level deleted by hand: the publish is returned, re-declared, re-published."""
     # 0.5 s is level 1 alone: deleting that queue unbinds the only route.
-    await _delete(amqp_url, topology.level_queue(1))
+    await broker._ensure_levels(upnext_queue)
+    await _delete(amqp_url, topology.level_queue(upnext_queue, 1))
     await broker.enqueue_many([Envelope("j", upnext_queue, b"delayed", 0.5)])
     got = await _receive_one(broker, upnext_queue, 3)
     assert got.envelope.body == b"delayed"

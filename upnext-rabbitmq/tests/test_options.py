@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 
 import pytest
+import upnext
 from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
 from upnext.errors import BrokerUnavailable, ConfigurationError, UnsupportedOperation
 from upnext_rabbitmq import RabbitBroker
@@ -20,7 +22,13 @@ def test_options_are_split_from_the_amqp_url() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["amqp://h/?prefetch=0", "amqp://h/?consumer_timeout=x", "amqp://h/?queue_type=lazy"]
+    "url",
+    [
+        "amqp://h/?prefetch=0",
+        "amqp://h/?consumer_timeout=x",
+        "amqp://h/?queue_type=lazy",
+        "amqp://h/?strict=maybe",
+    ],
 )
 def test_bad_options_are_configuration_errors(url: str) -> None:
     """A bad option fails when the broker is built, naming the URL."""
@@ -61,3 +69,31 @@ async def test_unreachable_server_is_unavailable_without_the_password() -> None:
         await broker.connect()
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
+
+
+async def test_task_timeout_reaching_consumer_timeout_warns_or_refuses(
+    amqp_url: str,
+    upnext_queue: str,
+    caplog: pytest.LogCaptureFixture,
+    queue_deleter: Callable[[set[str]], Awaitable[None]],
+) -> None:
+    """A task whose timeout reaches consumer_timeout: a warning, or with strict=true no start."""
+    sep = "&" if "?" in amqp_url else "?"
+    for strict in ("false", "true"):
+        url = f"{amqp_url}{sep}consumer_timeout=60&strict={strict}"
+        worker = upnext.Worker(upnext_queue, broker=url)
+
+        @worker.task(name="slow", timeout=60)
+        async def slow() -> None:
+            return None
+
+        try:
+            if strict == "true":
+                with pytest.raises(ConfigurationError, match="consumer_timeout"):
+                    await worker.start()
+            else:
+                await worker.start()
+                assert "reaches the broker's consumer_timeout" in caplog.text
+        finally:
+            await worker.aclose()
+    await queue_deleter({upnext_queue})

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
+import pytest
+import upnext
 from upnext.broker.protocol import Ack, Envelope, ResultWrite
+from upnext.errors import WaitTimeout
 from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq.results import ReplyInbox
 
@@ -75,3 +79,40 @@ async def test_reply_address_survives_close_and_reconnect(
     assert rebuilt.reply_address() == address
     await worker.put_results([ResultWrite("job", upnext_queue, b"late", 60, address)])
     assert await producer.get_result("job", queue=upnext_queue, wait=3) == b"late"
+
+
+async def test_results_pair_with_a_shared_store_for_other_processes(
+    amqp_url: str,
+    broker: RabbitBroker,
+    upnext_queue: str,
+    queue_deleter: Callable[[set[str]], Awaitable[None]],
+) -> None:
+    """With results=redis://..., a process that did not submit the job reads its result.
+
+    Without the pairing the result only reaches the submitter's reply queue:
+    a reader elsewhere waits in vain. (A distinct URL gives the readers their
+    own reply inboxes, as separate processes have.)
+    """
+    redis_url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    worker = upnext.Worker(upnext_queue, broker=amqp_url, results=redis_url, concurrency=2)
+
+    @worker.task(name="double", result_ttl=30)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    sep = "&" if "?" in amqp_url else "?"
+    paired = upnext.Worker(upnext_queue, broker=f"{amqp_url}{sep}prefetch=3", results=redis_url)
+    alone = upnext.Worker(upnext_queue, broker=f"{amqp_url}{sep}prefetch=5")
+    readers = [w.task(name="double", result_ttl=30)(double.fn) for w in (paired, alone)]
+    try:
+        async with worker:
+            future = await double.submit(21)
+            assert (await future.result(10)).value == 42
+            got = await readers[0].future(future.job_id).result(5)
+            assert got.value == 42
+            with pytest.raises(WaitTimeout):
+                await readers[1].future(future.job_id).result(0.5)
+    finally:
+        for w in (worker, paired, alone):
+            await w.aclose()
+        await queue_deleter({upnext_queue})

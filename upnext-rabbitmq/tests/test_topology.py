@@ -12,8 +12,9 @@ from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq.topology import (
     LEVELS,
     delay_route,
-    level_bindings,
     level_exchange,
+    level_hold_binding,
+    level_pass_binding,
     level_queue_arguments,
     quanta,
 )
@@ -41,7 +42,8 @@ def _levels_passed(queue: str, delay: float) -> list[int]:
     held: list[int] = []
     while exchange != topology.DELIVER_EXCHANGE:
         level = int(exchange.rsplit(".", 1)[1])
-        (hold, _), (skip, onward) = level_bindings(level)
+        hold = level_hold_binding(queue, level)
+        skip, onward = level_pass_binding(level)
         assert _matches(hold, key) != _matches(skip, key), "exactly one binding must match"
         if _matches(hold, key):
             held.append(level)
@@ -80,6 +82,11 @@ def test_deliver_binding_does_not_confuse_dotted_names() -> None:
     assert route is not None
     assert _matches(topology.deliver_binding("a.b"), route[1])
     assert not _matches(topology.deliver_binding("b"), route[1])
+    exchange, key = route
+    level = int(exchange.rsplit(".", 1)[1])
+    assert _matches(level_hold_binding("a.b", level), key)
+    assert not _matches(level_hold_binding("b", level), key)
+    assert not _matches(level_hold_binding("a", level), key)
 
 
 def test_limits_are_refused() -> None:
@@ -115,11 +122,11 @@ async def _redeclare_fails(url: str, name: str, arguments: dict[str, Any]) -> bo
 async def test_server_holds_the_declared_arguments(
     broker: RabbitBroker, upnext_queue: str, amqp_url: str
 ) -> None:
-    """The ladder and work queue exist with exactly topology's arguments (and no others)."""
+    """The delay levels and work queue exist with exactly topology's arguments (no others)."""
     await broker.enqueue_many([])
-    await broker._ensure_queue(upnext_queue)
+    await broker._ensure_levels(upnext_queue)
     for level in (0, 7, LEVELS - 1):
-        name = topology.level_queue(level)
+        name = topology.level_queue(upnext_queue, level)
         assert not await _redeclare_fails(amqp_url, name, level_queue_arguments(level))
         assert await _redeclare_fails(
             amqp_url, name, {**level_queue_arguments(level), "x-expires": 10**9}

@@ -112,12 +112,12 @@ async def cleanup(backend: Backend) -> None:
             await conn.close()
     elif backend.name == "rabbitmq":
         import aio_pika
-        from upnext_rabbitmq.topology import dlq_queue, work_queue
+        from upnext_rabbitmq.topology import amqp_queues
 
         connection = await aio_pika.connect(backend.base)
         try:
             channel = await connection.channel()
-            for queue in (work_queue(backend.queue), dlq_queue(backend.queue)):
+            for queue in amqp_queues(backend.queue):  # work, DLQ and delay levels
                 await channel.queue_delete(queue)
         finally:
             await connection.close()

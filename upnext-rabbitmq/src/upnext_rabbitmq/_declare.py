@@ -1,4 +1,11 @@
-"""Idempotent declarations of the topology described in `topology`."""
+"""Idempotent declarations of the topology described in `topology`.
+
+The ladder's 50 declarations (and a queue's 50 level declarations) are sent
+with ``nowait`` and confirmed by one synchronous declaration after them: a
+channel handles its methods in order, so that reply means every one before it
+succeeded, and a failure closes the channel, which fails the last one. One
+round trip instead of fifty, so a queue's first delayed job is not late.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +19,20 @@ from upnext_rabbitmq.topology import (
     UNROUTABLE_QUEUE,
     deliver_binding,
     dlq_queue,
-    level_bindings,
     level_exchange,
+    level_hold_binding,
+    level_pass_binding,
     level_queue,
     level_queue_arguments,
     work_queue,
     work_queue_arguments,
 )
 
-__all__ = ["declare_ladder", "declare_queue"]
+__all__ = ["declare_ladder", "declare_levels", "declare_queue"]
 
 
 async def declare_ladder(channel: RawChannel) -> None:
-    """Declare the delay ladder, its deliver exchange, the unroutable sink and catalog."""
+    """Declare the shared ladder exchanges, the deliver exchange, the unroutable sink, catalog."""
     await channel.exchange_declare(UNROUTABLE_EXCHANGE, exchange_type="fanout", durable=True)
     await channel.queue_declare(UNROUTABLE_QUEUE, durable=True)
     await channel.queue_bind(UNROUTABLE_QUEUE, UNROUTABLE_EXCHANGE, routing_key="")
@@ -35,16 +43,14 @@ async def declare_ladder(channel: RawChannel) -> None:
         durable=True,
         arguments={"alternate-exchange": UNROUTABLE_EXCHANGE},
     )
-    # Lowest level first, so every level dead-letters into an exchange that exists.
     for level in range(LEVELS):
         exchange = level_exchange(level)
-        await channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-        await channel.queue_declare(
-            level_queue(level), durable=True, arguments=level_queue_arguments(level)
-        )
-        (hold_pattern, queue), (pass_pattern, onward) = level_bindings(level)
-        await channel.queue_bind(queue, exchange, routing_key=hold_pattern)
-        await channel.exchange_bind(onward, exchange, routing_key=pass_pattern)
+        await channel.exchange_declare(exchange, exchange_type="topic", durable=True, nowait=True)
+    # Every exchange exists before any binding names it as a destination.
+    for level in range(LEVELS):
+        pattern, onward = level_pass_binding(level)
+        await channel.exchange_bind(onward, level_exchange(level), routing_key=pattern, nowait=True)
+    await channel.exchange_declare(level_exchange(LEVELS - 1), passive=True)
 
 
 async def declare_queue(
@@ -60,3 +66,21 @@ async def declare_queue(
     await channel.queue_bind(
         work_queue(queue), DELIVER_EXCHANGE, routing_key=deliver_binding(queue)
     )
+
+
+async def declare_levels(channel: RawChannel, queue: str) -> None:
+    """Declare `queue`'s delay level queues and bind them to the shared level exchanges.
+
+    Before a delayed job of `queue` enters the ladder: a message dead-lettered
+    from one level to a missing next one would be dropped. The shared
+    exchanges (`declare_ladder`) must exist: the level queues dead-letter into them.
+    """
+    for level in range(LEVELS):
+        name = level_queue(queue, level)
+        await channel.queue_declare(
+            name, durable=True, arguments=level_queue_arguments(level), nowait=True
+        )
+        await channel.queue_bind(
+            name, level_exchange(level), routing_key=level_hold_binding(queue, level), nowait=True
+        )
+    await channel.queue_declare(level_queue(queue, LEVELS - 1), passive=True)

@@ -3,11 +3,13 @@
     amqp://user:pass@host:5672/vhost?prefetch=40&consumer_timeout=3600
 
 - ``prefetch``: unacked deliveries per consumer (default 2 x the first
-  receive's `limit`, i.e. 2 x the worker's concurrency).
+  receive's `limit`: 2 x (concurrency + the worker's own prefetch)).
 - ``consumer_timeout``: the server's consumer_timeout in seconds (default
   1800, RabbitMQ's default); core warns about task timeouts that reach it.
 - ``dlq_busy_wait``: seconds a dead-letter admin waits for another admin to
   finish before failing with "busy" (default 2).
+- ``strict``: ``true`` makes a worker refuse to start with a task whose
+  timeout reaches ``consumer_timeout`` (default ``false``: it warns).
 - ``queue_type``: ``classic`` (default) or ``quorum`` work queues;
   ``delivery_limit`` (default 5 = 3 lost runs + 2) is their x-delivery-limit.
 
@@ -26,7 +28,8 @@ from upnext.errors import ConfigurationError
 
 __all__ = ["RabbitOptions", "parse_url", "server_version"]
 
-_OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit"}
+_OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit", "strict"}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class RabbitOptions:
     dlq_busy_wait: float = 2.0
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = 5
+    strict: bool = False
 
 
 def _number(name: str, raw: str, url: str) -> float:
@@ -63,6 +67,9 @@ def parse_url(url: str) -> RabbitOptions:
     if queue_type not in ("classic", "quorum"):
         raise ConfigurationError(f"queue_type must be classic or quorum in {redact_url(url)!r}")
     prefetch = ours.get("prefetch")
+    strict = ours.get("strict", "false").lower()
+    if strict not in _TRUE | _FALSE:
+        raise ConfigurationError(f"strict must be true or false in {redact_url(url)!r}")
     return RabbitOptions(
         amqp_url=urlunsplit(parts._replace(query=rest)),
         prefetch=int(_number("prefetch", prefetch, url)) if prefetch else None,
@@ -70,6 +77,7 @@ def parse_url(url: str) -> RabbitOptions:
         dlq_busy_wait=_number("dlq_busy_wait", ours.get("dlq_busy_wait", "2"), url),
         queue_type="quorum" if queue_type == "quorum" else "classic",
         delivery_limit=int(_number("delivery_limit", ours.get("delivery_limit", "5"), url)),
+        strict=strict in _TRUE,
     )
 
 

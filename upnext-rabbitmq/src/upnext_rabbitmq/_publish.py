@@ -126,6 +126,21 @@ class Publisher:
             channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         except Exception as exc:
             return [exc] * len(messages)
+        if len(messages) == 1:
+            # One at a time (submit): no gather, no task, just the publish.
+            m = messages[0]
+            try:
+                await channel.basic_publish(
+                    m.body,
+                    exchange=m.exchange,
+                    routing_key=m.routing_key,
+                    properties=m.properties,
+                    mandatory=m.mandatory,
+                    wait=False,
+                )
+            except Exception as exc:
+                return [exc]
+            return [None]
         results = await asyncio.gather(
             *(
                 channel.basic_publish(
@@ -142,10 +157,7 @@ class Publisher:
             ),
             return_exceptions=True,
         )
-        out: list[BaseException | None] = []
-        for result in results:
-            out.append(result if isinstance(result, BaseException) else None)
-        return out
+        return [result if isinstance(result, BaseException) else None for result in results]
 
     def _error(self, exc: BaseException, message: Outgoing) -> BrokerError:
         if isinstance(exc, PublishError):

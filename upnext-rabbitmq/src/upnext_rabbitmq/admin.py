@@ -19,13 +19,14 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
+from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import ConfigurationError, DeadLetterNotFound
+from upnext.errors import DeadLetterNotFound
 
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
 from upnext_rabbitmq.dlq import DeadLetterScan
-from upnext_rabbitmq.topology import CATALOG_QUEUE, dlq_queue, work_queue
+from upnext_rabbitmq.topology import CATALOG_QUEUE, LEVELS, dlq_queue, level_queue, work_queue
 
 __all__ = ["AdminMixin"]
 
@@ -146,9 +147,7 @@ class AdminMixin:
     async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
         # One scan at a time per process; other processes meet the exclusive consumer.
         async with self._admin_lock:
-            scan = DeadLetterScan(
-                self._raw_connection(), queues, self.options.dlq_busy_wait, self._channel_lock
-            )
+            scan = DeadLetterScan(self.options.amqp_url, queues, self.options.dlq_busy_wait)
             async with scan:
                 yield scan
 
@@ -163,7 +162,7 @@ class AdminMixin:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """Records newest first by (failed_at, id), after `cursor` (a full scan)."""
-        after = _parse_cursor(cursor)
+        after = parse_dlq_cursor(cursor) if cursor is not None else None
         queues = [queue] if queue is not None else await self._known_queues()
         with map_errors(self.url, "listing dead letters"):
             async with self._scan(queues) as scan:
@@ -177,7 +176,7 @@ class AdminMixin:
         ]
         page = records[:limit]
         more = len(records) > limit and bool(page)
-        return DeadLetterPage(page, f"{page[-1].failed_at!r}/{page[-1].id}" if more else None)
+        return DeadLetterPage(page, dlq_cursor(page[-1]) if more else None)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record (scanning every DLQ); DeadLetterNotFound if absent."""
@@ -236,45 +235,75 @@ class AdminMixin:
         return await self._known_queues()
 
     async def stats(self, queue: str) -> QueueStats:
-        """Ready and dead counts; scheduled and in-flight are unknown to AMQP.
+        """Ready, scheduled and dead counts; in-flight is unknown to AMQP.
 
         `ready` is the server's ready count plus what this process prefetched
-        and has not handed out; jobs prefetched by other processes are not in it.
+        and has not handed out; jobs prefetched by other processes are not in
+        it. `scheduled` sums the queue's delay levels (a job moving between two
+        levels at that instant is in neither).
         """
-        ready = (await self._passive_count(work_queue(queue)) or 0) + self._buffered(queue)
-        dead = await self._passive_count(dlq_queue(queue))
-        return QueueStats(ready=ready, scheduled=None, in_flight=None, dead=dead or 0)
+        levels = await self._levels(queue)
+        ready, dead, *scheduled = await self._counts(
+            [work_queue(queue), dlq_queue(queue), *levels], purge=False
+        )
+        return QueueStats(
+            ready=(ready or 0) + self._buffered(queue),
+            scheduled=sum(n or 0 for n in scheduled),
+            in_flight=None,
+            dead=dead or 0,
+        )
 
     async def purge(self, queue: str) -> int:
-        """Drop the ready jobs of `queue` (and this process's prefetched ones).
+        """Drop the ready and scheduled jobs of `queue` (and this process's prefetched ones).
 
-        Jobs still in the delay ladder stay: the ladder is shared by all
-        queues, and AMQP cannot pick messages out of a queue.
+        The delay levels are emptied from the longest down, then the work
+        queue: a job that leaves a level while this runs lands in one emptied
+        after it.
         """
-        with map_errors(self.url, f"purging {queue!r}"):
+        names = [*await self._levels(queue), work_queue(queue)]
+        purged = sum(n or 0 for n in await self._counts(names, purge=True))
+        # Purge first, then drop the prefetched: the other order lets the server
+        # refill the window from the queue in between. Let in-flight deliveries land.
+        await asyncio.sleep(0.02)
+        return purged + await self._drop_buffered(queue)
+
+    async def _levels(self, queue: str) -> list[str]:
+        """`queue`'s delay level queues, longest first; none if it never had a delay.
+
+        Levels are declared all at once, lowest first: when neither end exists
+        the queue has none, and 25 missing-queue errors (each closing a
+        channel) are spared.
+        """
+        names = [level_queue(queue, k) for k in reversed(range(LEVELS))]
+        top, bottom = await self._counts([names[0], names[-1]], purge=False)
+        return names if top is not None or bottom is not None else []
+
+    async def _counts(self, amqp_queues: Sequence[str], *, purge: bool) -> list[int | None]:
+        """Per queue its ready count (None if missing), purging it first if `purge`."""
+        doing = "purging" if purge else "inspecting"
+        out: list[int | None] = []
+        with map_errors(self.url, f"{doing} queues"):
             async with self._channel_lock:
-                channel = await self._raw_connection().channel(publisher_confirms=False)
+                # Under _channel_lock: see _passive_count_locked. One channel
+                # for all, opened again after a missing queue (404) closed it.
+                channel: RawChannel | None = None
                 try:
-                    ok = await channel.queue_purge(work_queue(queue))
-                    purged = ok.message_count or 0
-                except ChannelNotFoundEntity:
-                    purged = 0
+                    for name in amqp_queues:
+                        if channel is None or channel.is_closed:
+                            channel = await self._raw_connection().channel(publisher_confirms=False)
+                        try:
+                            if purge:
+                                count = (await channel.queue_purge(name)).message_count
+                            else:
+                                count = (
+                                    await channel.queue_declare(name, passive=True)
+                                ).message_count
+                        except ChannelNotFoundEntity:
+                            channel = None
+                            out.append(None)
+                            continue
+                        out.append(count or 0)
                 finally:
-                    if not channel.is_closed:
+                    if channel is not None and not channel.is_closed:
                         await channel.close()
-            # Purge first, then drop the prefetched: the other order lets the server
-            # refill the window from the queue in between. Let in-flight deliveries land.
-            await asyncio.sleep(0.02)
-            return purged + await self._drop_buffered(queue)
-
-
-def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    failed_at, sep, entry_id = cursor.partition("/")
-    try:
-        if not sep:
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
+        return out

@@ -21,7 +21,9 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
+from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
     Ack,
@@ -37,7 +39,7 @@ from upnext.broker.protocol import (
 from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
 
 from upnext_rabbitmq._consumer import Consumer, Receipt
-from upnext_rabbitmq._declare import declare_ladder, declare_queue
+from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
@@ -49,6 +51,7 @@ from upnext_rabbitmq.topology import (
     QUANTUM,
     check_queue_name,
     delay_route,
+    quanta,
     work_queue,
 )
 
@@ -75,10 +78,15 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         )
         # Unacked deliveries older than this make the server close the channel.
         self.consumer_timeout: float = self.options.consumer_timeout
+        # Core refuses (instead of warning about) tasks whose timeout reaches it.
+        self.strict: bool = self.options.strict
         self.server_version: tuple[int, ...] = ()
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
+        # Queues whose delay levels this process declared (on their first delay).
+        self._laddered: set[str] = set()
+        self._declaring: dict[tuple[str, bool], asyncio.Task[None]] = {}
         self._admin_lock = asyncio.Lock()
         self._pruned_at = float("-inf")
         self._channel_lock = asyncio.Lock()
@@ -125,7 +133,9 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
         self._consumer = Consumer(
             await connection.channel(publisher_confirms=False),
-            self._ensure_queue,
+            # A consuming process retries: its queues' delay levels are
+            # declared up front, so a first retry is not held up creating them.
+            self._ensure_levels,
             prefetch=self.options.prefetch,
             quorum=self.options.queue_type == "quorum",
             consumer_arguments=arguments,
@@ -221,18 +231,74 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if self._declarer is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
         with map_errors(self.url, f"declaring queue {queue!r}"):
-            raw = await self._declarer.get_underlay_channel()
-            await declare_queue(
-                raw,
-                queue,
-                quorum=self.options.queue_type == "quorum",
-                delivery_limit=self.options.delivery_limit,
-            )
+            await self._declare_shielded(self._declarer, queue, levels=False)
         self._declared.add(queue)
         # Name the queue in the catalog (once per process), so admins in other
         # processes find it; readers drop the duplicates.
         note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
         await self._pub().publish_all([note], "recording the queue in the catalog")
+
+    async def _ensure_levels(self, queue: str) -> None:
+        if queue in self._laddered:
+            return
+        await self._ensure_queue(queue)
+        if self._declarer is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
+        with map_errors(self.url, f"declaring the delay levels of queue {queue!r}"):
+            await self._declare_shielded(self._declarer, queue, levels=True)
+        self._laddered.add(queue)
+
+    async def _declare_shielded(
+        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool
+    ) -> None:
+        # A declaration cancelled mid-RPC makes aiormq close the channel (its
+        # replies would no longer line up), and every later declaration fails
+        # until aio-pika reopens it. So a cancelled caller (a receive cut short)
+        # leaves the declaration running; concurrent callers share it.
+        key = (queue, levels)
+        task = self._declaring.get(key)
+        if task is None:
+            task = asyncio.create_task(self._declare_queue(declarer, queue, levels=levels))
+            self._declaring[key] = task
+            task.add_done_callback(self._declared_one)
+        await asyncio.shield(task)
+
+    def _declared_one(self, task: asyncio.Task[None]) -> None:
+        for key, known in list(self._declaring.items()):
+            if known is task:
+                del self._declaring[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that still wait re-raise it
+
+    async def _declare_queue(
+        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool = False
+    ) -> None:
+        quorum = self.options.queue_type == "quorum"
+        limit = self.options.delivery_limit
+
+        async def declare(raw: RawChannel) -> None:
+            if levels:
+                await declare_levels(raw, queue)
+            else:
+                await declare_queue(raw, queue, quorum=quorum, delivery_limit=limit)
+
+        try:
+            await declare(await declarer.get_underlay_channel())
+        except (ChannelNotFoundEntity, ChannelInvalidStateError):
+            # A shared exchange deleted by hand: the 404 closed the declaring
+            # channel (seen as the 404, or, when it came between pipelined
+            # declarations, as a write to a closed channel), and aio-pika
+            # reopens it in its own time. Re-declare everything on a channel
+            # of our own, under the lock (see admin); an error that is not
+            # about a missing exchange comes back from there.
+            async with self._channel_lock:
+                channel = await self._raw_connection().channel(publisher_confirms=False)
+            try:
+                await declare_ladder(channel)
+                await declare(channel)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
 
     async def _redeclare(self, needs: set[str | None]) -> None:
         if self._declarer is None:
@@ -242,7 +308,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         for queue in needs:
             if queue is not None:
                 self._declared.discard(queue)
-                await self._ensure_queue(queue)
+                self._laddered.discard(queue)
+                await self._ensure_levels(queue)
 
     # -- broker ----------------------------------------------------------------
 
@@ -256,6 +323,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         publisher = self._pub()
         for queue in {e.queue for e in envelopes}:
             await self._ensure_queue(queue)
+        for queue in {e.queue for e in envelopes if quanta(e.delay)}:
+            await self._ensure_levels(queue)
         messages = [self._job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
@@ -312,6 +381,10 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         failed ones stay held, to be settled again.
         """
         consumer = self._cons()
+        for queue in {
+            i.delivery.envelope.queue for i in items if isinstance(i, Retry) and quanta(i.delay)
+        }:
+            await self._ensure_levels(queue)
         outcomes: list[SettleOutcome] = [None] * len(items)
         plans: list[tuple[int, list[Outgoing]]] = []
         seen: set[int] = set()

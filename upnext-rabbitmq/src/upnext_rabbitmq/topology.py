@@ -5,13 +5,18 @@ Per upnext queue ``Q``::
     upnext.q.Q      durable work queue; x-dead-letter-exchange "" ->
                     upnext.dlq.Q (a backstop for broker-side dead letters)
     upnext.dlq.Q    durable dead-letter queue: core's records, and the backstop's
+    upnext.ladder.K.Q  (K = 0..24) durable delay queue of Q's scheduled jobs,
+                    x-message-ttl = 250 ms * 2**K; dead-letters into exchange
+                    upnext.ladder.(K-1), level 0 into upnext.delay.deliver;
+                    declared when a process starts consuming Q or
+                    publishes its first delayed job of Q
 
 Shared, permanent (never ``x-expires``: publishing does not count as use, and an
 expired delay queue would take its messages with it)::
 
-    upnext.delay.K  (K = 0..24) topic exchange and durable queue with
-                    x-message-ttl = 250 ms * 2**K; the queue dead-letters into
-                    exchange upnext.delay.(K-1), level 0 into upnext.delay.deliver
+    upnext.ladder.K  (K = 0..24) topic exchange of delay level K: a 1 in digit
+                    K goes to Q's level-K queue, a 0 on to upnext.ladder.(K-1)
+                    (after level 0, to upnext.delay.deliver)
     upnext.delay.deliver  topic exchange: "<bits>.Q" -> upnext.q.Q; its
                     alternate-exchange upnext.unroutable keeps what no work
                     queue takes (a work queue deleted by hand)
@@ -20,11 +25,17 @@ expired delay queue would take its messages with it)::
 A delay is rounded up to 250 ms quanta; the quanta count's binary digits, most
 significant first, form the first words of the routing key, the upnext queue
 name the rest. A message enters the exchange of its highest set bit and passes
-each level: the exchange of level K routes a 1 in its digit to queue K (which
-holds it for 2**K quanta) and a 0 straight on to level K-1. One TTL per queue,
-so no message ever waits behind a longer one (the scheme of Celery 5.5 and
-NServiceBus). RabbitMQ caps x-message-ttl at 2**32-1 ms, hence 25 levels and a
-longest delay of about 97 days.
+each level: the exchange of level K routes a 1 in its digit to queue K of the
+message's upnext queue (which holds it for 2**K quanta) and a 0 straight on to
+level K-1. One TTL per queue, so no message ever waits behind a longer one (the
+scheme of Celery 5.5 and NServiceBus). The exchanges are shared; the level
+queues belong to one upnext queue each, so `purge` can empty them and `stats`
+can count them. RabbitMQ caps x-message-ttl at 2**32-1 ms, hence 25 levels and
+a longest delay of about 97 days.
+
+(Versions before the per-queue levels used exchanges and shared queues named
+``upnext.delay.K``; messages still in them finish their delay and reach the
+deliver exchange as before. Nothing new is routed there.)
 """
 
 from __future__ import annotations
@@ -43,12 +54,14 @@ __all__ = [
     "REPLY_QUEUE_EXPIRES_MS",
     "UNROUTABLE_EXCHANGE",
     "UNROUTABLE_QUEUE",
+    "amqp_queues",
     "check_queue_name",
     "delay_route",
     "deliver_binding",
     "dlq_queue",
-    "level_bindings",
     "level_exchange",
+    "level_hold_binding",
+    "level_pass_binding",
     "level_queue",
     "level_queue_arguments",
     "quanta",
@@ -111,13 +124,13 @@ def work_queue_arguments(
 
 
 def level_exchange(level: int) -> str:
-    """The topic exchange of delay level `level`."""
-    return f"{PREFIX}.delay.{level}"
+    """The topic exchange of delay level `level` (shared by every upnext queue)."""
+    return f"{PREFIX}.ladder.{level}"
 
 
-def level_queue(level: int) -> str:
-    """The TTL queue of delay level `level`."""
-    return f"{PREFIX}.delay.{level}"
+def level_queue(queue: str, level: int) -> str:
+    """The TTL queue of delay level `level` of upnext queue `queue`."""
+    return f"{PREFIX}.ladder.{level}.{queue}"
 
 
 def level_queue_arguments(level: int) -> dict[str, Any]:
@@ -131,10 +144,21 @@ def _digit_pattern(level: int, digit: str) -> str:
     return "*." * (LEVELS - 1 - level) + digit + ".#"
 
 
-def level_bindings(level: int) -> tuple[tuple[str, str], tuple[str, str]]:
-    """((pattern, queue), (pattern, next exchange)) bound to the level's exchange."""
+def level_hold_binding(queue: str, level: int) -> str:
+    """The pattern binding `queue`'s level queue to the level's exchange (digit 1)."""
+    return "*." * (LEVELS - 1 - level) + "1." + "*." * level + queue
+
+
+def level_pass_binding(level: int) -> tuple[str, str]:
+    """(pattern, next exchange): a 0 in the level's digit passes the level by."""
     onward = level_exchange(level - 1) if level > 0 else DELIVER_EXCHANGE
-    return (_digit_pattern(level, "1"), level_queue(level)), (_digit_pattern(level, "0"), onward)
+    return _digit_pattern(level, "0"), onward
+
+
+def amqp_queues(queue: str) -> list[str]:
+    """Every AMQP queue that belongs to upnext queue `queue` (levels top down)."""
+    levels = [level_queue(queue, k) for k in reversed(range(LEVELS))]
+    return [*levels, work_queue(queue), dlq_queue(queue)]
 
 
 def deliver_binding(queue: str) -> str:
