@@ -3,6 +3,11 @@
 At most one `receive`, one `settle` and one `extend` are in flight per
 worker; whatever arrives meanwhile joins the next call. Jobs run as asyncio
 tasks owned by the consumer; sync tasks run on a thread pool.
+
+A job whose last run was lost with its worker (a *suspect*) runs alone: it
+starts only once this worker holds no other job, and nothing else is received
+or started until its body ends, so that if it takes the worker down again
+only it is charged the lost run (docs/semantics.md, "Lost runs").
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class JobRun:
     timed_out: bool = False
     lease_lost: bool = False
     released: bool = False
+    parked: bool = False  # a suspect waiting until it can run alone
     done: bool = False
     slot_freed: bool = False
     # (task, body, attempt number, start time) while the body runs
@@ -86,6 +92,10 @@ class Consumer:
         self.buffer: deque[JobRun] = deque()
         self.runs: dict[Delivery, JobRun] = {}
         self.room = asyncio.Event()
+        # Suspects: how many wait for their turn, and the one running alone.
+        self.parked = 0
+        self.isolated: JobRun | None = None
+        self.turn = asyncio.Event()
         self.stopping = False
         self.fatal: str | None = None
         self.settler: Batcher[SettleItem, SettleOutcome] = Batcher(self._settle_batch)
@@ -109,6 +119,10 @@ class Consumer:
         self._loops[0].cancel()
         await asyncio.gather(self._loops[0], return_exceptions=True)
         await self._release_buffered()
+        for run in list(self.runs.values()):
+            if run.parked and run.task is not None:  # not started: give back at once
+                run.released = True
+                run.task.cancel()
         pending = {run.task for run in self.runs.values() if run.task and not run.task.done()}
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -153,6 +167,13 @@ class Consumer:
     def lend_slot(self) -> None:
         """A job waits on another job: let its slot run something else meanwhile."""
         self.lent += 1
+        if self.isolated is not None:
+            # The suspect waits on another job, which may have to run here.
+            log.info(
+                "job %s waits on another job: other jobs may run beside it now",
+                self.isolated.delivery.envelope.id,
+            )
+            self.isolated = None
         self._dispatch()  # a buffered job (often the awaited child) may start now
         self.room.set()
 
@@ -164,17 +185,21 @@ class Consumer:
         if not run.slot_freed:
             run.slot_freed = True
             self.active -= 1
+            if self.isolated is run:
+                self.isolated = None
             self._dispatch()
             self.room.set()
 
     def _dispatch(self) -> None:
-        """Start buffered deliveries while there are free slots."""
+        """Start buffered deliveries while there are free slots (and no suspect waits)."""
         buffer = self.buffer
         while (
             buffer
             and self.active < self.capacity + self.lent
             and not self.stopping
             and self.fatal is None
+            and self.isolated is None
+            and (not self.parked or self.lent)  # a waiting job's child must be able to run
         ):
             run = buffer.popleft()
             if run.lease_lost:
@@ -196,6 +221,10 @@ class Consumer:
         wait = self.worker.receive_wait
         batch = max(1, self.prefetch // 2)
         while not self.stopping:
+            if self._suspects_turn():
+                self.room.clear()
+                await self.room.wait()
+                continue
             free = self.capacity + self.lent + self.prefetch - self.active - len(self.buffer)
             if free < batch and not (free > 0 and not self.buffer and self.active < self.capacity):
                 self.room.clear()
@@ -220,7 +249,13 @@ class Consumer:
                 run = JobRun(delivery, lease_until)
                 self.runs[delivery] = run
                 self.buffer.append(run)
+            if self.isolated is not None:  # received while a suspect began to run alone
+                await self._release_buffered()
             self._dispatch()
+
+    def _suspects_turn(self) -> bool:
+        """A suspect waits for its turn or runs alone: receive nothing meanwhile."""
+        return self.isolated is not None or (self.parked > 0 and not self.lent)
 
     # -- heartbeat -----------------------------------------------------------
 
@@ -300,6 +335,8 @@ class Consumer:
                 await self._write_result(settlement)
         outcome = await self.settler.submit(item)
         self.runs.pop(run.delivery, None)
+        if self.parked:
+            self.turn.set()
         if isinstance(outcome, LeaseLost):
             log.warning(
                 "job %s: lease lost before settle; outcome discarded", run.delivery.envelope.id
@@ -353,6 +390,8 @@ class Consumer:
         finally:
             self._free_slot(run)
             self.runs.pop(run.delivery, None)
+            if self.parked:
+                self.turn.set()
 
     async def _release(self, run: JobRun) -> None:
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
@@ -401,6 +440,9 @@ class Consumer:
                 attempts=body.attempts,
                 max_attempts=task.policy.max_attempts,
             )
+        if body.history and body.history[-1].outcome == "lost" and not await self._isolate(run):
+            await self._release(run)  # the worker is stopping: it never started here
+            return None
         attempt = await self._attempt(run, task, body, args, kwargs)
         if attempt.kind == "success":
             try:
@@ -430,6 +472,43 @@ class Consumer:
                 )
             return settle_success(delivery, attempt, value_json, task.announces)
         return settle_attempt(delivery, attempt)
+
+    async def _isolate(self, run: JobRun) -> bool:
+        """Wait until this suspect is the only job the worker holds; False if stopping.
+
+        Jobs already running finish first; nothing new starts meanwhile. Then
+        every other delivery held here (prefetched, or suspects still waiting)
+        is released, uncounted, before the suspect's body starts: if it takes
+        the worker down again, it alone is charged the lost run.
+        """
+        run.parked = True
+        self.parked += 1
+        try:
+            while not (self.isolated is None and self._alone(run)) and not self.stopping:
+                self.turn.clear()
+                await self.turn.wait()
+        finally:
+            run.parked = False
+            self.parked -= 1
+        if self.stopping:
+            return False
+        self.isolated = run
+        log.info(
+            "job %s runs alone: its last run was lost with its worker", run.delivery.envelope.id
+        )
+        waiting = [r.task for r in self.runs.values() if r.parked and r.task is not None]
+        for other in self.runs.values():
+            if other.parked and other.task is not None:
+                other.released = True
+                other.task.cancel()
+        await self._release_buffered()
+        if waiting:
+            await asyncio.wait(waiting)
+        return True
+
+    def _alone(self, run: JobRun) -> bool:
+        """No delivery held here has started but `run` (and suspects still waiting)."""
+        return all(r is run or r.task is None or r.parked for r in self.runs.values())
 
     async def _attempt(
         self,
