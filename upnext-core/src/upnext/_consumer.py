@@ -40,7 +40,15 @@ from upnext._settlement import (
     settle_success,
 )
 from upnext._threads import DaemonThreadPool
-from upnext.broker.protocol import Ack, DeadLetter, Delivery, Release, SettleItem, SettleOutcome
+from upnext.broker.protocol import (
+    Ack,
+    DeadLetter,
+    Delivery,
+    Prefetcher,
+    Release,
+    SettleItem,
+    SettleOutcome,
+)
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.errors import BrokerError, LeaseLost, SerializationError
@@ -81,6 +89,7 @@ class Consumer:
         self.worker = worker
         self.client = client
         self.broker = client.broker
+        self.prefetcher = self.broker if isinstance(self.broker, Prefetcher) else None
         self.loop = asyncio.get_running_loop()
         self.queues = worker.consumed_queues()
         self.lease = worker.lease
@@ -174,6 +183,7 @@ class Consumer:
                 self.isolated.delivery.envelope.id,
             )
             self.isolated = None
+            self._resume_receiving()
         self._dispatch()  # a buffered job (often the awaited child) may start now
         self.room.set()
 
@@ -187,6 +197,7 @@ class Consumer:
             self.active -= 1
             if self.isolated is run:
                 self.isolated = None
+                self._resume_receiving()
             self._dispatch()
             self.room.set()
 
@@ -249,9 +260,17 @@ class Consumer:
                 run = JobRun(delivery, lease_until)
                 self.runs[delivery] = run
                 self.buffer.append(run)
-            if self.isolated is not None:  # received while a suspect began to run alone
-                await self._release_buffered()
             self._dispatch()
+
+    async def _pause_receiving(self) -> None:
+        """Cancel the receive loop (a cancelled receive hands out nothing)."""
+        receiver = self._loops[0]
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+
+    def _resume_receiving(self) -> None:
+        if not self.stopping and self._loops[0].done():
+            self._loops[0] = self.loop.create_task(self._receive_loop(), name="upnext-receive")
 
     def _suspects_turn(self) -> bool:
         """A suspect waits for its turn or runs alone: receive nothing meanwhile."""
@@ -496,12 +515,18 @@ class Consumer:
         log.info(
             "job %s runs alone: its last run was lost with its worker", run.delivery.envelope.id
         )
+        await self._pause_receiving()
         waiting = [r.task for r in self.runs.values() if r.parked and r.task is not None]
         for other in self.runs.values():
             if other.parked and other.task is not None:
                 other.released = True
                 other.task.cancel()
         await self._release_buffered()
+        if self.prefetcher is not None:
+            try:
+                await self.prefetcher.give_back_prefetched()
+            except Exception as exc:
+                log.warning("giving back prefetched jobs failed: %s", exc)
         if waiting:
             await asyncio.wait(waiting)
         return True
