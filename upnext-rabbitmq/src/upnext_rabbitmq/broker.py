@@ -265,8 +265,9 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         Core calls this before a job that already lost a run starts alone:
         were the process to die, these would come back redelivered.
         """
+        consumer = self._cons()
         with map_errors(self.url, "giving back prefetched jobs"):
-            await self._release_buffered(self._cons())
+            await self._give_back(consumer, await consumer.stop(linger=0.0))
 
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
