@@ -460,7 +460,7 @@ class Consumer:
                 max_attempts=task.policy.max_attempts,
             )
         if body.history and body.history[-1].outcome == "lost" and not await self._isolate(run):
-            await self._release(run)  # the worker is stopping: it never started here
+            await self._release(run)  # the worker stops (or is fatal): it never started here
             return None
         attempt = await self._attempt(run, task, body, args, kwargs)
         if attempt.kind == "success":
@@ -493,7 +493,7 @@ class Consumer:
         return settle_attempt(delivery, attempt)
 
     async def _isolate(self, run: JobRun) -> bool:
-        """Wait until this suspect is the only job the worker holds; False if stopping.
+        """Wait until this suspect is the only job the worker holds; False if it must not start.
 
         Jobs already running finish first; nothing new starts meanwhile. Then
         every other delivery held here (prefetched, or suspects still waiting)
@@ -503,13 +503,13 @@ class Consumer:
         run.parked = True
         self.parked += 1
         try:
-            while not (self.isolated is None and self._alone(run)) and not self.stopping:
+            while not (self.isolated is None and self._alone(run)) and not self._closing():
                 self.turn.clear()
                 await self.turn.wait()
         finally:
             run.parked = False
             self.parked -= 1
-        if self.stopping:
+        if self._closing():
             return False
         self.isolated = run
         log.info(
@@ -530,6 +530,9 @@ class Consumer:
         if waiting:
             await asyncio.wait(waiting)
         return True
+
+    def _closing(self) -> bool:
+        return self.stopping or self.fatal is not None
 
     def _alone(self, run: JobRun) -> bool:
         """No delivery held here has started but `run` (and suspects still waiting)."""
