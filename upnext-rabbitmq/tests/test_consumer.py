@@ -209,3 +209,34 @@ async def test_long_prefetched_jobs_are_given_back_before_consumer_timeout(
     assert not any(d.redelivered for d in rest)
     assert not first_tags & {d.receipt.tag for d in rest}  # type: ignore[attr-defined]
     assert await broker.settle([Ack(d) for d in [first, *rest]]) == [None] * 3
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_give_back_prefetched_holds_nothing_until_the_next_receive(
+    make_broker: Factory, upnext_queue: str, queue_type: str
+) -> None:
+    """Prefetched jobs go back uncounted and none arrive until `receive` is called again.
+
+    Core calls this before a job that lost a run starts alone: were the
+    process to die then, only that job must come back redelivered.
+    """
+    first = await make_broker(prefetch="10", queue_type=queue_type)
+    await first.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(4)])
+    [held] = await _take(first, upnext_queue, 1)
+    await asyncio.sleep(0.2)  # the other three sit in the prefetch buffer
+    assert first._cons().buffered(upnext_queue) == 3
+    await first.give_back_prefetched()
+    await first.enqueue_many([Envelope("late", upnext_queue, b"x")])
+    await asyncio.sleep(0.3)
+    assert first._cons().buffered(upnext_queue) == 0, "nothing is taken until the next receive"
+    second = await make_broker(queue_type=queue_type)
+    others = await _take(second, upnext_queue, 4)
+    assert {d.envelope.id for d in others} == {"j0", "j1", "j2", "j3", "late"} - {held.envelope.id}
+    assert not any(d.redelivered for d in others), "a give-back is not a lost run"
+    assert await second.settle([Ack(d) for d in others]) == [None] * 4
+    await second.aclose()  # or it would take the next job
+    assert await first.settle([Ack(held)]) == [None]
+    await first.enqueue_many([Envelope("after", upnext_queue, b"x")])
+    [after] = await _take(first, upnext_queue, 1)  # consuming resumed
+    assert after.envelope.id == "after"
+    assert await first.settle([Ack(after)]) == [None]

@@ -312,14 +312,17 @@ class Consumer:
         for i, tag in enumerate(singles):
             await raw.basic_ack(tag, wait=i == len(singles) - 1)
 
-    async def stop(self) -> list[tuple[str, DeliveredMessage]]:
-        """Cancel every consumer and return the buffered, never handed-out messages."""
+    async def stop(self, linger: float = 0.05) -> list[tuple[str, DeliveredMessage]]:
+        """Cancel every consumer and return the buffered, never handed-out messages.
+
+        Deliveries sent before the cancel-ok land as tasks: `linger` s lets
+        them; one landing later stays buffered for the next `take`.
+        """
         raw = self._raw
         if raw is not None and not raw.is_closed:
             for tag in list(self._tags.values()):
                 await raw.basic_cancel(tag)
-            # Deliveries sent before the cancel-ok run as tasks: let them land.
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(linger)
         self._tags.clear()
         drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]
         for buffer in self._buffers.values():

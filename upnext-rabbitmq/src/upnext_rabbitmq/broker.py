@@ -328,6 +328,16 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         messages = [self._job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
+    async def give_back_prefetched(self) -> None:
+        """Give back every prefetched job, uncounted; consuming resumes at the next receive.
+
+        Core calls this before a job that already lost a run starts alone:
+        were the process to die, these would come back redelivered.
+        """
+        consumer = self._cons()
+        with map_errors(self.url, "giving back prefetched jobs"):
+            await self._give_back(consumer, await consumer.stop(linger=0.0))
+
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:

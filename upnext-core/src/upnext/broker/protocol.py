@@ -37,6 +37,7 @@ __all__ = [
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
+    "Prefetcher",
     "QueueAdmin",
     "QueueStats",
     "Release",
@@ -263,6 +264,24 @@ class Broker(Protocol):
         """Close connections. Unsettled deliveries come back as redeliveries.
 
         A later call on the same object opens connections again.
+        """
+        ...
+
+
+@runtime_checkable
+class Prefetcher(Protocol):
+    """Optional: a broker that takes jobs from its server ahead of `receive`.
+
+    A prefetched job is held by the process as much as a handed-out one: if
+    the process dies it comes back redelivered, charged a lost run. Before a
+    job that already lost a run starts alone, core asks such a broker to hold
+    nothing else.
+    """
+
+    async def give_back_prefetched(self) -> None:
+        """Give back every job taken ahead of `receive`, uncounted (as by `Release`).
+
+        Take no more until the next `receive`.
         """
         ...
 
