@@ -229,10 +229,12 @@ async def _queues_until(
 
 
 async def test_management_lists_queues_with_depths(rabbitmq_node: Node) -> None:
-    """Ready, in-flight and dead counts per upnext queue; --queue names too; no catalog needed."""
+    """Ready, scheduled, in-flight and dead per upnext queue; --queue names too; no catalog."""
     url = rabbitmq_node.amqp
     await _fail_once(url, "m-dead")
     submitter = await _queued(url, "m-ready", 3)
+    for delay in (30.0, 90.0):  # two different delay levels
+        await submitter.tasks["mgmt.wait"].options(delay=delay).submit()
     started = asyncio.Event()
     release = asyncio.Event()
     busy = upnext.Worker("m-busy", broker=url, load_plugins=False, receive_wait=0.2)
@@ -251,7 +253,7 @@ async def test_management_lists_queues_with_depths(rabbitmq_node: Node) -> None:
         got = await _queues_until(
             client,
             {
-                "m-ready": {"ready": 3, "in_flight": 0, "dead": 0},
+                "m-ready": {"ready": 3, "scheduled": 2, "in_flight": 0, "dead": 0},
                 "m-dead": {"ready": 0, "dead": 1},
                 "m-busy": {"ready": 0, "in_flight": 1},
             },
@@ -260,7 +262,7 @@ async def test_management_lists_queues_with_depths(rabbitmq_node: Node) -> None:
         await app.state.backend.aclose()
     await submitter.aclose()
     assert got["m-ready"] == {
-        "name": "m-ready", "ready": 3, "scheduled": None, "in_flight": 0, "dead": 0
+        "name": "m-ready", "ready": 3, "scheduled": 2, "in_flight": 0, "dead": 0
     }  # fmt: skip
     assert (got["m-dead"]["ready"], got["m-dead"]["dead"]) == (0, 1)
     assert (got["m-busy"]["ready"], got["m-busy"]["in_flight"]) == (0, 1)

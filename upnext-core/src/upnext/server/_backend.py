@@ -139,7 +139,7 @@ class Backend:
             QueueInfo(
                 name=n,
                 ready=c.ready if c else None,
-                scheduled=None,
+                scheduled=c.scheduled if c else None,
                 in_flight=c.in_flight if c else None,
                 dead=c.dead if c else None,
             )

@@ -6,8 +6,8 @@ dead-letter queues (``upnext.q.<name>`` and ``upnext.dlq.<name>``) in the
 broker URL's vhost, 500 queues a request. Its counts are the plugin's samples
 (taken every ``collect_statistics_interval``, 5 s by default), so they lag by
 that much, but they include the jobs in flight (delivered, not yet
-acknowledged), which AMQP cannot count. Scheduled jobs wait in a delay ladder
-shared by all queues: that count stays unknown.
+acknowledged), which AMQP cannot count. Scheduled jobs wait in the queue's own
+delay levels (``upnext.ladder.<k>.<name>``); their sum is the scheduled count.
 
 Credentials come from the management URL (``http://user:pass@host:15672``),
 else from the broker URL. The password goes in a Basic auth header only: the
@@ -30,10 +30,11 @@ __all__ = ["ManagementAPI", "ManagementCounts"]
 # The AMQP names of an upnext queue's work queue and DLQ (upnext_rabbitmq.topology).
 WORK_PREFIX = "upnext.q."
 DEAD_PREFIX = "upnext.dlq."
+LEVEL_PREFIX = "upnext.ladder."
 PAGE_SIZE = 500  # the management API's largest page
 TIMEOUT = 10.0
 _COLUMNS = "name,messages,messages_ready,messages_unacknowledged"
-_NAMES = r"^upnext\.(q|dlq)\."
+_NAMES = r"^upnext\.(q|dlq|ladder\.[0-9]+)\."
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,19 @@ class ManagementCounts:
     """One upnext queue as the management API sees it (None: not sampled yet, or no queue)."""
 
     ready: int | None
+    scheduled: int | None
     in_flight: int | None
     dead: int | None
+
+
+def _scheduled(amqp: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Jobs in each upnext queue's delay levels (``upnext.ladder.<k>.<name>``)."""
+    totals: dict[str, int] = {}
+    for amqp_name, item in amqp.items():
+        level, dot, name = amqp_name.removeprefix(LEVEL_PREFIX).partition(".")
+        if amqp_name.startswith(LEVEL_PREFIX) and dot and level.isdigit() and name:
+            totals[name] = totals.get(name, 0) + (_count(item, "messages") or 0)
+    return totals
 
 
 def _count(queue: dict[str, Any] | None, key: str) -> int | None:
@@ -139,11 +151,13 @@ class ManagementAPI:
                 if name.startswith(prefix) and len(name) > len(prefix)
             }
         )
+        scheduled = _scheduled(amqp)
         counts: dict[str, ManagementCounts] = {}
         for name in names:
             work, dead = amqp.get(WORK_PREFIX + name), amqp.get(DEAD_PREFIX + name)
             counts[name] = ManagementCounts(
                 ready=_count(work, "messages_ready"),
+                scheduled=scheduled.get(name, 0) if work is not None else None,
                 in_flight=_count(work, "messages_unacknowledged"),
                 # A DLQ under an admin's scan holds its entries unacknowledged.
                 dead=_count(dead, "messages"),
