@@ -3,7 +3,9 @@
 AMQP cannot list queues, so upnext keeps a catalog: a durable queue holding
 the name of every upnext queue, written the first time a process declares it
 and compacted whenever an admin reads it (duplicates dropped, and at most once
-a minute the names whose work queue no longer exists).
+a minute the names whose work queue no longer exists). A read holds an
+exclusive consumer on it, so concurrent readers (in any process) take turns
+instead of each seeing part of the names.
 Dead-letter operations scan DLQs under exclusive consumers (see `dlq`);
 counts come from ``queue.declare`` replies.
 """
@@ -18,10 +20,10 @@ from collections.abc import AsyncIterator, Sequence
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import DeadLetterNotFound
+from upnext.errors import BrokerError, DeadLetterNotFound
 
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
@@ -32,6 +34,41 @@ __all__ = ["AdminMixin"]
 
 # Seconds between checks of the catalog's names against the server's queues.
 PRUNE_EVERY = 60.0
+
+
+class _CatalogRead:
+    """One read of the catalog under an exclusive consumer with no prefetch limit.
+
+    Holding the only consumer, every ready name is pushed to us; once a
+    passive declare on the same channel counts none ready, all of them have
+    been delivered (the server writes those deliveries before its reply, and
+    the client runs their callbacks first). Counting once before consuming
+    would not do: a reader that just closed may still be handing its names
+    back. Deliveries after the snapshot stay unacked and return at close.
+    """
+
+    def __init__(self) -> None:
+        self.copies: dict[str, list[int]] = {}
+        self.done = False
+
+    async def snapshot(self, channel: RawChannel) -> dict[str, list[int]]:
+        """Every name in the catalog, with the delivery tags of its copies."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            ok = await channel.queue_declare(CATALOG_QUEUE, passive=True)
+            await asyncio.sleep(0)  # deliveries framed before the reply: their callbacks
+            if not ok.message_count or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        self.done = True
+        # A snapshot: deliveries still arriving must not change what we act on.
+        return {name: list(tags) for name, tags in self.copies.items()}
+
+    async def on_message(self, message: DeliveredMessage) -> None:
+        if self.done:
+            return
+        name = message.body.decode("utf-8", "replace")
+        self.copies.setdefault(name, []).append(message.delivery_tag or 0)
 
 
 class AdminMixin:
@@ -84,21 +121,40 @@ class AdminMixin:
         return sorted(names | self._declared)
 
     async def _read_catalog(self) -> set[str]:
-        # Not exclusive: two readers each see a part, and neither drops a
-        # queue's last copy it saw nor a queue that still exists.
+        # Under an exclusive consumer: two readers at once would each get a
+        # part of the names (the catalog is a queue), so a second reader, here
+        # or in another process, waits for the first (up to dlq_busy_wait).
+        deadline = time.monotonic() + self.options.dlq_busy_wait
+        pause = 0.01
         with map_errors(self.url, "reading the queue catalog"):
-            async with self._channel_lock:
-                channel = await self._raw_connection().channel(publisher_confirms=False)
-            try:
-                copies = await self._catalog_copies(channel)
-                alive = await self._existing(list(copies))
-                for name, tags in copies.items():
-                    for tag in tags if name not in alive else tags[1:]:
-                        await channel.basic_ack(tag, wait=False)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-        return alive
+            while True:
+                async with self._channel_lock:
+                    channel = await self._raw_connection().channel(publisher_confirms=False)
+                    read: _CatalogRead | None
+                    try:
+                        read = await self._consume_catalog(channel)
+                    except ChannelAccessRefused:
+                        # The server closed the channel; under the lock, so no
+                        # other task reuses its number meanwhile.
+                        read = None
+                try:
+                    if read is None:
+                        if time.monotonic() + pause > deadline:
+                            raise BrokerError(
+                                "queue catalog busy: another admin is reading it; try again"
+                            )
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, 0.2)
+                        continue
+                    copies = await read.snapshot(channel)
+                    alive = await self._existing(list(copies))
+                    for name, tags in copies.items():
+                        for tag in tags if name not in alive else tags[1:]:
+                            await channel.basic_ack(tag, wait=False)
+                    return alive
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
 
     async def _existing(self, names: list[str]) -> set[str]:
         """Which of `names` still have a work queue (checked at most once a minute)."""
@@ -114,34 +170,13 @@ class AdminMixin:
                 alive.add(name)
         return alive
 
-    async def _catalog_copies(self, channel: RawChannel) -> dict[str, list[int]]:
-        ok = await channel.queue_declare(CATALOG_QUEUE, durable=True)
-        expected = ok.message_count or 0
-        copies: dict[str, list[int]] = {}
-        if not expected:
-            return copies
-        arrived = asyncio.Event()
-        seen = 0
-
-        async def on_message(message: DeliveredMessage) -> None:
-            nonlocal seen
-            if done:
-                return  # stays unacked: back in the catalog when the channel closes
-            name = message.body.decode("utf-8", "replace")
-            copies.setdefault(name, []).append(message.delivery_tag or 0)
-            seen += 1
-            if seen >= expected:
-                arrived.set()
-
-        done = False
+    async def _consume_catalog(self, channel: RawChannel) -> _CatalogRead:
+        """Start an exclusive consumer on the catalog (ACCESS_REFUSED if another holds it)."""
+        await channel.queue_declare(CATALOG_QUEUE, durable=True)
+        read = _CatalogRead()
         await channel.basic_qos(prefetch_count=0)
-        await channel.basic_consume(CATALOG_QUEUE, on_message)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await arrived.wait()
-        done = True
-        # A snapshot: deliveries still arriving must not change what we act on.
-        return {name: list(tags) for name, tags in copies.items()}
+        await channel.basic_consume(CATALOG_QUEUE, read.on_message, exclusive=True)
+        return read
 
     @contextlib.asynccontextmanager
     async def _scan(self, queues: Sequence[str]) -> AsyncIterator[DeadLetterScan]:
