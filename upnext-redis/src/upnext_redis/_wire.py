@@ -24,7 +24,7 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-__all__ = ["Wire", "pack", "send"]
+__all__ = ["Wire", "exchange", "pack", "read_replies", "send"]
 
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -65,11 +65,20 @@ async def send(conn: AbstractConnection, data: bytes) -> None:
 
 
 class Wire:
-    """Sends packed commands on a pooled connection and reads every reply."""
+    """Sends packed commands on a pooled connection and reads every reply.
+
+    Connections this wire took from its pool stay with it, on a free list:
+    the next call takes one without the pool's checkout (a lock, a timeout
+    and a readiness probe per call, most of a round trip's client-side cost).
+    Every call reads all its replies or disconnects, so a free connection
+    never holds a stale reply; one the server closed meanwhile is reconnected
+    before use.
+    """
 
     def __init__(self, pool: ConnectionPool, retries: int) -> None:
         self._pool = pool
         self._retries = retries
+        self._free: list[AbstractConnection] = []
 
     async def run(self, commands: Sequence[bytes]) -> list[Any]:
         """Send `commands` in one write; their replies in order (errors as values).
@@ -87,21 +96,67 @@ class Wire:
                 attempt += 1
                 await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
 
-    async def _once(self, commands: Sequence[bytes]) -> list[Any]:
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
-        try:
+    async def take(self) -> AbstractConnection:
+        """A connected connection of this wire's own (release it with `give`)."""
+        if self._free:
+            conn = self._free.pop()
+        else:
+            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
             _raise_if_cancelled()
-            await send(conn, b"".join(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except rx.ResponseError as exc:
-                    replies.append(exc)
-            return replies
+        try:
+            reader = getattr(conn, "_reader", None)
+            if reader is not None and (reader.at_eof() or reader._buffer):
+                # Closed by the server (or, never by us, left with data): start afresh.
+                await conn.disconnect(nowait=True)
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]  # untyped upstream
+                _raise_if_cancelled()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            self._free.append(conn)
+            raise
+        return conn
+
+    def give(self, conn: AbstractConnection) -> None:
+        """Put back a connection taken with `take` (all its replies read, or disconnected)."""
+        self._free.append(conn)
+
+    async def _once(self, commands: Sequence[bytes]) -> list[Any]:
+        conn = await self.take()
+        try:
+            return await exchange(conn, b"".join(commands), len(commands))
         except BaseException:
             # A half-read reply stream must never reach the next user.
             await conn.disconnect(nowait=True)
             raise
         finally:
-            await self._pool.release(conn)
+            self._free.append(conn)
+
+    async def aclose(self) -> None:
+        """Forget the free list (the pool disconnects every connection)."""
+        self._free.clear()
+
+
+async def exchange(conn: AbstractConnection, data: bytes, replies: int) -> list[Any]:
+    """Write `data` on a connected `conn` and read `replies` replies (errors as values)."""
+    writer = conn._writer
+    if writer is None:
+        raise rx.ConnectionError("connection closed before sending")
+    writer.write(data)
+    timeout = conn.socket_timeout
+    async with asyncio.timeout(timeout):
+        if writer.transport.get_write_buffer_size():
+            await writer.drain()
+        return await read_replies(conn, replies)
+
+
+async def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
+    """Read `count` replies from `conn` (error replies as values, not raised)."""
+    parser = conn._parser
+    out: list[Any] = []
+    for _ in range(count):
+        reply = await parser.read_response()  # type: ignore[union-attr]  # set once connected
+        if isinstance(reply, rx.ConnectionError):
+            raise reply
+        out.append(reply)
+    return out
