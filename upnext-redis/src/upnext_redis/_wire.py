@@ -152,10 +152,10 @@ async def exchange(conn: AbstractConnection, data: bytes, replies: int) -> list[
 
 async def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
     """Read `count` replies from `conn` (error replies as values, not raised)."""
-    parser = conn._parser
+    parser: Any = conn._parser  # redis-py's or hiredis's async parser
     out: list[Any] = []
     for _ in range(count):
-        reply = await parser.read_response()  # type: ignore[union-attr]  # set once connected
+        reply = await parser.read_response()
         if isinstance(reply, rx.ConnectionError):
             raise reply
         out.append(reply)
