@@ -24,14 +24,19 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-__all__ = ["Wire", "exchange", "pack", "read_replies", "send"]
+__all__ = ["Wire", "exchange", "pack", "pack_args", "read_replies", "send"]
 
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 def pack(args: Sequence[Any]) -> bytes:
     """One command in RESP: an array of bulk strings (str as UTF-8, numbers in decimal)."""
-    out = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n" % len(args) + pack_args(args)
+
+
+def pack_args(args: Sequence[Any]) -> bytes:
+    """The bulk strings of `args`, without the array header (see `pack`)."""
+    out: list[bytes] = []
     for arg in args:
         if isinstance(arg, bytes):
             data = arg

@@ -37,7 +37,7 @@ from upnext.errors import LeaseLost
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
 from upnext_redis._routing import Node
-from upnext_redis._wire import Wire, pack, read_replies
+from upnext_redis._wire import Wire, pack, pack_args, read_replies
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
@@ -101,6 +101,7 @@ class RedisBroker:
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
         self._known: set[str] = set()
+        self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
         self._background: set[asyncio.Future[Any]] = set()
         # CLIENT ID of each blocking connection, by its current stream (a
@@ -152,6 +153,18 @@ class RedisBroker:
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Store every envelope in one pipelined round trip; wake receivers."""
         if not envelopes:
+            return
+        if len(envelopes) == 1 and envelopes[0].queue in self._known and not self._client.cluster:
+            # One job to a queue seen before (the common submit): a prebuilt head.
+            env = envelopes[0]
+            head = self._enqueue_heads.get(env.queue)
+            if head is None:
+                count, fixed = self._client.script_head(
+                    ENQUEUE, self._client.keys.queue(env.queue).group
+                )
+                head = self._enqueue_heads[env.queue] = b"*%d\r\n" % (count + 4) + fixed
+            tail = pack_args((1, env.id, env.body, delay_ms(env.delay)))
+            await self._client.eval_packed(ENQUEUE, head + tail)
             return
         calls = []
         for part in self._parts([e.queue for e in envelopes], _ENQUEUE_CHUNK):
