@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from upnext.broker.protocol import Ack, Envelope
+from upnext.errors import BrokerUnavailable
 from upnext.testing import Timing
 from upnext_redis import RedisBroker
 from upnext_redis._wire import pack
@@ -166,3 +168,21 @@ async def test_a_blocked_receive_reloads_a_script_lost_while_it_waited(
     (got,) = await asyncio.wait_for(receiver, 5.0)
     assert got.envelope.id == "j"
     assert got.deliveries == 1
+
+
+async def test_a_call_without_a_reply_times_out_and_the_wire_recovers(prefixed_url: str) -> None:
+    """A reply later than socket_timeout fails the call in about that time, not later."""
+    broker = RedisBroker.from_url(prefixed_url + "&socket_timeout=0.5&retries=0")
+    try:
+        await broker.connect()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=r"no reply within 0\.5s"):
+            # BLPOP on the command wire holds its reply for 3 s: well past the timeout.
+            await broker._client.commands([("BLPOP", "upnext-test-nothing", 3)])
+        took = time.monotonic() - started
+        assert 0.45 <= took < 1.5, took
+        await broker.enqueue_many([Envelope("j", "q", b"x")])
+        (got,) = await broker.receive(["q"], limit=1, lease=30.0, wait=1.0)
+        assert got.envelope.id == "j"
+    finally:
+        await broker.aclose()
