@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -11,11 +12,26 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from upnext.broker.protocol import Ack, Envelope
+from upnext.errors import BrokerUnavailable
 from upnext.testing import Timing
 from upnext_redis import RedisBroker
 from upnext_redis._wire import pack
 
 Server = Callable[..., AbstractContextManager[int]]
+
+
+@pytest.fixture
+def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Everything written to any socket stream: one entry per round trip."""
+    seen: list[bytes] = []
+    original = asyncio.StreamWriter.write
+
+    def counting(self: asyncio.StreamWriter, data: Any) -> None:
+        seen.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
+    return seen
 
 
 @pytest.mark.parametrize(
@@ -97,3 +113,76 @@ async def test_a_cancelled_receive_stops_at_once(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.get_running_loop().time() - started < timing.tolerance(0.5)
+
+
+async def test_a_woken_receive_gets_its_job_in_the_same_round_trip(
+    redis_broker: RedisBroker, sends: list[bytes]
+) -> None:
+    """The block and the next RECEIVE go out in one write: the wake-up carries the job."""
+    receiver = asyncio.create_task(redis_broker.receive(["q"], limit=1, lease=30.0, wait=5.0))
+    await asyncio.sleep(0.2)
+    await redis_broker.enqueue_many([Envelope("j", "q", b"x")])
+    (got,) = await asyncio.wait_for(receiver, 5.0)
+    assert got.envelope.id == "j"
+    assert got.deliveries == 1
+    blocks = [s for s in sends if b"XREAD" in s]
+    assert blocks, "the receiver must block on XREAD"
+    assert all(b"EVALSHA" in s for s in blocks), "XREAD must carry the RECEIVE"
+    receives = [s for s in sends if b"EVALSHA" in s and b"XREAD" not in s and b"jobs" in s]
+    # The initial take and the enqueue: nothing after the wake-up.
+    assert len(receives) == 2, [s[:80] for s in receives]
+
+
+async def test_a_cancelled_blocked_receive_frees_its_connection_at_once(
+    redis_broker: RedisBroker, raw_redis: aioredis.Redis
+) -> None:
+    """Cancel unblocks the server side (CLIENT UNBLOCK): no block outlives its receive."""
+    name = f"{redis_broker._client.name}-block"
+    task = asyncio.create_task(redis_broker.receive(["idle"], limit=1, lease=30.0, wait=30.0))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        clients = [c for c in await raw_redis.client_list() if c.get("name") == name]
+        if clients and all(c["cmd"] != "xread" or "b" not in c["flags"] for c in clients):
+            break
+        await asyncio.sleep(0.01)
+    blocked = [c for c in clients if "b" in c["flags"]]
+    assert not blocked, f"still blocked after cancel: {blocked}"
+    # The connection went back to the wire and serves the next receive.
+    await redis_broker.enqueue_many([Envelope("j", "idle", b"x")])
+    (got,) = await redis_broker.receive(["idle"], limit=1, lease=30.0, wait=1.0)
+    assert got.envelope.id == "j"
+    assert got.deliveries == 1
+
+
+async def test_a_blocked_receive_reloads_a_script_lost_while_it_waited(
+    redis_broker: RedisBroker, raw_redis: aioredis.Redis
+) -> None:
+    """SCRIPT FLUSH during a block: the piggybacked RECEIVE fails NOSCRIPT and is rerun."""
+    receiver = asyncio.create_task(redis_broker.receive(["q"], limit=1, lease=30.0, wait=5.0))
+    await asyncio.sleep(0.2)
+    await raw_redis.script_flush()
+    await redis_broker.enqueue_many([Envelope("j", "q", b"x")])
+    (got,) = await asyncio.wait_for(receiver, 5.0)
+    assert got.envelope.id == "j"
+    assert got.deliveries == 1
+
+
+async def test_a_call_without_a_reply_times_out_and_the_wire_recovers(prefixed_url: str) -> None:
+    """A reply later than socket_timeout fails the call in about that time, not later."""
+    broker = RedisBroker.from_url(prefixed_url + "&socket_timeout=0.5&retries=0")
+    try:
+        await broker.connect()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=r"no reply within 0\.5s"):
+            # BLPOP on the command wire holds its reply for 3 s: well past the timeout.
+            await broker._client.commands([("BLPOP", "upnext-test-nothing", 3)])
+        took = time.monotonic() - started
+        assert 0.45 <= took < 1.5, took
+        await broker.enqueue_many([Envelope("j", "q", b"x")])
+        (got,) = await broker.receive(["q"], limit=1, lease=30.0, wait=1.0)
+        assert got.envelope.id == "j"
+    finally:
+        await broker.aclose()

@@ -18,7 +18,7 @@ from upnext.errors import BrokerError
 from upnext_redis._config import RedisOptions
 from upnext_redis._errors import ErrorMapper
 from upnext_redis._routing import Node, Router
-from upnext_redis._wire import pack
+from upnext_redis._wire import pack, pack_args
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
 
@@ -181,6 +181,26 @@ class RedisClient:
                 if isinstance(reply, Exception):
                     raise reply
             return replies[: len(calls)]
+
+    def script_head(self, script: Script, keys: Sequence[str]) -> tuple[int, bytes]:
+        """The fixed part of an EVALSHA of `script` on `keys`: (its argument count, its bytes).
+
+        A caller that sends the same script on the same keys often keeps it
+        and sends ``b"*%d\\r\\n" % (count + len(args)) + head + pack_args(args)``.
+        """
+        fixed = ["EVALSHA", script.sha, len(keys), *keys]
+        return len(fixed), pack_args(fixed)
+
+    async def eval_packed(self, script: Script, packed: bytes) -> Any:
+        """Run one packed EVALSHA of `script` (standalone Redis), loading it if it was lost."""
+        with self.errors.boundary():
+            (reply,) = await self.router.seed.wire.run([packed])
+            if isinstance(reply, rx.NoScriptError):
+                load = pack(["SCRIPT", "LOAD", script.source])
+                _, reply = await self.router.seed.wire.run([load, packed])
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
 
     async def block(self, key: str, command: Sequence[Any]) -> Any:
         """Run a blocking command on the server of `key`, on a connection of its own."""

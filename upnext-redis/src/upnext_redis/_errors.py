@@ -7,8 +7,7 @@ any other RedisError                          ->  BrokerError
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from redis import exceptions as rx
 from upnext.errors import BrokerError, BrokerUnavailable
@@ -44,16 +43,24 @@ class ErrorMapper:
             )
         return BrokerError(f"Redis at {self.safe_url} refused the operation: {detail}")
 
-    @contextmanager
-    def boundary(self) -> Iterator[None]:
-        """Re-raise driver errors inside the block as upnext errors.
+    def boundary(self) -> ErrorMapper:
+        """Re-raise driver errors inside the ``with`` block as upnext errors.
 
         The driver's exception is not chained: its text and arguments may
-        carry connection details, and ours already says what happened.
+        carry connection details, and ours already says what happened. (A
+        plain context manager: entered on every call, it must cost nothing.)
         """
-        try:
-            yield
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, rx.ConnectionError | rx.TimeoutError | OSError):
             raise self.unavailable(exc) from None
-        except rx.RedisError as exc:
+        if isinstance(exc, rx.RedisError):
             raise self.error(exc) from None

@@ -32,6 +32,8 @@ class Node:
 
     async def aclose(self) -> None:
         """Close both pools."""
+        await self.wire.aclose()
+        await self.block_wire.aclose()
         await self.pool.disconnect()
         await self.block_pool.disconnect()
 

@@ -11,9 +11,12 @@ deadline that the script reported from Redis ``TIME``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -33,6 +36,8 @@ from upnext.errors import LeaseLost
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
+from upnext_redis._routing import Node
+from upnext_redis._wire import Wire, pack, pack_args, read_replies
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
@@ -44,6 +49,19 @@ __all__ = ["RedisBroker"]
 _ENQUEUE_CHUNK = 2_000
 # Items per settle script: Lua's unpack() takes at most ~8,000 values.
 _SETTLE_CHUNK = 1_000
+# How long a cancelled receive's background reader waits between CLIENT UNBLOCKs.
+_UNBLOCK_PAUSES = (0.002, 0.005, 0.02, 0.1)
+
+_Taken = tuple[list[Delivery], int, list[bytes]]
+_RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+class _Blocked:
+    """One pipelined XREAD + RECEIVE in flight on a blocking connection."""
+
+    def __init__(self, conn: AbstractConnection, client_id: int | None) -> None:
+        self.conn = conn
+        self.client_id = client_id
 
 
 class _Groups:
@@ -83,8 +101,12 @@ class RedisBroker:
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
         self._known: set[str] = set()
+        self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
         self._background: set[asyncio.Future[Any]] = set()
+        # CLIENT ID of each blocking connection, by its current stream (a
+        # reconnect makes a new stream, and the server a new id).
+        self._client_ids: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -105,6 +127,9 @@ class RedisBroker:
     async def aclose(self) -> None:
         """Stop the result listener and close every connection."""
         self._connected = False
+        if self._background:
+            # Cancelled receives giving their jobs back: a moment, no longer.
+            await asyncio.wait(set(self._background), timeout=self.options.socket_timeout)
         await self._results.listener.aclose()
         await self._client.aclose()
 
@@ -129,6 +154,18 @@ class RedisBroker:
         """Store every envelope in one pipelined round trip; wake receivers."""
         if not envelopes:
             return
+        if len(envelopes) == 1 and envelopes[0].queue in self._known and not self._client.cluster:
+            # One job to a queue seen before (the common submit): a prebuilt head.
+            env = envelopes[0]
+            head = self._enqueue_heads.get(env.queue)
+            if head is None:
+                count, fixed = self._client.script_head(
+                    ENQUEUE, self._client.keys.queue(env.queue).group
+                )
+                head = self._enqueue_heads[env.queue] = b"*%d\r\n" % (count + 4) + fixed
+            tail = pack_args((1, env.id, env.body, delay_ms(env.delay)))
+            await self._client.eval_packed(ENQUEUE, head + tail)
+            return
         calls = []
         for part in self._parts([e.queue for e in envelopes], _ENQUEUE_CHUNK):
             groups = _Groups(self._client)
@@ -152,21 +189,24 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         lease_ms = max(1, delay_ms(lease))
-        while True:
-            got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
-            if got:
-                return got
+        got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
+        while not got:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
             block = min(remaining, self.options.recovery_interval)
             if until_ms >= 0:
                 block = min(block, (until_ms + 1) / 1000)
-            await self._block(names, seen, block)
+            if self._client.cluster:
+                await self._block(names, seen, block)
+                got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
+            else:
+                got, until_ms, seen = await self._block_then_take(
+                    names, seen, block, limit, lease_ms
+                )
+        return got
 
-    async def _take_shielded(
-        self, names: list[str], limit: int, lease_ms: int
-    ) -> tuple[list[Delivery], int, list[bytes]]:
+    async def _take_shielded(self, names: list[str], limit: int, lease_ms: int) -> _Taken:
         """`_take`, finished even if the caller is cancelled; then what it took goes back.
 
         The script may already have run when a cancellation lands; its jobs
@@ -180,18 +220,17 @@ class RedisBroker:
             take.add_done_callback(self._give_back)
             raise
 
-    def _give_back(self, take: asyncio.Future[tuple[list[Delivery], int, list[bytes]]]) -> None:
+    def _give_back(self, take: asyncio.Future[_Taken]) -> None:
         if take.cancelled() or take.exception() is not None:
             return
-        got = take.result()[0]
-        if got:
-            release = asyncio.ensure_future(self.settle([Release(d) for d in got]))
-            self._background.add(release)
-            release.add_done_callback(self._background.discard)
+        self._release(take.result()[0])
 
-    async def _take(
-        self, names: list[str], limit: int, lease_ms: int
-    ) -> tuple[list[Delivery], int, list[bytes]]:
+    def _release(self, got: list[Delivery]) -> None:
+        """Give back, uncounted and in the background, jobs nobody will run."""
+        if got:
+            self._track(asyncio.ensure_future(self.settle([Release(d) for d in got])))
+
+    async def _take(self, names: list[str], limit: int, lease_ms: int) -> _Taken:
         """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
 
         Standalone, one script serves every queue; on Cluster each queue gets
@@ -215,6 +254,108 @@ class RedisBroker:
                 until_ms = wait_ms if until_ms < 0 else min(until_ms, wait_ms)
             seen += [bytes(reply[2 + 3 * i]) for i in range(len(batch))]
         return out, until_ms, seen
+
+    def _receive_call(self, names: list[str], limit: int, lease_ms: int) -> tuple[list[str], bytes]:
+        groups = [key for q in names for key in self._client.keys.queue(q).group]
+        return groups, pack(
+            ["EVALSHA", RECEIVE.sha, len(groups), *groups, limit, lease_ms, len(names)]
+        )
+
+    async def _block_then_take(
+        self, names: list[str], seen: list[bytes], seconds: float, limit: int, lease_ms: int
+    ) -> _Taken:
+        """XREAD BLOCK and RECEIVE in one pipeline (standalone Redis): one round trip.
+
+        The script runs on the server as soon as the block ends, woken or
+        timed out, so the reply is exactly what `_take` would return then.
+        """
+        ms = max(1, int(seconds * 1000))
+        streams = [self._client.keys.queue(q).wake for q in names]
+        groups, receive = self._receive_call(names, limit, lease_ms)
+        block = pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
+        with self._client.errors.boundary():
+            node = await self._client.router.node_for(streams[0])
+            wire = node.block_wire
+            conn = await wire.take()
+            writer = conn._writer
+            client_id = self._client_ids.get(writer) if writer is not None else None
+            blocked = _Blocked(conn, client_id)
+            run = asyncio.ensure_future(self._exchange_blocked(wire, blocked, block + receive))
+            try:
+                xread, reply = await asyncio.shield(run)
+            except asyncio.CancelledError:
+                self._track(asyncio.ensure_future(self._abandon(node, blocked, run, names)))
+                raise
+            except _RETRIABLE:
+                # The connection was lost: take again the plain way (it reconnects with
+                # backoff, or fails as BrokerUnavailable); the next block is pipelined again.
+                return await self._take_shielded(names, limit, lease_ms)
+            if isinstance(xread, Exception):
+                if isinstance(reply, list):
+                    self._release(_taken(names, reply)[0])
+                raise xread
+            if isinstance(reply, rx.NoScriptError):
+                # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
+                reply = await self._client.eval(RECEIVE, groups, (limit, lease_ms, len(names)))
+            elif isinstance(reply, Exception):
+                raise reply
+        return _taken(names, reply)
+
+    async def _exchange_blocked(
+        self, wire: Wire, blocked: _Blocked, data: bytes
+    ) -> tuple[Any, Any]:
+        """Send the pipeline (asking the connection's CLIENT ID first, once); read both replies."""
+        conn = blocked.conn
+        try:
+            writer = conn._writer
+            if writer is None:
+                raise rx.ConnectionError("connection closed before sending")
+            if blocked.client_id is None:
+                writer.write(pack(["CLIENT", "ID"]) + data)
+                async with asyncio.timeout(conn.socket_timeout):
+                    (client_id,) = await read_replies(conn, 1)
+                if isinstance(client_id, int):
+                    blocked.client_id = client_id
+                    self._client_ids[writer] = client_id
+            else:
+                writer.write(data)
+            async with asyncio.timeout(conn.socket_timeout):
+                xread, reply = await read_replies(conn, 2)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            wire.give(conn)
+        return xread, reply
+
+    async def _abandon(
+        self, node: Node, blocked: _Blocked, run: asyncio.Future[tuple[Any, Any]], names: list[str]
+    ) -> None:
+        """A cancelled `_block_then_take`: unblock it, read its replies, give back what it took."""
+        for pause in _UNBLOCK_PAUSES:
+            if run.done():
+                break
+            if blocked.client_id is not None:
+                try:
+                    (ok,) = await node.wire.run([pack(["CLIENT", "UNBLOCK", blocked.client_id])])
+                except Exception:
+                    ok = None
+                if isinstance(ok, Exception):
+                    break  # not allowed here (ACL): drop the connection instead
+            await asyncio.wait([run], timeout=pause)
+        if not run.done():
+            # Still blocked: closing the connection drops the pending script unrun.
+            run.cancel()
+        try:
+            _, reply = await run
+        except BaseException:
+            return
+        if isinstance(reply, list):
+            self._release(_taken(names, reply)[0])
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
@@ -383,6 +524,13 @@ def _receipt(delivery: Delivery) -> tuple[str, str, bytes]:
             return queue, job_id, token
     # Not one of ours (or forged): a token no hand-out has makes it LeaseLost.
     return delivery.envelope.queue, delivery.envelope.id, b"-"
+
+
+def _taken(names: list[str], reply: list[Any]) -> _Taken:
+    """What one standalone RECEIVE reply says: deliveries, ms to the next event, ids seen."""
+    got = _deliveries(names, reply) if len(reply) > 2 + 3 * len(names) else []
+    until_ms = int(reply[1]) - int(reply[0]) if int(reply[1]) >= 0 else -1
+    return got, until_ms, [bytes(reply[2 + 3 * i]) for i in range(len(names))]
 
 
 def _deliveries(names: list[str], reply: list[Any]) -> list[Delivery]:
