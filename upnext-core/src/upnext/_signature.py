@@ -96,6 +96,8 @@ class Signature:
             raise SerializationError(f"{self.task_name}: invalid argument {one_line(exc)}") from exc
         except PydanticSerializationError as exc:
             raise SerializationError(f"{self.task_name}: argument not serializable: {exc}") from exc
+        if not rest:
+            return [], data
         try:
             extras = self.rest.dump_python(self.rest.validate_python(rest), mode="json")
         except ValidationError as exc:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -214,7 +214,7 @@ class Task(_Submitter[P, R]):
     ) -> JobBody:
         """A new job's body: validated arguments, lineage from the running job."""
         wire_args, wire_kwargs = self.signature.encode(args, kwargs)
-        job_id = options.job_id or uuid.uuid4().hex
+        job_id = options.job_id or os.urandom(16).hex()  # 128 random bits, like uuid4, 4x cheaper
         scope = current_scope.get()
         parent = scope.context if scope is not None else None
         return JobBody(

@@ -18,7 +18,7 @@ from upnext._future import Future
 from upnext._hooks import Plugins, adapt_hook
 from upnext._portal import Portal
 from upnext._retry import RetryPolicy
-from upnext._serializer import check_size, encode_body
+from upnext._serializer import encode_body
 from upnext._task import CallOptions, Task, TaskHooks
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Envelope, QueueAdmin
@@ -207,18 +207,17 @@ class Worker:
         if options.job_id is not None and len(calls) > 1:
             raise ConfigurationError("a fixed job_id applies to a single submit")
         bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
-        for body in bodies:  # size checked before any I/O
-            check_size(
-                body.model_dump_json().encode(), self.max_payload, f"job {body.id} ({body.fn})"
-            )
+        encoded = [encode_body(body, self.max_payload) for body in bodies]  # before any I/O
         client = await self.client()
         reply_to = client.store.reply_address()
-        envelopes = []
-        for body in bodies:
-            body.reply_to = reply_to
-            envelopes.append(
-                Envelope(body.id, body.queue, encode_body(body, self.max_payload), options.delay)
-            )
+        if reply_to is not None:  # the address is known only once connected: encode again
+            for body in bodies:
+                body.reply_to = reply_to
+            encoded = [encode_body(body, self.max_payload) for body in bodies]
+        envelopes = [
+            Envelope(body.id, body.queue, data, options.delay)
+            for body, data in zip(bodies, encoded, strict=True)
+        ]
         self._warn_if_no_worker(client)
         if options.connection is None:
             await client.broker.enqueue_many(envelopes)
