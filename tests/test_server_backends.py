@@ -9,7 +9,6 @@ into a new entry, which is deleted. Unreachable servers fail the test when
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -28,21 +27,9 @@ import httpx
 import pytest
 import upnext
 from upnext.broker.protocol import QueueAdmin
+from upnext.testing import needs_modules, unavailable
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
-            message = (
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-            if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi", "uvicorn", "playwright")
+needs_modules("fastapi", "uvicorn", "playwright")
 
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 from upnext.cli import main  # noqa: E402
@@ -67,14 +54,7 @@ def require_service(url: str) -> None:
     try:
         socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), 2).close()
     except OSError:
-        missing(f"no server at {upnext._urls.redact_url(url)}: start it (docker compose up -d)")
-
-
-def missing(message: str) -> None:
-    """Fail under CI / UPNEXT_REQUIRE_SERVICES, else skip with one line."""
-    if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-        pytest.fail(message)
-    pytest.skip(message)
+        unavailable(f"no server at {upnext._urls.redact_url(url)}: start it (docker compose up -d)")
 
 
 class Setup:
@@ -302,7 +282,7 @@ async def test_dashboard_replays_and_deletes(scheme: str) -> None:
     url = URLS[scheme]
     require_service(url)
     if not os.path.exists(CHROMIUM):  # noqa: ASYNC240  # a stat before any await
-        missing(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set UPNEXT_CHROMIUM)")
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set UPNEXT_CHROMIUM)")
     queue = f"dash-{uuid.uuid4().hex[:10]}"
     await _dead_letters(url, queue, 2)
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -35,25 +34,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from upnext.testing import needs_modules, unavailable
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name) is None:
-            missing(
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-
-
-def missing(message: str) -> None:
-    """Fail under CI / UPNEXT_REQUIRE_SERVICES, else skip with one line."""
-    if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi", "uvicorn", "httpx", "schemathesis", "upnext_rabbitmq")
+needs_modules("fastapi", "uvicorn", "httpx", "schemathesis", "upnext_rabbitmq")
 
 import httpx  # noqa: E402
 import schemathesis  # noqa: E402
@@ -166,7 +149,7 @@ def _stop_node(proc: subprocess.Popen[bytes]) -> None:
 def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A RabbitMQ node of this session with the management plugin, stopped at the end."""
     if not os.access(RABBITMQ_SERVER, os.X_OK) or shutil.which("erl") is None:
-        missing(f"no RabbitMQ server at {RABBITMQ_SERVER} (set UPNEXT_RABBITMQ_SERVER)")
+        unavailable(f"no RabbitMQ server at {RABBITMQ_SERVER} (set UPNEXT_RABBITMQ_SERVER)")
     proc, node = _start_node(tmp_path_factory.mktemp("rabbitmq"))
     print(f"\nprivate RabbitMQ node up in {node.started_in:.1f} s", file=sys.stderr)
     try:
@@ -415,7 +398,7 @@ def _reachable(url: str) -> None:
     try:
         socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2).close()
     except OSError:
-        missing(f"no server at {parts.scheme}://{parts.hostname}:{parts.port}")
+        unavailable(f"no server at {parts.scheme}://{parts.hostname}:{parts.port}")
 
 
 async def _drop_redis_prefix(prefix: str) -> None:

@@ -8,7 +8,6 @@ test's tmp dir). Chromium is ``$UPNEXT_CHROMIUM`` or ``/usr/bin/chromium``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import threading
@@ -19,21 +18,9 @@ from pathlib import Path
 
 import pytest
 import upnext
+from upnext.testing import needs_modules
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
-            message = (
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-            if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi", "uvicorn", "playwright")
+needs_modules("fastapi", "uvicorn", "playwright")
 
 import uvicorn  # noqa: E402
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402

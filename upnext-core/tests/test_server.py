@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,21 +9,9 @@ from typing import Any
 import httpx
 import pytest
 import upnext
+from upnext.testing import needs_modules
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
-            message = (
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-            if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi")
+needs_modules("fastapi")
 
 from upnext.server import create_app  # noqa: E402
 

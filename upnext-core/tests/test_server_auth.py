@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from upnext.errors import BrokerError, ConfigurationError
+from upnext.testing import needs_modules
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
-            message = (
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-            if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi")
+needs_modules("fastapi")
 
 from fastapi import FastAPI  # noqa: E402
 from upnext.server import check_bind, create_app  # noqa: E402

@@ -9,27 +9,13 @@ one is 422).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import uuid
 from typing import Any
 
 import pytest
+from upnext.testing import needs_modules
 
-
-def _needs(*modules: str) -> None:
-    """Skip the module without `modules`; under CI / UPNEXT_REQUIRE_SERVICES, fail instead."""
-    for name in modules:
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
-            message = (
-                f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
-            )
-            if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message, allow_module_level=True)
-
-
-_needs("fastapi", "schemathesis")
+needs_modules("fastapi", "schemathesis")
 
 import schemathesis  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402

@@ -72,6 +72,7 @@ import pytest
 # (the package itself is already importing, so it is named module by module).
 pytest.register_assert_rewrite(*(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)))
 
+from upnext.testing._environment import needs_modules, unavailable  # noqa: E402
 from upnext.testing._support import Timing  # noqa: E402
 from upnext.testing.admin import QueueAdminConformance  # noqa: E402
 from upnext.testing.broker import BrokerConformance  # noqa: E402
@@ -114,4 +115,6 @@ __all__ = [
     "WorkerFactory",
     "WorkerSemantics",
     "WorkflowSemantics",
+    "needs_modules",
+    "unavailable",
 ]
