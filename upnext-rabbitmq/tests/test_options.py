@@ -17,8 +17,15 @@ def test_options_are_split_from_the_amqp_url() -> None:
     """upnext's options are parsed; aio-pika's stay in the URL it gets."""
     opts = parse_url("amqp://u:p@h:5672/v?prefetch=40&heartbeat=30&consumer_timeout=3600")
     assert (opts.prefetch, opts.consumer_timeout) == (40, 3600.0)
-    assert opts.amqp_url == "amqp://u:p@h:5672/v?heartbeat=30"
+    assert opts.amqp_url == "amqp://u:p@h:5672/v?heartbeat=30&reconnect_interval=1"
     assert parse_url("amqps://h/").queue_type == "classic"
+
+
+def test_reconnect_interval_defaults_to_one_second_unless_given() -> None:
+    """aio-pika's 5 s default would hold work back that long after the server returns."""
+    assert parse_url("amqp://h/").amqp_url == "amqp://h/?reconnect_interval=1"
+    given = parse_url("amqp://h/?reconnect_interval=7").amqp_url
+    assert given == "amqp://h/?reconnect_interval=7"
 
 
 @pytest.mark.parametrize(
