@@ -240,3 +240,27 @@ async def test_give_back_prefetched_holds_nothing_until_the_next_receive(
     [after] = await _take(first, upnext_queue, 1)  # consuming resumed
     assert after.envelope.id == "after"
     assert await first.settle([Ack(after)]) == [None]
+
+
+async def test_a_late_reopen_callback_keeps_the_consumer_of_the_new_channel(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """aio-pika hands out the reopened channel before it runs its reopen callbacks.
+
+    A receive in between consumes on the new channel first; the late callback
+    must not then drop what that consumer buffered (the server would keep
+    those deliveries unacked, and their jobs stuck, for the channel's life).
+    """
+    await broker.enqueue_many([Envelope("a", upnext_queue, b"x")])
+    [first] = await _take(broker, upnext_queue, 1)
+    consumer = broker._consumer
+    assert consumer is not None
+    await broker.enqueue_many([Envelope("b", upnext_queue, b"y")])
+    for _ in range(100):
+        if consumer.buffered(upnext_queue):
+            break
+        await asyncio.sleep(0.02)
+    consumer._on_reopen(None)  # late: the channel it reports is the one we consume on
+    [second] = await _take(broker, upnext_queue, 1, within=2.0)
+    assert second.envelope.id == "b"
+    await broker.settle([Ack(first), Ack(second)])

@@ -21,11 +21,11 @@ def test_options_are_split_from_the_amqp_url() -> None:
     assert parse_url("amqps://h/").queue_type == "classic"
 
 
-def test_reconnect_interval_defaults_to_one_second_unless_given() -> None:
-    """aio-pika's 5 s default would hold work back that long after the server returns."""
-    assert parse_url("amqp://h/").amqp_url == "amqp://h/?reconnect_interval=1"
-    given = parse_url("amqp://h/?reconnect_interval=7").amqp_url
-    assert given == "amqp://h/?reconnect_interval=7"
+def test_reconnect_and_heartbeat_defaults_unless_given() -> None:
+    """Reconnect every 1 s, heartbeat 3 s (a half-open connection is found in ~13 s)."""
+    assert parse_url("amqp://h/").amqp_url == "amqp://h/?reconnect_interval=1&heartbeat=3"
+    given = parse_url("amqp://h/?reconnect_interval=7&heartbeat=20").amqp_url
+    assert given == "amqp://h/?reconnect_interval=7&heartbeat=20"
 
 
 @pytest.mark.parametrize(
