@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
-from upnext.broker.protocol import Ack, Delivery, Envelope, Release
-from upnext.errors import LeaseLost
+from upnext.broker.protocol import Ack, Delivery, Envelope, Release, Retry
+from upnext.errors import BrokerUnavailable, LeaseLost
 from upnext_rabbitmq import RabbitBroker, topology
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
@@ -264,3 +264,30 @@ async def test_a_late_reopen_callback_keeps_the_consumer_of_the_new_channel(
     [second] = await _take(broker, upnext_queue, 1, within=2.0)
     assert second.envelope.id == "b"
     await broker.settle([Ack(first), Ack(second)])
+
+
+async def test_a_failed_publish_on_a_live_delivery_is_retried_not_lost(
+    broker: RabbitBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after a reconnect the publishing channel may lag the consuming one.
+
+    A Retry whose copy could not be published then raises (core settles it
+    again); reported LeaseLost, the delivery would stay unacked on the live
+    channel and its job stuck.
+    """
+    await broker.enqueue_many([Envelope("r", upnext_queue, b"x")])
+    [got] = await _take(broker, upnext_queue, 1)
+    publisher = broker._pub()
+    real = publisher.publish
+
+    async def unavailable(messages: Any) -> list[Any]:
+        return [BrokerUnavailable("publishing channel not back yet")] * len(messages)
+
+    monkeypatch.setattr(publisher, "publish", unavailable)
+    with pytest.raises(BrokerUnavailable):
+        await broker.settle([Retry(got, b"y", 0.0)])
+    monkeypatch.setattr(publisher, "publish", real)
+    assert await broker.settle([Retry(got, b"y", 0.0)]) == [None]
+    [again] = await _take(broker, upnext_queue, 1)
+    assert again.envelope.body == b"y"
+    await broker.settle([Ack(again)])

@@ -433,11 +433,13 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             start += len(msgs)
             receipt = items[i].delivery.receipt
             assert isinstance(receipt, Receipt)
-            lost = not consumer.live(receipt)
-            if lost or (failed and isinstance(failed[0], BrokerUnavailable)):
+            if not consumer.live(receipt):
                 # The delivery is (or will be) back on the server: not ours to settle.
                 outcomes[i] = LeaseLost(f"lease lost for job {items[i].delivery.envelope.id}")
             elif failed:
+                # Still ours (e.g. the publishing channel was not back yet after a
+                # reconnect while the consuming one was): settled again on retry.
+                # Reported lost, it would stay unacked on a live channel for good.
                 failure = failed[0]
             else:
                 self._keep_local_result(items[i])
