@@ -61,7 +61,7 @@ async def test_proxy_goes_down_comes_back_and_silences_only_existing_links() -> 
         await asyncio.sleep(0.1)
         assert proxy.links[0].closed_by_client is not None
         await proxy.down()
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", proxy.port)
         await proxy.up()
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
