@@ -167,12 +167,17 @@ async def test_silently_dead_pool_is_replaced_after_a_timeout(
         await broker.receive([queue], limit=1, lease=5.0, wait=0)
         for number in range(1, proxy.accepted + 1):
             proxy.freeze(number)
+        frozen = proxy.accepted
         with pytest.raises(BrokerUnavailable):
             await asyncio.wait_for(broker.receive([queue], limit=1, lease=5.0, wait=0), 5.0)
         await pg_broker.enqueue_many([Envelope("after", queue, b"x")])
+        started = time.monotonic()
         [got] = await asyncio.wait_for(broker.receive([queue], limit=1, lease=5.0, wait=0), 5.0)
         assert got.envelope.id == "after"
         await broker.settle([Ack(got)])
+        # Neither call waited on an old, silent connection: all went to new ones.
+        assert time.monotonic() - started < 0.5
+        assert proxy.accepted > frozen
     finally:
         await broker.aclose()
 
