@@ -42,3 +42,31 @@ async def test_proxy_forwards_delays_blackholes_and_cuts() -> None:
     server.close()
     with pytest.raises(ValueError, match="loopback"):
         FaultyProxy("10.0.0.1", 6379)
+
+
+async def test_proxy_goes_down_comes_back_and_silences_only_existing_links() -> None:
+    """down() refuses connects until up() on the same port; existing_only spares new links."""
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    async with FaultyProxy("127.0.0.1", port) as proxy:
+        old_reader, old_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        proxy.blackhole(existing_only=True)
+        new_reader, new_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        new_writer.write(b"new!")
+        assert await asyncio.wait_for(new_reader.read(4), 2.0) == b"new!"
+        old_writer.write(b"old!")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(old_reader.read(4), 0.3)
+        old_writer.close()  # the client hangs up: recorded even while silenced
+        await asyncio.sleep(0.1)
+        assert proxy.links[0].closed_by_client is not None
+        await proxy.down()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", proxy.port)
+        await proxy.up()
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"back")
+        assert await asyncio.wait_for(reader.read(4), 2.0) == b"back"
+        for w in (new_writer, writer):
+            w.close()
+    server.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
@@ -13,11 +14,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 import upnext
+from upnext import _discovery, _run
+from upnext._discovery import register
 from upnext._run import EXIT_RESTART
+from upnext._urls import redact_url
 from upnext.broker.memory import MemoryBroker
+from upnext.errors import BrokerUnavailable
+
+SECRET = "s3cr3t-canary"
 
 # A worker process: one slow job is submitted, then `upnext.run` consumes it.
 SCRIPT = textwrap.dedent(
@@ -156,3 +164,106 @@ def test_run_on_a_non_main_thread() -> None:
     thread.join(5.0)
     assert errors == []
     assert codes == [0]
+
+
+class FlakyBroker(MemoryBroker):
+    """A memory broker whose first `failures[url]` connects fail as unreachable."""
+
+    failures: ClassVar[dict[str, int]] = {}
+    hang: ClassVar[set[str]] = set()
+
+    async def connect(self) -> None:
+        if self.url in FlakyBroker.hang:  # a server that accepts and never answers
+            await asyncio.sleep(3600)
+        left = FlakyBroker.failures.get(self.url, 0)
+        if left:
+            FlakyBroker.failures[self.url] = left - 1
+            raise BrokerUnavailable(f"{redact_url(self.url)} is unreachable: connection refused")
+
+
+def flaky_factory(url: str) -> FlakyBroker:
+    """Factory for ``flaky://``: one broker object per connect attempt, like a real backend."""
+    return FlakyBroker(url)
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register ``flaky://`` privately to the test."""
+    monkeypatch.setattr(_discovery, "_REGISTERED", dict(_discovery._REGISTERED))
+    monkeypatch.setattr(_run, "CONNECT_BACKOFF", 0.02)  # same shape, 10x faster
+    monkeypatch.setattr(_run, "CONNECT_BACKOFF_MAX", 0.1)
+    register("flaky", f"{__name__}:flaky_factory")
+
+
+def _attempt_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("connecting to")]
+
+
+@pytest.mark.usefixtures("flaky")
+async def test_connect_retries_with_capped_backoff_and_one_line_per_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Five refusals, then a connection: five warnings, delays doubling up to the cap."""
+    url = f"flaky://user:{SECRET}@127.0.0.1:1/{uuid.uuid4().hex}"
+    FlakyBroker.failures[url] = 5
+    worker = upnext.Worker("connect", broker=url, connect_timeout=10.0)
+    caplog.set_level(logging.WARNING, "upnext.worker")
+    assert await _run.connect(worker) is True
+    lines = _attempt_lines(caplog)
+    assert len(lines) == 5
+    delays = [float(line.split("retrying in ")[1].split(" s")[0]) for line in lines]
+    assert delays == [0.0, 0.0, 0.1, 0.1, 0.1]  # 0.02, 0.04, 0.08 -> "0.1" (cap 0.1)
+    assert lines[2].startswith("connecting to flaky://user:***@127.0.0.1:1/")
+    assert "failed (attempt 3, retrying in 0.1 s): " in lines[2]
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    await worker.aclose()
+
+
+@pytest.mark.usefixtures("flaky")
+async def test_connect_gives_up_on_time(caplog: pytest.LogCaptureFixture) -> None:
+    """Never reachable: False after connect_timeout (not later), with a final error line."""
+    url = f"flaky://127.0.0.1:1/{uuid.uuid4().hex}"
+    FlakyBroker.failures[url] = 10**9
+    worker = upnext.Worker("connect", broker=url, connect_timeout=0.5)
+    started = time.monotonic()
+    assert await _run.connect(worker) is False
+    assert 0.5 <= time.monotonic() - started < 0.8
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "giving up after connect_timeout=0.5 s" in errors[0].getMessage()
+
+
+@pytest.mark.usefixtures("flaky")
+async def test_connect_timeout_bounds_an_attempt_that_hangs() -> None:
+    """A server that never answers cannot hold the worker past connect_timeout."""
+    url = f"flaky://127.0.0.1:1/{uuid.uuid4().hex}"
+    FlakyBroker.hang.add(url)
+    worker = upnext.Worker("connect", broker=url, connect_timeout=0.3)
+    started = time.monotonic()
+    assert await _run.connect(worker) is False
+    assert time.monotonic() - started < 0.6
+
+
+@pytest.mark.usefixtures("flaky")
+async def test_a_stop_request_ends_the_retries_at_once() -> None:
+    """SIGTERM while the broker is unreachable: connect returns promptly (run exits 0)."""
+    url = f"flaky://127.0.0.1:1/{uuid.uuid4().hex}"
+    FlakyBroker.failures[url] = 10**9
+    worker = upnext.Worker("connect", broker=url, connect_timeout=60.0)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    started = time.monotonic()
+    assert await _run.connect(worker, stop) is False
+    assert time.monotonic() - started < 0.4
+
+
+def test_worker_refuses_a_non_positive_connect_timeout() -> None:
+    with pytest.raises(upnext.ConfigurationError, match="connect_timeout"):
+        upnext.Worker("connect", connect_timeout=0)
+
+
+def test_run_exits_69_when_the_broker_stays_unreachable(flaky: None) -> None:
+    url = f"flaky://127.0.0.1:1/{uuid.uuid4().hex}"
+    FlakyBroker.failures[url] = 10**9
+    worker = upnext.Worker("connect", broker=url, connect_timeout=0.2)
+    assert upnext.run(worker) == _run.EXIT_UNAVAILABLE == 69

@@ -14,10 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import pytest
 import pytest_asyncio
 import upnext
 from upnext.broker.protocol import Ack, Envelope
+from upnext.errors import BrokerUnavailable
 from upnext_postgres import PostgresBroker
+from upnext_postgres._options import PostgresOptions
 
 
 class CuttingProxy:
@@ -150,3 +153,35 @@ async def test_silently_dead_listen_connection_is_replaced(
         await broker.settle([Ack(got)])
     finally:
         await broker.aclose()
+
+
+async def test_silently_dead_pool_is_replaced_after_a_timeout(
+    pg_url: str, pg_broker: PostgresBroker, proxy: CuttingProxy
+) -> None:
+    """Every pooled connection goes silent: the statement times out, the pool is
+    replaced, and the next receive works on fresh connections."""
+    broker = PostgresBroker.from_url(_proxied(pg_url, proxy, command_timeout="0.5"))
+    queue = f"halfopen-{uuid.uuid4().hex[:10]}"
+    try:
+        await broker.connect()
+        await broker.receive([queue], limit=1, lease=5.0, wait=0)
+        for number in range(1, proxy.accepted + 1):
+            proxy.freeze(number)
+        frozen = proxy.accepted
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(broker.receive([queue], limit=1, lease=5.0, wait=0), 5.0)
+        await pg_broker.enqueue_many([Envelope("after", queue, b"x")])
+        started = time.monotonic()
+        [got] = await asyncio.wait_for(broker.receive([queue], limit=1, lease=5.0, wait=0), 5.0)
+        assert got.envelope.id == "after"
+        await broker.settle([Ack(got)])
+        # Neither call waited on an old, silent connection: all went to new ones.
+        assert time.monotonic() - started < 0.5
+        assert proxy.accepted > frozen
+    finally:
+        await broker.aclose()
+
+
+def test_command_timeout_defaults_to_five_seconds() -> None:
+    """Small enough that a half-open connection is found within about 10 s."""
+    assert PostgresOptions.from_url("postgresql://h/db").command_timeout == 5.0

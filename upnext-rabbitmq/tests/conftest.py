@@ -122,6 +122,14 @@ class CuttableProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    async def refuse(self) -> None:
+        """Cut every connection and stop listening: new connects are refused."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.cut()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)

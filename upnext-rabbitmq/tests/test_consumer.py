@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
-from upnext.broker.protocol import Ack, Delivery, Envelope, Release
-from upnext.errors import LeaseLost
+from upnext.broker.protocol import Ack, Delivery, Envelope, Release, Retry
+from upnext.errors import BrokerUnavailable, LeaseLost
 from upnext_rabbitmq import RabbitBroker, topology
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
@@ -240,3 +240,54 @@ async def test_give_back_prefetched_holds_nothing_until_the_next_receive(
     [after] = await _take(first, upnext_queue, 1)  # consuming resumed
     assert after.envelope.id == "after"
     assert await first.settle([Ack(after)]) == [None]
+
+
+async def test_a_late_reopen_callback_keeps_the_consumer_of_the_new_channel(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """aio-pika hands out the reopened channel before it runs its reopen callbacks.
+
+    A receive in between consumes on the new channel first; the late callback
+    must not then drop what that consumer buffered (the server would keep
+    those deliveries unacked, and their jobs stuck, for the channel's life).
+    """
+    await broker.enqueue_many([Envelope("a", upnext_queue, b"x")])
+    [first] = await _take(broker, upnext_queue, 1)
+    consumer = broker._consumer
+    assert consumer is not None
+    await broker.enqueue_many([Envelope("b", upnext_queue, b"y")])
+    for _ in range(100):
+        if consumer.buffered(upnext_queue):
+            break
+        await asyncio.sleep(0.02)
+    consumer._on_reopen(None)  # late: the channel it reports is the one we consume on
+    [second] = await _take(broker, upnext_queue, 1, within=2.0)
+    assert second.envelope.id == "b"
+    await broker.settle([Ack(first), Ack(second)])
+
+
+async def test_a_failed_publish_on_a_live_delivery_is_retried_not_lost(
+    broker: RabbitBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after a reconnect the publishing channel may lag the consuming one.
+
+    A Retry whose copy could not be published then raises (core settles it
+    again); reported LeaseLost, the delivery would stay unacked on the live
+    channel and its job stuck.
+    """
+    await broker.enqueue_many([Envelope("r", upnext_queue, b"x")])
+    [got] = await _take(broker, upnext_queue, 1)
+    publisher = broker._pub()
+    real = publisher.publish
+
+    async def unavailable(messages: Any) -> list[Any]:
+        return [BrokerUnavailable("publishing channel not back yet")] * len(messages)
+
+    monkeypatch.setattr(publisher, "publish", unavailable)
+    with pytest.raises(BrokerUnavailable):
+        await broker.settle([Retry(got, b"y", 0.0)])
+    monkeypatch.setattr(publisher, "publish", real)
+    assert await broker.settle([Retry(got, b"y", 0.0)]) == [None]
+    [again] = await _take(broker, upnext_queue, 1)
+    assert again.envelope.body == b"y"
+    await broker.settle([Ack(again)])

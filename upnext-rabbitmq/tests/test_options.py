@@ -17,8 +17,15 @@ def test_options_are_split_from_the_amqp_url() -> None:
     """upnext's options are parsed; aio-pika's stay in the URL it gets."""
     opts = parse_url("amqp://u:p@h:5672/v?prefetch=40&heartbeat=30&consumer_timeout=3600")
     assert (opts.prefetch, opts.consumer_timeout) == (40, 3600.0)
-    assert opts.amqp_url == "amqp://u:p@h:5672/v?heartbeat=30"
+    assert opts.amqp_url == "amqp://u:p@h:5672/v?heartbeat=30&reconnect_interval=1"
     assert parse_url("amqps://h/").queue_type == "classic"
+
+
+def test_reconnect_and_heartbeat_defaults_unless_given() -> None:
+    """Reconnect every 1 s, heartbeat 3 s (a half-open connection is found in ~13 s)."""
+    assert parse_url("amqp://h/").amqp_url == "amqp://h/?reconnect_interval=1&heartbeat=3"
+    given = parse_url("amqp://h/?reconnect_interval=7&heartbeat=20").amqp_url
+    assert given == "amqp://h/?reconnect_interval=7&heartbeat=20"
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,21 @@ import asyncio
 import os
 import socket
 import uuid
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["BACKENDS", "Backend", "base_url", "cleanup", "make_backend", "require_loopback"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "base_url",
+    "cleanup",
+    "make_backend",
+    "require_loopback",
+    "server_address",
+    "through",
+]
 
 BACKENDS = ("redis", "rabbitmq", "postgres")
 
@@ -122,3 +131,17 @@ async def cleanup(backend: Backend) -> None:
         finally:
             await connection.close()
             await asyncio.sleep(0.05)  # aiormq's close callbacks run as tasks: let them finish
+
+
+def through(backend: Backend, port: int) -> Backend:
+    """`backend` with its URL pointing at 127.0.0.1:`port` (a proxy); cleanup still goes direct."""
+    parts = urlsplit(backend.url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return replace(backend, url=urlunsplit(parts._replace(netloc=netloc)))
+
+
+def server_address(backend: Backend) -> tuple[str, int]:
+    """The host and port of the real server behind `backend` (what a proxy forwards to)."""
+    parts = urlsplit(backend.base)
+    return parts.hostname or "127.0.0.1", parts.port or _PORTS[parts.scheme]

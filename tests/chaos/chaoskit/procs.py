@@ -19,13 +19,21 @@ __all__ = ["Pool", "rss_kib", "spawn", "wait_until"]
 _HERE = str(Path(__file__).resolve().parent.parent)
 
 
-async def spawn(backend: Backend, ledger: Ledger, options: Options) -> asyncio.subprocess.Process:
-    """Start one chaos worker process on the backend's queue."""
+async def spawn(
+    backend: Backend, ledger: Ledger, options: Options, *, capture: bool = False
+) -> asyncio.subprocess.Process:
+    """Start one chaos worker process on the backend's queue (`capture`: stderr to a pipe)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_HERE, os.environ.get("PYTHONPATH", "")]))
     env.pop("PYTHONTRACEMALLOC", None)  # workers at full speed even when the test traces
     argv = ["--url", backend.url, "--queue", backend.queue, "--ledger", str(ledger.path)]
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chaoskit.worker", *argv, *options.argv(), env=env
+        sys.executable,
+        "-m",
+        "chaoskit.worker",
+        *argv,
+        *options.argv(),
+        env=env,
+        stderr=asyncio.subprocess.PIPE if capture else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ class Options:
     retry_delay: float = 0.2
     receive_wait: float = 1.0
     block_timeout: float = 60.0
+    connect_timeout: float = 60.0
 
     def argv(self) -> list[str]:
         """These options as command-line arguments for `main`."""
@@ -61,6 +63,7 @@ def build(url: str, queue: str, ledger: Ledger, options: Options) -> tuple[upnex
         shutdown_grace=options.shutdown_grace,
         max_lost_runs=options.max_lost_runs,
         receive_wait=options.receive_wait,
+        connect_timeout=options.connect_timeout,
         load_plugins=False,
     )
 
@@ -123,6 +126,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
 def main(argv: list[str]) -> int:
     """Run one chaos worker until SIGTERM; the exit code of `upnext.run`."""
     args, options = _parse(argv)
+    # Timestamped lines on stderr, so a test can time what the worker noticed.
+    logging.basicConfig(format="%(created).3f %(levelname)s %(name)s: %(message)s")
     worker, _ = build(args.url, args.queue, Ledger(args.ledger), options)
     return upnext.run(worker)
 

@@ -1,28 +1,41 @@
-"""`upnext.run`: the blocking entry point, draining on SIGTERM/SIGINT."""
+"""`upnext.run`: the blocking entry point, draining on SIGTERM/SIGINT.
+
+Before consuming, it connects with capped exponential backoff: one log line
+per failed attempt (URL redacted), and exit code 69 once the worker's
+`connect_timeout` has passed without a connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
+from collections.abc import Callable
 from contextlib import suppress
 
 from upnext._worker import Worker
+from upnext.errors import BrokerUnavailable
 
 __all__ = ["run"]
 
 log = logging.getLogger("upnext.worker")
 
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the broker could not be reached within connect_timeout
 EXIT_RESTART = 75  # EX_TEMPFAIL: the supervisor should start a fresh process
+CONNECT_BACKOFF = 0.2  # seconds before the first reconnect; doubled per attempt...
+CONNECT_BACKOFF_MAX = 5.0  # ...up to this cap
 
 
 def run(worker: Worker) -> int:
     """Run `worker` until SIGTERM or SIGINT, then drain; returns the exit code.
 
+    It first connects, retrying an unreachable broker with backoff (0.2 s,
+    doubling, at most 5 s apart) for up to `worker.connect_timeout` seconds.
     The drain stops receiving, releases what has not started, and gives
     in-flight jobs `shutdown_grace` seconds. Uses uvloop when installed.
-    Returns 0, or 75 when the worker must be restarted (too many abandoned
-    sync threads).
+    Returns 0; 69 when the broker stayed unreachable for `connect_timeout`;
+    or 75 when the worker must be restarted (too many abandoned sync threads).
     """
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # optional: upnext[speed]
@@ -32,13 +45,75 @@ def run(worker: Worker) -> int:
     return code
 
 
-async def _main(worker: Worker) -> int:
+def _on_signals(handler: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, handler)
+
+
+async def _main(worker: Worker) -> int:
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    if not await connect(worker, stop):
+        return 0 if stop.is_set() else EXIT_UNAVAILABLE
     async with worker:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                loop.add_signal_handler(sig, worker.request_stop)
+        _on_signals(worker.request_stop)
+        if stop.is_set():  # a signal came while connecting
+            worker.request_stop()
         await worker.wait_stopped()
         log.info("worker %s draining", worker.name)
         fatal = worker.fatal
     return EXIT_RESTART if fatal else 0
+
+
+async def connect(worker: Worker, stop: asyncio.Event | None = None) -> bool:
+    """Connect `worker`'s client, retrying `BrokerUnavailable` with capped backoff.
+
+    Each failed attempt logs one warning naming the redacted URL, the attempt
+    number and the wait before the next. Returns True once connected; False
+    when `worker.connect_timeout` seconds passed first (logged as an error)
+    or `stop` was set meanwhile.
+    """
+    loop = asyncio.get_running_loop()
+    limit = worker.connect_timeout
+    deadline = loop.time() + limit if math.isfinite(limit) else math.inf
+    url, delay, attempt = worker.safe_broker_url, CONNECT_BACKOFF, 0
+    while True:
+        attempt += 1
+        try:
+            async with asyncio.timeout_at(deadline if math.isfinite(deadline) else None):
+                await worker.client()
+            return True
+        except BrokerUnavailable as exc:
+            reason = str(exc)
+        except TimeoutError:
+            reason = f"no connection within connect_timeout={limit:g} s"
+        with suppress(Exception):  # drop the half-made client: the next attempt starts clean
+            await worker.aclose()
+        pause = min(delay, deadline - loop.time())
+        if pause <= 0:
+            log.error(
+                "connecting to %s failed (attempt %d, giving up after connect_timeout=%g s): %s",
+                url,
+                attempt,
+                limit,
+                reason,
+            )
+            return False
+        log.warning(
+            "connecting to %s failed (attempt %d, retrying in %.1f s): %s",
+            url,
+            attempt,
+            pause,
+            reason,
+        )
+        if stop is not None:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+            if stop.is_set():
+                return False
+        else:
+            await asyncio.sleep(pause)
+        delay = min(delay * 2, CONNECT_BACKOFF_MAX)

@@ -61,6 +61,7 @@ class Worker:
         max_payload: int = MIB,
         max_lost_runs: int = 3,
         receive_wait: float = 5.0,
+        connect_timeout: float = 60.0,
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
     ) -> None:
@@ -68,6 +69,8 @@ class Worker:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         if lease <= 0 or shutdown_grace < 0 or hook_timeout <= 0 or max_payload <= 0:
             raise ConfigurationError("lease, hook_timeout and max_payload must be > 0")
+        if not connect_timeout > 0:
+            raise ConfigurationError(f"connect_timeout must be > 0, got {connect_timeout}")
         self.name = name
         self.broker_url = broker or os.environ.get(ENV_BROKER) or "memory://"
         self.results_url = results or os.environ.get(ENV_RESULTS)
@@ -84,6 +87,8 @@ class Worker:
         self.max_payload = max_payload
         self.max_lost_runs = max_lost_runs
         self.receive_wait = receive_wait
+        # How long `upnext.run` keeps retrying an unreachable broker at start (inf: for ever).
+        self.connect_timeout = connect_timeout
         self.plugins = Plugins(plugins, load_entry_points=load_plugins)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.portal = Portal(self)
@@ -94,9 +99,11 @@ class Worker:
         self._stop_requested: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"<Worker {self.name} broker={self.factories.broker_url and self._safe_url()}>"
+        return f"<Worker {self.name} broker={self.factories.broker_url and self.safe_broker_url}>"
 
-    def _safe_url(self) -> str:
+    @property
+    def safe_broker_url(self) -> str:
+        """The broker URL with its password hidden, for logs and errors."""
         from upnext._urls import redact_url
 
         return redact_url(self.broker_url)

@@ -1,7 +1,7 @@
 """URL options of the PostgreSQL backend, parsed once into a typed object.
 
 ``postgresql://user:pass@host:5432/db?schema=upnext&pool_size=10&connect_timeout=10
-&command_timeout=60&lease_recovery_interval=5`` — upnext's own options are removed from the DSN
+&command_timeout=5&lease_recovery_interval=5`` — upnext's own options are removed from the DSN
 before it reaches asyncpg (which would send unknown ones to the server as
 settings); everything else is passed through.
 """
@@ -30,8 +30,10 @@ class PostgresOptions:
     - `pool_size`: most pooled connections (default 10); the LISTEN connection
       is one more, opened on the first blocking receive or result wait.
     - `connect_timeout`: seconds to reach the server (default 10).
-    - `command_timeout`: longest any one statement may take (default 60 s);
-      bounds a hang on a connection that died without closing.
+    - `command_timeout`: longest any one statement may take (default 5 s);
+      bounds a hang on a connection that died without closing (half-open):
+      the pool's connections are then replaced, so the worker is back within
+      about twice this time (asyncpg first waits as long for the cancel).
     - `lease_recovery_interval`: longest an idle receiver blocks without
       looking at the table (default 5 s). Notifications and known due times
       wake it sooner; this bounds recovery of leases it could not know of.
@@ -41,7 +43,7 @@ class PostgresOptions:
     schema: str = "upnext"
     pool_size: int = 10
     connect_timeout: float = 10.0
-    command_timeout: float = 60.0
+    command_timeout: float = 5.0
     lease_recovery_interval: float = 5.0
 
     @property
@@ -72,7 +74,7 @@ class PostgresOptions:
                 schema=mine.get("schema", "upnext"),
                 pool_size=int(mine.get("pool_size", 10)),
                 connect_timeout=float(mine.get("connect_timeout", 10.0)),
-                command_timeout=float(mine.get("command_timeout", 60.0)),
+                command_timeout=float(mine.get("command_timeout", 5.0)),
                 lease_recovery_interval=float(mine.get("lease_recovery_interval", 5.0)),
             )
         except ValueError as exc:

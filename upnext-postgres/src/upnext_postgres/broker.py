@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -25,7 +26,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
-from upnext.errors import LeaseLost
+from upnext.errors import BrokerUnavailable, LeaseLost
 
 from upnext_postgres._admin import AdminMixin
 from upnext_postgres._errors import mapped
@@ -170,6 +171,26 @@ class PostgresBroker(AdminMixin):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """`mapped` for one operation; on connection trouble, start over with a new pool.
+
+        A statement that timed out (`command_timeout`) may have hit a
+        connection that died without closing, and the idle connections opened
+        before it may be just as dead: handed out for the next settle, each
+        would stall it for another timeout while leases run out. The pool in
+        use is terminated, so the next call connects afresh.
+        """
+        pool = self._pool_obj
+        try:
+            with mapped(self._where, what):
+                yield
+        except BrokerUnavailable:
+            if pool is not None and self._pool_obj is pool:
+                self._pool_obj = None
+                pool.terminate()
+            raise
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -201,7 +222,7 @@ class PostgresBroker(AdminMixin):
             [f"{delay!r} {queue}" for queue, delay in soonest.items()],
             self._names.jobs_channel,
         )
-        with mapped(self._where, "enqueue"):
+        with self._io("enqueue"):
             if connection is not None:
                 await connection.fetch(self._q.enqueue, *args)
             else:
@@ -269,7 +290,7 @@ class PostgresBroker(AdminMixin):
     async def _fetch_take(
         self, names: list[str], limit: int, lease: float, token: int
     ) -> list[asyncpg.Record]:
-        with mapped(self._where, "receive"):
+        with self._io("receive"):
             return await (await self._pool()).fetch(self._q.receive, names, limit, lease, token)
 
     async def _give_back(self, fetch: asyncio.Future[list[asyncpg.Record]], token: int) -> None:
@@ -296,7 +317,7 @@ class PostgresBroker(AdminMixin):
             return []
         batch = SettleBatch(items)
         args = batch.arguments(self._names)
-        with mapped(self._where, "settle"):
+        with self._io("settle"):
             async with self._row_locks:
                 rows = await (await self._pool()).fetch(self._q.settle, *args)
         if batch.has_results:
@@ -309,7 +330,7 @@ class PostgresBroker(AdminMixin):
             return []
         ids = [d.envelope.id for d in deliveries]
         tokens = [d.receipt if isinstance(d.receipt, int) else -1 for d in deliveries]
-        with mapped(self._where, "extend"):
+        with self._io("extend"):
             async with self._row_locks:
                 rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
         kept = {r["id"] for r in rows}
@@ -320,7 +341,7 @@ class PostgresBroker(AdminMixin):
 
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Delete a queued or scheduled job that no receiver holds; True if it was there."""
-        with mapped(self._where, "cancel"):
+        with self._io("cancel"):
             found = await (await self._pool()).fetchval(self._q.cancel, job_id, queue)
         return found is not None
 
@@ -336,7 +357,7 @@ class PostgresBroker(AdminMixin):
         if not latest:
             return
         rows = list(latest.values())
-        with mapped(self._where, "put results"):
+        with self._io("put results"):
             await (await self._pool()).fetch(
                 self._q.put_results,
                 [w.job_id for w in rows],
@@ -367,7 +388,7 @@ class PostgresBroker(AdminMixin):
                     return None
 
     async def _read_result(self, job_id: str) -> bytes | None:
-        with mapped(self._where, "get result"):
+        with self._io("get result"):
             data: bytes | None = await (await self._pool()).fetchval(self._q.get_result, job_id)
         return data
 

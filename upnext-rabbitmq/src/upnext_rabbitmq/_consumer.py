@@ -174,6 +174,13 @@ class Consumer:
         raw.on_consumer_cancel_callbacks.add(self._on_cancel)
 
     def _on_reopen(self, _sender: object) -> None:
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            # aio-pika hands out the new channel before it runs this callback:
+            # a receive already consumes on it. Its buffered deliveries stay;
+            # dropped here they would sit unacked on the server for good.
+            self._arrived.set()
+            return
         self._raw = None
         self._tags.clear()
         self._outstanding.clear()

@@ -31,6 +31,9 @@ __all__ = ["Outgoing", "Publisher", "persistent"]
 PERSISTENT = 2
 # Seconds a publish may wait for its confirm (and for a reconnect) before failing.
 PUBLISH_TIMEOUT = 15.0
+# Seconds a publish waits for a lost connection to come back before it fails as
+# unavailable: an enqueue during an outage fails fast instead of hanging.
+RECONNECT_WAIT = 4.0
 
 
 def persistent(
@@ -122,8 +125,13 @@ class Publisher:
 
     async def _send_now(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         try:
+            async with asyncio.timeout(RECONNECT_WAIT):
+                underlay = await self._channel.get_underlay_channel()
             # aiormq's concrete channel: its basic_publish takes `wait`.
-            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            channel = cast(aiormq.Channel, underlay)
+        except TimeoutError:
+            lost = ConnectionError(f"not reconnected within {RECONNECT_WAIT:g} s")
+            return [lost] * len(messages)
         except Exception as exc:
             return [exc] * len(messages)
         if len(messages) == 1:

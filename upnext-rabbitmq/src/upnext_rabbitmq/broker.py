@@ -21,6 +21,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
@@ -113,13 +114,16 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         async with self._connect_lock:
             if self._connection is not None:
                 return
-            with map_errors(self.url, "connecting"):
-                connection = await aio_pika.connect_robust(self.options.amqp_url, timeout=10)
+            # Built here, not by connect_robust, so a failed or cancelled first
+            # connect is closed: left alone it would keep reconnecting for ever.
+            connection = aio_pika.RobustConnection(make_url(self.options.amqp_url))
             try:
+                with map_errors(self.url, "connecting"):
+                    await connection.connect(timeout=10)
                 with map_errors(self.url, "opening channels"):
                     await self._open(connection)
             except BaseException:
-                await connection.close()
+                await asyncio.shield(connection.close())
                 raise
             self._connection = connection
 
@@ -429,11 +433,13 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             start += len(msgs)
             receipt = items[i].delivery.receipt
             assert isinstance(receipt, Receipt)
-            lost = not consumer.live(receipt)
-            if lost or (failed and isinstance(failed[0], BrokerUnavailable)):
+            if not consumer.live(receipt):
                 # The delivery is (or will be) back on the server: not ours to settle.
                 outcomes[i] = LeaseLost(f"lease lost for job {items[i].delivery.envelope.id}")
             elif failed:
+                # Still ours (e.g. the publishing channel was not back yet after a
+                # reconnect while the consuming one was): settled again on retry.
+                # Reported lost, it would stay unacked on a live channel for good.
                 failure = failed[0]
             else:
                 self._keep_local_result(items[i])

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("target", metavar="module:worker")
     wrk.add_argument("--concurrency", type=int, help="jobs run at once")
     wrk.add_argument("--queues", action="append", help="queues to consume (comma-separated)")
+    wrk.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="keep retrying an unreachable broker this long, then exit 69 (default 60)",
+    )
     srv = sub.add_parser("server", help="serve the REST API and dashboard (server extra)")
     srv.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
     srv.add_argument("--results", help="result-store URL when the broker keeps none")

@@ -37,6 +37,10 @@ def worker(args: argparse.Namespace) -> int:
         if args.concurrency < 1:
             raise ConfigurationError(f"--concurrency must be >= 1, got {args.concurrency}")
         target.concurrency = args.concurrency
+    if args.connect_timeout is not None:
+        if not args.connect_timeout > 0:
+            raise ConfigurationError(f"--connect-timeout must be > 0, got {args.connect_timeout}")
+        target.connect_timeout = args.connect_timeout
     if args.queues:
         target.queues = [q for q in ",".join(args.queues).split(",") if q]
     return run(target)

@@ -1,0 +1,70 @@
+"""Connection trouble: a failed first connect stops for good; enqueue never hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from upnext.broker.protocol import Envelope
+from upnext.errors import BrokerUnavailable
+from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq._publish import RECONNECT_WAIT
+
+
+def _reconnecting() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if "connection_factory" in repr(t.get_coro())]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections (backlog) and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield int(server.getsockname()[1])
+
+
+async def test_refused_first_connect_stops_reconnecting() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    broker = RabbitBroker(f"amqp://guest:guest@127.0.0.1:{port}/")
+    with pytest.raises(BrokerUnavailable):
+        await broker.connect()
+    await asyncio.sleep(0)
+    assert _reconnecting() == []
+
+
+async def test_cancelled_first_connect_stops_reconnecting(silent_port: int) -> None:
+    """A caller's timeout around connect (as upnext.run's connect_timeout) ends it for good."""
+    broker = RabbitBroker(f"amqp://guest:guest@127.0.0.1:{silent_port}/")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await broker.connect()
+    await asyncio.sleep(0)
+    assert _reconnecting() == []
+
+
+async def test_enqueue_while_the_server_is_gone_fails_fast(
+    amqp_url: str, upnext_queue: str, proxy_class: type[Any]
+) -> None:
+    """Connection lost and not back: enqueue raises BrokerUnavailable, it does not hang."""
+    target = urlsplit(amqp_url)
+    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
+        await broker.connect()
+        try:
+            await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
+            await proxy.refuse()
+            await asyncio.sleep(0.5)  # aio-pika notices and starts reconnecting
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                await broker.enqueue_many([Envelope("during", upnext_queue, b"x")])
+            assert time.monotonic() - started <= RECONNECT_WAIT + 1.0
+        finally:
+            await broker.aclose()
