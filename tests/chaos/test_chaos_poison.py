@@ -18,7 +18,7 @@ import upnext
 from chaoskit import FULL
 from chaoskit.backends import Backend
 from chaoskit.ledger import Ledger, report, verdict
-from chaoskit.procs import rss_kib, wait_until
+from chaoskit.procs import Pool, rss_kib, wait_until
 from chaoskit.worker import Options, build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,6 +97,39 @@ async def test_poison_is_dead_lettered_with_its_bytes(any_backend: Backend, ledg
         else:
             assert entry.payload is not None
             assert entry.payload.kwargs == {"i": 1}
+
+
+async def test_poison_does_not_grow_a_worker_process(backend: Backend, ledger: Ledger) -> None:
+    """A worker subprocess takes the six poison bodies between valid jobs: RSS grows < 20 MiB."""
+    queue = backend.queue
+    bodies = poison(queue)
+    options = Options(concurrency=8)
+    producer, tasks = build(backend.url, queue, ledger, options)
+    async with Pool(backend, ledger, options, 1) as pool:
+        (proc,) = pool.procs
+        await tasks.work.submit_many([{"i": i, "ms": 1} for i in range(25)])
+        await wait_until(lambda: len(ledger.done()) >= 25, 30.0, "the warm-up jobs ran")
+        await asyncio.sleep(0.5)  # settles and result writes of the warm-up finish
+        before = rss_kib(proc.pid)
+        await _inject(backend.url, queue, bodies)
+        await tasks.work.submit_many([{"i": i, "ms": 1} for i in range(25, 50)])
+        await wait_until(lambda: len(ledger.done()) >= 50, 30.0, "the valid jobs ran")
+        for _ in range(100):
+            if await producer.dlq.count(queue=queue) >= len(bodies):
+                break
+            await asyncio.sleep(0.1)  # the worker dead-letters concurrently
+        await asyncio.sleep(0.5)
+        after = rss_kib(proc.pid)
+        dead = await producer.dlq.count(queue=queue)
+        await pool.stop()
+    await producer.aclose()
+    grown = (after - before) / 1024
+    verdict(ledger, range(50)).check(max_duplicates=0)
+    report(
+        "poison-rss", backend.name, dead_lettered=dead, rss_before_kib=before, rss_growth_mib=grown
+    )
+    assert dead == len(bodies)
+    assert grown < 20, f"the worker grew {grown:.1f} MiB on poison input"
 
 
 JSONISH = st.recursive(

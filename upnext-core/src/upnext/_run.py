@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 from contextlib import suppress
 
+from upnext._memory import return_large_frees
 from upnext._worker import Worker
 from upnext.errors import BrokerUnavailable
 
@@ -36,7 +37,11 @@ def run(worker: Worker) -> int:
     in-flight jobs `shutdown_grace` seconds. Uses uvloop when installed.
     Returns 0; 69 when the broker stayed unreachable for `connect_timeout`;
     or 75 when the worker must be restarted (too many abandoned sync threads).
+    On glibc it also fixes malloc's mmap threshold at 1 MiB, so that memory
+    of large payloads goes back to the OS (`upnext._memory`; set
+    UPNEXT_KEEP_MALLOC=1 to leave malloc alone).
     """
+    return_large_frees()
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # optional: upnext[speed]
     except ImportError:
