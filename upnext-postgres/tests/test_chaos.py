@@ -8,7 +8,6 @@ connections mid-flight, never the shared server's other sessions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,81 +18,20 @@ import pytest_asyncio
 import upnext
 from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerUnavailable
+from upnext.testing.proxy import FaultyProxy
 from upnext_postgres import PostgresBroker
 from upnext_postgres._options import PostgresOptions
 
 
-class CuttingProxy:
-    """A loopback TCP proxy whose live connections can all be cut at once."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.accepted = 0
-        self.frozen: set[int] = set()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
-    ) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await reader.read(65536):
-                if number in self.frozen:
-                    continue  # a black hole: the peer never hears of it, nor of a close
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self.accepted += 1
-        number = self.accepted
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer, number), self._pipe(up_reader, writer, number)
-        )
-        self.writers -= {writer, up_writer}
-
-    def freeze(self, number: int) -> None:
-        """Silently drop all traffic of the `number`-th connection (1-based), both ways."""
-        self.frozen.add(number)
-
-    def cut(self) -> int:
-        """Abort every proxied connection; returns how many sockets were cut."""
-        writers, self.writers = self.writers, set()
-        for writer in writers:
-            writer.transport.abort()
-        return len(writers)
-
-    async def aclose(self) -> None:
-        """Stop listening and cut everything."""
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
 @pytest_asyncio.fixture
-async def proxy(postgres_url: str) -> AsyncIterator[CuttingProxy]:
-    """A cutting proxy in front of the test server."""
+async def proxy(postgres_url: str) -> AsyncIterator[FaultyProxy]:
+    """A loopback proxy in front of the test server."""
     parts = urlsplit(postgres_url)
-    running = CuttingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await running.start()
-    yield running
-    await running.aclose()
+    async with FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as running:
+        yield running
 
 
-def _proxied(url: str, proxy: CuttingProxy, **options: str) -> str:
+def _proxied(url: str, proxy: FaultyProxy, **options: str) -> str:
     parts = urlsplit(url)
     extra = "".join(f"&{k}={v}" for k, v in options.items())
     return parts._replace(
@@ -101,7 +39,7 @@ def _proxied(url: str, proxy: CuttingProxy, **options: str) -> str:
     ).geturl()
 
 
-async def test_cut_connections_lose_no_job(pg_url: str, proxy: CuttingProxy) -> None:
+async def test_cut_connections_lose_no_job(pg_url: str, proxy: FaultyProxy) -> None:
     """Five cuts while 300 jobs run: every job completes, the worker recovers alone."""
     proxied = _proxied(pg_url, proxy)
     queue = f"chaos-{uuid.uuid4().hex[:10]}"
@@ -131,7 +69,7 @@ async def test_cut_connections_lose_no_job(pg_url: str, proxy: CuttingProxy) -> 
 
 
 async def test_silently_dead_listen_connection_is_replaced(
-    pg_url: str, pg_broker: PostgresBroker, proxy: CuttingProxy
+    pg_url: str, pg_broker: PostgresBroker, proxy: FaultyProxy
 ) -> None:
     """A LISTEN connection that stops answering (no close, no reset) is pinged, dropped
     and reopened, so notifications flow again without waiting for the recovery interval."""
@@ -140,10 +78,10 @@ async def test_silently_dead_listen_connection_is_replaced(
     queue = f"frozen-{uuid.uuid4().hex[:10]}"
     try:
         await broker.connect()
-        pooled = proxy.accepted
+        pooled = len(proxy.links)
         await broker.receive([queue], limit=1, lease=5.0, wait=0.05)  # opens the LISTEN
-        assert proxy.accepted == pooled + 1
-        proxy.freeze(proxy.accepted)
+        assert len(proxy.links) == pooled + 1
+        proxy.freeze(len(proxy.links))
         receiving = asyncio.create_task(broker.receive([queue], limit=1, lease=5.0, wait=5.0))
         await asyncio.sleep(1.0)  # the ping times out and a new LISTEN connection opens
         start = time.monotonic()
@@ -156,7 +94,7 @@ async def test_silently_dead_listen_connection_is_replaced(
 
 
 async def test_silently_dead_pool_is_replaced_after_a_timeout(
-    pg_url: str, pg_broker: PostgresBroker, proxy: CuttingProxy
+    pg_url: str, pg_broker: PostgresBroker, proxy: FaultyProxy
 ) -> None:
     """Every pooled connection goes silent: the statement times out, the pool is
     replaced, and the next receive works on fresh connections."""
@@ -165,9 +103,9 @@ async def test_silently_dead_pool_is_replaced_after_a_timeout(
     try:
         await broker.connect()
         await broker.receive([queue], limit=1, lease=5.0, wait=0)
-        for number in range(1, proxy.accepted + 1):
+        for number in range(1, len(proxy.links) + 1):
             proxy.freeze(number)
-        frozen = proxy.accepted
+        frozen = len(proxy.links)
         with pytest.raises(BrokerUnavailable):
             await asyncio.wait_for(broker.receive([queue], limit=1, lease=5.0, wait=0), 5.0)
         await pg_broker.enqueue_many([Envelope("after", queue, b"x")])
@@ -177,7 +115,7 @@ async def test_silently_dead_pool_is_replaced_after_a_timeout(
         await broker.settle([Ack(got)])
         # Neither call waited on an old, silent connection: all went to new ones.
         assert time.monotonic() - started < 0.5
-        assert proxy.accepted > frozen
+        assert len(proxy.links) > frozen
     finally:
         await broker.aclose()
 

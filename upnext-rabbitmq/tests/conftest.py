@@ -7,8 +7,6 @@ is set, and skip with one loud line otherwise.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -18,6 +16,7 @@ import pytest_asyncio
 from aiormq.exceptions import AMQPConnectionError
 from upnext._urls import redact_url
 from upnext.errors import BrokerUnavailable
+from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker
 from upnext_rabbitmq.results import ReplyInbox
 from upnext_rabbitmq.topology import amqp_queues
@@ -93,67 +92,10 @@ async def broker(make_broker: BrokerFactory) -> RabbitBroker:
     return await make_broker()
 
 
-class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every open connection."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def __aenter__(self) -> CuttableProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        self.cut()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def cut(self) -> None:
-        """Close every proxied connection at once (both directions)."""
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def refuse(self) -> None:
-        """Cut every connection and stop listening: new connects are refused."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        self.cut()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.transport.abort()
-
-
 @pytest.fixture
-def proxy_class() -> type[CuttableProxy]:
-    """The cuttable loopback TCP proxy (start one with ``async with``)."""
-    return CuttableProxy
+def proxy_class() -> type[FaultyProxy]:
+    """The loopback TCP proxy that cuts and refuses (start one with ``async with``)."""
+    return FaultyProxy
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ async def test_enqueue_while_the_server_is_gone_fails_fast(
         await broker.connect()
         try:
             await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
-            await proxy.refuse()
+            await proxy.down()
             await asyncio.sleep(0.5)  # aio-pika notices and starts reconnecting
             started = time.monotonic()
             with pytest.raises(BrokerUnavailable):

@@ -14,7 +14,6 @@ otherwise skip with one line naming the URL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
@@ -33,6 +32,7 @@ import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from upnext._urls import redact_url
+from upnext.testing.proxy import FaultyProxy
 from upnext_redis import RedisBroker
 
 pytest_plugins = ["upnext.testing.plugin"]
@@ -175,69 +175,11 @@ def prefixed_url(redis_url: str, key_prefix: str) -> Iterator[str]:
         client.close()
 
 
-class OutageProxy:
-    """Forwards 127.0.0.1:<port> to Redis; `outage(s)` drops every connection for `s` seconds."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._down_until = 0.0
-        self.port = 0
-
-    async def __aenter__(self) -> OutageProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        self._abort_all()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _abort_all(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def outage(self, seconds: float) -> None:
-        """Cut every connection and refuse new ones for `seconds`."""
-        self._down_until = time.monotonic() + seconds
-        self._abort_all()
-        await asyncio.sleep(seconds)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if time.monotonic() < self._down_until:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.transport.abort()
-
-
 @pytest_asyncio.fixture
-async def outage_proxy(redis_url: str) -> AsyncIterator[OutageProxy]:
-    """A running OutageProxy in front of the test server."""
+async def outage_proxy(redis_url: str) -> AsyncIterator[FaultyProxy]:
+    """A running FaultyProxy in front of the test server."""
     parts = urlsplit(redis_url)
-    async with OutageProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+    async with FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
         yield proxy
 
 
