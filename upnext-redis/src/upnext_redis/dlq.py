@@ -13,8 +13,9 @@ import heapq
 import json
 from typing import Any
 
+from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope
-from upnext.errors import ConfigurationError, DeadLetterNotFound
+from upnext.errors import DeadLetterNotFound
 
 from upnext_redis._client import RedisClient
 from upnext_redis.scripts import DLQ_DELETE, DLQ_LIST, DLQ_PURGE, DLQ_REPLAY
@@ -50,18 +51,6 @@ def unpack_record(packed: bytes) -> DeadLetterRecord:
     return DeadLetterRecord(entry_id, job_id, queue, function, reason, float(failed_at), data)
 
 
-def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    failed_at, sep, entry_id = cursor.partition("/")
-    try:
-        if not sep:
-            raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
-
-
 class DeadLetters:
     """DeadLetterAdmin on Redis."""
 
@@ -86,7 +75,7 @@ class DeadLetters:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """Records newest first by (failed_at, id), after `cursor`."""
-        after = _parse_cursor(cursor)
+        after = parse_dlq_cursor(cursor) if cursor is not None else None
         limit = max(1, limit)
         args: list[Any] = [limit, "", "", function or ""]
         if after is not None:
@@ -99,7 +88,7 @@ class DeadLetters:
         records = [r for _, r in zip(range(limit + 1), merged, strict=False)]
         page = records[:limit]
         more = len(records) > limit
-        next_cursor = f"{page[-1].failed_at!r}/{page[-1].id}" if more else None
+        next_cursor = dlq_cursor(page[-1]) if more else None
         return DeadLetterPage(page, next_cursor)
 
     async def _locate(self, entry_id: str) -> tuple[str, bytes] | None:
