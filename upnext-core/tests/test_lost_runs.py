@@ -1,9 +1,11 @@
-"""Suspects run alone: a job whose last run was lost with its worker (DESIGN §3 lost runs).
+"""Suspects run alone: a job one lost run away from the DLQ (DESIGN §3 lost runs).
 
 A worker that dies takes every delivery it holds with it, and each is
-charged a lost run. So a job redelivered after a lost run starts only once
-its worker holds no other job, and nothing else is received or started
-until its body ends: if it kills the worker again, only it is charged.
+charged a lost run. So a job that has lost `max_lost_runs` runs (one more
+dead-letters it) starts only once its worker holds no other job, and
+nothing else is received or started until its body ends: if it kills the
+worker again, only it is charged. Most tests here use max_lost_runs=1, so
+one lost run makes a suspect; jobs with chances left run as usual.
 
 Killing the process would kill the test, so these tests check what a crash
 would charge: the deliveries the broker counts as held (`in_flight`) at the
@@ -38,6 +40,7 @@ class Watch:
 
 
 def _worker(url: str, **options: object) -> upnext.Worker:
+    options.setdefault("max_lost_runs", 1)
     return upnext.Worker(
         f"lost-{uuid.uuid4().hex[:8]}",
         broker=url,
@@ -109,6 +112,22 @@ async def test_a_suspect_runs_alone_holding_nothing_else(prefetch: int) -> None:
     assert watch.seen == {"S": (0, 1)}, "the suspect must start alone, its delivery the only held"
     assert watch.beside_suspect == []
     assert len(watch.done) == 120
+    assert history == ["lost", "rejected"]
+
+
+async def test_a_job_with_chances_left_runs_beside_others() -> None:
+    """One lost run of three allowed: no isolation, the job runs beside the others."""
+    worker = _worker(f"memory://{uuid.uuid4().hex}", concurrency=4, max_lost_runs=3)
+    watch = Watch()
+    work, suspect = _tasks(worker, watch)
+    lost = await suspect.submit(name="S", ms=300.0)
+    await _lose_runs(worker, 1)
+    await work.submit_many([{"name": f"w{i}", "ms": 100} for i in range(6)])
+    async with worker:
+        await worker.join(timeout=10.0)
+        history = await _history(worker, lost.job_id)
+    others_at_start, _ = watch.seen["S"]
+    assert others_at_start > 0 or watch.beside_suspect, "S ran alone with chances left"
     assert history == ["lost", "rejected"]
 
 

@@ -5,10 +5,11 @@ worker; whatever arrives meanwhile joins the next call. Jobs run as asyncio
 tasks owned by the consumer; sync tasks run on a thread pool. How one job is
 executed (decide, attempt, timeout, abandonment) is in `_execution.py`.
 
-A job whose last run was lost with its worker (a *suspect*) runs alone: it
-starts only once this worker holds no other job, and nothing else is received
-or started until its body ends, so that if it takes the worker down again
-only it is charged the lost run (docs/semantics.md, "Lost runs").
+A job on its last chance (a *suspect*: it has lost `max_lost_runs` runs with
+its workers, so one more dead-letters it) runs alone: it starts only once
+this worker holds no other job, and nothing else is received or started
+until its body ends, so that if it takes the worker down again only it is
+charged the lost run (docs/semantics.md, "Lost runs").
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ class Consumer(JobExecution):
             return False
         self.isolated = run
         log.info(
-            "job %s runs alone: its last run was lost with its worker", run.delivery.envelope.id
+            "job %s runs alone: one more lost run would dead-letter it", run.delivery.envelope.id
         )
         await self._pause_receiving()
         waiting = [r.task for r in self.runs.values() if r.parked and r.task is not None]

@@ -156,7 +156,8 @@ class JobExecution:
                 attempts=body.attempts,
                 max_attempts=task.policy.max_attempts,
             )
-        if body.history and body.history[-1].outcome == "lost" and not await self._isolate(run):
+        # On its last chance (one more lost run dead-letters it), a job runs alone.
+        if 0 < task.max_lost_runs <= body.lost and not await self._isolate(run):
             await self._release(run)  # the worker stops (or is fatal): it never started here
             return None
         attempt = await self._attempt(run, task, body, args, kwargs)
