@@ -34,6 +34,8 @@ __all__ = ["AdminMixin"]
 
 # Seconds between checks of the catalog's names against the server's queues.
 PRUNE_EVERY = 60.0
+# Seconds a catalog read waits for another reader (here or elsewhere) to finish.
+CATALOG_WAIT = 15.0
 
 
 class _CatalogRead:
@@ -123,8 +125,9 @@ class AdminMixin:
     async def _read_catalog(self) -> set[str]:
         # Under an exclusive consumer: two readers at once would each get a
         # part of the names (the catalog is a queue), so a second reader, here
-        # or in another process, waits for the first (up to dlq_busy_wait).
-        deadline = time.monotonic() + self.options.dlq_busy_wait
+        # or in another process, waits for the first: up to CATALOG_WAIT, as a
+        # read that prunes checks every name (about a second per 100 names).
+        deadline = time.monotonic() + max(self.options.dlq_busy_wait, CATALOG_WAIT)
         pause = 0.01
         with map_errors(self.url, "reading the queue catalog"):
             while True:
