@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -173,6 +174,20 @@ def prefixed_url(redis_url: str, key_prefix: str) -> Iterator[str]:
             client.delete(*keys[start : start + 1000])
     finally:
         client.close()
+
+
+@pytest.fixture
+def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Everything written to any socket stream: one entry per round trip."""
+    seen: list[bytes] = []
+    original = asyncio.StreamWriter.write
+
+    def counting(self: asyncio.StreamWriter, data: Any) -> None:
+        seen.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
+    return seen
 
 
 @pytest_asyncio.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from upnext.broker.protocol import (
     Ack,
@@ -20,20 +18,6 @@ from upnext.errors import LeaseLost
 from upnext.testing import Timing
 from upnext_redis import RedisBroker
 from upnext_redis.keys import KeySpace
-
-
-@pytest.fixture
-def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Everything written to any socket stream: one entry per round trip."""
-    seen: list[bytes] = []
-    original = asyncio.StreamWriter.write
-
-    def counting(self: asyncio.StreamWriter, data: Any) -> None:
-        seen.append(bytes(data))
-        original(self, data)
-
-    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
-    return seen
 
 
 async def test_each_batch_operation_is_one_round_trip(

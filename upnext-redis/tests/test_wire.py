@@ -20,20 +20,6 @@ from upnext_redis._wire import pack
 Server = Callable[..., AbstractContextManager[int]]
 
 
-@pytest.fixture
-def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Everything written to any socket stream: one entry per round trip."""
-    seen: list[bytes] = []
-    original = asyncio.StreamWriter.write
-
-    def counting(self: asyncio.StreamWriter, data: Any) -> None:
-        seen.append(bytes(data))
-        original(self, data)
-
-    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
-    return seen
-
-
 @pytest.mark.parametrize(
     "args",
     [
