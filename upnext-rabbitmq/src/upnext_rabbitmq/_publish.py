@@ -136,34 +136,13 @@ class Publisher:
             return [exc] * len(messages)
         if len(messages) == 1:
             # One at a time (submit): no gather, no task, just the publish.
-            m = messages[0]
             try:
-                await channel.basic_publish(
-                    m.body,
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    properties=m.properties,
-                    mandatory=m.mandatory,
-                    wait=False,
-                )
+                await _publish(channel, messages[0])
             except Exception as exc:
                 return [exc]
             return [None]
         results = await asyncio.gather(
-            *(
-                channel.basic_publish(
-                    m.body,
-                    exchange=m.exchange,
-                    routing_key=m.routing_key,
-                    properties=m.properties,
-                    mandatory=m.mandatory,
-                    # Don't hold the channel lock until each frame is written:
-                    # the confirm is what we wait for, and it comes after the write.
-                    wait=False,
-                )
-                for m in messages
-            ),
-            return_exceptions=True,
+            *(_publish(channel, m) for m in messages), return_exceptions=True
         )
         return [result if isinstance(result, BaseException) else None for result in results]
 
@@ -175,3 +154,17 @@ class Publisher:
                 f"{message.routing_key!r} again after re-declaring the topology: unroutable"
             )
         return translate(exc, self._url, "publishing")
+
+
+async def _publish(channel: aiormq.Channel, message: Outgoing) -> object:
+    """One basic.publish; returns once its frames are written (the confirm comes later)."""
+    # wait=False: don't hold the channel lock until each frame is written; the
+    # confirm is what the caller waits for, and it comes after the write.
+    return await channel.basic_publish(
+        message.body,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        properties=message.properties,
+        mandatory=message.mandatory,
+        wait=False,
+    )
