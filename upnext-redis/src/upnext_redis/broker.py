@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -32,10 +31,19 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
-from upnext.errors import LeaseLost
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
+from upnext_redis._replies import (
+    Blocked,
+    Groups,
+    Taken,
+    deliveries,
+    lost,
+    receipt_of,
+    taken,
+    unpart,
+)
 from upnext_redis._routing import Node
 from upnext_redis._wire import Wire, pack, pack_args, read_replies
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
@@ -52,34 +60,7 @@ _SETTLE_CHUNK = 1_000
 # How long a cancelled receive's background reader waits between CLIENT UNBLOCKs.
 _UNBLOCK_PAUSES = (0.002, 0.005, 0.02, 0.1)
 
-_Taken = tuple[list[Delivery], int, list[bytes]]
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
-
-
-class _Blocked:
-    """One pipelined XREAD + RECEIVE in flight on a blocking connection."""
-
-    def __init__(self, conn: AbstractConnection, client_id: int | None) -> None:
-        self.conn = conn
-        self.client_id = client_id
-
-
-class _Groups:
-    """Assigns 1-based script group indexes to queue names, in first-seen order."""
-
-    def __init__(self, client: RedisClient) -> None:
-        self._client = client
-        self.index: dict[str, int] = {}
-
-    def __call__(self, queue: str) -> int:
-        found = self.index.get(queue)
-        if found is None:
-            found = self.index[queue] = len(self.index) + 1
-        return found
-
-    @property
-    def keys(self) -> list[str]:
-        return [key for q in self.index for key in self._client.keys.queue(q).group]
 
 
 class RedisBroker:
@@ -168,7 +149,7 @@ class RedisBroker:
             return
         calls = []
         for part in self._parts([e.queue for e in envelopes], _ENQUEUE_CHUNK):
-            groups = _Groups(self._client)
+            groups = Groups(self._client)
             args: list[Any] = []
             for env in (envelopes[i] for i in part):
                 args += (groups(env.queue), env.id, env.body, delay_ms(env.delay))
@@ -206,7 +187,7 @@ class RedisBroker:
                 )
         return got
 
-    async def _take_shielded(self, names: list[str], limit: int, lease_ms: int) -> _Taken:
+    async def _take_shielded(self, names: list[str], limit: int, lease_ms: int) -> Taken:
         """`_take`, finished even if the caller is cancelled; then what it took goes back.
 
         The script may already have run when a cancellation lands; its jobs
@@ -220,7 +201,7 @@ class RedisBroker:
             take.add_done_callback(self._give_back)
             raise
 
-    def _give_back(self, take: asyncio.Future[_Taken]) -> None:
+    def _give_back(self, take: asyncio.Future[Taken]) -> None:
         if take.cancelled() or take.exception() is not None:
             return
         self._release(take.result()[0])
@@ -230,7 +211,7 @@ class RedisBroker:
         if got:
             self._track(asyncio.ensure_future(self.settle([Release(d) for d in got])))
 
-    async def _take(self, names: list[str], limit: int, lease_ms: int) -> _Taken:
+    async def _take(self, names: list[str], limit: int, lease_ms: int) -> Taken:
         """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
 
         Standalone, one script serves every queue; on Cluster each queue gets
@@ -245,7 +226,7 @@ class RedisBroker:
             args = (limit - len(out), lease_ms, len(batch))
             reply = await self._client.eval(RECEIVE, groups, args)
             if len(reply) > 2 + 3 * len(batch):
-                out += _deliveries(batch, reply)
+                out += deliveries(batch, reply)
                 if len(out) >= limit:
                     break
             # Each server has its own clock: keep the wait relative to it.
@@ -263,7 +244,7 @@ class RedisBroker:
 
     async def _block_then_take(
         self, names: list[str], seen: list[bytes], seconds: float, limit: int, lease_ms: int
-    ) -> _Taken:
+    ) -> Taken:
         """XREAD BLOCK and RECEIVE in one pipeline (standalone Redis): one round trip.
 
         The script runs on the server as soon as the block ends, woken or
@@ -279,7 +260,7 @@ class RedisBroker:
             conn = await wire.take()
             writer = conn._writer
             client_id = self._client_ids.get(writer) if writer is not None else None
-            blocked = _Blocked(conn, client_id)
+            blocked = Blocked(conn, client_id)
             run = asyncio.ensure_future(self._exchange_blocked(wire, blocked, block + receive))
             try:
                 xread, reply = await asyncio.shield(run)
@@ -292,18 +273,16 @@ class RedisBroker:
                 return await self._take_shielded(names, limit, lease_ms)
             if isinstance(xread, Exception):
                 if isinstance(reply, list):
-                    self._release(_taken(names, reply)[0])
+                    self._release(taken(names, reply)[0])
                 raise xread
             if isinstance(reply, rx.NoScriptError):
                 # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
                 reply = await self._client.eval(RECEIVE, groups, (limit, lease_ms, len(names)))
             elif isinstance(reply, Exception):
                 raise reply
-        return _taken(names, reply)
+        return taken(names, reply)
 
-    async def _exchange_blocked(
-        self, wire: Wire, blocked: _Blocked, data: bytes
-    ) -> tuple[Any, Any]:
+    async def _exchange_blocked(self, wire: Wire, blocked: Blocked, data: bytes) -> tuple[Any, Any]:
         """Send the pipeline (asking the connection's CLIENT ID first, once); read both replies."""
         conn = blocked.conn
         try:
@@ -329,7 +308,7 @@ class RedisBroker:
         return xread, reply
 
     async def _abandon(
-        self, node: Node, blocked: _Blocked, run: asyncio.Future[tuple[Any, Any]], names: list[str]
+        self, node: Node, blocked: Blocked, run: asyncio.Future[tuple[Any, Any]], names: list[str]
     ) -> None:
         """A cancelled `_block_then_take`: unblock it, read its replies, give back what it took."""
         for pause in _UNBLOCK_PAUSES:
@@ -351,7 +330,7 @@ class RedisBroker:
         except BaseException:
             return
         if isinstance(reply, list):
-            self._release(_taken(names, reply)[0])
+            self._release(taken(names, reply)[0])
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._background.add(future)
@@ -384,8 +363,8 @@ class RedisBroker:
         keys = self._client.keys.queue(result.queue)
         return [keys.result(result.job_id), result.data, ms, keys.result_channel(result.job_id)]
 
-    def _settle_args(self, item: SettleItem, groups: _Groups) -> list[Any]:
-        queue, job_id, token = _receipt(item.delivery)
+    def _settle_args(self, item: SettleItem, groups: Groups) -> list[Any]:
+        queue, job_id, token = receipt_of(item.delivery)
         head = [groups(queue), job_id, token]
         if isinstance(item, Ack):
             result = self._result_args(item.result)
@@ -406,33 +385,33 @@ class RedisBroker:
         if not items:
             return []
         calls = []
-        parts = self._parts([_receipt(i.delivery)[0] for i in items], _SETTLE_CHUNK)
+        parts = self._parts([receipt_of(i.delivery)[0] for i in items], _SETTLE_CHUNK)
         for part in parts:
-            groups = _Groups(self._client)
+            groups = Groups(self._client)
             args: list[Any] = []
             for i in part:
                 args += self._settle_args(items[i], groups)
             calls.append((SETTLE, groups.keys, args))
         dead_queues = [i.record.queue for i in items if isinstance(i, DeadLetter)]
         replies = await self._client.eval_many(calls, self._register(dead_queues))
-        flags = _unpart(parts, replies, len(items))
-        return [None if ok else _lost(item.delivery) for ok, item in zip(flags, items, strict=True)]
+        flags = unpart(parts, replies, len(items))
+        return [None if ok else lost(item.delivery) for ok, item in zip(flags, items, strict=True)]
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
         """Push every held lease to `lease` s from now, in one script."""
         if not deliveries:
             return []
         calls = []
-        parts = self._parts([_receipt(d)[0] for d in deliveries], _SETTLE_CHUNK)
+        parts = self._parts([receipt_of(d)[0] for d in deliveries], _SETTLE_CHUNK)
         for part in parts:
-            groups = _Groups(self._client)
+            groups = Groups(self._client)
             args: list[Any] = [max(1, delay_ms(lease))]
             for i in part:
-                queue, job_id, token = _receipt(deliveries[i])
+                queue, job_id, token = receipt_of(deliveries[i])
                 args += (groups(queue), job_id, token)
             calls.append((EXTEND, groups.keys, args))
-        flags = _unpart(parts, await self._client.eval_many(calls), len(deliveries))
-        return [None if ok else _lost(d) for ok, d in zip(flags, deliveries, strict=True)]
+        flags = unpart(parts, await self._client.eval_many(calls), len(deliveries))
+        return [None if ok else lost(d) for ok, d in zip(flags, deliveries, strict=True)]
 
     def _parts(self, queues: Sequence[str], chunk: int) -> list[list[int]]:
         """Index lists, one per script call: chunks of the batch, split by queue on Cluster."""
@@ -514,48 +493,3 @@ class RedisBroker:
     async def purge(self, queue: str) -> int:
         """Drop every ready and scheduled job of `queue`; held ones stay."""
         return int(await self._client.eval(PURGE, self._client.keys.queue(queue).group, []))
-
-
-def _receipt(delivery: Delivery) -> tuple[str, str, bytes]:
-    receipt = delivery.receipt
-    if isinstance(receipt, tuple) and len(receipt) == 3:
-        queue, job_id, token = receipt
-        if isinstance(queue, str) and isinstance(job_id, str) and isinstance(token, bytes):
-            return queue, job_id, token
-    # Not one of ours (or forged): a token no hand-out has makes it LeaseLost.
-    return delivery.envelope.queue, delivery.envelope.id, b"-"
-
-
-def _taken(names: list[str], reply: list[Any]) -> _Taken:
-    """What one standalone RECEIVE reply says: deliveries, ms to the next event, ids seen."""
-    got = _deliveries(names, reply) if len(reply) > 2 + 3 * len(names) else []
-    until_ms = int(reply[1]) - int(reply[0]) if int(reply[1]) >= 0 else -1
-    return got, until_ms, [bytes(reply[2 + 3 * i]) for i in range(len(names))]
-
-
-def _deliveries(names: list[str], reply: list[Any]) -> list[Delivery]:
-    """Deliveries from a RECEIVE reply (layout in scripts.py)."""
-    out = []
-    pos = 2 + 3 * len(names)
-    for i, queue in enumerate(names):
-        token = bytes(reply[3 + 3 * i])
-        for _ in range(int(reply[4 + 3 * i])):
-            job_id = reply[pos].decode()
-            count = int(reply[pos + 2])
-            envelope = Envelope(job_id, queue, reply[pos + 1])
-            out.append(Delivery(envelope, (queue, job_id, token), count > 1, count))
-            pos += 3
-    return out
-
-
-def _unpart(parts: list[list[int]], replies: list[Any], size: int) -> list[Any]:
-    """Per-item replies of `parts` back in the batch's order."""
-    flags: list[Any] = [0] * size
-    for part, reply in zip(parts, replies, strict=True):
-        for i, ok in zip(part, reply, strict=True):
-            flags[i] = ok
-    return flags
-
-
-def _lost(delivery: Delivery) -> LeaseLost:
-    return LeaseLost(f"lease lost for job {delivery.envelope.id}")
