@@ -72,6 +72,21 @@ class Broken(MemoryBroker):
             for d in got
         ]
 """,
+    "release_resets": """
+class Broken(MemoryBroker):
+    released = set()
+
+    async def settle(self, items):
+        self.released |= {i.delivery.envelope.id for i in items if isinstance(i, Release)}
+        return await super().settle(items)
+
+    async def receive(self, queues, *, limit, lease, wait):
+        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
+        return [
+            Delivery(d.envelope, d.receipt, False, 1) if d.envelope.id in self.released else d
+            for d in got
+        ]
+""",
     "replay_not_atomic": """
 class Broken(MemoryBroker):
     async def dlq_replay(self, entry_id, envelope):
@@ -143,6 +158,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "release_counted",
             "test_release_returns_job_at_once_uncounted",
             "a released job must come back uncounted",
+        ),
+        (
+            "release_resets",
+            "test_release_of_a_redelivery_keeps_it_counted",
+            "a released redelivery must come back redelivered",
         ),
         (
             "replay_not_atomic",

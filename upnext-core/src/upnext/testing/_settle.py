@@ -280,6 +280,35 @@ class LeaseAndSettleConformance:
         await ack_all(broker, got)
 
     @pytest.mark.asyncio
+    async def test_release_of_a_redelivery_keeps_it_counted(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """Release undoes only its own hand-out: a lost one before it still counts.
+
+        Core charges a lost run for every redelivery; were Release to reset
+        the flag, a job whose worker died could run more often than
+        `max_lost_runs` allows.
+        """
+        require(broker, "timed_leases")
+        await broker.enqueue_many([make_envelope(upnext_queue)])
+        await receive_exactly(
+            broker, [upnext_queue], 1, within=timing.delay(2.0), lease=timing.delay(0.3)
+        )
+        [again] = await receive_exactly(broker, [upnext_queue], 1, within=timing.delay(5.0))
+        assert again.redelivered, violated("a redelivery must have redelivered=True")
+        assert await broker.settle([Release(again)]) == [None]
+        [back] = await receive_exactly(broker, [upnext_queue], 1, within=timing.tolerance(2.0))
+        assert back.redelivered, violated(
+            "a released redelivery must come back redelivered (only its own hand-out is undone)"
+        )
+        if broker.capabilities.counts_deliveries:
+            assert (again.deliveries, back.deliveries) == (2, 2), violated(
+                "a released redelivery must come back with the same count, got "
+                f"{again.deliveries} then {back.deliveries}"
+            )
+        await ack_all(broker, [back])
+
+    @pytest.mark.asyncio
     async def test_settle_mixed_batch(
         self, broker: Broker, upnext_queue: str, timing: Timing
     ) -> None:
