@@ -242,6 +242,55 @@ async def test_give_back_prefetched_holds_nothing_until_the_next_receive(
     assert await first.settle([Ack(after)]) == [None]
 
 
+async def _redelivered(make_broker: Factory, queue: str, queue_type: str) -> RabbitBroker:
+    """A broker holding job "j" in its prefetch buffer, redelivered (its first holder died)."""
+    first = await make_broker(queue_type=queue_type)
+    await first.enqueue_many([Envelope("j", queue, b"x")])
+    await _take(first, queue, 1)
+    await first.aclose()  # held, never settled: back on the server, redelivered
+    second = await make_broker(prefetch="10", queue_type=queue_type)
+    await second._cons().ensure([queue], 10)  # consumes into the buffer, hands out nothing
+    deadline = time.monotonic() + 5.0
+    while second._cons().buffered(queue) < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert second._cons().buffered(queue) == 1
+    return second
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_a_released_redelivery_comes_back_a_redelivery(
+    make_broker: Factory, upnext_queue: str, queue_type: str
+) -> None:
+    """Release is uncounted, not a reset: the lost hand-out before it still counts.
+
+    Were the flag dropped, a job whose worker died could run once more than
+    max_lost_runs allows (a crash-looping job on RabbitMQ ran 5 times, not 4).
+    """
+    holder = await _redelivered(make_broker, upnext_queue, queue_type)
+    [again] = await _take(holder, upnext_queue, 1)
+    assert again.redelivered
+    assert await holder.settle([Release(again)]) == [None]
+    [back] = await _take(holder, upnext_queue, 1)
+    expected = 2 if queue_type == "quorum" else None
+    assert (back.envelope.id, back.redelivered, back.deliveries) == ("j", True, expected)
+    assert await holder.settle([Ack(back)]) == [None]
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_a_given_back_redelivery_comes_back_a_redelivery(
+    make_broker: Factory, upnext_queue: str, queue_type: str
+) -> None:
+    """A redelivered job given back from the prefetch buffer keeps its lost run."""
+    holder = await _redelivered(make_broker, upnext_queue, queue_type)
+    await holder.give_back_prefetched()
+    await holder.aclose()
+    other = await make_broker(queue_type=queue_type)
+    [back] = await _take(other, upnext_queue, 1)
+    expected = 2 if queue_type == "quorum" else None
+    assert (back.envelope.id, back.redelivered, back.deliveries) == ("j", True, expected)
+    assert await other.settle([Ack(back)]) == [None]
+
+
 async def test_a_late_reopen_callback_keeps_the_consumer_of_the_new_channel(
     broker: RabbitBroker, upnext_queue: str
 ) -> None:

@@ -24,7 +24,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 from upnext.broker.protocol import Delivery, Envelope
 
-from upnext_rabbitmq.topology import work_queue
+from upnext_rabbitmq.topology import HANDED_OUT_HEADER, work_queue
 
 __all__ = ["Consumer", "Receipt"]
 
@@ -281,13 +281,24 @@ class Consumer:
     def _delivery(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> Delivery:
         props = message.header.properties
         envelope = Envelope(props.message_id or uuid.uuid4().hex, queue, message.body)
-        deliveries: int | None = None
-        if self._quorum:
-            # Quorum queues count returns to the queue; absent means first delivery.
-            count = (props.headers or {}).get("x-delivery-count", 0)
-            deliveries = int(count) + 1 if isinstance(count, int) else None
+        prior = self.handed_out_before(message)
         receipt = Receipt(raw, message.delivery_tag or 0)
-        return Delivery(envelope, receipt, bool(message.redelivered), deliveries)
+        return Delivery(envelope, receipt, prior > 0, prior + 1 if self._quorum else None)
+
+    def handed_out_before(self, message: DeliveredMessage) -> int:
+        """Hand-outs of this job before `message` that ended unsettled (0: none).
+
+        A copy given back carries its original's count in a header. Quorum
+        queues count returns to the queue (absent: none); a classic queue only
+        flags a redelivery, counted here as one.
+        """
+        headers = message.header.properties.headers or {}
+        carried = headers.get(HANDED_OUT_HEADER, 0)
+        prior = carried if isinstance(carried, int) else 0
+        if self._quorum:
+            count = headers.get("x-delivery-count", 0)
+            return prior + (count if isinstance(count, int) else 0)
+        return prior + (1 if message.redelivered else 0)
 
     # -- settling --------------------------------------------------------------
 

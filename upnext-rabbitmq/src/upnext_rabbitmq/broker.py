@@ -25,6 +25,7 @@ from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
+from pamqp.common import FieldTable
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
     Ack,
@@ -49,6 +50,7 @@ from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
+    HANDED_OUT_HEADER,
     QUANTUM,
     check_queue_name,
     delay_route,
@@ -185,9 +187,17 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if not drained:
             return
         messages = [
-            Outgoing("", work_queue(q), m.body, persistent(m.header.properties.message_id), q)
+            self._job_message(q, m.header.properties.message_id, m.body, 0.0, prior=prior)
             for q, m in drained
+            for prior in [consumer.handed_out_before(m)]
         ]
+        # A copy may come back to this process before its original is acked.
+        with consumer.hold_back([m.header.properties.message_id or "" for _, m in drained]):
+            await self._give_back_copies(consumer, drained, messages)
+
+    async def _give_back_copies(
+        self, consumer: Consumer, drained: list[tuple[str, Any]], messages: list[Outgoing]
+    ) -> None:
         outcomes = await self._pub().publish(messages)
         done = [
             Receipt(m.channel, m.delivery_tag or 0)
@@ -317,10 +327,14 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
     # -- broker ----------------------------------------------------------------
 
-    def _job_message(self, queue: str, job_id: str, body: bytes, delay: float) -> Outgoing:
+    def _job_message(
+        self, queue: str, job_id: str | None, body: bytes, delay: float, *, prior: int = 0
+    ) -> Outgoing:
+        """A job's message; `prior` unsettled hand-outs make its next one a redelivery."""
         route = delay_route(queue, delay)
         exchange, key = route if route is not None else ("", work_queue(queue))
-        return Outgoing(exchange, key, body, persistent(job_id), needs=queue)
+        headers: FieldTable | None = {HANDED_OUT_HEADER: prior} if prior else None
+        return Outgoing(exchange, key, body, persistent(job_id, headers=headers), needs=queue)
 
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Publish every envelope, persistent and confirmed, confirms awaited together."""
@@ -375,7 +389,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if isinstance(item, Retry):
             out.append(self._job_message(envelope.queue, envelope.id, item.body, item.delay))
         elif isinstance(item, Release):
-            out.append(self._job_message(envelope.queue, envelope.id, envelope.body, 0.0))
+            # As if this hand-out never happened: the earlier ones still count.
+            held = item.delivery
+            prior = held.deliveries - 1 if held.deliveries is not None else int(held.redelivered)
+            out.append(
+                self._job_message(envelope.queue, envelope.id, envelope.body, 0.0, prior=prior)
+            )
         elif isinstance(item, DeadLetter):
             out.append(record_message(item.record))
         if isinstance(item, Ack | DeadLetter) and item.result is not None:

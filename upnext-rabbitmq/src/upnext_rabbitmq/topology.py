@@ -48,6 +48,7 @@ from upnext.errors import BrokerError
 __all__ = [
     "CATALOG_QUEUE",
     "DELIVER_EXCHANGE",
+    "HANDED_OUT_HEADER",
     "LEVELS",
     "MAX_DELAY",
     "QUANTUM",
@@ -78,6 +79,9 @@ DELIVER_EXCHANGE = f"{PREFIX}.delay.deliver"
 UNROUTABLE_EXCHANGE = f"{PREFIX}.unroutable"
 UNROUTABLE_QUEUE = f"{PREFIX}.unroutable"
 CATALOG_QUEUE = f"{PREFIX}.catalog"
+# Header of a job given back (Release, prefetch give-back): how many hand-outs
+# before the one given back ended unsettled, so the copy is still a redelivery.
+HANDED_OUT_HEADER = f"x-{PREFIX}-handed-out"
 # A reply queue outlives a reconnect but not an hour without its process.
 REPLY_QUEUE_EXPIRES_MS = 3_600_000
 # Routing keys are at most 255 bytes: the digits take 2 * LEVELS of them.
