@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ import pytest
 import upnext
 from upnext.broker.protocol import QueueAdmin
 from upnext.testing import needs_modules, unavailable
+from upnext.testing.loopback import free_port, serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
 
@@ -193,16 +193,10 @@ def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixt
         asyncio.run(_cleanup(url, queue))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _server_process(url: str, *extra: str) -> Iterator[tuple[int, list[str]]]:
     """`upnext server` as a child process on a free port; yields the port and, after, its output."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "upnext.cli", "server", "--broker", url, "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -243,27 +237,6 @@ def _get_when_up(port: int, path: str) -> str:
             time.sleep(0.1)
 
 
-@contextmanager
-def _server_thread(url: str, queue: str) -> Iterator[int]:
-    """The app under uvicorn in a thread (faster than a process; the DLQ is on the server)."""
-    import uvicorn
-
-    port = _free_port()
-    app = create_app(url, queues=[queue])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 CHROMIUM = os.environ.get("UPNEXT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -286,10 +259,11 @@ async def test_dashboard_replays_and_deletes(scheme: str) -> None:
     queue = f"dash-{uuid.uuid4().hex[:10]}"
     await _dead_letters(url, queue, 2)
     try:
-        with _server_thread(url, queue) as port:
+        # In a thread: faster than a process (the DLQ is on the broker's server).
+        with serve_in_thread(create_app(url, queues=[queue])) as base:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                await _drive(await browser.new_page(), port, queue)
+                await _drive(await browser.new_page(), base, queue)
                 await browser.close()
     finally:
         await _cleanup(url, queue)
@@ -300,9 +274,9 @@ async def test_dashboard_replays_and_deletes(scheme: str) -> None:
 UI_TIMEOUT_MS = 30_000
 
 
-async def _drive(page: Page, port: int, queue: str) -> None:
+async def _drive(page: Page, base: str, queue: str) -> None:
     rows = page.locator("#entries tbody tr")
-    await page.goto(f"http://127.0.0.1:{port}/")
+    await page.goto(f"{base}/")
     await expect(page.locator(f"#queues tr[data-queue='{queue}'] td.dead")).to_have_text("2")
     await page.fill("#filter-queue", queue)
     await page.click("#filters button[type=submit]")

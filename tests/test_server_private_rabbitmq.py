@@ -21,13 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +33,13 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from upnext.testing import needs_modules, unavailable
+from upnext.testing.loopback import free_ports, serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "httpx", "schemathesis", "upnext_rabbitmq")
 
 import httpx  # noqa: E402
 import schemathesis  # noqa: E402
 import upnext  # noqa: E402
-import uvicorn  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
@@ -53,17 +51,6 @@ REDIS = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Per operation and backend: enough to reach every status, small enough for CI.
 EXAMPLES = 15
 POSTGRES = os.environ.get("UPNEXT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -91,7 +78,7 @@ class Node:
 
 
 def _start_node(base: Path) -> tuple[subprocess.Popen[bytes], Node]:
-    amqp_port, dist_port, mgmt_port = _free_ports(3)
+    amqp_port, dist_port, mgmt_port = free_ports(3)
     (base / "home").mkdir()
     (base / "rabbitmq.conf").write_text(
         f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {mgmt_port}\n"
@@ -316,7 +303,7 @@ async def test_management_errors_are_502_and_503_without_the_password(
     """Wrong credentials: 502; nothing listening: 503; the password in no answer or log."""
     user, password = canary
     wrong = _with_credentials(rabbitmq_node.management, user, password + "x")
-    (closed,) = _free_ports(1)
+    (closed,) = free_ports(1)
     unreachable = f"http://{user}:{password}@127.0.0.1:{closed}"
     caplog.set_level("DEBUG")
     answers = []
@@ -341,7 +328,7 @@ def test_upnext_server_with_management_url_hides_the_password(
     broker = _with_credentials(rabbitmq_node.amqp, user, password)
     management = _with_credentials(rabbitmq_node.management, user, password)
     rabbitmq_node.api("PUT", "/api/queues/%2F/upnext.q.m-cli", {"durable": True})
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     cmd = [sys.executable, "-m", "upnext.cli", "server", "--broker", broker, "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--management-url", management, "--log-level", "debug"],
@@ -373,24 +360,6 @@ def _get_when_up(port: int, path: str) -> str:
 
 
 # -- schemathesis against live servers on every cross-process backend -------------
-
-
-@contextmanager
-def _serving(app: Any) -> Iterator[str]:
-    """`app` under uvicorn in a thread on a free port; its base URL."""
-    (port,) = _free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _reachable(url: str) -> None:
@@ -444,7 +413,7 @@ def live_schema(request: pytest.FixtureRequest) -> Iterator[Any]:
         url = _with_option(POSTGRES, "schema", f"upnext_schema_{tag}")
     app = create_app(url, queues=[f"fz-{tag}"], management_url=management)
     try:
-        with _serving(app) as base:
+        with serve_in_thread(app) as base:
             yield schemathesis.openapi.from_url(f"{base}/openapi.json")
     finally:
         if request.param == "redis":

@@ -15,14 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 import upnext
+from upnext.testing.loopback import free_port
 
 SECRET = "s3cr3t-canary"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -74,7 +69,7 @@ async def _first_submit(url: str) -> upnext.BrokerUnavailable:
 @pytest.mark.parametrize("scheme", sorted(URLS))
 async def test_nothing_listening_raises_broker_unavailable_without_password(scheme: str) -> None:
     """A refused connection is BrokerUnavailable on the first submit, one line, no password."""
-    url = URLS[scheme].format(secret=SECRET, port=_free_port())
+    url = URLS[scheme].format(secret=SECRET, port=free_port())
     started = time.monotonic()
     error = await _first_submit(url)
     assert time.monotonic() - started < 15.0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import traceback
 
 import pytest
 import upnext
 from chaoskit.backends import base_url
+from upnext.testing.loopback import free_port
 
 pytestmark = pytest.mark.chaos
 
@@ -17,14 +17,8 @@ CANARY = "Canary5ecret7781"
 ENCODED = "Can%40ary%2F5ecret"  # "Can@ary/5ecret" once decoded
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _urls() -> list[str]:
-    port = _closed_port()
+    port = free_port()
     amqp = base_url("rabbitmq").split("@", 1)[-1]
     return [
         f"redis://:{CANARY}@127.0.0.1:{port}/0",

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import upnext
 from chaoskit.backends import base_url
+from upnext.testing.loopback import free_port
 
 pytestmark = pytest.mark.chaos
 
@@ -36,12 +37,6 @@ FORMS = (CANARY, quote(CANARY, safe=""), "Surf4ceCanary")
 
 def _leaks(text: str) -> list[str]:
     return [form for form in FORMS if form in text]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, within: float = 10.0) -> None:
@@ -61,7 +56,7 @@ def _private_redis() -> Iterator[str]:
     """A redis-server on a free loopback port requiring the canary password; its URL."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed"
-    port = _free_port()
+    port = free_port()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--requirepass", CANARY]
     proc = subprocess.Popen(
         [binary, *args, "--save", "", "--appendonly", "no"],
@@ -155,7 +150,7 @@ def test_canary_never_in_api_dashboard_or_cli(kind: str) -> None:
     queue = f"canary-{uuid.uuid4().hex[:8]}"
     with _url(kind) as url:
         job_id = asyncio.run(_dead_letter(url, queue)) if kind != "amqp" else None
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "upnext.cli", "server", "--broker", url]
         proc = subprocess.Popen(
             [*cmd, "--port", str(port), "--queue", queue, "--log-level", "debug"],

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 import upnext
 from chaoskit.backends import Backend
+from upnext.testing.loopback import free_port
 
 pytestmark = pytest.mark.chaos
 
 
 def _unreachable(scheme: str) -> str:
     """A URL of `scheme` on a closed loopback port: any network I/O would fail there."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     return {
         "redis": f"redis://127.0.0.1:{port}/0",
         "rabbitmq": f"amqp://guest:guest@127.0.0.1:{port}/",

@@ -9,9 +9,6 @@ test's tmp dir). Chromium is ``$UPNEXT_CHROMIUM`` or ``/usr/bin/chromium``.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,10 +16,10 @@ from pathlib import Path
 import pytest
 import upnext
 from upnext.testing import needs_modules
+from upnext.testing.loopback import serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
 
-import uvicorn  # noqa: E402
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 from upnext.server import create_app  # noqa: E402
 
@@ -38,12 +35,6 @@ ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def broker_url() -> str:
     return f"memory://dashboard-{uuid.uuid4().hex}"
@@ -52,20 +43,8 @@ def broker_url() -> str:
 @pytest.fixture
 def server(broker_url: str) -> Iterator[str]:
     """The app under uvicorn on a free loopback port, in a thread; its base URL."""
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(broker_url), host="127.0.0.1", port=port, log_level="warning"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(broker_url)) as base:
+        yield base
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from upnext.broker.protocol import Envelope
 from upnext.errors import BrokerUnavailable
+from upnext.testing.loopback import free_port
 from upnext_rabbitmq import RabbitBroker
 from upnext_rabbitmq._publish import RECONNECT_WAIT
 
@@ -30,9 +31,7 @@ def silent_port() -> Iterator[int]:
 
 
 async def test_refused_first_connect_stops_reconnecting() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     broker = RabbitBroker(f"amqp://guest:guest@127.0.0.1:{port}/")
     with pytest.raises(BrokerUnavailable):
         await broker.connect()

@@ -33,6 +33,7 @@ import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from upnext._urls import redact_url
+from upnext.testing.loopback import free_port as _free_port
 from upnext.testing.proxy import FaultyProxy
 from upnext_redis import RedisBroker
 
@@ -105,14 +106,6 @@ async def redis_broker(
     yield broker
     await broker.aclose()
     await delete_prefix(raw_redis, key_prefix)
-
-
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 5.0) -> None:
