@@ -250,9 +250,7 @@ async def _redelivered(make_broker: Factory, queue: str, queue_type: str) -> Rab
     await first.aclose()  # held, never settled: back on the server, redelivered
     second = await make_broker(prefetch="10", queue_type=queue_type)
     await second._cons().ensure([queue], 10)  # consumes into the buffer, hands out nothing
-    deadline = time.monotonic() + 5.0
-    while second._cons().buffered(queue) < 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await second._cons().wait(5.0)  # returns once the delivery is buffered
     assert second._cons().buffered(queue) == 1
     return second
 
