@@ -306,6 +306,7 @@ class Worker:
                 message = (
                     f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
                     f" consumer_timeout of {limit}s: the server would take the job back mid-run"
+                    " (lower the task's timeout or raise the broker's consumer_timeout)"
                 )
                 if getattr(client.broker, "strict", False):
                     raise ConfigurationError(message)
