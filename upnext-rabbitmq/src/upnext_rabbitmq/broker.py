@@ -187,9 +187,10 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if not drained:
             return
         messages = [
-            self._job_message(q, m.header.properties.message_id, m.body, 0.0, prior=prior)
+            self._job_message(
+                q, m.header.properties.message_id, m.body, 0.0, prior=consumer.handed_out_before(m)
+            )
             for q, m in drained
-            for prior in [consumer.handed_out_before(m)]
         ]
         # A copy may come back to this process before its original is acked.
         with consumer.hold_back([m.header.properties.message_id or "" for _, m in drained]):
