@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from upnext._context import Context, JobScope, current_scope
 from upnext._hooks import call_hook
 from upnext._result import ErrorInfo
-from upnext._serializer import AttemptRecord, JobBody, UndecodableBody, decode_body, one_line
+from upnext._serializer import JobBody, UndecodableBody, decode_body, one_line
 from upnext._settlement import (
     Attempt,
     Settlement,
@@ -29,6 +29,7 @@ from upnext._settlement import (
     settle_attempt,
     settle_lost,
     settle_success,
+    settle_unserializable_result,
 )
 from upnext.broker.protocol import Delivery, Release, SettleItem, SettleOutcome
 from upnext.control import Reject
@@ -165,28 +166,7 @@ class JobExecution:
             try:
                 value_json = task.signature.dump_result(attempt.value)
             except SerializationError as exc:
-                info = ErrorInfo(type="SerializationError", message=str(exc))
-                record = AttemptRecord(
-                    number=attempt.number,
-                    outcome="error",
-                    worker=self.worker_id,
-                    started=attempt.started,
-                    finished=attempt.finished,
-                    error=str(info),
-                )
-                failed = body.model_copy(
-                    update={"attempts": attempt.number, "history": [*body.history, record]}
-                )
-                return dead_letter(
-                    delivery,
-                    reason="unserializable result",
-                    error=info,
-                    body=failed,
-                    attempts=attempt.number,
-                    max_attempts=task.policy.max_attempts,
-                    started=attempt.started,
-                    exception=exc,
-                )
+                return settle_unserializable_result(delivery, attempt, exc)
             return settle_success(delivery, attempt, value_json, task.announces)
         return settle_attempt(delivery, attempt)
 

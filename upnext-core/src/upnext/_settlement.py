@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic_core import to_json
 
 from upnext._result import ErrorInfo
-from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, ResultRecord
+from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, Outcome, ResultRecord
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -212,15 +212,7 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
     exc = attempt.exception
     timed_out = attempt.kind == "timeout"
     info = None if exc is None else error_info(exc, timed_out=timed_out)
-    record = AttemptRecord(
-        number=attempt.number,
-        outcome=attempt.kind,
-        worker=attempt.worker_id,
-        started=attempt.started,
-        finished=attempt.finished,
-        error=None if info is None else str(info),
-    )
-    history = [*body.history, record]
+    history = _history(attempt, attempt.kind, info)
     event = HookEvent(
         job_id=body.id,
         function=body.fn,
@@ -256,6 +248,39 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
         started=attempt.started,
         exception=exc,
     )
+
+
+def settle_unserializable_result(
+    delivery: Delivery, attempt: Attempt, exc: BaseException
+) -> Settlement:
+    """A success whose value cannot be stored: the job failed, dead-lettered, never retried."""
+    info = ErrorInfo(type="SerializationError", message=str(exc))
+    failed = attempt.body.model_copy(
+        update={"attempts": attempt.number, "history": _history(attempt, "error", info)}
+    )
+    return dead_letter(
+        delivery,
+        reason="unserializable result",
+        error=info,
+        body=failed,
+        attempts=attempt.number,
+        max_attempts=attempt.task.policy.max_attempts,
+        started=attempt.started,
+        exception=exc,
+    )
+
+
+def _history(attempt: Attempt, outcome: Outcome, info: ErrorInfo | None) -> list[AttemptRecord]:
+    """The body's attempt history with this attempt appended."""
+    record = AttemptRecord(
+        number=attempt.number,
+        outcome=outcome,
+        worker=attempt.worker_id,
+        started=attempt.started,
+        finished=attempt.finished,
+        error=None if info is None else str(info),
+    )
+    return [*attempt.body.history, record]
 
 
 def _with(event: HookEvent, **changes: Any) -> HookEvent:
