@@ -44,6 +44,23 @@ class TestSuite(
         await broker.aclose()
 """
 
+
+def _released_as(delivery: str) -> str:
+    """A memory broker that hands a released job back as `delivery` (an expression of d)."""
+    return """
+class Broken(MemoryBroker):
+    released = set()
+
+    async def settle(self, items):
+        self.released |= {i.delivery.envelope.id for i in items if isinstance(i, Release)}
+        return await super().settle(items)
+
+    async def receive(self, queues, *, limit, lease, wait):
+        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
+        return [DELIVERY if d.envelope.id in self.released else d for d in got]
+""".replace("DELIVERY", delivery)
+
+
 _BROKEN = {
     "retry_delay": """
 class Broken(MemoryBroker):
@@ -56,37 +73,8 @@ class Broken(MemoryBroker):
     async def receive(self, queues, *, limit, lease, wait):
         return await super().receive(queues, limit=limit, lease=0.0, wait=wait)
 """,
-    "release_counted": """
-class Broken(MemoryBroker):
-    released = set()
-
-    async def settle(self, items):
-        self.released |= {i.delivery.envelope.id for i in items if isinstance(i, Release)}
-        return await super().settle(items)
-
-    async def receive(self, queues, *, limit, lease, wait):
-        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
-        return [
-            Delivery(d.envelope, d.receipt, True, d.deliveries + 1)
-            if d.envelope.id in self.released else d
-            for d in got
-        ]
-""",
-    "release_resets": """
-class Broken(MemoryBroker):
-    released = set()
-
-    async def settle(self, items):
-        self.released |= {i.delivery.envelope.id for i in items if isinstance(i, Release)}
-        return await super().settle(items)
-
-    async def receive(self, queues, *, limit, lease, wait):
-        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
-        return [
-            Delivery(d.envelope, d.receipt, False, 1) if d.envelope.id in self.released else d
-            for d in got
-        ]
-""",
+    "release_counted": _released_as("Delivery(d.envelope, d.receipt, True, d.deliveries + 1)"),
+    "release_resets": _released_as("Delivery(d.envelope, d.receipt, False, 1)"),
     "replay_not_atomic": """
 class Broken(MemoryBroker):
     async def dlq_replay(self, entry_id, envelope):
