@@ -19,7 +19,7 @@ from chaoskit import FULL
 from chaoskit.backends import Backend
 from chaoskit.ledger import Ledger, report, verdict
 from chaoskit.procs import Pool, rss_kib, wait_until
-from chaoskit.worker import Options, build
+from chaoskit.worker import Options, Tasks, build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from upnext._discovery import load_factory
@@ -59,6 +59,24 @@ async def _inject(url: str, queue: str, bodies: dict[str, tuple[bytes, str]]) ->
         await broker.aclose()
 
 
+async def _poison_between_valid(
+    client: upnext.Worker,
+    tasks: Tasks,
+    ledger: Ledger,
+    url: str,
+    queue: str,
+    bodies: dict[str, tuple[bytes, str]],
+) -> None:
+    """Inject the poison, then 25 more valid jobs; return once all ran and all poison is dead."""
+    await _inject(url, queue, bodies)
+    await tasks.work.submit_many([{"i": i, "ms": 1} for i in range(25, 50)])
+    await wait_until(lambda: len(ledger.done()) >= 50, 30.0, "the valid jobs ran")
+    for _ in range(100):
+        if await client.dlq.count(queue=queue) >= len(bodies):
+            break
+        await asyncio.sleep(0.1)  # the worker dead-letters concurrently
+
+
 async def test_poison_is_dead_lettered_with_its_bytes(any_backend: Backend, ledger: Ledger) -> None:
     """Six kinds of bad body: each in the DLQ with its reason; 50 valid jobs all complete."""
     queue = any_backend.queue
@@ -69,13 +87,7 @@ async def test_poison_is_dead_lettered_with_its_bytes(any_backend: Backend, ledg
         await wait_until(lambda: len(ledger.done()) >= 25, 30.0, "the warm-up jobs ran")
         gc.collect()
         before = rss_kib(os.getpid())
-        await _inject(any_backend.url, queue, bodies)
-        await tasks.work.submit_many([{"i": i, "ms": 1} for i in range(25, 50)])
-        await wait_until(lambda: len(ledger.done()) >= 50, 30.0, "the valid jobs ran")
-        for _ in range(100):
-            if await worker.dlq.count(queue=queue) >= len(bodies):
-                break
-            await asyncio.sleep(0.1)  # the worker dead-letters concurrently
+        await _poison_between_valid(worker, tasks, ledger, any_backend.url, queue, bodies)
         gc.collect()  # measured before the test reads the (13 MB) entries back
         grown = (rss_kib(os.getpid()) - before) / 1024
         page = await worker.dlq.list(queue=queue, limit=50)
@@ -111,13 +123,7 @@ async def test_poison_does_not_grow_a_worker_process(backend: Backend, ledger: L
         await wait_until(lambda: len(ledger.done()) >= 25, 30.0, "the warm-up jobs ran")
         await asyncio.sleep(0.5)  # settles and result writes of the warm-up finish
         before = rss_kib(proc.pid)
-        await _inject(backend.url, queue, bodies)
-        await tasks.work.submit_many([{"i": i, "ms": 1} for i in range(25, 50)])
-        await wait_until(lambda: len(ledger.done()) >= 50, 30.0, "the valid jobs ran")
-        for _ in range(100):
-            if await producer.dlq.count(queue=queue) >= len(bodies):
-                break
-            await asyncio.sleep(0.1)  # the worker dead-letters concurrently
+        await _poison_between_valid(producer, tasks, ledger, backend.url, queue, bodies)
         await asyncio.sleep(0.5)
         after = rss_kib(proc.pid)
         dead = await producer.dlq.count(queue=queue)
