@@ -60,7 +60,7 @@ async def test_enqueue_while_the_server_is_gone_fails_fast(
         try:
             await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
             await proxy.down()
-            await asyncio.sleep(0.5)  # aio-pika notices and starts reconnecting
+            await asyncio.sleep(0.5)  # the publisher notices the lost connection
             started = time.monotonic()
             with pytest.raises(BrokerUnavailable):
                 await broker.enqueue_many([Envelope("during", upnext_queue, b"x")])

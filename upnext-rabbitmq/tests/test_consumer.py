@@ -73,8 +73,9 @@ async def test_channel_loss_turns_held_deliveries_into_lease_lost(
     """After the consumer channel closes, settle reports LeaseLost and the job returns."""
     await broker.enqueue_many([Envelope("j", upnext_queue, b"x")])
     [held] = await _take(broker, upnext_queue, 1)
-    raw = await broker._cons()._channel.get_underlay_channel()
-    await raw.basic_ack(999_999)  # unknown tag: the server closes the channel
+    channel = broker._cons()._channel
+    assert channel is not None
+    channel.wire.acks([(999_999, False)])  # unknown tag: the server closes the channel
     await asyncio.sleep(0.3)
     [outcome] = await broker.settle([Ack(held)])
     assert isinstance(outcome, LeaseLost)
@@ -102,15 +103,16 @@ async def test_settle_acks_a_contiguous_batch_with_one_multiple_ack(
     """Acking every held delivery sends one basic.ack(multiple=True)."""
     await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(5)])
     got = await _take(broker, upnext_queue, 5)
-    raw = await broker._cons()._channel.get_underlay_channel()
+    channel = broker._cons()._channel
+    assert channel is not None
     calls: list[tuple[int, bool]] = []
-    real = raw.basic_ack
+    real = channel.wire.acks
 
-    async def spy(tag: int, multiple: bool = False, wait: bool = True) -> None:
-        calls.append((tag, multiple))
-        await real(tag, multiple=multiple, wait=wait)
+    def spy(acks: list[tuple[int, bool]]) -> None:
+        calls.extend(acks)
+        real(acks)
 
-    monkeypatch.setattr(raw, "basic_ack", spy)
+    monkeypatch.setattr(channel.wire, "acks", spy)
     assert await broker.settle([Ack(d) for d in reversed(got)]) == [None] * 5
     assert calls == [(max(d.receipt.tag for d in got), True)]  # type: ignore[attr-defined]
 
@@ -289,28 +291,31 @@ async def test_a_given_back_redelivery_comes_back_a_redelivery(
     assert await other.settle([Ack(back)]) == [None]
 
 
-async def test_a_late_reopen_callback_keeps_the_consumer_of_the_new_channel(
+async def test_a_lost_consuming_connection_is_replaced_by_the_next_receive(
     broker: RabbitBroker, upnext_queue: str
 ) -> None:
-    """aio-pika hands out the reopened channel before it runs its reopen callbacks.
+    """The consumer's own connection drops: held and buffered jobs come back, redelivered.
 
-    A receive in between consumes on the new channel first; the late callback
-    must not then drop what that consumer buffered (the server would keep
-    those deliveries unacked, and their jobs stuck, for the channel's life).
+    Receipts of the lost connection settle nothing (LeaseLost); the next
+    receive connects again and consumes, without waiting for anything else.
     """
-    await broker.enqueue_many([Envelope("a", upnext_queue, b"x")])
-    [first] = await _take(broker, upnext_queue, 1)
-    consumer = broker._consumer
-    assert consumer is not None
-    await broker.enqueue_many([Envelope("b", upnext_queue, b"y")])
-    for _ in range(100):
-        if consumer.buffered(upnext_queue):
-            break
-        await asyncio.sleep(0.02)
-    consumer._on_reopen(None)  # late: the channel it reports is the one we consume on
-    [second] = await _take(broker, upnext_queue, 1, within=2.0)
-    assert second.envelope.id == "b"
-    await broker.settle([Ack(first), Ack(second)])
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(3)])
+    [held] = await _take(broker, upnext_queue, 1)
+    consumer = broker._cons()
+    channel = consumer._channel
+    assert channel is not None
+    assert channel.wire._transport is not None
+    channel.wire._transport.abort()
+    await asyncio.sleep(0.1)
+    assert channel.is_closed
+    [outcome] = await broker.settle([Ack(held)])
+    assert isinstance(outcome, LeaseLost)
+    back = await _take(broker, upnext_queue, 3, within=5.0)
+    assert sorted(d.envelope.id for d in back) == ["j0", "j1", "j2"]
+    assert {d.envelope.id for d in back if d.redelivered} >= {held.envelope.id}
+    assert consumer._channel is not None
+    assert consumer._channel.wire is not channel.wire
+    assert await broker.settle([Ack(d) for d in back]) == [None] * 3
 
 
 async def test_a_failed_publish_on_a_live_delivery_is_retried_not_lost(

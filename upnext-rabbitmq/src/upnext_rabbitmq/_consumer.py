@@ -1,17 +1,21 @@
 """The prefetching consumer: work-queue deliveries buffered locally, acks batched.
 
-One robust channel consumes every work queue a process receives from, with
-manual acks and a prefetch window. Deliveries land in a per-queue buffer and
-`receive` hands them out from there, woken the moment one arrives. A receipt
-names the AMQP channel that delivered it: once aio-pika reopens the channel
-(reconnect, channel error), the old deliveries are back on the server and
-their receipts no longer settle anything (LeaseLost).
+One channel of a lean connection of its own (`_wire`: deliveries are parsed
+as the socket hands them over, no task per delivery) consumes every work
+queue a process receives from, with manual acks and a prefetch window.
+Deliveries land in a per-queue buffer and `receive` hands them out from
+there, woken the moment one arrives. A receipt names the channel that
+delivered it: once that channel is gone (connection lost, channel closed by
+the server), its deliveries are back on the server and their receipts no
+longer settle anything (LeaseLost). The next `ensure` opens a new channel,
+reconnecting first if the connection itself is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -19,21 +23,40 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import AMQPConnectionError
 from upnext.broker.protocol import Delivery, Envelope
 
+from upnext_rabbitmq._wire import WireConnection
+from upnext_rabbitmq._wire_message import WireMessage
 from upnext_rabbitmq.topology import HANDED_OUT_HEADER, work_queue
 
 __all__ = ["Consumer", "Receipt"]
+
+log = logging.getLogger("upnext.rabbitmq")
+# Seconds between tries to reach a server that is gone.
+RECONNECT_INTERVAL = 0.5
+
+
+class Channel:
+    """One channel of one connection: what a receipt is valid on."""
+
+    __slots__ = ("number", "wire")
+
+    def __init__(self, wire: WireConnection) -> None:
+        self.wire = wire
+        self.number = wire.channel
+
+    @property
+    def is_closed(self) -> bool:
+        wire = self.wire
+        return not (wire.is_open and wire.channel_open and wire.channel == self.number)
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """Which channel delivered a message, and its delivery tag there."""
 
-    channel: RawChannel
+    channel: Channel
     tag: int
 
 
@@ -42,20 +65,23 @@ class Consumer:
 
     def __init__(
         self,
-        channel: AbstractRobustChannel,
+        amqp_url: str,
         declare: Callable[[str], Awaitable[None]],
         *,
+        heartbeat: int,
         prefetch: int | None,
         quorum: bool,
         consumer_arguments: dict[str, Any] | None = None,
     ) -> None:
-        self._channel = channel
+        self._amqp_url = amqp_url
+        self._heartbeat = heartbeat
         self._declare = declare
         self._prefetch = prefetch
         self._quorum = quorum
         self._consumer_arguments = consumer_arguments
-        self._raw: RawChannel | None = None
-        self._buffers: dict[str, deque[DeliveredMessage]] = {}
+        self._wire: WireConnection | None = None
+        self._channel: Channel | None = None
+        self._buffers: dict[str, deque[WireMessage]] = {}
         self._tags: dict[str, str] = {}
         # Unacked delivery tags of the current channel, in delivery (= tag) order.
         self._outstanding: dict[int, None] = {}
@@ -66,21 +92,20 @@ class Consumer:
         self._settling: Counter[str] = Counter()
         self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
-        # The channel-wide prefetch window now in force (0: not set yet).
+        # The prefetch window now in force on the channel (0: not set yet).
         self._window = 0
-        channel.reopen_callbacks.add(self._on_reopen)
 
     # -- consuming -------------------------------------------------------------
 
     async def ensure(self, queues: Sequence[str], limit: int) -> None:
-        """Consume every queue of `queues` on the current channel (idempotent)."""
-        raw = await self._channel.get_underlay_channel()
-        if raw is self._raw and all(q in self._tags for q in queues):
+        """Consume every queue of `queues` on a live channel (idempotent)."""
+        channel = self._channel
+        if channel is not None and not channel.is_closed and all(q in self._tags for q in queues):
             return
         async with self._lock:
-            raw = await self._channel.get_underlay_channel()
-            if raw is not self._raw:
-                self._reset(raw)
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                channel = await self._open_channel()
             if self._prefetch is None:
                 self._prefetch = 2 * max(limit, 1)
             if not self._window:
@@ -88,22 +113,71 @@ class Consumer:
             for queue in queues:
                 if queue not in self._tags:
                     await self._declare(queue)
-                    await self._consume(raw, queue)
+                    await self._consume(channel, queue)
 
-    async def _consume(self, raw: RawChannel, queue: str) -> None:
-        ok = await raw.basic_consume(
+    async def _open_channel(self) -> Channel:
+        # Whatever the old channel delivered is back on the server (redelivered).
+        self._forget()
+        wire = self._wire
+        if wire is None or not wire.is_open:
+            if wire is not None:
+                await wire.close()
+            wire = self._wire = await self._connect()
+            wire.on_closed = self._arrived.set
+            wire.on_cancel = self._on_cancel
+        else:
+            await wire.open_channel()
+        channel = self._channel = Channel(wire)
+        return channel
+
+    async def _connect(self) -> WireConnection:
+        # Until the server is back (the caller's receive bounds the wait), but
+        # a refused login or vhost is not going to change.
+        failures = 0
+        while True:
+            try:
+                return await WireConnection.open(
+                    self._amqp_url, heartbeat=self._heartbeat, name="upnext consumer"
+                )
+            except (OSError, AMQPConnectionError) as exc:
+                code = exc.args[0] if exc.args else None
+                if code in (403, 530):
+                    raise
+                if not failures:
+                    log.warning("consumer cannot reach RabbitMQ (%s); retrying", exc)
+                failures += 1
+                await asyncio.sleep(RECONNECT_INTERVAL)
+
+    def _forget(self) -> None:
+        self._channel = None
+        self._window = 0
+        self._tags.clear()
+        self._outstanding.clear()
+        self._since.clear()
+        for buffer in self._buffers.values():
+            buffer.clear()
+
+    async def close(self) -> None:
+        """Close the connection; the server requeues whatever is unacked."""
+        wire, self._wire = self._wire, None
+        self._forget()
+        if wire is not None:
+            await wire.close()
+
+    async def _consume(self, channel: Channel, queue: str) -> None:
+        # The buffer first: deliveries may be read in the same chunk as consume-ok.
+        self._buffers.setdefault(queue, deque())
+        self._tags[queue] = await channel.wire.consume(
             work_queue(queue),
-            partial(self._on_message, raw, queue),
+            partial(self._on_message, channel, queue),
             arguments=self._consumer_arguments,
         )
-        self._tags[queue] = str(ok.consumer_tag)
-        self._buffers.setdefault(queue, deque())
 
     async def _set_window(self, size: int) -> None:
-        # Through aio-pika, so the robust channel restores it on reopen. Classic
-        # queues share one channel-wide window (global), which can be resized
-        # in place; quorum queues only know per-consumer windows.
-        await self._channel.set_qos(prefetch_count=size, global_=not self._quorum)
+        # Classic queues share one channel-wide window (global), which can be
+        # resized in place; quorum queues only know per-consumer windows.
+        assert self._wire is not None
+        await self._wire.qos(size, global_=not self._quorum)
         self._window = size
 
     async def widen(self, limit: int) -> None:
@@ -121,16 +195,18 @@ class Consumer:
         if not self._window or (wanted <= self._window and not shrink):
             return
         async with self._lock:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                return
             await self._set_window(wanted)
-            raw = self._raw
-            if self._quorum and raw is not None:
+            if self._quorum:
                 # A per-consumer window only applies to new consumers: replace
                 # each (deliveries to the old one before its cancel-ok still land).
                 for queue, tag in list(self._tags.items()):
-                    await self._consume(raw, queue)
-                    await raw.basic_cancel(tag)
+                    await self._consume(channel, queue)
+                    await channel.wire.cancel(tag)
 
-    def take_stale(self, max_age: float) -> list[tuple[str, DeliveredMessage]]:
+    def take_stale(self, max_age: float) -> list[tuple[str, WireMessage]]:
         """Remove and return buffered deliveries that arrived over `max_age` s ago.
 
         The server closes a channel holding a delivery unacked past its
@@ -139,11 +215,11 @@ class Consumer:
         given back before that.
         """
         cutoff = asyncio.get_running_loop().time() - max_age
-        stale: list[tuple[str, DeliveredMessage]] = []
+        stale: list[tuple[str, WireMessage]] = []
         for queue, buffer in self._buffers.items():
-            while buffer and self._since.get(buffer[0].delivery_tag or 0, cutoff) <= cutoff:
+            while buffer and self._since.get(buffer[0].delivery_tag, cutoff) <= cutoff:
                 message = buffer.popleft()
-                self._since.pop(message.delivery_tag or 0, None)
+                self._since.pop(message.delivery_tag, None)
                 stale.append((queue, message))
         return stale
 
@@ -154,64 +230,43 @@ class Consumer:
     async def drop_buffered(self, queue: str) -> int:
         """Ack (discard) the buffered deliveries of `queue`; returns how many (purge)."""
         buffer = self._buffers.get(queue)
-        if not buffer or self._raw is None:
+        channel = self._channel
+        if not buffer or channel is None:
             return 0
         messages = list(buffer)
         buffer.clear()
         for message in messages:
-            self._since.pop(message.delivery_tag or 0, None)
-        await self.ack([Receipt(m.channel, m.delivery_tag or 0) for m in messages])
+            self._since.pop(message.delivery_tag, None)
+        await self.ack([Receipt(channel, m.delivery_tag) for m in messages])
         return len(messages)
 
-    def _reset(self, raw: RawChannel) -> None:
-        # Whatever the old channel delivered is back on the server (redelivered).
-        self._raw = raw
-        self._tags.clear()
-        self._outstanding.clear()
-        self._since.clear()
-        for buffer in self._buffers.values():
-            buffer.clear()
-        raw.on_consumer_cancel_callbacks.add(self._on_cancel)
+    def receipt(self, message: WireMessage) -> Receipt | None:
+        """The receipt of a buffered delivery taken out (None if its channel is gone)."""
+        channel = self._channel
+        return None if channel is None else Receipt(channel, message.delivery_tag)
 
-    def _on_reopen(self, _sender: object) -> None:
-        raw = self._raw
-        if raw is not None and not raw.is_closed:
-            # aio-pika hands out the new channel before it runs this callback:
-            # a receive already consumes on it. Its buffered deliveries stay;
-            # dropped here they would sit unacked on the server for good.
-            self._arrived.set()
-            return
-        self._raw = None
-        self._tags.clear()
-        self._outstanding.clear()
-        self._since.clear()
-        for buffer in self._buffers.values():
-            buffer.clear()
-        # Wake a blocked receive so it consumes again on the new channel.
-        self._arrived.set()
-
-    def _on_cancel(self, frame: Any) -> None:
+    def _on_cancel(self, tag: str) -> None:
         # The server cancelled a consumer (its queue was deleted): consume again later.
-        tag = getattr(frame, "consumer_tag", None)
         for queue, known in list(self._tags.items()):
             if known == tag:
                 del self._tags[queue]
         self._arrived.set()
 
-    async def _on_message(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> None:
-        if raw is not self._raw:
+    def _on_message(self, channel: Channel, queue: str, message: WireMessage) -> None:
+        if channel is not self._channel:
             return
         tag = message.delivery_tag
-        if tag is None:
-            return
         self._outstanding[tag] = None
         self._since[tag] = asyncio.get_running_loop().time()
-        self._buffers.setdefault(queue, deque()).append(message)
+        self._buffers[queue].append(message)
         self._arrived.set()
 
     async def wait(self, timeout: float) -> None:
         """Return when a delivery arrives (or the channel changed), or after `timeout` s."""
         self._arrived.clear()
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            return
         if any(self._deliverable(m) for b in self._buffers.values() for m in b):
             return
         try:
@@ -238,61 +293,60 @@ class Consumer:
             if job_ids:
                 self._arrived.set()
 
-    def _deliverable(self, message: DeliveredMessage) -> bool:
-        return not self._settling or message.header.properties.message_id not in self._settling
+    def _deliverable(self, message: WireMessage) -> bool:
+        return not self._settling or message.message_id not in self._settling
 
     def take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         """Up to `limit` buffered deliveries of `queues`, round-robin."""
-        raw = self._raw
+        channel = self._channel
         out: list[Delivery] = []
-        if raw is None:
+        if channel is None:
             return out
         if self._settling:
-            return self._take_around_held(raw, queues, limit)
+            return self._take_around_held(channel, queues, limit)
         buffers = [(q, b) for q in queues if (b := self._buffers.get(q))]
         while buffers and len(out) < limit:
             for queue, buffer in buffers:
                 if buffer and len(out) < limit:
                     message = buffer.popleft()
-                    self._since.pop(message.delivery_tag or 0, None)
-                    out.append(self._delivery(raw, queue, message))
+                    self._since.pop(message.delivery_tag, None)
+                    out.append(self._delivery(channel, queue, message))
             buffers = [(q, b) for q, b in buffers if b]
         return out
 
     def _take_around_held(
-        self, raw: RawChannel, queues: Sequence[str], limit: int
+        self, channel: Channel, queues: Sequence[str], limit: int
     ) -> list[Delivery]:
         out: list[Delivery] = []
         for queue in queues:
             buffer = self._buffers.get(queue)
             if not buffer:
                 continue
-            kept: deque[DeliveredMessage] = deque()
+            kept: deque[WireMessage] = deque()
             while buffer:
                 message = buffer.popleft()
                 if len(out) < limit and self._deliverable(message):
-                    self._since.pop(message.delivery_tag or 0, None)
-                    out.append(self._delivery(raw, queue, message))
+                    self._since.pop(message.delivery_tag, None)
+                    out.append(self._delivery(channel, queue, message))
                 else:
                     kept.append(message)
             buffer.extend(kept)
         return out
 
-    def _delivery(self, raw: RawChannel, queue: str, message: DeliveredMessage) -> Delivery:
-        props = message.header.properties
-        envelope = Envelope(props.message_id or uuid.uuid4().hex, queue, message.body)
+    def _delivery(self, channel: Channel, queue: str, message: WireMessage) -> Delivery:
+        envelope = Envelope(message.message_id or uuid.uuid4().hex, queue, message.body)
         prior = self.handed_out_before(message)
-        receipt = Receipt(raw, message.delivery_tag or 0)
+        receipt = Receipt(channel, message.delivery_tag)
         return Delivery(envelope, receipt, prior > 0, prior + 1 if self._quorum else None)
 
-    def handed_out_before(self, message: DeliveredMessage) -> int:
+    def handed_out_before(self, message: WireMessage) -> int:
         """Hand-outs of this job before `message` that ended unsettled (0: none).
 
         A copy given back carries its original's count in a header. Quorum
         queues count returns to the queue (absent: none); a classic queue only
         flags a redelivery, counted here as one.
         """
-        headers = message.header.properties.headers or {}
+        headers = message.headers
         carried = headers.get(HANDED_OUT_HEADER, 0)
         prior = carried if isinstance(carried, int) else 0
         if self._quorum:
@@ -306,16 +360,18 @@ class Consumer:
         """True if `receipt` still settles its delivery (same channel, not acked)."""
         return (
             isinstance(receipt, Receipt)
-            and receipt.channel is self._raw
+            and receipt.channel is self._channel
             and receipt.tag in self._outstanding
             and not receipt.channel.is_closed
         )
 
     async def ack(self, receipts: Sequence[Receipt]) -> None:
         """Ack `receipts` (all live): one multiple ack for the contiguous prefix."""
-        if not receipts or self._raw is None:
+        channel = self._channel
+        if not receipts or channel is None:
             return
-        raw = self._raw
+        if channel.is_closed:
+            raise ConnectionError("the consuming channel closed before the ack")
         tags = {r.tag for r in receipts}
         prefix = 0
         for tag in self._outstanding:
@@ -324,22 +380,21 @@ class Consumer:
             prefix = tag
         for tag in tags:
             self._outstanding.pop(tag, None)
-        singles = sorted(t for t in tags if t > prefix)
-        if prefix:
-            await raw.basic_ack(prefix, multiple=True, wait=not singles)
-        for i, tag in enumerate(singles):
-            await raw.basic_ack(tag, wait=i == len(singles) - 1)
+        acks = [(prefix, True)] if prefix else []
+        acks += [(tag, False) for tag in sorted(t for t in tags if t > prefix)]
+        channel.wire.acks(acks)
 
-    async def stop(self, linger: float = 0.05) -> list[tuple[str, DeliveredMessage]]:
+    async def stop(self, linger: float = 0.05) -> list[tuple[str, WireMessage]]:
         """Cancel every consumer and return the buffered, never handed-out messages.
 
-        Deliveries sent before the cancel-ok land as tasks: `linger` s lets
-        them; one landing later stays buffered for the next `take`.
+        Deliveries sent before the cancel-ok are read while waiting for it;
+        `linger` s more lets any the socket still holds land. One landing
+        later stays buffered for the next `take`.
         """
-        raw = self._raw
-        if raw is not None and not raw.is_closed:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
             for tag in list(self._tags.values()):
-                await raw.basic_cancel(tag)
+                await channel.wire.cancel(tag)
             await asyncio.sleep(linger)
         self._tags.clear()
         drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]

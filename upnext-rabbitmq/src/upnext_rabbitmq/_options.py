@@ -50,6 +50,8 @@ class RabbitOptions:
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = 5
     strict: bool = False
+    # Seconds between heartbeats on every connection (the URL's, default 3; 0: none).
+    heartbeat: int = 3
 
 
 def _number(name: str, raw: str, url: str) -> float:
@@ -80,8 +82,12 @@ def parse_url(url: str) -> RabbitOptions:
     strict = ours.get("strict", "false").lower()
     if strict not in _TRUE | _FALSE:
         raise ConfigurationError(f"strict must be true or false in {redact_url(url)!r}")
+    heartbeat = dict(driver)["heartbeat"]
+    if not heartbeat.isdigit():
+        raise ConfigurationError(f"heartbeat must be whole seconds in {redact_url(url)!r}")
     return RabbitOptions(
         amqp_url=urlunsplit(parts._replace(query=rest)),
+        heartbeat=int(heartbeat),
         prefetch=int(_number("prefetch", prefetch, url)) if prefetch else None,
         consumer_timeout=_number("consumer_timeout", ours.get("consumer_timeout", "1800"), url),
         dlq_busy_wait=_number("dlq_busy_wait", ours.get("dlq_busy_wait", "2"), url),

@@ -12,18 +12,15 @@ re-declare and one more try, for every publish that was in flight on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
-import aiormq
-from aio_pika.abc import AbstractChannel
-from aiormq.exceptions import ChannelNotFoundEntity, PublishError
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 from upnext.errors import BrokerError
 
+from upnext_rabbitmq._confirms import ConfirmConnection, Nacked, Returned
 from upnext_rabbitmq._errors import translate
 
 __all__ = ["Outgoing", "Publisher", "persistent"]
@@ -31,9 +28,10 @@ __all__ = ["Outgoing", "Publisher", "persistent"]
 PERSISTENT = 2
 # Seconds a publish may wait for its confirm (and for a reconnect) before failing.
 PUBLISH_TIMEOUT = 15.0
-# Seconds a publish waits for a lost connection to come back before it fails as
-# unavailable: an enqueue during an outage fails fast instead of hanging.
+# Seconds a publish waits for a new connection (a server that accepts and does
+# not answer) before it fails as unavailable; a refused connection fails at once.
 RECONNECT_WAIT = 4.0
+_CONNECT_TIMEOUT = 10.0
 
 
 def persistent(
@@ -73,27 +71,45 @@ Redeclare = Callable[[set[str | None]], Awaitable[None]]
 
 
 class Publisher:
-    """Publishes batches on one confirming channel, re-declaring on a return."""
+    """Publishes batches on a confirming lean connection, re-declaring on a return.
 
-    def __init__(self, channel: AbstractChannel, redeclare: Redeclare, url: str) -> None:
-        self._channel = channel
-        self._redeclare = redeclare
+    The connection is its own (not aio-pika's): a publish is one socket write
+    and its confirm one read (see `_confirms`). Lost, it is opened again by the
+    next publish: at once if the server is there, BrokerUnavailable if it
+    refuses, and at most `RECONNECT_WAIT` s if it does not answer.
+    """
+
+    def __init__(self, url: str, amqp_url: str, redeclare: Redeclare, *, heartbeat: int) -> None:
         self._url = url
+        self._amqp_url = amqp_url
+        self._heartbeat = heartbeat
+        self._redeclare = redeclare
+        self._connection: ConfirmConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        """Open the publishing connection now (errors surface at connect)."""
+        await self._ready(_CONNECT_TIMEOUT)
+
+    async def close(self) -> None:
+        """Close the publishing connection; publishes in flight fail."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
     async def publish(self, messages: Sequence[Outgoing]) -> list[BrokerError | None]:
         """Publish `messages`; per message None (confirmed) or the error."""
         if not messages:
             return []
         outcomes = await self._send(messages)
-        returned = [i for i, out in enumerate(outcomes) if isinstance(out, PublishError)]
+        returned = [i for i, out in enumerate(outcomes) if isinstance(out, Returned)]
         if any(isinstance(out, ChannelNotFoundEntity) for out in outcomes):
             # An exchange deleted by hand: the server closed the channel (404),
-            # failing every publish in flight on it. Re-declare, wait for
-            # aio-pika to reopen the channel, and send all of them again.
+            # failing every publish in flight on it. Re-declare and send all of
+            # them again (on the next channel).
             returned = [i for i, out in enumerate(outcomes) if out is not None]
         if returned:
             await self._redeclare({messages[i].needs for i in returned})
-            await self._channel_ready()
             again = await self._send([messages[i] for i in returned])
             for i, out in zip(returned, again, strict=True):
                 outcomes[i] = out
@@ -101,70 +117,71 @@ class Publisher:
             None if out is None else self._error(out, messages[i]) for i, out in enumerate(outcomes)
         ]
 
-    async def _channel_ready(self) -> None:
-        ready = getattr(self._channel, "ready", None)
-        if ready is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await ready()
-
     async def publish_all(self, messages: Sequence[Outgoing], doing: str) -> None:
         """Publish `messages`; raise the first error, if any (after all were tried)."""
         for error in await self.publish(messages):
             if error is not None:
                 raise error
 
-    async def _send(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
-        # While aio-pika reconnects, getting the channel waits; bound that wait.
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                return await self._send_now(messages)
-        except TimeoutError:
-            lost = TimeoutError(f"no confirm within {PUBLISH_TIMEOUT:.0f} s (reconnecting?)")
-            return [lost] * len(messages)
+    async def _ready(self, wait: float = RECONNECT_WAIT) -> ConfirmConnection:
+        connection = self._connection
+        if connection is not None and connection.ready:
+            return connection
+        # One try, bounded: a server that refuses fails the publish at once
+        # (BrokerUnavailable, the caller decides), one that hangs within `wait`.
+        async with self._lock, asyncio.timeout(wait):
+            connection = self._connection
+            if connection is None or not connection.is_open:
+                connection = self._connection = await ConfirmConnection.open(
+                    self._amqp_url, heartbeat=self._heartbeat, name="upnext publisher"
+                )
+            elif not connection.ready:
+                await connection.reopen_channel()
+            return connection
 
-    async def _send_now(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+    async def _send(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         try:
-            async with asyncio.timeout(RECONNECT_WAIT):
-                underlay = await self._channel.get_underlay_channel()
-            # aiormq's concrete channel: its basic_publish takes `wait`.
-            channel = cast(aiormq.Channel, underlay)
+            connection = await self._ready()
         except TimeoutError:
             lost = ConnectionError(f"not reconnected within {RECONNECT_WAIT:g} s")
             return [lost] * len(messages)
         except Exception as exc:
             return [exc] * len(messages)
-        if len(messages) == 1:
-            # One at a time (submit): no gather, no task, just the publish.
+        futures: list[asyncio.Future[None]] = []
+        outcomes: list[BaseException | None] = [None] * len(messages)
+        for i, m in enumerate(messages):
             try:
-                await _publish(channel, messages[0])
-            except Exception as exc:
-                return [exc]
-            return [None]
-        results = await asyncio.gather(
-            *(_publish(channel, m) for m in messages), return_exceptions=True
-        )
-        return [result if isinstance(result, BaseException) else None for result in results]
+                futures.append(
+                    connection.publish(
+                        m.exchange, m.routing_key, m.body, m.properties, mandatory=m.mandatory
+                    )
+                )
+            except Exception as exc:  # the connection went while writing
+                outcomes[i:] = [exc] * (len(messages) - i)
+                break
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                for i, future in enumerate(futures):
+                    try:
+                        await future
+                    except Exception as exc:
+                        outcomes[i] = exc
+        except TimeoutError:
+            for i, future in enumerate(futures):
+                if not future.done() or future.cancelled():
+                    future.cancel()
+                    outcomes[i] = TimeoutError(f"no confirm within {PUBLISH_TIMEOUT:.0f} s")
+                else:  # settled while an earlier one was awaited
+                    outcomes[i] = future.exception()
+        return outcomes
 
     def _error(self, exc: BaseException, message: Outgoing) -> BrokerError:
-        if isinstance(exc, PublishError):
+        if isinstance(exc, Returned):
             where = message.exchange or "the default exchange"
             return BrokerError(
                 f"RabbitMQ returned a message to {where} with routing key "
                 f"{message.routing_key!r} again after re-declaring the topology: unroutable"
             )
+        if isinstance(exc, Nacked):
+            return BrokerError(f"RabbitMQ refused a message ({exc}); it was not enqueued")
         return translate(exc, self._url, "publishing")
-
-
-async def _publish(channel: aiormq.Channel, message: Outgoing) -> object:
-    """One basic.publish; returns once its frames are written (the confirm comes later)."""
-    # wait=False: don't hold the channel lock until each frame is written; the
-    # confirm is what the caller waits for, and it comes after the write.
-    return await channel.basic_publish(
-        message.body,
-        exchange=message.exchange,
-        routing_key=message.routing_key,
-        properties=message.properties,
-        mandatory=message.mandatory,
-        wait=False,
-    )

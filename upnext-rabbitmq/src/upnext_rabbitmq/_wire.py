@@ -1,17 +1,23 @@
-"""A minimal AMQP 0-9-1 connection for reading a whole queue fast (dead-letter scans).
+"""A minimal AMQP 0-9-1 connection, for the paths where a general client costs most.
 
-A scan receives every message of a DLQ: 10,000 entries are 30,000 frames. A
-general client pays for each frame (a read call, an object, a queue hop) and
-for each delivery (a task); here frames are cut out of each chunk the socket
-hands over, and a delivery is three slices and one callback. Only what a scan
-needs is spoken: the handshake (PLAIN), one channel at a time, ``basic.qos``,
-passive ``queue.declare``, exclusive ``basic.consume``, ``basic.ack`` and
-closing. Content properties are kept as the raw header frame and decoded only
-when asked (`WireMessage.properties`).
+The worker's consumer receives every job, a dead-letter scan every message
+of a DLQ (10,000 entries are 30,000 frames), and the publisher waits for a
+confirm on every enqueue. A general client pays for each frame (a read call,
+an object, a queue hop) and for each delivery (a task); here frames are cut
+out of each chunk the socket hands over, a delivery is three slices and one
+callback, and a publish is one write. Only what those paths need is spoken:
+the handshake (PLAIN, TLS from the URL), heartbeats, one channel at a time,
+``basic.qos``, passive ``queue.declare``, ``basic.consume`` and ``cancel``
+(the server's too), ``basic.ack``, content of deliveries and returns, and
+closing. Subclasses add what they handle (`_method`, `_on_method`); content
+properties stay as the raw header frame (`WireMessage`).
 
 Channel errors the server raises (403 for an exclusive consumer already taken,
-404 for a missing queue) surface as aiormq's exceptions, as they do on the
-broker's main connection, and the channel is reopened under the next number.
+404 for a missing queue, 406 for an unknown delivery tag or a consumer
+timeout) are answered at once and surface as aiormq's exceptions to a
+request waiting on the channel, and through `on_closed` otherwise; the
+channel is reopened under the next number. Nothing reconnects here: the
+owner opens a new connection when `is_open` turns False.
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiormq.exceptions import (
@@ -34,35 +39,24 @@ from aiormq.exceptions import (
 from pamqp import commands, frame, header
 from pamqp.base import Frame
 
-__all__ = ["WireConnection", "WireMessage"]
+from upnext_rabbitmq._wire_message import WireMessage
+
+__all__ = ["WireConnection", "channel_error"]
 
 _FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
-_FRAME_END = 0xCE
 _HEAD = struct.Struct(">BHI")
 _METHOD_ID = struct.Struct(">HH")
 _DELIVER = (60, 60)
 _U64 = struct.Struct(">Q")
+_ACK_FRAME = struct.Struct(">BHIHHQBB")  # method frame of basic.ack, frame-end included
+_HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 _CONNECT_TIMEOUT = 10.0
 _RPC_TIMEOUT = 15.0
 
 
-@dataclass(slots=True)
-class WireMessage:
-    """One delivery: its tag and body, with the raw content header for the rest."""
-
-    delivery_tag: int
-    body: bytes
-    raw_header: bytes
-
-    @property
-    def properties(self) -> commands.Basic.Properties:
-        """The message's properties, decoded now (most scans never need them)."""
-        _, _, value = frame.unmarshal(self.raw_header)
-        assert isinstance(value, header.ContentHeader)
-        return value.properties
-
-
 Receiver = Callable[[WireMessage], None]
+# Called with a content's raw header frame and its body once both are read.
+ContentSink = Callable[[bytes, bytes], None]
 
 
 class _Protocol(asyncio.Protocol):
@@ -76,6 +70,7 @@ class _Protocol(asyncio.Protocol):
         pos = 0
         end = len(buf)
         owner = self._owner
+        owner.heard = True
         while end - pos >= 7:
             kind, channel, size = _HEAD.unpack_from(buf, pos)
             stop = pos + 7 + size
@@ -91,7 +86,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class WireConnection:
-    """One AMQP connection with one open channel, made for a single scan."""
+    """One AMQP connection with one open channel at a time."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
@@ -99,18 +94,40 @@ class WireConnection:
         self._wake = asyncio.Event()
         self._closed: BaseException | None = None
         self._consumers: dict[str, Receiver] = {}
+        self._consumed = 0
         self.channel = 0
-        # The delivery being assembled: (consumer tag, delivery tag, raw header, parts, left).
-        self._deliver: tuple[str, int] | None = None
+        # False once the server closed the current channel (until the next opens).
+        self.channel_open = False
+        # Called when the connection is lost or the server closes the channel,
+        # and with its tag when the server cancels a consumer (queue deleted).
+        self.on_closed: Callable[[], None] | None = None
+        self.on_cancel: Callable[[str], None] | None = None
+        self.frame_max = 131072
+        # Set on every read; the heartbeat timer clears it.
+        self.heard = True
+        self._silent = 0
+        self._beat: asyncio.TimerHandle | None = None
+        # Where the content being read goes, and its parts so far.
+        self._sink: ContentSink | None = None
         self._raw_header = b""
         self._parts: list[bytes] = []
         self._left = 0
 
+    @property
+    def is_open(self) -> bool:
+        """True until the connection is lost or closed."""
+        return self._transport is not None and self._closed is None
+
     # -- connecting ------------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str) -> WireConnection:
-        """Connect and log in with the credentials of `url`, and open a channel."""
+    async def open(cls, url: str, *, heartbeat: int = 0, name: str = "upnext") -> Self:
+        """Connect and log in with the credentials of `url`, and open a channel.
+
+        `heartbeat` (seconds, 0: none) is asked of the server; with it the
+        connection beats twice per interval and is dropped after two silent
+        intervals. `name` is how the server's management UI lists it.
+        """
         self = cls()
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
@@ -130,43 +147,86 @@ class WireConnection:
                     unquote(parts.username or "guest"),
                     unquote(parts.password or "guest"),
                     unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+                    heartbeat,
+                    name,
                 )
                 await self.open_channel()
             except BaseException:
+                self._stop_beating()
                 transport.abort()
                 raise
         return self
 
-    async def _handshake(self, user: str, password: str, vhost: str) -> None:
+    async def _handshake(
+        self, user: str, password: str, vhost: str, heartbeat: int, name: str
+    ) -> None:
         assert self._transport is not None
         self._transport.write(header.ProtocolHeader().marshal())
         await self._expect(0, commands.Connection.Start)
         self._send(
             0,
             commands.Connection.StartOk(
-                client_properties={"product": "upnext dead-letter scan"},
+                client_properties={
+                    "product": "upnext",
+                    "connection_name": name,
+                    "capabilities": {
+                        "publisher_confirms": True,
+                        "basic.nack": True,
+                        "authentication_failure_close": True,
+                        "consumer_cancel_notify": True,
+                    },
+                },
                 mechanism="PLAIN",
                 response=f"\0{user}\0{password}",
             ),
         )
         tune = await self._expect(0, commands.Connection.Tune)
         assert isinstance(tune, commands.Connection.Tune)
-        # No heartbeats: a scan lasts seconds, and closing is how it ends.
-        self._send(0, commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        if tune.frame_max:
+            self.frame_max = tune.frame_max
+        self._send(0, commands.Connection.TuneOk(tune.channel_max, self.frame_max, heartbeat))
         self._send(0, commands.Connection.Open(virtual_host=vhost))
         await self._expect(0, commands.Connection.OpenOk)
+        if heartbeat:
+            self._start_beating(heartbeat / 2)
+
+    def _start_beating(self, every: float) -> None:
+        def beat() -> None:
+            transport = self._transport
+            if transport is None or self._closed is not None:
+                return
+            self._silent = 0 if self.heard else self._silent + 1
+            self.heard = False
+            if self._silent >= 4:  # two whole intervals without a frame
+                transport.abort()
+                return
+            transport.write(_HEARTBEAT)
+            self._beat = loop.call_later(every, beat)
+
+        loop = asyncio.get_running_loop()
+        self._beat = loop.call_later(every, beat)
+
+    def _stop_beating(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
 
     async def open_channel(self) -> None:
         """Open the next channel (after the server closed the last one)."""
         self.channel += 1
         self._send(self.channel, commands.Channel.Open())
         await self._expect(self.channel, commands.Channel.OpenOk)
+        self.channel_open = True
 
     # -- requests --------------------------------------------------------------
 
-    async def qos(self, prefetch: int) -> None:
-        """Deliveries unacked at once on the channel (0: no limit)."""
-        self._send(self.channel, commands.Basic.Qos(prefetch_count=prefetch))
+    async def qos(self, prefetch: int, *, global_: bool = False) -> None:
+        """Deliveries unacked at once per consumer, or on the channel (0: no limit).
+
+        RabbitMQ reads ``global`` its own way: False is per consumer (only
+        consumers started afterwards), True is shared by the channel.
+        """
+        self._send(self.channel, commands.Basic.Qos(prefetch_count=prefetch, global_=global_))
         await self._expect(self.channel, commands.Basic.QosOk)
 
     async def ready_count(self, queue: str) -> int:
@@ -176,26 +236,51 @@ class WireConnection:
         assert isinstance(ok, commands.Queue.DeclareOk)
         return ok.message_count or 0
 
-    async def consume(self, queue: str, receiver: Receiver, *, exclusive: bool) -> None:
-        """Consume `queue`; every delivery goes to `receiver` as it is read."""
-        tag = f"scan.{len(self._consumers)}"
+    async def consume(
+        self,
+        queue: str,
+        receiver: Receiver,
+        *,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> str:
+        """Consume `queue`; every delivery goes to `receiver` as it is read. Returns the tag."""
+        self._consumed += 1
+        tag = f"upnext.{self._consumed}"
         self._consumers[tag] = receiver
         self._send(
             self.channel,
-            commands.Basic.Consume(queue=queue, consumer_tag=tag, exclusive=exclusive),
+            commands.Basic.Consume(
+                queue=queue, consumer_tag=tag, exclusive=exclusive, arguments=arguments
+            ),
         )
         await self._expect(self.channel, commands.Basic.ConsumeOk)
+        return tag
+
+    async def cancel(self, tag: str) -> None:
+        """Stop a consumer; deliveries sent before the server's reply still arrive."""
+        self._send(self.channel, commands.Basic.Cancel(consumer_tag=tag))
+        await self._expect(self.channel, commands.Basic.CancelOk)
 
     def ack(self, tags: list[int]) -> None:
         """Ack these deliveries of the current channel (one write, no reply)."""
-        if self._transport is None or self._closed is not None or not tags:
+        self.acks([(tag, False) for tag in tags])
+
+    def acks(self, acks: list[tuple[int, bool]]) -> None:
+        """Send (delivery tag, multiple) acks on the current channel in one write."""
+        if self._transport is None or self._closed is not None or not acks:
             return
+        channel = self.channel
         self._transport.write(
-            b"".join(frame.marshal(commands.Basic.Ack(tag), self.channel) for tag in tags)
+            b"".join(
+                _ACK_FRAME.pack(1, channel, 13, 60, 80, tag, int(multiple), 0xCE)
+                for tag, multiple in acks
+            )
         )
 
     async def close(self) -> None:
         """Close the connection; the server requeues every unacked delivery, in order."""
+        self._stop_beating()
         transport, self._transport = self._transport, None
         if transport is None:
             return
@@ -216,7 +301,7 @@ class WireConnection:
 
     def _send(self, channel: int, value: Frame) -> None:
         if self._transport is None or self._closed is not None:
-            raise AMQPConnectionError("dead-letter scan connection is closed")
+            raise AMQPConnectionError("connection is closed")
         self._transport.write(frame.marshal(value, channel))
 
     async def _next_reply(self) -> tuple[int, Frame]:
@@ -232,60 +317,95 @@ class WireConnection:
             while True:
                 number, value = await self._next_reply()
                 if isinstance(value, commands.Channel.Close) and number == channel:
-                    self._send(number, commands.Channel.CloseOk())
-                    raise _channel_error(value)
+                    raise channel_error(value)
                 if isinstance(value, commands.Connection.Close):
-                    self._closed = AMQPConnectionError(value.reply_code, value.reply_text)
-                    raise self._closed
+                    raise AMQPConnectionError(value.reply_code, value.reply_text)
                 if number == channel and isinstance(value, kind):
                     return value
 
     def _frame(self, kind: int, channel: int, buf: bytearray, pos: int, stop: int) -> None:
         payload = pos + 7
-        if kind == _FRAME_METHOD and _METHOD_ID.unpack_from(buf, payload) == _DELIVER:
-            # consumer tag (short string), then the delivery tag.
-            size = buf[payload + 4]
-            tag = bytes(buf[payload + 5 : payload + 5 + size]).decode()
-            (delivery,) = _U64.unpack_from(buf, payload + 5 + size)
-            self._deliver = (tag, delivery)
-            return
-        if kind == _FRAME_HEADER and self._deliver is not None:
+        if kind == _FRAME_METHOD:
+            self._method(channel, buf, pos, stop)
+        elif kind == _FRAME_HEADER and self._sink is not None:
             self._raw_header = bytes(buf[pos : stop + 1])
             (self._left,) = _U64.unpack_from(buf, payload + 4)
             self._parts = []
             if not self._left:
-                self._delivered()
-            return
-        if kind == _FRAME_BODY and self._deliver is not None:
+                self._content_read()
+        elif kind == _FRAME_BODY and self._sink is not None:
             self._parts.append(bytes(buf[payload:stop]))
             self._left -= stop - payload
             if self._left <= 0:
-                self._delivered()
-            return
-        if kind == _FRAME_METHOD:
-            _, number, value = frame.unmarshal(bytes(buf[pos : stop + 1]))
-            assert isinstance(value, Frame)
-            self._replies.append((number, value))
-            self._wake.set()
+                self._content_read()
         # Heartbeats and anything else: nothing to do.
 
-    def _delivered(self) -> None:
-        assert self._deliver is not None
-        tag, delivery = self._deliver
-        self._deliver = None
+    def _method(self, channel: int, buf: bytearray, pos: int, stop: int) -> None:
+        payload = pos + 7
+        if _METHOD_ID.unpack_from(buf, payload) == _DELIVER:
+            # consumer tag (short string), then the delivery tag.
+            size = buf[payload + 4]
+            tag = bytes(buf[payload + 5 : payload + 5 + size]).decode()
+            (delivery,) = _U64.unpack_from(buf, payload + 5 + size)
+            redelivered = bool(buf[payload + 13 + size] & 1)
+            receiver = self._consumers.get(tag)
+            self.expect_content(
+                lambda raw, body: (
+                    receiver(WireMessage(delivery, body, raw, redelivered)) if receiver else None
+                )
+            )
+            return
+        _, number, value = frame.unmarshal(bytes(buf[pos : stop + 1]))
+        assert isinstance(value, Frame)
+        if isinstance(value, commands.Connection.Close):
+            # Answered at once: the server waits for close-ok before dropping us.
+            self._closed = AMQPConnectionError(value.reply_code, value.reply_text)
+            if self._transport is not None:
+                self._transport.write(frame.marshal(commands.Connection.CloseOk(), 0))
+                self._transport.close()
+        elif isinstance(value, commands.Channel.Close) and number == self.channel:
+            # Answered at once too; a request waiting on the channel raises.
+            self.channel_open = False
+            if self._transport is not None:
+                self._transport.write(frame.marshal(commands.Channel.CloseOk(), number))
+            if self.on_closed is not None:
+                self.on_closed()
+        elif isinstance(value, commands.Basic.Cancel):
+            if self.on_cancel is not None:
+                self.on_cancel(value.consumer_tag or "")
+            return
+        if not self._on_method(number, value):
+            self._replies.append((number, value))
+            self._wake.set()
+
+    def _on_method(self, channel: int, value: Frame) -> bool:
+        """A method frame nobody's request is waiting for; True if it was handled here."""
+        return False
+
+    def expect_content(self, sink: ContentSink) -> None:
+        """Send the content (header and body) that follows the last method to `sink`."""
+        self._sink = sink
+
+    def _content_read(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        self._sink = None
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        receiver = self._consumers.get(tag)
-        if receiver is not None:
-            receiver(WireMessage(delivery, body, self._raw_header))
+        sink(self._raw_header, body)
 
     def _lost(self, exc: Exception | None) -> None:
+        self._stop_beating()
+        self.channel_open = False
         if self._closed is None:
             self._closed = exc or AMQPConnectionError("connection closed by the server")
         self._wake.set()
+        if self.on_closed is not None:
+            self.on_closed()
 
 
-def _channel_error(close: commands.Channel.Close) -> Exception:
+def channel_error(close: commands.Channel.Close) -> Exception:
+    """aiormq's exception for a channel the server closed."""
     text = close.reply_text
     if close.reply_code == 403:
         return ChannelAccessRefused(text)

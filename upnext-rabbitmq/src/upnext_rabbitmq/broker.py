@@ -1,9 +1,10 @@
 """`RabbitBroker`: upnext's broker, result store and admin on RabbitMQ (aio-pika).
 
-One robust connection (aio-pika reconnects by itself) with three channels:
-a confirming publisher (every publish mandatory and confirmed, confirms of a
-batch awaited together), a consumer (manual acks, prefetch, local buffer)
-and a declaring channel (topology errors never close the consumer's channel).
+One robust connection (aio-pika reconnects by itself) with two channels, a
+consumer (manual acks, prefetch, local buffer) and a declaring channel
+(topology errors never close the consumer's channel); and a lean connection
+of its own for the confirming publisher (every publish mandatory and
+confirmed, confirms of a batch awaited together; see `_publish`).
 
 What RabbitMQ cannot do, the capabilities say: no timed leases (an unacked
 delivery is held until its channel closes; `extend` does nothing), no
@@ -45,6 +46,7 @@ from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_que
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
+from upnext_rabbitmq._wire_message import WireMessage
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
@@ -125,6 +127,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
                 with map_errors(self.url, "opening channels"):
                     await self._open(connection)
             except BaseException:
+                publisher, self._publisher = self._publisher, None
+                if publisher is not None:
+                    await asyncio.shield(publisher.close())
+                consumer, self._consumer = self._consumer, None
+                if consumer is not None:
+                    await asyncio.shield(consumer.close())
                 await asyncio.shield(connection.close())
                 raise
             self._connection = connection
@@ -132,16 +140,19 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     async def _open(self, connection: AbstractRobustConnection) -> None:
         self.server_version = server_version(connection)
         self._declarer = await connection.channel(publisher_confirms=False)
-        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._publisher = Publisher(publisher, self._redeclare, self.url)
+        self._publisher = Publisher(
+            self.url, self.options.amqp_url, self._redeclare, heartbeat=self.options.heartbeat
+        )
+        await self._publisher.connect()
         arguments: dict[str, Any] | None = None
         if self.server_version >= (3, 12):
             arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
         self._consumer = Consumer(
-            await connection.channel(publisher_confirms=False),
+            self.options.amqp_url,
             # A consuming process retries: its queues' delay levels are
             # declared up front, so a first retry is not held up creating them.
             self._ensure_levels,
+            heartbeat=self.options.heartbeat,
             prefetch=self.options.prefetch,
             quorum=self.options.queue_type == "quorum",
             consumer_arguments=arguments,
@@ -165,8 +176,13 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             # (marked redelivered, so core may count a lost run it did not have).
             log.warning("could not give back prefetched jobs on close", exc_info=True)
         finally:
+            publisher, consumer = self._publisher, self._consumer
             self._connection = None
             self._publisher = self._consumer = self._declarer = None
+            if consumer is not None:
+                await consumer.close()
+            if publisher is not None:
+                await publisher.close()
             await connection.close()
 
     async def _release_buffered(self, consumer: Consumer) -> None:
@@ -183,29 +199,20 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             except Exception:
                 log.warning("could not give back long-prefetched jobs", exc_info=True)
 
-    async def _give_back(self, consumer: Consumer, drained: list[tuple[str, Any]]) -> None:
+    async def _give_back(self, consumer: Consumer, drained: list[tuple[str, WireMessage]]) -> None:
         if not drained:
             return
         messages = [
-            self._job_message(
-                q, m.header.properties.message_id, m.body, 0.0, prior=consumer.handed_out_before(m)
-            )
+            self._job_message(q, m.message_id, m.body, 0.0, prior=consumer.handed_out_before(m))
             for q, m in drained
         ]
+        # Taken now: the channel may change while the copies are published.
+        receipts = [consumer.receipt(m) for _, m in drained]
         # A copy may come back to this process before its original is acked.
-        with consumer.hold_back([m.header.properties.message_id or "" for _, m in drained]):
-            await self._give_back_copies(consumer, drained, messages)
-
-    async def _give_back_copies(
-        self, consumer: Consumer, drained: list[tuple[str, Any]], messages: list[Outgoing]
-    ) -> None:
-        outcomes = await self._pub().publish(messages)
-        done = [
-            Receipt(m.channel, m.delivery_tag or 0)
-            for (_, m), err in zip(drained, outcomes, strict=True)
-            if err is None
-        ]
-        await consumer.ack([r for r in done if consumer.live(r)])
+        with consumer.hold_back([m.message_id or "" for _, m in drained]):
+            outcomes = await self._pub().publish(messages)
+            done = [r for r, err in zip(receipts, outcomes, strict=True) if err is None and r]
+            await consumer.ack([r for r in done if consumer.live(r)])
 
     async def __aenter__(self) -> RabbitBroker:
         await self.connect()

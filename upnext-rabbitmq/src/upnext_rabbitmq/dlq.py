@@ -33,7 +33,8 @@ from upnext.broker.protocol import DeadLetterRecord
 from upnext.errors import BrokerError
 
 from upnext_rabbitmq._publish import Outgoing, persistent
-from upnext_rabbitmq._wire import WireConnection, WireMessage
+from upnext_rabbitmq._wire import WireConnection
+from upnext_rabbitmq._wire_message import WireMessage
 from upnext_rabbitmq.topology import dlq_queue
 
 __all__ = ["BROKER_REASON", "DeadLetterScan", "record_message"]
@@ -198,7 +199,7 @@ class DeadLetterScan:
         self._read = []
         wire = self._wire
         if wire is None:
-            wire = self._wire = await WireConnection.open(self._url)
+            wire = self._wire = await WireConnection.open(self._url, name="upnext dead-letter scan")
         else:  # a retry: the server closed our last channel (busy, or a DLQ gone)
             await wire.open_channel()
         # Count first: a missing DLQ (404) closes the channel, so no consumer yet.

@@ -1,0 +1,74 @@
+"""One delivery read by the lean connection (`_wire`), its properties decoded on demand.
+
+A consumer needs a delivery's message-id every time and its headers rarely:
+the id is read straight out of the raw content header, past the properties
+before it, and the full decode (pamqp) runs only for a message with headers.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from pamqp import commands, frame, header
+
+__all__ = ["WireMessage"]
+
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+# Content header property flags, and the properties before message-id in wire order.
+_HAS_HEADERS, _HAS_MESSAGE_ID = 0x2000, 0x0080
+_BEFORE_MESSAGE_ID = (
+    (0x8000, "short"),  # content-type
+    (0x4000, "short"),  # content-encoding
+    (0x2000, "table"),  # headers
+    (0x1000, "octet"),  # delivery-mode
+    (0x0800, "octet"),  # priority
+    (0x0400, "short"),  # correlation-id
+    (0x0200, "short"),  # reply-to
+    (0x0100, "short"),  # expiration
+)
+
+
+@dataclass(slots=True)
+class WireMessage:
+    """One delivery: its tag and body, with the raw content header for the rest."""
+
+    delivery_tag: int
+    body: bytes
+    raw_header: bytes
+    redelivered: bool = False
+
+    @property
+    def properties(self) -> commands.Basic.Properties:
+        """The message's properties, decoded now (most scans never need them)."""
+        _, _, value = frame.unmarshal(self.raw_header)
+        assert isinstance(value, header.ContentHeader)
+        return value.properties
+
+    @property
+    def message_id(self) -> str | None:
+        """The message-id property, read without decoding the others."""
+        raw = self.raw_header
+        (flags,) = _U16.unpack_from(raw, 19)
+        if not flags & _HAS_MESSAGE_ID:
+            return None
+        pos = 21
+        for bit, kind in _BEFORE_MESSAGE_ID:
+            if flags & bit:
+                if kind == "short":
+                    pos += 1 + raw[pos]
+                elif kind == "table":
+                    pos += 4 + _U32.unpack_from(raw, pos)[0]
+                else:
+                    pos += 1
+        return raw[pos + 1 : pos + 1 + raw[pos]].decode()
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The headers table ({} without one; decoded only if there is one)."""
+        (flags,) = _U16.unpack_from(self.raw_header, 19)
+        if not flags & _HAS_HEADERS:
+            return {}
+        return dict(self.properties.headers or {})
