@@ -56,6 +56,11 @@ class Client:
         self._lock = asyncio.Lock()
         self.results: Batcher[ResultWrite, None] = Batcher(self.store.put_results)
 
+    @property
+    def connected(self) -> bool:
+        """True once broker and store are connected (until `aclose`)."""
+        return self._connected
+
     async def connect(self) -> Client:
         """Connect broker and store once; BrokerUnavailable if they can't be reached."""
         if self._connected:

@@ -229,6 +229,10 @@ class Consumer(JobExecution):
                 self.runs[delivery] = run
                 self.buffer.append(run)
             self._dispatch()
+            if deliveries:
+                # The jobs just started take their first step before the next
+                # receive's bookkeeping (latency of a lone job on an idle worker).
+                await asyncio.sleep(0)
 
     async def _pause_receiving(self) -> None:
         """Cancel the receive loop (a cancelled receive hands out nothing)."""

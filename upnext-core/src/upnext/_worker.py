@@ -214,13 +214,18 @@ class Worker:
         if options.job_id is not None and len(calls) > 1:
             raise ConfigurationError("a fixed job_id applies to a single submit")
         bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
-        encoded = [encode_body(body, self.max_payload) for body in bodies]  # before any I/O
-        client = await self.client()
+        client = self._clients.get(asyncio.get_running_loop())
+        if client is None or not client.connected:
+            # Bad input (unencodable, too large) fails before any I/O.
+            for body in bodies:
+                encode_body(body, self.max_payload)
+            client = await self.client()
+        # The reply address is known once connected; encoded once, with it.
         reply_to = client.store.reply_address()
-        if reply_to is not None:  # the address is known only once connected: encode again
+        if reply_to is not None:
             for body in bodies:
                 body.reply_to = reply_to
-            encoded = [encode_body(body, self.max_payload) for body in bodies]
+        encoded = [encode_body(body, self.max_payload) for body in bodies]
         envelopes = [
             Envelope(body.id, body.queue, data, options.delay)
             for body, data in zip(bodies, encoded, strict=True)
