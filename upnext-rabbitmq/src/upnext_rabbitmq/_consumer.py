@@ -97,10 +97,19 @@ class Consumer:
 
     # -- consuming -------------------------------------------------------------
 
+    def consuming(self, queues: Sequence[str]) -> bool:
+        """True if every queue of `queues` is consumed on a live channel (`ensure` is a no-op)."""
+        channel = self._channel
+        return (
+            channel is not None
+            and not channel.is_closed
+            and bool(self._window)
+            and all(q in self._tags for q in queues)
+        )
+
     async def ensure(self, queues: Sequence[str], limit: int) -> None:
         """Consume every queue of `queues` on a live channel (idempotent)."""
-        channel = self._channel
-        if channel is not None and not channel.is_closed and all(q in self._tags for q in queues):
+        if self.consuming(queues):
             return
         async with self._lock:
             channel = self._channel

@@ -124,9 +124,6 @@ class Publisher:
                 raise error
 
     async def _ready(self, wait: float = RECONNECT_WAIT) -> ConfirmConnection:
-        connection = self._connection
-        if connection is not None and connection.ready:
-            return connection
         # One try, bounded: a server that refuses fails the publish at once
         # (BrokerUnavailable, the caller decides), one that hangs within `wait`.
         async with self._lock, asyncio.timeout(wait):
@@ -141,7 +138,9 @@ class Publisher:
 
     async def _send(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         try:
-            connection = await self._ready()
+            connection = self._connection
+            if connection is None or not connection.ready:
+                connection = await self._ready()
         except TimeoutError:
             lost = ConnectionError(f"not reconnected within {RECONNECT_WAIT:g} s")
             return [lost] * len(messages)

@@ -376,13 +376,14 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            try:
-                # While aio-pika reconnects this waits; never past the caller's wait.
-                async with asyncio.timeout(max(deadline - loop.time(), 0.0) + 0.5):
-                    with map_errors(self.url, "consuming"):
-                        await consumer.ensure(queues, limit)
-            except TimeoutError:
-                return []
+            if not consumer.consuming(queues):
+                try:
+                    # While the server is gone this waits; never past the caller's wait.
+                    async with asyncio.timeout(max(deadline - loop.time(), 0.0) + 0.5):
+                        with map_errors(self.url, "consuming"):
+                            await consumer.ensure(queues, limit)
+                except TimeoutError:
+                    return []
             out = consumer.take(queues, limit)
             left = deadline - loop.time()
             if out or left <= 0:
