@@ -1,0 +1,86 @@
+"""The lean confirming publisher: nacks are errors, a lost connection is replaced on use."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from upnext.broker.protocol import Ack, Envelope
+from upnext.errors import BrokerError
+from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq._publish import Outgoing, persistent
+
+
+async def test_a_nacked_publish_is_an_error_not_a_confirm(
+    broker: RabbitBroker, amqp_url: str
+) -> None:
+    """A queue at its length limit with reject-publish nacks: the publish fails loudly."""
+    name = f"t-full-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        full = await channel.declare_queue(
+            name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+        )
+        first = Outgoing("", name, b"1", persistent("a"))
+        second = Outgoing("", name, b"2", persistent("b"))
+        publisher = broker._pub()
+        assert await publisher.publish([first]) == [None]
+        [error] = await publisher.publish([second])
+        assert isinstance(error, BrokerError)
+        assert "refused" in str(error)
+        # The channel is still usable: the next publish to somewhere with room works.
+        await full.purge()
+        assert await publisher.publish([second]) == [None]
+    finally:
+        await channel.queue_delete(name)
+        await connection.close()
+
+
+async def test_a_cut_publishing_connection_is_replaced_by_the_next_publish(
+    amqp_url: str, upnext_queue: str, proxy_class: type[Any]
+) -> None:
+    """Cut (the server still there): the next enqueue connects again and succeeds at once."""
+    target = urlsplit(amqp_url)
+    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
+        await broker.connect()
+        try:
+            await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
+            first = broker._pub()._connection
+            proxy.cut()
+            await asyncio.sleep(0.1)
+            assert first is not None
+            assert not first.is_open
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await broker.enqueue_many([Envelope("after", upnext_queue, b"y")])
+            assert loop.time() - started < 1.0
+            assert broker._pub()._connection is not first
+        finally:
+            await broker.aclose()
+    checker = await aio_pika.connect(amqp_url)
+    try:
+        channel = await checker.channel()
+        queue = await channel.declare_queue(topology.work_queue(upnext_queue), passive=True)
+        assert queue.declaration_result.message_count == 2
+        for name in topology.amqp_queues(upnext_queue):
+            await channel.queue_delete(name)
+    finally:
+        await checker.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 131_072 - 8, 131_072 - 7, 300_000])
+async def test_bodies_of_any_size_arrive_whole(
+    broker: RabbitBroker, upnext_queue: str, size: int
+) -> None:
+    """Bodies are split into frames of the negotiated size and joined again on receipt."""
+    body = bytes(i % 251 for i in range(size))
+    await broker.enqueue_many([Envelope("big", upnext_queue, body)])
+    got = await broker.receive([upnext_queue], limit=1, lease=30, wait=5.0)
+    assert [d.envelope.body for d in got] == [body]
+    assert await broker.settle([Ack(got[0])]) == [None]
