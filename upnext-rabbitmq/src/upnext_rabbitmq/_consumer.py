@@ -400,12 +400,13 @@ class Consumer:
         `linger` s more lets any the socket still holds land. One landing
         later stays buffered for the next `take`.
         """
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            for tag in list(self._tags.values()):
-                await channel.wire.cancel(tag)
-            await asyncio.sleep(linger)
-        self._tags.clear()
+        async with self._lock:  # one request at a time on the connection
+            channel = self._channel
+            if channel is not None and not channel.is_closed:
+                for tag in list(self._tags.values()):
+                    await channel.wire.cancel(tag)
+                await asyncio.sleep(linger)
+            self._tags.clear()
         drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]
         for buffer in self._buffers.values():
             buffer.clear()
