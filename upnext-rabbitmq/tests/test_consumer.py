@@ -244,6 +244,33 @@ async def test_give_back_prefetched_holds_nothing_until_the_next_receive(
     assert await first.settle([Ack(after)]) == [None]
 
 
+async def test_prefetched_jobs_that_could_not_be_given_back_are_handed_out(
+    make_broker: Factory, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A give-back whose copies fail to publish keeps the jobs buffered, not held unseen.
+
+    Dropped from the buffer but still unacked, they would sit on the server
+    until the channel closed (up to consumer_timeout).
+    """
+    broker = await make_broker(prefetch="10")
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(3)])
+    [held] = await _take(broker, upnext_queue, 1)
+    await asyncio.sleep(0.2)  # the other two sit in the prefetch buffer
+    assert broker._cons().buffered(upnext_queue) == 2
+
+    async def unavailable(messages: Any) -> list[Any]:
+        return [BrokerUnavailable("publisher down")] * len(messages)
+
+    monkeypatch.setattr(broker._pub(), "publish", unavailable)
+    await broker.give_back_prefetched()
+    monkeypatch.undo()
+    assert broker._cons().buffered(upnext_queue) == 2
+    rest = await _take(broker, upnext_queue, 2, within=2.0)
+    assert {d.envelope.id for d in rest} == {"j0", "j1", "j2"} - {held.envelope.id}
+    assert not any(d.redelivered for d in rest)
+    assert await broker.settle([Ack(d) for d in [held, *rest]]) == [None] * 3
+
+
 async def _redelivered(make_broker: Factory, queue: str, queue_type: str) -> RabbitBroker:
     """A broker holding job "j" in its prefetch buffer, redelivered (its first holder died)."""
     first = await make_broker(queue_type=queue_type)

@@ -249,6 +249,16 @@ class Consumer:
         await self.ack([Receipt(channel, m.delivery_tag) for m in messages])
         return len(messages)
 
+    def restore(self, taken: Sequence[tuple[str, WireMessage, Receipt]]) -> None:
+        """Put taken-out deliveries back at the front of their buffers (if still live)."""
+        now = asyncio.get_running_loop().time()
+        for queue, message, receipt in reversed(taken):
+            if self.live(receipt):
+                self._buffers.setdefault(queue, deque()).appendleft(message)
+                self._since[message.delivery_tag] = now
+        if taken:
+            self._arrived.set()
+
     def receipt(self, message: WireMessage) -> Receipt | None:
         """The receipt of a buffered delivery taken out (None if its channel is gone)."""
         channel = self._channel

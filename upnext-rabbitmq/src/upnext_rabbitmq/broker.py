@@ -1,10 +1,11 @@
 """`RabbitBroker`: upnext's broker, result store and admin on RabbitMQ (aio-pika).
 
-One robust connection (aio-pika reconnects by itself) with two channels, a
-consumer (manual acks, prefetch, local buffer) and a declaring channel
-(topology errors never close the consumer's channel); and a lean connection
-of its own for the confirming publisher (every publish mandatory and
-confirmed, confirms of a batch awaited together; see `_publish`).
+One robust connection (aio-pika reconnects by itself) declares the topology
+and carries the reply queue; two lean connections of upnext's own (`_wire`)
+carry what every job passes through: the worker's consumer (manual acks,
+prefetch, local buffer; `_consumer`) and the confirming publisher (every
+publish mandatory and confirmed, confirms of a batch awaited together;
+`_publish`). Topology errors close a declaring channel, never the consumer's.
 
 What RabbitMQ cannot do, the capabilities say: no timed leases (an unacked
 delivery is held until its channel closes; `extend` does nothing), no
@@ -213,6 +214,9 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             outcomes = await self._pub().publish(messages)
             done = [r for r, err in zip(receipts, outcomes, strict=True) if err is None and r]
             await consumer.ack([r for r in done if consumer.live(r)])
+        # Not given back: into the buffer again, to be handed out (not held unseen).
+        failed = zip(drained, receipts, outcomes, strict=True)
+        consumer.restore([(q, m, r) for (q, m), r, err in failed if err and r])
 
     async def __aenter__(self) -> RabbitBroker:
         await self.connect()
