@@ -22,10 +22,14 @@ def test_options_are_split_from_the_amqp_url() -> None:
 
 
 def test_reconnect_and_heartbeat_defaults_unless_given() -> None:
-    """Reconnect every 1 s, heartbeat 3 s (a half-open connection is found in ~13 s)."""
-    assert parse_url("amqp://h/").amqp_url == "amqp://h/?reconnect_interval=1&heartbeat=3"
-    given = parse_url("amqp://h/?reconnect_interval=7&heartbeat=20").amqp_url
-    assert given == "amqp://h/?reconnect_interval=7&heartbeat=20"
+    """Reconnect every 1 s, heartbeat 3 s on every connection (the lean ones read it too)."""
+    default = parse_url("amqp://h/")
+    assert default.amqp_url == "amqp://h/?reconnect_interval=1&heartbeat=3"
+    assert default.heartbeat == 3
+    given = parse_url("amqp://h/?reconnect_interval=7&heartbeat=20")
+    assert given.amqp_url == "amqp://h/?reconnect_interval=7&heartbeat=20"
+    assert given.heartbeat == 20
+    assert parse_url("amqp://h/?heartbeat=0").heartbeat == 0
 
 
 @pytest.mark.parametrize(
@@ -35,6 +39,8 @@ def test_reconnect_and_heartbeat_defaults_unless_given() -> None:
         "amqp://h/?consumer_timeout=x",
         "amqp://h/?queue_type=lazy",
         "amqp://h/?strict=maybe",
+        "amqp://h/?heartbeat=1.5",
+        "amqp://h/?heartbeat=",
     ],
 )
 def test_bad_options_are_configuration_errors(url: str) -> None:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 from upnext.errors import BrokerError
@@ -26,7 +26,7 @@ from upnext_rabbitmq._errors import translate
 __all__ = ["Outgoing", "Publisher", "persistent"]
 
 PERSISTENT = 2
-# Seconds a publish may wait for its confirm (and for a reconnect) before failing.
+# Seconds a publish may wait for its confirms before failing.
 PUBLISH_TIMEOUT = 15.0
 # Seconds a publish waits for a new connection (a server that accepts and does
 # not answer) before it fails as unavailable; a refused connection fails at once.
@@ -155,9 +155,12 @@ class Publisher:
                         m.exchange, m.routing_key, m.body, m.properties, mandatory=m.mandatory
                     )
                 )
-            except Exception as exc:  # the connection went while writing
+            except AMQPConnectionError as exc:  # the connection went while writing
                 outcomes[i:] = [exc] * (len(messages) - i)
                 break
+            except Exception as exc:  # this message only (a name too long for AMQP)
+                outcomes[i] = exc
+                futures.append(_failed(exc))
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 for i, future in enumerate(futures):
@@ -165,6 +168,10 @@ class Publisher:
                         await future
                     except Exception as exc:
                         outcomes[i] = exc
+        except asyncio.CancelledError:
+            for future in futures:  # nobody will read them
+                future.cancel()
+            raise
         except TimeoutError:
             for i, future in enumerate(futures):
                 if not future.done() or future.cancelled():
@@ -184,3 +191,9 @@ class Publisher:
         if isinstance(exc, Nacked):
             return BrokerError(f"RabbitMQ refused a message ({exc}); it was not enqueued")
         return translate(exc, self._url, "publishing")
+
+
+def _failed(exc: Exception) -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future

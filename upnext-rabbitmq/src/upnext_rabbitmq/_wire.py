@@ -261,6 +261,8 @@ class WireConnection:
         """Stop a consumer; deliveries sent before the server's reply still arrive."""
         self._send(self.channel, commands.Basic.Cancel(consumer_tag=tag))
         await self._expect(self.channel, commands.Basic.CancelOk)
+        # Every delivery to it came before the cancel-ok, on the same channel.
+        self._consumers.pop(tag, None)
 
     def ack(self, tags: list[int]) -> None:
         """Ack these deliveries of the current channel (one write, no reply)."""
@@ -371,8 +373,10 @@ class WireConnection:
             if self.on_closed is not None:
                 self.on_closed()
         elif isinstance(value, commands.Basic.Cancel):
+            tag = value.consumer_tag or ""
+            self._consumers.pop(tag, None)
             if self.on_cancel is not None:
-                self.on_cancel(value.consumer_tag or "")
+                self.on_cancel(tag)
             return
         if not self._on_method(number, value):
             self._replies.append((number, value))
