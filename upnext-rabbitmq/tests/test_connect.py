@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from upnext.broker.protocol import Envelope
+from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerUnavailable
 from upnext.testing.loopback import free_port
 from upnext_rabbitmq import RabbitBroker
@@ -65,5 +66,36 @@ async def test_enqueue_while_the_server_is_gone_fails_fast(
             with pytest.raises(BrokerUnavailable):
                 await broker.enqueue_many([Envelope("during", upnext_queue, b"x")])
             assert time.monotonic() - started <= RECONNECT_WAIT + 1.0
+        finally:
+            await broker.aclose()
+
+
+async def test_receive_rides_out_an_outage_and_says_so_once(
+    amqp_url: str, upnext_queue: str, proxy_class: type[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the server is gone receive returns nothing (no error); it consumes once back.
+
+    The consumer's connection is tried again every 0.5 s within each receive;
+    the outage is logged once, however many receives it spans.
+    """
+    target = urlsplit(amqp_url)
+    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
+        await broker.connect()
+        try:
+            assert await broker.receive([upnext_queue], limit=1, lease=30, wait=0.1) == []
+            await proxy.down()
+            with caplog.at_level(logging.INFO, logger="upnext.rabbitmq"):
+                for _ in range(3):
+                    got = await broker.receive([upnext_queue], limit=1, lease=30, wait=0.6)
+                    assert got == []
+                await proxy.up()
+                await broker.enqueue_many([Envelope("back", upnext_queue, b"x")])
+                got = await broker.receive([upnext_queue], limit=1, lease=30, wait=3.0)
+            assert [d.envelope.id for d in got] == ["back"]
+            messages = [r.getMessage() for r in caplog.records if r.name == "upnext.rabbitmq"]
+            assert sum("consumer cannot reach RabbitMQ" in m for m in messages) == 1
+            assert sum("consumer reconnected" in m for m in messages) == 1
+            await broker.settle([Ack(d) for d in got])
         finally:
             await broker.aclose()

@@ -94,6 +94,8 @@ class Consumer:
         self._lock = asyncio.Lock()
         # The prefetch window now in force on the channel (0: not set yet).
         self._window = 0
+        # True from a failed connect to the next good one (for the logs).
+        self._unreachable = False
 
     # -- consuming -------------------------------------------------------------
 
@@ -142,20 +144,24 @@ class Consumer:
     async def _connect(self) -> WireConnection:
         # Until the server is back (the caller's receive bounds the wait), but
         # a refused login or vhost is not going to change.
-        failures = 0
         while True:
             try:
-                return await WireConnection.open(
+                wire = await WireConnection.open(
                     self._amqp_url, heartbeat=self._heartbeat, name="upnext consumer"
                 )
             except (OSError, AMQPConnectionError) as exc:
                 code = exc.args[0] if exc.args else None
                 if code in (403, 530):
                     raise
-                if not failures:
+                if not self._unreachable:  # once per outage, not once per receive
                     log.warning("consumer cannot reach RabbitMQ (%s); retrying", exc)
-                failures += 1
+                self._unreachable = True
                 await asyncio.sleep(RECONNECT_INTERVAL)
+            else:
+                if self._unreachable:
+                    log.info("consumer reconnected to RabbitMQ")
+                self._unreachable = False
+                return wire
 
     def _forget(self) -> None:
         self._channel = None
