@@ -21,7 +21,14 @@ PACKAGES = [
 # httpx drives the API in-process; playwright drives Debian's Chromium (no browser
 # download); schemathesis fuzzes the OpenAPI schema.
 SERVER_TEST_DEPS = ["httpx>=0.27", "playwright>=1.45", "schemathesis>=4"]
-TEST_DEPS = ["pytest-cov>=5", "hypothesis>=6.100", "pytest-timeout>=2.3", *SERVER_TEST_DEPS]
+# trustme: a throwaway CA for the amqps:// tests (TLS end to end on loopback).
+TEST_DEPS = [
+    "pytest-cov>=5",
+    "hypothesis>=6.100",
+    "pytest-timeout>=2.3",
+    "trustme>=1.1",
+    *SERVER_TEST_DEPS,
+]
 LINT_DEPS = ["ruff==0.17.6"]
 TYPE_DEPS = [
     "mypy==2.4.1",
@@ -30,6 +37,7 @@ TYPE_DEPS = [
     "hypothesis>=6.100",
     "nox",
     "asyncpg-stubs",
+    "trustme>=1.1",
     *SERVER_TEST_DEPS,
 ]
 # Checked one group at a time: each package has its own tests/conftest.py.
