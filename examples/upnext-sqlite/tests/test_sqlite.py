@@ -168,3 +168,35 @@ async def test_processes_draining_one_queue_never_share_a_job(
     assert not set(outputs[0]) & set(outputs[1]), "a job was handed to both processes"
     assert sorted(outputs[0] + outputs[1]) == sorted(ids)
     assert all(outputs), "both processes were blocked on the queue, both must get jobs"
+
+
+def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Six connections switch a new file to WAL at the same instant, a hundred times.
+
+    SQLite may answer "database is locked" to the switch without waiting on
+    the busy timeout (8% of such trials here before the retry); a worker and
+    a producer starting together must both connect.
+    """
+    from upnext_sqlite._db import Database
+
+    for trial in range(100):
+        path = str(tmp_path / f"jobs-{trial}.db")
+        start = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_one(
+            path: str = path, start: threading.Barrier = start, errors: list[BaseException] = errors
+        ) -> None:
+            database = Database(path, busy_timeout=5.0)
+            start.wait()
+            try:
+                database.connection().close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], f"trial {trial}: {errors[0]}"

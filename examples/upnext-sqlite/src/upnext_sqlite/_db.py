@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -38,13 +39,27 @@ class Database:
         # settle holds the write lock from its first read to its commit.
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=FULL")  # durable on return, power loss included
             conn.executescript(SCHEMA)  # all IF NOT EXISTS: racing processes all succeed
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        # Two processes opening a new file switch it to WAL at once: SQLite may
+        # answer "database is locked" without waiting on the busy timeout, so
+        # try again until that timeout has passed.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     async def close(self) -> None:
         """Close the connection and stop the thread (idempotent)."""
