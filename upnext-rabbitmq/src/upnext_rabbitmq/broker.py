@@ -27,7 +27,6 @@ from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
-from pamqp.common import FieldTable
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
     Ack,
@@ -45,20 +44,17 @@ from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, Unsupported
 from upnext_rabbitmq._consumer import Consumer, Receipt
 from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
+from upnext_rabbitmq._jobs import give_back, job_message
 from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
-from upnext_rabbitmq._wire_message import WireMessage
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
-    HANDED_OUT_HEADER,
     QUANTUM,
     check_queue_name,
-    delay_route,
     quanta,
-    work_queue,
 )
 
 __all__ = ["RabbitBroker"]
@@ -187,7 +183,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             await connection.close()
 
     async def _release_buffered(self, consumer: Consumer) -> None:
-        await self._give_back(consumer, await consumer.stop())
+        await give_back(consumer, self._pub(), await consumer.stop())
 
     async def _refresh_stale(self, consumer: Consumer) -> None:
         # Runs for the broker's life: hand back prefetched jobs that waited a
@@ -196,27 +192,9 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         while True:
             await asyncio.sleep(max_age / 2)
             try:
-                await self._give_back(consumer, consumer.take_stale(max_age))
+                await give_back(consumer, self._pub(), consumer.take_stale(max_age))
             except Exception:
                 log.warning("could not give back long-prefetched jobs", exc_info=True)
-
-    async def _give_back(self, consumer: Consumer, drained: list[tuple[str, WireMessage]]) -> None:
-        if not drained:
-            return
-        messages = [
-            self._job_message(q, m.message_id, m.body, 0.0, prior=consumer.handed_out_before(m))
-            for q, m in drained
-        ]
-        # Taken now: the channel may change while the copies are published.
-        receipts = [consumer.receipt(m) for _, m in drained]
-        # A copy may come back to this process before its original is acked.
-        with consumer.hold_back([m.message_id or "" for _, m in drained]):
-            outcomes = await self._pub().publish(messages)
-            done = [r for r, err in zip(receipts, outcomes, strict=True) if err is None and r]
-            await consumer.ack([r for r in done if consumer.live(r)])
-        # Not given back: into the buffer again, to be handed out (not held unseen).
-        failed = zip(drained, receipts, outcomes, strict=True)
-        consumer.restore([(q, m, r) for (q, m), r, err in failed if err and r])
 
     async def __aenter__(self) -> RabbitBroker:
         await self.connect()
@@ -339,15 +317,6 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
     # -- broker ----------------------------------------------------------------
 
-    def _job_message(
-        self, queue: str, job_id: str | None, body: bytes, delay: float, *, prior: int = 0
-    ) -> Outgoing:
-        """A job's message; `prior` unsettled hand-outs make its next one a redelivery."""
-        route = delay_route(queue, delay)
-        exchange, key = route if route is not None else ("", work_queue(queue))
-        headers: FieldTable | None = {HANDED_OUT_HEADER: prior} if prior else None
-        return Outgoing(exchange, key, body, persistent(job_id, headers=headers), needs=queue)
-
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Publish every envelope, persistent and confirmed, confirms awaited together."""
         publisher = self._pub()
@@ -355,7 +324,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             await self._ensure_queue(queue)
         for queue in {e.queue for e in envelopes if quanta(e.delay)}:
             await self._ensure_levels(queue)
-        messages = [self._job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
+        messages = [job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
     async def give_back_prefetched(self) -> None:
@@ -366,7 +335,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         """
         consumer = self._cons()
         with map_errors(self.url, "giving back prefetched jobs"):
-            await self._give_back(consumer, await consumer.stop(linger=0.0))
+            await give_back(consumer, self._pub(), await consumer.stop(linger=0.0))
 
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
@@ -400,14 +369,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         envelope = item.delivery.envelope
         out: list[Outgoing] = []
         if isinstance(item, Retry):
-            out.append(self._job_message(envelope.queue, envelope.id, item.body, item.delay))
+            out.append(job_message(envelope.queue, envelope.id, item.body, item.delay))
         elif isinstance(item, Release):
             # As if this hand-out never happened: the earlier ones still count.
             held = item.delivery
             prior = held.deliveries - 1 if held.deliveries is not None else int(held.redelivered)
-            out.append(
-                self._job_message(envelope.queue, envelope.id, envelope.body, 0.0, prior=prior)
-            )
+            out.append(job_message(envelope.queue, envelope.id, envelope.body, 0.0, prior=prior))
         elif isinstance(item, DeadLetter):
             out.append(record_message(item.record))
         if isinstance(item, Ack | DeadLetter) and item.result is not None:
