@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -92,10 +93,20 @@ async def broker(make_broker: BrokerFactory) -> RabbitBroker:
     return await make_broker()
 
 
+@pytest_asyncio.fixture
+async def proxy(amqp_url: str) -> AsyncIterator[FaultyProxy]:
+    """A loopback TCP proxy in front of the test server, to cut and refuse on purpose."""
+    target = urlsplit(amqp_url)
+    async with FaultyProxy(target.hostname or "127.0.0.1", target.port or 5672) as started:
+        yield started
+
+
 @pytest.fixture
-def proxy_class() -> type[FaultyProxy]:
-    """The loopback TCP proxy that cuts and refuses (start one with ``async with``)."""
-    return FaultyProxy
+def proxied_url(amqp_url: str, proxy: FaultyProxy) -> str:
+    """The test server's URL through `proxy`."""
+    parts = urlsplit(amqp_url)
+    user, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}{at}127.0.0.1:{proxy.port}"))
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerUnavailable
 from upnext.testing.loopback import free_port
+from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker
 from upnext_rabbitmq._publish import RECONNECT_WAIT
 
@@ -51,51 +50,51 @@ async def test_cancelled_first_connect_stops_reconnecting(silent_port: int) -> N
 
 
 async def test_enqueue_while_the_server_is_gone_fails_fast(
-    amqp_url: str, upnext_queue: str, proxy_class: type[Any]
+    upnext_queue: str, proxy: FaultyProxy, proxied_url: str
 ) -> None:
     """Connection lost and not back: enqueue raises BrokerUnavailable, it does not hang."""
-    target = urlsplit(amqp_url)
-    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
-        await broker.connect()
-        try:
-            await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
-            await proxy.down()
-            await asyncio.sleep(0.5)  # the publisher notices the lost connection
-            started = time.monotonic()
-            with pytest.raises(BrokerUnavailable):
-                await broker.enqueue_many([Envelope("during", upnext_queue, b"x")])
-            assert time.monotonic() - started <= RECONNECT_WAIT + 1.0
-        finally:
-            await broker.aclose()
+    broker = RabbitBroker(proxied_url)
+    await broker.connect()
+    try:
+        await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
+        await proxy.down()
+        await asyncio.sleep(0.5)  # the publisher notices the lost connection
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await broker.enqueue_many([Envelope("during", upnext_queue, b"x")])
+        assert time.monotonic() - started <= RECONNECT_WAIT + 1.0
+    finally:
+        await broker.aclose()
 
 
 async def test_receive_rides_out_an_outage_and_says_so_once(
-    amqp_url: str, upnext_queue: str, proxy_class: type[Any], caplog: pytest.LogCaptureFixture
+    amqp_url: str,
+    upnext_queue: str,
+    proxy: FaultyProxy,
+    proxied_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """While the server is gone receive returns nothing (no error); it consumes once back.
 
     The consumer's connection is tried again every 0.5 s within each receive;
     the outage is logged once, however many receives it spans.
     """
-    target = urlsplit(amqp_url)
-    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
-        await broker.connect()
-        try:
-            assert await broker.receive([upnext_queue], limit=1, lease=30, wait=0.1) == []
-            await proxy.down()
-            with caplog.at_level(logging.INFO, logger="upnext.rabbitmq"):
-                for _ in range(3):
-                    got = await broker.receive([upnext_queue], limit=1, lease=30, wait=0.6)
-                    assert got == []
-                await proxy.up()
-                await broker.enqueue_many([Envelope("back", upnext_queue, b"x")])
-                got = await broker.receive([upnext_queue], limit=1, lease=30, wait=3.0)
-            assert [d.envelope.id for d in got] == ["back"]
-            messages = [r.getMessage() for r in caplog.records if r.name == "upnext.rabbitmq"]
-            assert sum("consumer cannot reach RabbitMQ" in m for m in messages) == 1
-            assert sum("consumer reconnected" in m for m in messages) == 1
-            await broker.settle([Ack(d) for d in got])
-        finally:
-            await broker.aclose()
+    broker = RabbitBroker(proxied_url)
+    await broker.connect()
+    try:
+        assert await broker.receive([upnext_queue], limit=1, lease=30, wait=0.1) == []
+        await proxy.down()
+        with caplog.at_level(logging.INFO, logger="upnext.rabbitmq"):
+            for _ in range(3):
+                got = await broker.receive([upnext_queue], limit=1, lease=30, wait=0.6)
+                assert got == []
+            await proxy.up()
+            await broker.enqueue_many([Envelope("back", upnext_queue, b"x")])
+            got = await broker.receive([upnext_queue], limit=1, lease=30, wait=3.0)
+        assert [d.envelope.id for d in got] == ["back"]
+        messages = [r.getMessage() for r in caplog.records if r.name == "upnext.rabbitmq"]
+        assert sum("consumer cannot reach RabbitMQ" in m for m in messages) == 1
+        assert sum("consumer reconnected" in m for m in messages) == 1
+        await broker.settle([Ack(d) for d in got])
+    finally:
+        await broker.aclose()

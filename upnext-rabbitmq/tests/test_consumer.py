@@ -6,12 +6,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from upnext.broker.protocol import Ack, Delivery, Envelope, Release, Retry
 from upnext.errors import BrokerUnavailable, LeaseLost
+from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker, topology
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
@@ -130,20 +130,18 @@ async def test_release_is_a_republish_not_a_requeue(
 
 
 async def test_consumers_and_results_survive_connection_cuts(
-    broker: RabbitBroker, upnext_queue: str, amqp_url: str, proxy_class: type[Any]
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str, proxy: FaultyProxy, proxied_url: str
 ) -> None:
     """Five cuts through a TCP proxy: consumers come back, no job lost, waiters get results."""
-    target = urlsplit(amqp_url)
-    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        via = amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1)
-        proxied = RabbitBroker(via + ("&" if "?" in via else "?") + "reconnect_interval=0.1")
-        await proxied.connect()
-        try:
-            done = await _run_through_cuts(proxied, proxy, upnext_queue)
-            assert await _consumer_count(amqp_url, upnext_queue) == 1
-        finally:
-            await proxied.aclose()
-            broker._declared.add(upnext_queue)  # deleted with the fixture's queues
+    sep = "&" if "?" in proxied_url else "?"
+    proxied = RabbitBroker(f"{proxied_url}{sep}reconnect_interval=0.1")
+    await proxied.connect()
+    try:
+        done = await _run_through_cuts(proxied, proxy, upnext_queue)
+        assert await _consumer_count(amqp_url, upnext_queue) == 1
+    finally:
+        await proxied.aclose()
+        broker._declared.add(upnext_queue)  # deleted with the fixture's queues
     assert done == {f"j{i}" for i in range(25)}
 
 

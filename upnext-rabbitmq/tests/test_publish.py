@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerError
+from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq._publish import Outgoing, persistent
 
@@ -42,27 +41,25 @@ async def test_a_nacked_publish_is_an_error_not_a_confirm(
 
 
 async def test_a_cut_publishing_connection_is_replaced_by_the_next_publish(
-    amqp_url: str, upnext_queue: str, proxy_class: type[Any]
+    amqp_url: str, upnext_queue: str, proxy: FaultyProxy, proxied_url: str
 ) -> None:
     """Cut (the server still there): the next enqueue connects again and succeeds at once."""
-    target = urlsplit(amqp_url)
-    async with proxy_class(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        broker = RabbitBroker(amqp_url.replace(f":{target.port or 5672}", f":{proxy.port}", 1))
-        await broker.connect()
-        try:
-            await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
-            first = broker._pub()._connection
-            proxy.cut()
-            await asyncio.sleep(0.1)
-            assert first is not None
-            assert not first.is_open
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await broker.enqueue_many([Envelope("after", upnext_queue, b"y")])
-            assert loop.time() - started < 1.0
-            assert broker._pub()._connection is not first
-        finally:
-            await broker.aclose()
+    broker = RabbitBroker(proxied_url)
+    await broker.connect()
+    try:
+        await broker.enqueue_many([Envelope("before", upnext_queue, b"x")])
+        first = broker._pub()._connection
+        proxy.cut()
+        await asyncio.sleep(0.1)
+        assert first is not None
+        assert not first.is_open
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await broker.enqueue_many([Envelope("after", upnext_queue, b"y")])
+        assert loop.time() - started < 1.0
+        assert broker._pub()._connection is not first
+    finally:
+        await broker.aclose()
     checker = await aio_pika.connect(amqp_url)
     try:
         channel = await checker.channel()

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 import trustme
 from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerUnavailable
-from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq import RabbitBroker
 from upnext_rabbitmq._wire import WireConnection
 
 
@@ -57,69 +58,47 @@ async def _tls_terminator(target: tuple[str, int], context: ssl.SSLContext) -> A
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@pytest.fixture
-def authority(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server context with a certificate for 127.0.0.1, and the CA file that trusts it."""
+@pytest_asyncio.fixture
+async def tls_port(amqp_url: str, tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A TLS terminator in front of the test server: its port, and the CA file trusting it."""
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
-    return context, cafile
+    target = urlsplit(amqp_url)
+    async with _tls_terminator(
+        (target.hostname or "127.0.0.1", target.port or 5672), context
+    ) as port:
+        yield port, cafile
 
 
 async def test_every_connection_speaks_tls(
-    amqp_url: str, upnext_queue: str, authority: tuple[ssl.SSLContext, Path]
+    upnext_queue: str,
+    tls_port: tuple[int, Path],
+    queue_deleter: Callable[[set[str]], Awaitable[None]],
 ) -> None:
     """Enqueue, receive, settle and a dead-letter scan all work through amqps://."""
-    context, cafile = authority
-    target = urlsplit(amqp_url)
-    async with _tls_terminator(
-        (target.hostname or "127.0.0.1", target.port or 5672), context
-    ) as port:
-        url = f"amqps://guest:guest@127.0.0.1:{port}/?cafile={cafile}"
-        broker = RabbitBroker(url)
-        await broker.connect()
-        try:
-            await broker.enqueue_many([Envelope("tls", upnext_queue, b"x")])
-            [got] = await broker.receive([upnext_queue], limit=1, lease=30, wait=5.0)
-            assert got.envelope.id == "tls"
-            assert await broker.settle([Ack(got)]) == [None]
-            assert await broker.dlq_count(queue=upnext_queue) == 0
-        finally:
-            await broker.aclose()
-            for name in topology.amqp_queues(upnext_queue):
-                await _delete(amqp_url, name)
-
-
-async def test_an_untrusted_server_is_refused(
-    amqp_url: str, authority: tuple[ssl.SSLContext, Path]
-) -> None:
-    """Without the CA the certificate check fails: BrokerUnavailable, nothing sent in clear."""
-    context, _ = authority
-    target = urlsplit(amqp_url)
-    async with _tls_terminator(
-        (target.hostname or "127.0.0.1", target.port or 5672), context
-    ) as port:
-        url = f"amqps://guest:guest@127.0.0.1:{port}/"
-        with pytest.raises(BrokerUnavailable):
-            await RabbitBroker(url).connect()
-        # The lean connections check the certificate too (they open after aio-pika's).
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await WireConnection.open(url)
-
-
-def _address(amqp_url: str) -> tuple[str, int]:
-    target = urlsplit(amqp_url)
-    return target.hostname or "127.0.0.1", target.port or 5672
-
-
-async def _delete(amqp_url: str, name: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(amqp_url)
+    port, cafile = tls_port
+    broker = RabbitBroker(f"amqps://guest:guest@127.0.0.1:{port}/?cafile={cafile}")
+    await broker.connect()
     try:
-        channel = await connection.channel()
-        await channel.queue_delete(name)
+        await broker.enqueue_many([Envelope("tls", upnext_queue, b"x")])
+        [got] = await broker.receive([upnext_queue], limit=1, lease=30, wait=5.0)
+        assert got.envelope.id == "tls"
+        assert await broker.settle([Ack(got)]) == [None]
+        assert await broker.dlq_count(queue=upnext_queue) == 0
     finally:
-        await connection.close()
+        await broker.aclose()
+        await queue_deleter({upnext_queue})
+
+
+async def test_an_untrusted_server_is_refused(tls_port: tuple[int, Path]) -> None:
+    """Without the CA the certificate check fails: BrokerUnavailable, nothing sent in clear."""
+    port, _ = tls_port
+    url = f"amqps://guest:guest@127.0.0.1:{port}/"
+    with pytest.raises(BrokerUnavailable):
+        await RabbitBroker(url).connect()
+    # The lean connections check the certificate too (they open after aio-pika's).
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await WireConnection.open(url)
