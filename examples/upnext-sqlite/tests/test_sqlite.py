@@ -45,6 +45,7 @@ async def main() -> None:
     while got:
         assert await broker.settle([Ack(d) for d in got]) == [None] * len(got)
         print(*(d.envelope.id for d in got), sep="\\n", flush=True)
+        await asyncio.sleep(0.002)  # the jobs' work, done outside any transaction
         got = await broker.receive(["shared"], limit=2, lease=60.0, wait=0.5)
     await broker.aclose()
 
@@ -152,9 +153,10 @@ async def test_processes_draining_one_queue_never_share_a_job(
     db_url: str, sqlite_broker: SQLiteBroker
 ) -> None:
     """Two processes draining one queue both get jobs, and no job goes to both."""
+    pipe = asyncio.subprocess.PIPE
     children = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CONSUMER, db_url, stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", CONSUMER, db_url, stdout=pipe, stderr=pipe
         )
         for _ in range(2)
     ]
@@ -163,11 +165,14 @@ async def test_processes_draining_one_queue_never_share_a_job(
         assert await asyncio.wait_for(child.stdout.readline(), 20.0) == b"ready\n"
     ids = [f"job-{i}" for i in range(300)]
     await sqlite_broker.enqueue_many([Envelope(i, "shared", b"") for i in ids])
-    outputs = [(await child.communicate())[0].decode().split() for child in children]
-    assert [child.returncode for child in children] == [0, 0]
+    ends = [await child.communicate() for child in children]
+    outputs = [out.decode().split() for out, _ in ends]
+    errors = b"".join(err for _, err in ends).decode()
+    assert [child.returncode for child in children] == [0, 0], errors
     assert not set(outputs[0]) & set(outputs[1]), "a job was handed to both processes"
     assert sorted(outputs[0] + outputs[1]) == sorted(ids)
-    assert all(outputs), "both processes were blocked on the queue, both must get jobs"
+    counts = [len(output) for output in outputs]
+    assert all(counts), f"both processes were blocked on the queue, both must get jobs: {counts}"
 
 
 def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
