@@ -9,10 +9,12 @@ from typing import Any
 
 import aio_pika
 import pytest
+from pamqp import commands
 from upnext.broker.protocol import Ack, Delivery, Envelope, Release, Retry
 from upnext.errors import BrokerUnavailable, LeaseLost
 from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq._wire import WireConnection
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
 
@@ -95,6 +97,28 @@ async def test_prefetch_window_grows_for_a_caller_holding_many(
     got = await _take(broker, upnext_queue, 6)
     assert broker._cons()._window >= 6
     assert await broker.settle([Ack(d) for d in got]) == [None] * 6
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_prefetch_windows_are_never_channel_wide(
+    make_broker: Factory, upnext_queue: str, queue_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No basic.qos asks for a global window, widening included: RabbitMQ 4.3 refuses one."""
+    sent: list[commands.Basic.Qos] = []
+    real = WireConnection._send
+
+    def spy(self: WireConnection, channel: int, value: Any) -> None:
+        if isinstance(value, commands.Basic.Qos):
+            sent.append(value)
+        real(self, channel, value)
+
+    monkeypatch.setattr(WireConnection, "_send", spy)
+    broker = await make_broker(prefetch="2", queue_type=queue_type)
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(6)])
+    got = await _take(broker, upnext_queue, 6)
+    assert await broker.settle([Ack(d) for d in got]) == [None] * 6
+    assert len(sent) >= 2, "the window was set, then widened"
+    assert [qos.global_ for qos in sent] == [False] * len(sent)
 
 
 async def test_settle_acks_a_contiguous_batch_with_one_multiple_ack(

@@ -189,10 +189,10 @@ class Consumer:
         )
 
     async def _set_window(self, size: int) -> None:
-        # Classic queues share one channel-wide window (global), which can be
-        # resized in place; quorum queues only know per-consumer windows.
+        # Per consumer, for classic queues too: RabbitMQ 4.3 refuses the
+        # channel-wide (global) window by default, and quorum queues never had it.
         assert self._wire is not None
-        await self._wire.qos(size, global_=not self._quorum)
+        await self._wire.qos(size)
         self._window = size
 
     async def widen(self, limit: int) -> None:
@@ -214,12 +214,12 @@ class Consumer:
             if channel is None or channel.is_closed:
                 return
             await self._set_window(wanted)
-            if self._quorum:
-                # A per-consumer window only applies to new consumers: replace
-                # each (deliveries to the old one before its cancel-ok still land).
-                for queue, tag in list(self._tags.items()):
-                    await self._consume(channel, queue)
-                    await channel.wire.cancel(tag)
+            # A per-consumer window only applies to new consumers: replace each
+            # (deliveries to the old one before its cancel-ok still land, and
+            # what it delivered stays unacked on the channel, settled as before).
+            for queue, tag in list(self._tags.items()):
+                await self._consume(channel, queue)
+                await channel.wire.cancel(tag)
 
     def take_stale(self, max_age: float) -> list[tuple[str, WireMessage]]:
         """Remove and return buffered deliveries that arrived over `max_age` s ago.

@@ -220,13 +220,12 @@ class WireConnection:
 
     # -- requests --------------------------------------------------------------
 
-    async def qos(self, prefetch: int, *, global_: bool = False) -> None:
-        """Deliveries unacked at once per consumer, or on the channel (0: no limit).
+    async def qos(self, prefetch: int) -> None:
+        """Deliveries unacked at once per consumer started after this (0: no limit).
 
-        RabbitMQ reads ``global`` its own way: False is per consumer (only
-        consumers started afterwards), True is shared by the channel.
+        Never RabbitMQ's channel-wide ``global`` window: 4.3 refuses it by default.
         """
-        self._send(self.channel, commands.Basic.Qos(prefetch_count=prefetch, global_=global_))
+        self._send(self.channel, commands.Basic.Qos(prefetch_count=prefetch))
         await self._expect(self.channel, commands.Basic.QosOk)
 
     async def ready_count(self, queue: str) -> int:
