@@ -14,6 +14,7 @@ from upnext.broker.protocol import Ack, Delivery, Envelope, Release, Retry
 from upnext.errors import BrokerUnavailable, LeaseLost
 from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker, topology
+from upnext_rabbitmq._confirms import ConfirmConnection
 from upnext_rabbitmq._wire import WireConnection
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
@@ -392,3 +393,87 @@ async def test_a_failed_publish_on_a_live_delivery_is_retried_not_lost(
     [again] = await _take(broker, upnext_queue, 1)
     assert again.envelope.body == b"y"
     await broker.settle([Ack(again)])
+
+
+async def test_buffered_jobs_of_a_lost_connection_are_not_given_back_twice(
+    make_broker: Factory, upnext_queue: str, amqp_url: str
+) -> None:
+    """Jobs buffered when the consumer's connection dropped are the server's again: no copies."""
+    broker = await make_broker(prefetch="10")
+    await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, b"x") for i in range(5)])
+    await _take(broker, upnext_queue, 1)
+    await asyncio.sleep(0.2)  # the other four sit in the prefetch buffer
+    consumer = broker._cons()
+    assert consumer.buffered(upnext_queue) == 4
+    assert consumer._wire is not None
+    assert consumer._wire._transport is not None
+    consumer._wire._transport.abort()
+    await asyncio.sleep(0.1)
+    await broker.give_back_prefetched()  # what a stop or a suspect job's isolation does
+    await asyncio.sleep(0.2)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.work_queue(upnext_queue), passive=True)
+        assert queue.declaration_result.message_count == 5
+
+
+async def test_a_receive_cut_short_mid_consume_leaves_no_unknown_consumer(
+    upnext_queues: Callable[[int], list[str]],
+    queue_deleter: Callable[[set[str]], Awaitable[None]],
+    amqp_url: str,
+    proxy: FaultyProxy,
+    proxied_url: str,
+) -> None:
+    """A consume whose receive timed out still starts; stop cancels it like any other."""
+    first, second = upnext_queues(2)
+    sep = "&" if "?" in proxied_url else "?"
+    broker = RabbitBroker(f"{proxied_url}{sep}prefetch=10")
+    await broker.connect()
+    try:
+        await broker.receive([first], limit=1, lease=30, wait=0.05)  # the consumer connects
+        await broker._ensure_levels(second)
+        proxy.links[-1].flowing.clear()  # the server is slow to answer the consumer
+        assert await broker.receive([first, second], limit=1, lease=30, wait=0.0) == []
+        proxy.blackhole(False)
+        await asyncio.sleep(0.3)
+        await broker.receive([first, second], limit=1, lease=30, wait=0.05)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+
+            async def consumers() -> int | None:
+                name = topology.work_queue(second)
+                queue = await channel.declare_queue(name, passive=True)
+                return queue.declaration_result.consumer_count
+
+            assert await consumers() == 1
+            await broker.give_back_prefetched()
+            assert await consumers() == 0
+    finally:
+        await broker.aclose()
+        await queue_deleter({first, second})
+
+
+async def test_a_message_id_that_is_not_utf8_is_handed_out_with_the_others(
+    broker: RabbitBroker, upnext_queue: str, amqp_url: str
+) -> None:
+    """A foreign message's undecodable id neither raises nor strands its batch."""
+    await broker._ensure_queue(upnext_queue)
+    publisher = await ConfirmConnection.open(amqp_url)
+    try:
+        assert publisher._transport is not None
+        write = publisher._transport.write
+        publisher._transport.write = lambda data: write(  # type: ignore[method-assign]
+            bytes(data).replace(b"\x06ZZZZZZ", b"\x06\xff\xfe-bad")
+        )
+        for message_id in ("good-1", "good-2", "ZZZZZZ"):
+            properties = commands.Basic.Properties(message_id=message_id, delivery_mode=2)
+            await publisher.publish(
+                "", topology.work_queue(upnext_queue), b"x", properties, mandatory=True
+            )
+    finally:
+        await publisher.close()
+    got = await _take(broker, upnext_queue, 3)
+    assert [d.envelope.id for d in got] == ["good-1", "good-2", "\ufffd\ufffd-bad"]
+    assert await broker.settle([Ack(d) for d in got]) == [None] * 3

@@ -134,7 +134,7 @@ class Consumer:
             if wire is not None:
                 await wire.close()
             wire = self._wire = await self._connect()
-            wire.on_closed = self._arrived.set
+            wire.on_closed = self._on_closed
             wire.on_cancel = self._on_cancel
         else:
             await wire.open_channel()
@@ -163,6 +163,12 @@ class Consumer:
                 self._unreachable = False
                 return wire
 
+    def _on_closed(self) -> None:
+        # Every delivery of the channel is back on the server: drop the buffered
+        # copies now, so that nothing gives them back a second time.
+        self._forget()
+        self._arrived.set()
+
     def _forget(self) -> None:
         self._channel = None
         self._window = 0
@@ -182,11 +188,22 @@ class Consumer:
     async def _consume(self, channel: Channel, queue: str) -> None:
         # The buffer first: deliveries may be read in the same chunk as consume-ok.
         self._buffers.setdefault(queue, deque())
-        self._tags[queue] = await channel.wire.consume(
-            work_queue(queue),
-            partial(self._on_message, channel, queue),
-            arguments=self._consumer_arguments,
-        )
+        # The tag too: a consume whose caller is cancelled still starts, and
+        # must be known to be cancelled (`stop`).
+        tag = self._tags[queue] = channel.wire.new_tag()
+        try:
+            await channel.wire.consume(
+                work_queue(queue),
+                partial(self._on_message, channel, queue),
+                tag=tag,
+                arguments=self._consumer_arguments,
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            if self._tags.get(queue) == tag:
+                del self._tags[queue]
+            raise
 
     async def _set_window(self, size: int) -> None:
         # Per consumer, for classic queues too: RabbitMQ 4.3 refuses the
@@ -209,11 +226,18 @@ class Consumer:
         shrink = self._window > base and self._window > wanted + base
         if not self._window or (wanted <= self._window and not shrink):
             return
+        # Shielded: a caller cancelled halfway must not leave an old consumer
+        # running unknown to `stop`.
+        resizing = asyncio.ensure_future(self._resize(wanted))
+        resizing.add_done_callback(_retrieve)
+        await asyncio.shield(resizing)
+
+    async def _resize(self, window: int) -> None:
         async with self._lock:
             channel = self._channel
             if channel is None or channel.is_closed:
                 return
-            await self._set_window(wanted)
+            await self._set_window(window)
             # A per-consumer window only applies to new consumers: replace each
             # (deliveries to the old one before its cancel-ok still land, and
             # what it delivered stays unacked on the channel, settled as before).
@@ -333,9 +357,8 @@ class Consumer:
         while buffers and len(out) < limit:
             for queue, buffer in buffers:
                 if buffer and len(out) < limit:
-                    message = buffer.popleft()
-                    self._since.pop(message.delivery_tag, None)
-                    out.append(self._delivery(channel, queue, message))
+                    out.append(self._delivery(channel, queue, buffer[0]))
+                    self._since.pop(buffer.popleft().delivery_tag, None)
             buffers = [(q, b) for q, b in buffers if b]
         return out
 
@@ -348,14 +371,17 @@ class Consumer:
             if not buffer:
                 continue
             kept: deque[WireMessage] = deque()
-            while buffer:
-                message = buffer.popleft()
-                if len(out) < limit and self._deliverable(message):
-                    self._since.pop(message.delivery_tag, None)
-                    out.append(self._delivery(channel, queue, message))
-                else:
-                    kept.append(message)
-            buffer.extend(kept)
+            try:
+                while buffer:
+                    message = buffer[0]
+                    if len(out) < limit and self._deliverable(message):
+                        out.append(self._delivery(channel, queue, message))
+                        self._since.pop(message.delivery_tag, None)
+                    else:
+                        kept.append(message)
+                    buffer.popleft()
+            finally:
+                buffer.extendleft(reversed(kept))
         return out
 
     def _delivery(self, channel: Channel, queue: str, message: WireMessage) -> Delivery:
@@ -428,3 +454,9 @@ class Consumer:
             buffer.clear()
         self._since.clear()
         return drained
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    # Its caller may be gone (cancelled): its error is the next request's to meet.
+    if not task.cancelled():
+        task.exception()

@@ -35,19 +35,19 @@ async def give_back(
     consumer: Consumer, publisher: Publisher, drained: Sequence[tuple[str, WireMessage]]
 ) -> None:
     """Re-publish `drained` (taken out of the buffer) and ack their originals."""
-    if not drained:
+    # Receipts taken now: the channel may change while the copies are published.
+    # Deliveries of a channel already gone are back on the server: no copy.
+    held = [(q, m, r) for q, m in drained if (r := consumer.receipt(m)) and consumer.live(r)]
+    if not held:
         return
     messages = [
         job_message(q, m.message_id, m.body, 0.0, prior=consumer.handed_out_before(m))
-        for q, m in drained
+        for q, m, _ in held
     ]
-    # Taken now: the channel may change while the copies are published.
-    receipts = [consumer.receipt(m) for _, m in drained]
     # A copy may come back to this process before its original is acked.
-    with consumer.hold_back([m.message_id or "" for _, m in drained]):
+    with consumer.hold_back([m.message_id or "" for _, m, _ in held]):
         outcomes = await publisher.publish(messages)
-        done = [r for r, err in zip(receipts, outcomes, strict=True) if err is None and r]
+        done = [r for (_, _, r), err in zip(held, outcomes, strict=True) if err is None]
         await consumer.ack([r for r in done if consumer.live(r)])
     # Not given back: into the buffer again, to be handed out (not held unseen).
-    failed = zip(drained, receipts, outcomes, strict=True)
-    consumer.restore([(q, m, r) for (q, m), r, err in failed if err and r])
+    consumer.restore([h for h, err in zip(held, outcomes, strict=True) if err])

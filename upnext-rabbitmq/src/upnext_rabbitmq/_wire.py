@@ -27,7 +27,8 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Self
+from functools import partial
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiormq.exceptions import (
@@ -54,6 +55,7 @@ _CONNECT_TIMEOUT = 10.0
 _RPC_TIMEOUT = 15.0
 
 
+F = TypeVar("F", bound=Frame)
 Receiver = Callable[[WireMessage], None]
 # Called with a content's raw header frame and its body once both are read.
 ContentSink = Callable[[bytes, bytes], None]
@@ -92,6 +94,8 @@ class WireConnection:
         self._transport: asyncio.Transport | None = None
         self._replies: deque[tuple[int, Frame]] = deque()
         self._wake = asyncio.Event()
+        # Held from a request's send to its reply (see `_rpc`).
+        self._rpc_lock = asyncio.Lock()
         self._closed: BaseException | None = None
         self._consumers: dict[str, Receiver] = {}
         self._consumed = 0
@@ -214,8 +218,7 @@ class WireConnection:
     async def open_channel(self) -> None:
         """Open the next channel (after the server closed the last one)."""
         self.channel += 1
-        self._send(self.channel, commands.Channel.Open())
-        await self._expect(self.channel, commands.Channel.OpenOk)
+        await self._rpc(commands.Channel.Open(), commands.Channel.OpenOk)
         self.channel_open = True
 
     # -- requests --------------------------------------------------------------
@@ -225,54 +228,63 @@ class WireConnection:
 
         Never RabbitMQ's channel-wide ``global`` window: 4.3 refuses it by default.
         """
-        self._send(self.channel, commands.Basic.Qos(prefetch_count=prefetch))
-        await self._expect(self.channel, commands.Basic.QosOk)
+        await self._rpc(commands.Basic.Qos(prefetch_count=prefetch), commands.Basic.QosOk)
 
     async def ready_count(self, queue: str) -> int:
         """A passive declare: the queue's ready messages (404 if it is missing)."""
-        self._send(self.channel, commands.Queue.Declare(queue=queue, passive=True))
-        ok = await self._expect(self.channel, commands.Queue.DeclareOk)
-        assert isinstance(ok, commands.Queue.DeclareOk)
+        declare = commands.Queue.Declare(queue=queue, passive=True)
+        ok = await self._rpc(declare, commands.Queue.DeclareOk)
         return ok.message_count or 0
+
+    def new_tag(self) -> str:
+        """A consumer tag not used on this connection yet."""
+        self._consumed += 1
+        return f"upnext.{self._consumed}"
 
     async def consume(
         self,
         queue: str,
         receiver: Receiver,
         *,
+        tag: str | None = None,
         exclusive: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> str:
-        """Consume `queue`; every delivery goes to `receiver` as it is read. Returns the tag."""
-        self._consumed += 1
-        tag = f"upnext.{self._consumed}"
+        """Consume `queue`; every delivery goes to `receiver` as it is read. Returns the tag.
+
+        Pass `tag` (from `new_tag`) to know it before the reply: a consume
+        whose caller is cancelled still starts on the server.
+        """
+        tag = tag or self.new_tag()
         self._consumers[tag] = receiver
-        self._send(
-            self.channel,
-            commands.Basic.Consume(
-                queue=queue, consumer_tag=tag, exclusive=exclusive, arguments=arguments
-            ),
+        request = commands.Basic.Consume(
+            queue=queue, consumer_tag=tag, exclusive=exclusive, arguments=arguments
         )
-        await self._expect(self.channel, commands.Basic.ConsumeOk)
+        await self._rpc(request, commands.Basic.ConsumeOk)
         return tag
 
     async def cancel(self, tag: str) -> None:
         """Stop a consumer; deliveries sent before the server's reply still arrive."""
-        self._send(self.channel, commands.Basic.Cancel(consumer_tag=tag))
-        await self._expect(self.channel, commands.Basic.CancelOk)
-        # Every delivery to it came before the cancel-ok, on the same channel.
-        self._consumers.pop(tag, None)
+        # Every delivery to it comes before the cancel-ok, on the same channel:
+        # its receiver goes then, not before (nor when the caller is cancelled).
+        forget = partial(self._consumers.pop, tag, None)
+        await self._rpc(commands.Basic.Cancel(consumer_tag=tag), commands.Basic.CancelOk, forget)
 
     def ack(self, tags: list[int]) -> None:
         """Ack these deliveries of the current channel (one write, no reply)."""
         self.acks([(tag, False) for tag in tags])
 
     def acks(self, acks: list[tuple[int, bool]]) -> None:
-        """Send (delivery tag, multiple) acks on the current channel in one write."""
-        if self._transport is None or self._closed is not None or not acks:
+        """Send (delivery tag, multiple) acks on the current channel in one write.
+
+        Nothing is sent once the channel is closed: its deliveries are back on
+        the server, and an ack there would close the connection.
+        """
+        transport = self._transport
+        if transport is None or self._closed is not None or not (acks and self.channel_open):
             return
         channel = self.channel
-        self._transport.write(
+        transport.write(
             b"".join(
                 _ACK_FRAME.pack(1, channel, 13, 60, 80, tag, int(multiple), 0xCE)
                 for tag, multiple in acks
@@ -313,7 +325,32 @@ class WireConnection:
             await self._wake.wait()
         return self._replies.popleft()
 
-    async def _expect(self, channel: int, kind: type[Frame]) -> Frame:
+    async def _rpc(
+        self, request: Frame, kind: type[F], then: Callable[[], object] | None = None
+    ) -> F:
+        """Send `request` on the current channel and return its reply (of type `kind`).
+
+        One request at a time, and cancelling the caller does not cut the
+        exchange short: its reply is still read by it, never taken later for
+        another request's, and `then` runs when it arrives.
+        """
+        channel = self.channel
+        await self._rpc_lock.acquire()
+        try:
+            self._send(channel, request)
+        except BaseException:
+            self._rpc_lock.release()
+            raise
+        exchange = asyncio.ensure_future(self._expect(channel, kind))
+        exchange.add_done_callback(partial(self._exchanged, then))
+        return await asyncio.shield(exchange)
+
+    def _exchanged(self, then: Callable[[], object] | None, exchange: asyncio.Future[Any]) -> None:
+        self._rpc_lock.release()
+        if not exchange.cancelled() and exchange.exception() is None and then is not None:
+            then()
+
+    async def _expect(self, channel: int, kind: type[F]) -> F:
         async with asyncio.timeout(_RPC_TIMEOUT):
             while True:
                 number, value = await self._next_reply()

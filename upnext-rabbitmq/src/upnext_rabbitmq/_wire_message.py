@@ -3,6 +3,10 @@
 A consumer needs a delivery's message-id every time and its headers rarely:
 the id is read straight out of the raw content header, past the properties
 before it, and the full decode (pamqp) runs only for a message with headers.
+Anyone can publish to a work queue: a property that is not UTF-8 must not
+stop a delivery from being handed out (and dead-lettered, if it is no job),
+so the id is decoded with replacement characters, and properties pamqp
+cannot decode read as none but that id.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pamqp import commands, frame, header
+from pamqp.exceptions import UnmarshalingException
 
 __all__ = ["WireMessage"]
 
@@ -43,7 +48,10 @@ class WireMessage:
     @property
     def properties(self) -> commands.Basic.Properties:
         """The message's properties, decoded now (most scans never need them)."""
-        _, _, value = frame.unmarshal(self.raw_header)
+        try:
+            _, _, value = frame.unmarshal(self.raw_header)
+        except UnmarshalingException:
+            return commands.Basic.Properties(message_id=self.message_id)
         assert isinstance(value, header.ContentHeader)
         return value.properties
 
@@ -63,7 +71,7 @@ class WireMessage:
                     pos += 4 + _U32.unpack_from(raw, pos)[0]
                 else:
                     pos += 1
-        return raw[pos + 1 : pos + 1 + raw[pos]].decode()
+        return raw[pos + 1 : pos + 1 + raw[pos]].decode(errors="replace")
 
     @property
     def headers(self) -> dict[str, Any]:
