@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import pytest
+from aiormq.exceptions import ChannelNotFoundEntity
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, SettleItem
 from upnext.errors import BrokerError
 from upnext_rabbitmq import RabbitBroker, topology
@@ -177,3 +178,18 @@ async def test_first_page_of_ten_thousand_while_workers_consume(
     assert await admin.dlq_count(upnext_queue) == 10_000 + len(dead)
     print(f"first page of 10,000: {', '.join(f'{t:.3f}' for t in timings)} s")
     assert min(timings) < 1.0, f"first page of 10,000 took {min(timings):.2f} s at best"
+
+
+async def test_a_scan_that_lost_its_channel_removes_nothing_and_says_so(
+    broker: RabbitBroker, upnext_queue: str
+) -> None:
+    """Once the server closed the scan's channel, remove raises; every entry is still there."""
+    records = [_record(upnext_queue, f"e{i}") for i in range(3)]
+    await broker._pub().publish_all([record_message(r) for r in records], "test")
+    async with broker._scan([upnext_queue]) as scan:
+        assert scan._wire is not None
+        with pytest.raises(ChannelNotFoundEntity):  # as a DLQ deleted under the scan does
+            await scan._wire.ready_count(f"upnext.missing.{upnext_queue}")
+        with pytest.raises(BrokerError, match="lost its channel"):
+            await scan.remove(list(scan.entries))
+    assert await broker.dlq_count(upnext_queue) == 3

@@ -240,6 +240,7 @@ class AdminMixin:
             async with self._scan(queues) as scan:
                 if entry_id not in scan.entries:
                     return False
+                scan.check_held()  # or the entry would stay after its job is enqueued
                 await self.enqueue_many([envelope])
                 await scan.remove([entry_id])
                 return True

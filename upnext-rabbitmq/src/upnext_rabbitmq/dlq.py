@@ -246,8 +246,9 @@ class DeadLetterScan:
                 if await wire.ready_count(dlq_queue(queue)):
                     return True
             except ChannelNotFoundEntity:
-                # Deleted under us (and our channel with it): nothing more to read.
-                return False
+                # Deleted under us, and our channel with it: everything read so
+                # far is back on the server, so the scan starts over (raised).
+                raise
         return False
 
     def records(self) -> list[DeadLetterRecord]:
@@ -256,8 +257,15 @@ class DeadLetterScan:
         records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
         return records
 
+    def check_held(self) -> None:
+        """Raise BrokerError unless the scan still holds what it read."""
+        wire = self._wire
+        if wire is None or not wire.is_open or not wire.channel_open:
+            raise BrokerError("the dead-letter scan lost its channel: nothing removed; try again")
+
     async def remove(self, entry_ids: Sequence[str]) -> int:
         """Remove these entries (each with its duplicates); returns how many existed."""
+        self.check_held()
         wire = self._wire
         assert wire is not None
         removed = 0
