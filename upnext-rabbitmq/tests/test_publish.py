@@ -40,6 +40,17 @@ async def test_a_nacked_publish_is_an_error_not_a_confirm(
         await connection.close()
 
 
+@pytest.mark.parametrize("message_id", ["job-1", ""])
+async def test_a_returned_publish_fails_whatever_its_message_id(
+    broker: RabbitBroker, message_id: str
+) -> None:
+    """Nothing bound to the routing key: the publish fails, an empty message-id included."""
+    nowhere = f"t-nowhere-{uuid.uuid4().hex[:8]}"
+    [error] = await broker._pub().publish([Outgoing("", nowhere, b"x", persistent(message_id))])
+    assert isinstance(error, BrokerError)
+    assert "unroutable" in str(error)
+
+
 async def test_a_cut_publishing_connection_is_replaced_by_the_next_publish(
     amqp_url: str, upnext_queue: str, proxy: FaultyProxy, proxied_url: str
 ) -> None:

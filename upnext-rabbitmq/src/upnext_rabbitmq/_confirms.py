@@ -72,8 +72,7 @@ class ConfirmConnection(WireConnection):
         return self
 
     async def _select(self) -> None:
-        self._send(self.channel, commands.Confirm.Select())
-        await self._expect(self.channel, commands.Confirm.SelectOk)
+        await self._rpc(commands.Confirm.Select(), commands.Confirm.SelectOk)
         self._next_tag = self._oldest = 1
         self.ready = True
 
@@ -107,7 +106,9 @@ class ConfirmConnection(WireConnection):
             parts += (_FRAME.pack(_BODY, channel, len(chunk)), chunk, _END)
         transport.write(b"".join(parts))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_tag] = (future, exchange, routing_key, properties.message_id, body)
+        # An empty message-id is not sent at all: a return carries None for it.
+        sent_id = properties.message_id or None
+        self._pending[self._next_tag] = (future, exchange, routing_key, sent_id, body)
         self._next_tag += 1
         return future
 
@@ -123,6 +124,10 @@ class ConfirmConnection(WireConnection):
         super()._method(channel, buf, pos, stop)
 
     def _on_method(self, channel: int, value: Frame) -> bool:
+        if isinstance(value, commands.Connection.Close):  # on channel 0; `_wire` answered it
+            self.ready = False
+            self._fail_all(AMQPConnectionError(value.reply_code, value.reply_text))
+            return False  # also for a request waiting on the connection
         if channel != self.channel or not self.ready:
             # A request (open, select) is waiting for it, or a closed channel's leftovers.
             return isinstance(value, commands.Basic.Ack | commands.Basic.Nack)
@@ -138,9 +143,6 @@ class ConfirmConnection(WireConnection):
             self.ready = False
             self._fail_all(channel_error(value))
             return True
-        if isinstance(value, commands.Connection.Close):
-            self.ready = False
-            self._fail_all(AMQPConnectionError(value.reply_code, value.reply_text))
         return isinstance(value, commands.Connection.Blocked | commands.Connection.Unblocked)
 
     def _settle(self, tag: int, multiple: bool, error: Exception | None) -> None:
