@@ -13,7 +13,7 @@ from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, 
 from upnext.errors import BrokerError
 from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq._publish import Outgoing, persistent
-from upnext_rabbitmq.dlq import BROKER_REASON, record_message
+from upnext_rabbitmq.dlq import BROKER_REASON, DeadLetterScan, record_message
 
 Factory = Callable[..., Awaitable[RabbitBroker]]
 
@@ -193,3 +193,36 @@ async def test_a_scan_that_lost_its_channel_removes_nothing_and_says_so(
         with pytest.raises(BrokerError, match="lost its channel"):
             await scan.remove(list(scan.entries))
     assert await broker.dlq_count(upnext_queue) == 3
+
+
+async def test_a_dlq_deleted_during_a_scan_starts_it_over(
+    broker: RabbitBroker,
+    upnext_queues: Callable[[int], list[str]],
+    amqp_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deleted while the scan waits for a straggler: it starts over without it, and removes hold."""
+    kept, doomed = upnext_queues(2)
+    records = [_record(kept, f"e{i}") for i in range(3)]
+    await broker._pub().publish_all([record_message(r) for r in records], "test")
+    await broker._pub().publish_all([record_message(_record(doomed, "d"))], "test")
+    subscribe, calls = DeadLetterScan._subscribe, []
+
+    async def one_more_the_first_time(scan: DeadLetterScan) -> int:
+        calls.append(None)
+        counted = await subscribe(scan)
+        if len(calls) > 1:
+            return counted
+        connection = await aio_pika.connect(amqp_url)  # while the scan waits for the straggler
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(topology.dlq_queue(doomed))
+        return counted + 1
+
+    monkeypatch.setattr(DeadLetterScan, "_subscribe", one_more_the_first_time)
+    async with broker._scan([kept, doomed]) as scan:
+        assert sorted(scan.entries) == ["e0", "e1", "e2"]
+        assert await scan.remove(["e0"]) == 1
+    assert len(calls) == 2
+    monkeypatch.undo()
+    assert await broker.dlq_count(kept) == 2

@@ -242,13 +242,10 @@ class DeadLetterScan:
         wire = self._wire
         assert wire is not None
         for queue in self._existing:
-            try:
-                if await wire.ready_count(dlq_queue(queue)):
-                    return True
-            except ChannelNotFoundEntity:
-                # Deleted under us, and our channel with it: everything read so
-                # far is back on the server, so the scan starts over (raised).
-                raise
+            # A DLQ deleted under us closes our channel (404, raised): what was
+            # read is back on the server, and the scan starts over.
+            if await wire.ready_count(dlq_queue(queue)):
+                return True
         return False
 
     def records(self) -> list[DeadLetterRecord]:
