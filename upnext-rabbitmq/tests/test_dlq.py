@@ -206,7 +206,8 @@ async def test_a_dlq_deleted_during_a_scan_starts_it_over(
     records = [_record(kept, f"e{i}") for i in range(3)]
     await broker._pub().publish_all([record_message(r) for r in records], "test")
     await broker._pub().publish_all([record_message(_record(doomed, "d"))], "test")
-    subscribe, calls = DeadLetterScan._subscribe, []
+    subscribe = DeadLetterScan._subscribe
+    calls: list[None] = []
 
     async def one_more_the_first_time(scan: DeadLetterScan) -> int:
         calls.append(None)
