@@ -177,6 +177,16 @@ async def test_oversized_body_is_413(env: Env) -> None:
     assert response.json()["error"] == "too_large"
 
 
+@pytest.mark.parametrize("body", [{"limit": True}, {"limit": "10"}, {"limit": 2.5}, {"queue": 7}])
+async def test_a_body_of_the_wrong_types_is_422_not_coerced(
+    env: Env, body: dict[str, object]
+) -> None:
+    """A bulk replay's fields take only their schema's JSON types."""
+    response = await env.client.post("/api/v1/dlq/replay", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid"
+
+
 async def test_unknown_route_is_json_404(env: Env) -> None:
     """Routing errors are JSON too."""
     response = await env.client.get("/api/v1/nothing")

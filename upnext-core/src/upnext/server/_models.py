@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from upnext._result import ErrorInfo
 
@@ -43,6 +43,9 @@ class Replayed(BaseModel):
 
 class BulkReplay(BaseModel):
     """Replay every entry matching a filter (up to `limit`, newest first)."""
+
+    # As the schema says: `true` or "10" for the limit is refused, not read as 1 or 10.
+    model_config = ConfigDict(strict=True)
 
     queue: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
     function: str | None = Field(default=None, max_length=500, pattern=PRINTABLE)
