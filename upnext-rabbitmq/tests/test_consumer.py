@@ -431,9 +431,11 @@ async def test_a_receive_cut_short_mid_consume_leaves_no_unknown_consumer(
     broker = RabbitBroker(f"{proxied_url}{sep}prefetch=10")
     await broker.connect()
     try:
+        links = len(proxy.links)
         await broker.receive([first], limit=1, lease=30, wait=0.05)  # the consumer connects
+        [consumer_link] = proxy.links[links:]
         await broker._ensure_levels(second)
-        proxy.links[-1].flowing.clear()  # the server is slow to answer the consumer
+        consumer_link.flowing.clear()  # the server is slow to answer the consumer
         assert await broker.receive([first, second], limit=1, lease=30, wait=0.0) == []
         proxy.blackhole(False)
         await asyncio.sleep(0.3)
