@@ -51,6 +51,30 @@ async def test_a_returned_publish_fails_whatever_its_message_id(
     assert "unroutable" in str(error)
 
 
+async def test_a_return_fails_the_publish_it_returns_not_an_earlier_one_of_the_same_id(
+    broker: RabbitBroker, amqp_url: str
+) -> None:
+    """Two in flight, same exchange, key and id; only the second routes nowhere: it fails."""
+    name = f"t-headers-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.HEADERS)
+        queue = await channel.declare_queue(name, durable=True)
+        await queue.bind(exchange, arguments={"x-match": "all", "route": "yes"})
+        routed = Outgoing(name, "", b"1", persistent("same", headers={"route": "yes"}))
+        nowhere = Outgoing(name, "", b"2", persistent("same", headers={"route": "no"}))
+        first, second = await broker._pub().publish([routed, nowhere])
+        assert first is None
+        assert isinstance(second, BrokerError)
+        ok = await channel.declare_queue(name, passive=True)
+        assert ok.declaration_result.message_count == 1
+    finally:
+        await channel.queue_delete(name)
+        await channel.exchange_delete(name)
+        await connection.close()
+
+
 async def test_a_cut_publishing_connection_is_replaced_by_the_next_publish(
     amqp_url: str, upnext_queue: str, proxy: FaultyProxy, proxied_url: str
 ) -> None:

@@ -162,14 +162,15 @@ class ConfirmConnection(WireConnection):
             self._oldest += 1
 
     def _returned(self, value: commands.Basic.Return, raw_header: bytes, body: bytes) -> None:
-        # Returns come before the ack of the same message: fail the oldest match.
+        # Returns come before the ack of the same message: fail the oldest pending
+        # publish of the same route, id and body (two such are interchangeable).
         _, _, content = frame.unmarshal(raw_header)
         assert isinstance(content, header.ContentHeader)
         message_id = content.properties.message_id
         for tag, (future, exchange, key, sent_id, sent_body) in self._pending.items():
             if exchange != value.exchange or key != value.routing_key:
                 continue
-            if sent_id == message_id if sent_id is not None else sent_body == body:
+            if sent_id == message_id and sent_body == body:
                 del self._pending[tag]
                 if not future.done():
                     future.set_exception(
