@@ -254,7 +254,9 @@ class Consumer(JobExecution):
         interval = self.lease / 3
         while True:
             await asyncio.sleep(interval)
-            runs = [run for run in self.runs.values() if not run.done]
+            # Finished runs too, until settled (then they leave `runs`): a settle
+            # or a result write that waits must not let the lease run out.
+            runs = [run for run in self.runs.values() if not run.lease_lost]
             now = time.monotonic()
             for run in runs:
                 if run.lease_until <= now:
@@ -317,15 +319,17 @@ class Consumer(JobExecution):
         """Write the result (if separate), settle, then announce — in that order."""
         item = settlement.item
         run.done = True
-        if settlement.result is not None:
-            if self.client.same and isinstance(item, Ack):
-                item = Ack(item.delivery, settlement.result)
-            elif self.client.same and isinstance(item, DeadLetter):
-                item = DeadLetter(item.delivery, item.record, settlement.result)
-            else:
-                await self._write_result(settlement)
-        outcome = await self.settler.submit(item)
-        self.runs.pop(run.delivery, None)
+        try:  # leased meanwhile (the heartbeat extends every run in `runs`)
+            if settlement.result is not None:
+                if self.client.same and isinstance(item, Ack):
+                    item = Ack(item.delivery, settlement.result)
+                elif self.client.same and isinstance(item, DeadLetter):
+                    item = DeadLetter(item.delivery, item.record, settlement.result)
+                else:
+                    await self._write_result(settlement)
+            outcome = await self.settler.submit(item)
+        finally:
+            self.runs.pop(run.delivery, None)
         if self.parked:
             self.turn.set()
         if isinstance(outcome, LeaseLost):

@@ -16,7 +16,7 @@ import pytest
 
 import upnext
 from upnext import LeaseLost, TaskExecutionError
-from upnext.broker.protocol import Delivery, SettleOutcome
+from upnext.broker.protocol import Delivery, SettleItem, SettleOutcome
 from upnext.testing._support import receive_exactly
 from upnext.testing.semantics_base import (
     SemanticsBase,
@@ -76,6 +76,36 @@ class LeaseSemantics(SemanticsBase):
             await first.join(timeout=timing.tolerance(LIMIT))
         assert len(runs) == 1, violated(
             f"a job whose lease is extended is not handed out again (ran {len(runs)} times)"
+        )
+        assert result.value == 1
+
+    @pytest.mark.asyncio
+    async def test_finished_job_keeps_its_lease_while_its_settle_waits(
+        self, make_worker: WorkerFactory, timing: Timing, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A job done but not yet settled (a slow settle) stays leased: it runs once."""
+        lease = timing.delay(0.3)
+        worker = make_worker(lease=lease)
+        runs: list[int] = []
+
+        @worker.task
+        async def quick() -> int:
+            runs.append(upnext.get_current_context().attempt)
+            return len(runs)
+
+        async with worker:
+            broker = await need(worker, "timed_leases")
+            real_settle = broker.settle
+
+            async def slow_settle(items: Sequence[SettleItem]) -> list[SettleOutcome]:
+                await asyncio.sleep(lease * 3)  # the result is ready; the lease would run out
+                return await real_settle(items)
+
+            monkeypatch.setattr(broker, "settle", slow_settle)
+            result = await quick.wait(wait_timeout=timing.tolerance(LIMIT))
+            await asyncio.sleep(lease)  # a rerun would show up now at the latest
+        assert runs == [1], violated(
+            f"a finished job's lease is extended until its settle is done (ran {len(runs)} times)"
         )
         assert result.value == 1
 
