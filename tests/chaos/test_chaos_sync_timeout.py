@@ -2,12 +2,15 @@
 
 One worker runs two sync tasks that block past their timeout (one in
 `time.sleep`, one in a pure-Python busy loop holding the GIL), an async job
-longer than the lease, and a burst of short jobs. The lease (1 s) is shorter
-than the timeout (1.5 s) and than the overrun (1.5 s more), so a heartbeat
+longer than the lease, and a burst of short jobs. The lease (2 s) is shorter
+than the timeout (2.5 s) and than the overrun (2.5 s more), so a heartbeat
 held up by the blocking tasks would lose a lease: the job would be cancelled
-here and run again. The worker runs in-process (as on memory://) so its
-heartbeat calls can be timed; RabbitMQ has no timed leases, so no heartbeat
-there. The same short run in CI and under UPNEXT_CHAOS_FULL.
+here and run again. (With a 1 s lease the busy loop's GIL convoy alone, each
+socket call waiting out a 5 ms switch interval, stalled the loop up to 0.7 s
+on a 2-core CI machine: heartbeat gaps of 0.86 s and leases lost on Redis.)
+The worker runs in-process (as on memory://) so its heartbeat calls can be
+timed; RabbitMQ has no timed leases, so no heartbeat there. The same short
+run in CI and under UPNEXT_CHAOS_FULL.
 """
 
 from __future__ import annotations
@@ -31,15 +34,15 @@ from chaoskit.worker import Options, Tasks, build
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
-LEASE, TIMEOUT, BLOCK = 1.0, 1.5, 3.0  # the body would overrun its timeout by 1.5 s > the lease
-LONG_MS = 3_500.0  # an async job beside them, running past the overrun
+LEASE, TIMEOUT, BLOCK = 2.0, 2.5, 5.0  # the body would overrun its timeout by 2.5 s > the lease
+LONG_MS = 5_500.0  # an async job beside them, running past the overrun
 SHORT_JOBS, SHORT_MS = 30, 10.0
 MARKED_WITHIN = 0.25  # the attempt record's end, past started + timeout
 CALLER_WITHIN = 0.5  # the caller's TaskTimeoutError, past started + timeout
 BLOCKERS = {-1: "sleep", -2: "spin"}
 LONG = -3
 # Heartbeats tick every lease/3; the bar is that each lease is extended before it runs
-# out. A loop held by the blocking tasks would show a gap of the whole 1.5 s overrun.
+# out. A loop held by the blocking tasks would show a gap of the whole 2.5 s overrun.
 GAP_WITHIN = LEASE
 STUCK_S, FATAL_TIMEOUT = 120.0, 0.3  # threads that never return while the test watches
 EXIT_WITHIN = 4.0  # from the fatal timeout to the process's exit
