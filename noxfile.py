@@ -1,45 +1,26 @@
-"""Developer tasks: `nox` runs lint, typecheck and the whole test suite."""
+"""Developer tasks: `nox` runs lint, typecheck and the whole test suite.
+
+Every session installs from uv.lock (`uv sync --locked`), so a commit gives the
+same result on any day. `nox -s latest` and `nox -s lowest` are the two that
+resolve afresh, at either end of the declared ranges: outside the default run,
+for maintainers (a red `latest` is news, not a broken build).
+"""
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
 import nox
 
-nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["lint", "typecheck", "tests", "examples", "sqlite_example", "bench_smoke"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = [
-    "-e",
-    "upnext-core[server,testing]",
-    "-e",
-    "upnext-redis",
-    "-e",
-    "upnext-rabbitmq",
-    "-e",
-    "upnext-postgres",
-]
-# httpx drives the API in-process; playwright drives Debian's Chromium (no browser
-# download); schemathesis fuzzes the OpenAPI schema.
-SERVER_TEST_DEPS = ["httpx>=0.27", "playwright>=1.45", "schemathesis>=4"]
-# trustme: a throwaway CA for the amqps:// tests (TLS end to end on loopback).
-TEST_DEPS = [
-    "pytest-cov>=5",
-    "hypothesis>=6.100",
-    "pytest-timeout>=2.3",
-    "trustme>=1.1",
-    *SERVER_TEST_DEPS,
-]
-LINT_DEPS = ["ruff==0.17.6"]
-TYPE_DEPS = [
-    "mypy==2.4.1",
-    "pytest>=8",
-    "pytest-asyncio>=0.24",
-    "hypothesis>=6.100",
-    "nox",
-    "asyncpg-stubs",
-    "trustme>=1.1",
-    *SERVER_TEST_DEPS,
-]
+ROOT = Path(__file__).resolve().parent
+# The meta distribution's extras that pull in every in-tree backend and the server.
+BACKENDS = ("redis", "rabbitmq", "postgres", "server")
 # Checked one group at a time: each package has its own tests/conftest.py.
 SOURCE_GROUPS = [
     ["upnext-core"],
@@ -51,32 +32,104 @@ SOURCE_GROUPS = [
 ]
 
 
+def sync(
+    session: nox.Session,
+    *,
+    extras: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    only_groups: bool = False,
+) -> None:
+    """Install exactly what uv.lock holds for these extras and groups into the session."""
+    location = session.virtualenv.location
+    args = ["uv", "sync", "--locked", f"--python={location}"]
+    args += [f"--extra={extra}" for extra in extras]
+    flag = "--only-group" if only_groups else "--group"
+    args += [f"{flag}={group}" for group in groups]
+    session.run_install(*args, env={"UV_PROJECT_ENVIRONMENT": location})
+
+
+def constraints_file(session: nox.Session) -> str:
+    """The lock's pins for upnext's own dependencies, as a pip constraints file."""
+    path = Path(session.create_tmp()).resolve() / "constraints.txt"
+    session.run_install(
+        "uv",
+        "export",
+        "--locked",
+        "--no-hashes",
+        "--no-header",
+        "--no-emit-workspace",
+        "--all-extras",
+        "--group=test",
+        f"--output-file={path}",
+        silent=True,
+    )
+    return str(path)
+
+
+def unlocked_requirements(group: str) -> list[str]:
+    """A dependency group's requirements as written, without the workspace's own packages."""
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    return [
+        item for item in groups[group] if isinstance(item, str) and not item.startswith("upnext")
+    ]
+
+
+def install_unlocked(session: nox.Session, resolution: str) -> None:
+    """Every package editable, dependencies resolved afresh at one end of their ranges."""
+    session.install(
+        f"--resolution={resolution}",
+        "-e",
+        "upnext-core[server,testing]",
+        "-e",
+        "upnext-redis",
+        "-e",
+        "upnext-rabbitmq",
+        "-e",
+        "upnext-postgres",
+        *unlocked_requirements("test"),
+    )
+    location = session.virtualenv.location
+    session.run("uv", "pip", "list", f"--python={location}", silent=False)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the quickstart demo (memory:// unless UPNEXT_BROKER_URL is set)."""
-    session.install("-e", "upnext-core")
+    sync(session)
     session.run("python", "examples/quickstart.py")
 
 
 @nox.session
 def examples(session: nox.Session) -> None:
     """The quickstart and every runnable snippet in docs/ (memory://)."""
-    session.install(*PACKAGES)
+    sync(session, extras=BACKENDS, groups=["test"])
     session.run("python", "examples/quickstart.py")
     session.run("python", "docs/check_snippets.py")
 
 
 @nox.session
 def sqlite_example(session: nox.Session) -> None:
-    """The third-party-style SQLite backend through the whole conformance suite, via its tox."""
-    session.install("tox>=4.11")
-    session.run("tox", "-c", "examples/upnext-sqlite", "--", *session.posargs)
+    """The third-party-style SQLite backend through the whole conformance suite, via its tox.
+
+    tox builds its own environment with pip; PIP_CONSTRAINT holds it to the lock's
+    versions of upnext's dependencies (pydantic, pluggy, pytest, ...).
+    """
+    sync(session, groups=["tox"], only_groups=True)
+    constraints = constraints_file(session)
+    session.run(
+        "tox",
+        "-c",
+        "examples/upnext-sqlite",
+        "--",
+        *session.posargs,
+        env={"PIP_CONSTRAINT": constraints},
+    )
 
 
 @nox.session
 def chaos(session: nox.Session) -> None:
     """The chaos suite at issue 9's full figures (tests/chaos with UPNEXT_CHAOS_FULL=1)."""
-    session.install(*PACKAGES, *TEST_DEPS)
+    sync(session, extras=BACKENDS, groups=["test"])
     session.run(
         "pytest", "tests/chaos", "-m", "chaos", *session.posargs, env={"UPNEXT_CHAOS_FULL": "1"}
     )
@@ -85,7 +138,7 @@ def chaos(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install(*LINT_DEPS)
+    sync(session, groups=["lint"], only_groups=True)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -93,7 +146,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over sources and tests."""
-    session.install(*PACKAGES, *TYPE_DEPS)
+    sync(session, extras=BACKENDS, groups=["typecheck"])
     for group in SOURCE_GROUPS:
         session.run("mypy", *group)
 
@@ -101,7 +154,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite against real servers, with coverage of `upnext`."""
-    session.install(*PACKAGES, *TEST_DEPS)
+    sync(session, extras=BACKENDS, groups=["test"])
     session.run(
         "pytest",
         "--cov=upnext",
@@ -112,53 +165,44 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def latest(session: nox.Session) -> None:
+    """The tests against the newest release of every dependency (ignores uv.lock)."""
+    install_unlocked(session, "highest")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The tests against the lowest version each package declares (ignores uv.lock)."""
+    install_unlocked(session, "lowest-direct")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
 def bench_core(session: nox.Session) -> None:
     """Core hot-path throughput on memory:// (no peers)."""
-    session.install("-e", "upnext-core[speed]")
+    sync(session, extras=["speed"])
     session.run("python", "benchmarks/core_throughput.py", *session.posargs)
 
 
 @nox.session
 def bench_pg_depth(session: nox.Session) -> None:
     """PostgreSQL receive time with 1,000 vs 1,000,000 queued rows (postgres_depth.py)."""
-    session.install("-e", "upnext-core", "-e", "upnext-postgres")
+    sync(session, extras=["postgres"])
     session.run("python", "benchmarks/postgres_depth.py", *session.posargs)
-
-
-BENCH_PEERS = [
-    "arq",
-    "saq[redis,postgres]",
-    # taskiq-redis 1.0.9 imports taskiq.compat.model_dump, which taskiq 0.13 removed.
-    "taskiq>=0.12,<0.13",
-    "taskiq-redis",
-    "taskiq-aio-pika",
-    "dramatiq[redis,rabbitmq]",
-    "celery[redis]",
-    "procrastinate",
-    "psycopg[binary,pool]",
-    "pgqueuer",
-    "asyncpg",
-    "redis",
-    "aio-pika",
-    "matplotlib",
-]
-
-
-def _bench_install(session: nox.Session) -> None:
-    # Peers live only in this session's venv: never runtime dependencies of upnext.
-    session.install("-e", "upnext-core[speed]", "-e", "upnext-redis", "-e", "upnext-rabbitmq")
-    session.install("-e", "upnext-postgres", *BENCH_PEERS)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """upnext side by side with its peers: `nox -s bench -- --broker redis` (see benchmarks/)."""
-    _bench_install(session)
+    # Peers live only in this session's venv (the lock's `bench` group): never
+    # runtime dependencies of upnext.
+    sync(session, extras=["redis", "rabbitmq", "postgres"], groups=["bench"])
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
 @nox.session
 def bench_smoke(session: nox.Session) -> None:
     """A tiny run of the side-by-side harness (upnext on memory:// and arq on Redis), for CI."""
-    _bench_install(session)
+    sync(session, extras=["redis", "rabbitmq", "postgres"], groups=["bench"])
     session.run("python", "benchmarks/bench.py", "--smoke", *session.posargs)

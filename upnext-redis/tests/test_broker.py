@@ -189,6 +189,6 @@ async def test_results_are_announced_on_their_own_channel(
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         if message:
             break
-    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    await pubsub.aclose()
     assert message is not None
     assert message["channel"] == channel.encode()
