@@ -29,12 +29,18 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
+    StateStoreConformance,
 )
+from upnext.broker.state import StateEntry
 """
 
 _SUITE = """
 class TestSuite(
-    BrokerConformance, ResultStoreConformance, DeadLetterAdminConformance, QueueAdminConformance
+    BrokerConformance,
+    ResultStoreConformance,
+    DeadLetterAdminConformance,
+    QueueAdminConformance,
+    StateStoreConformance,
 ):
     @pytest_asyncio.fixture
     async def broker(self):
@@ -97,6 +103,21 @@ class Broken(MemoryBroker):
             self.taken.add(job_id)
         return data
 """,
+    "state_versions_per_value": """
+class Broken(MemoryBroker):
+    async def state_get(self, keys, *, scope=None):
+        got = await super().state_get(keys, scope=scope)
+        return [e and StateEntry(e.value, len(e.value)) for e in got]
+""",
+    "slots_check_then_act": """
+class Broken(MemoryBroker):
+    async def slots_acquire(self, key, member, *, limit, ttl, scope=None):
+        probe = await super().slots_acquire(key, "probe", limit=None, ttl=0.001, scope=scope)
+        await asyncio.sleep(0.01)
+        if limit is not None and probe.count - 1 >= limit:
+            return await super().slots_acquire(key, member, limit=limit, ttl=ttl, scope=scope)
+        return await super().slots_acquire(key, member, limit=None, ttl=ttl, scope=scope)
+""",
     "no_capabilities": """
 class Broken(MemoryBroker):
     capabilities = Capabilities(
@@ -158,6 +179,16 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "of two concurrent replays exactly one must win",
         ),
         ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
+        (
+            "state_versions_per_value",
+            "test_state_versions_never_repeat",
+            "a key's versions must never repeat, even after a delete",
+        ),
+        (
+            "slots_check_then_act",
+            "test_slots_hold_their_limit_under_concurrency",
+            "never more than `limit` holders",
+        ),
     ],
 )
 def test_suite_names_the_broken_guarantee(

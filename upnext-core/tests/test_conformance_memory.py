@@ -12,6 +12,7 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
+    StateStoreConformance,
 )
 
 
@@ -20,6 +21,7 @@ class TestMemoryBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    StateStoreConformance,
 ):
     """Every conformance class, on a fresh MemoryBroker per test."""
 

@@ -14,6 +14,7 @@ import pytest
 import upnext
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, ResultWrite
+from upnext.broker.cursor import parse_state_cursor, state_cursor
 from upnext.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -134,3 +135,12 @@ async def test_result_waiter_on_another_loop_is_woken_by_a_write() -> None:
     await asyncio.to_thread(thread.join, 3.0)
     assert time.monotonic() - started < 1.0
     assert out == [b"done"]
+
+
+def test_state_cursor_round_trips_any_key() -> None:
+    """A state-scan cursor names its last key exactly; a foreign string is refused."""
+    for key in ["", "a:b", "ключ/⚙", "x" * 300]:
+        assert parse_state_cursor(state_cursor(key)) == key
+    for foreign in ["a:b", "k:***", "k:" + "\udcff"]:
+        with pytest.raises(ConfigurationError, match="malformed state cursor"):
+            parse_state_cursor(foreign)

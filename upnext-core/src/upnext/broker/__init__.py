@@ -22,6 +22,15 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.state import (
+    STATE_VALUE_MAX,
+    Expect,
+    SlotGrant,
+    StateEntry,
+    StatePage,
+    StateStore,
+    StateWrite,
+)
 
 __all__ = [
     "Ack",
@@ -33,6 +42,7 @@ __all__ = [
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
+    "Expect",
     "MemoryBroker",
     "Prefetcher",
     "QueueAdmin",
@@ -41,7 +51,13 @@ __all__ = [
     "ResultStore",
     "ResultWrite",
     "Retry",
+    "STATE_VALUE_MAX",
     "SettleItem",
     "SettleOutcome",
+    "SlotGrant",
+    "StateEntry",
+    "StatePage",
+    "StateStore",
+    "StateWrite",
     "register",
 ]

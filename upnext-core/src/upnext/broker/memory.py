@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
+from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -105,8 +106,8 @@ async def _park(fut: asyncio.Future[None], timeout: float) -> None:
         handle.cancel()
 
 
-class MemoryBroker:
-    """Broker, result store, dead-letter admin and queue admin in one process."""
+class MemoryBroker(MemoryStateStore):
+    """Broker, result store, state store, dead-letter admin and queue admin in one process."""
 
     capabilities = Capabilities(
         timed_leases=True,
@@ -119,6 +120,7 @@ class MemoryBroker:
     )
 
     def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
         self.url = url
         self._lock = threading.Lock()
         self._seq = itertools.count()

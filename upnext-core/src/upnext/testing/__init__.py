@@ -28,7 +28,8 @@ Usage, in the backend's tests::
             await broker.aclose()
 
 Every class needs only the `broker` fixture; `results` (the `ResultStore`
-under test) defaults to the broker itself and may be overridden. The plugin
+under test) and `state` (the `StateStore` under test, for
+`StateStoreConformance`) default to the broker itself and may be overridden. The plugin
 supplies `upnext_queue` / `upnext_queues` (unique queue names) and `timing`
 (``--upnext-timing-scale`` or env ``UPNEXT_TIMING_SCALE`` stretches every
 delay and tolerance on slow machines). Tests run under pytest-asyncio in auto
@@ -94,6 +95,7 @@ from upnext.testing.semantics import (  # noqa: E402
     WorkerSemantics,
     WorkflowSemantics,
 )
+from upnext.testing.state import StateStoreConformance  # noqa: E402
 
 __all__ = [
     "ApiSemantics",
@@ -110,6 +112,7 @@ __all__ = [
     "ResultStoreConformance",
     "RetrySemantics",
     "SemanticsBase",
+    "StateStoreConformance",
     "TimeoutSemantics",
     "Timing",
     "WorkerFactory",

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import pytest
 
 from upnext.broker.protocol import Broker, ResultStore
+from upnext.broker.state import StateStore
 from upnext.testing._support import Timing
 
 __all__ = [
@@ -104,6 +105,17 @@ def broker() -> Broker:
     pytest.fail(
         "override the `broker` fixture in your conformance test class: "
         "@pytest_asyncio.fixture async def broker(self): yield <a connected broker>"
+    )
+
+
+@pytest.fixture
+def state(broker: Broker) -> StateStore:
+    """The state store under test: by default the broker itself."""
+    if isinstance(broker, StateStore):
+        return broker
+    pytest.fail(
+        f"{type(broker).__name__} is not a StateStore: "
+        "override the `state` fixture to return the store under test"
     )
 
 
