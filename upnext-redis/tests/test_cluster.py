@@ -7,13 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from upnext.broker.protocol import Envelope
-from upnext.testing import BrokerConformance
-from upnext.testing.semantics_dlq import DeadLetterSemantics
-from upnext.testing.semantics_errors import ErrorSemantics
-from upnext.testing.semantics_hooks import HookSemantics
-from upnext.testing.semantics_leases import LeaseSemantics
-from upnext.testing.semantics_retries import RetrySemantics
-from upnext.testing.semantics_timeouts import TimeoutSemantics
+from upnext.testing import BrokerConformance, WorkerSemantics
 from upnext_redis import RedisBroker
 
 
@@ -26,15 +20,8 @@ class TestClusterBroker(BrokerConformance):
         yield cluster_broker
 
 
-class TestClusterSemantics(
-    RetrySemantics,
-    ErrorSemantics,
-    TimeoutSemantics,
-    LeaseSemantics,
-    DeadLetterSemantics,
-    HookSemantics,
-):
-    """A real Worker on the cluster."""
+class TestClusterSemantics(WorkerSemantics):
+    """A real Worker on the cluster, through every semantic class."""
 
     @pytest.fixture
     def broker_url(self, redis_cluster_url: str, key_prefix: str) -> str:

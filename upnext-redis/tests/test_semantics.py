@@ -1,24 +1,12 @@
-"""The semantic conformance classes (a real Worker) against Redis."""
+"""Every semantic conformance class (a real Worker) against Redis."""
 
 from __future__ import annotations
 
 import pytest
-from upnext.testing.semantics_dlq import DeadLetterSemantics
-from upnext.testing.semantics_errors import ErrorSemantics
-from upnext.testing.semantics_hooks import HookSemantics
-from upnext.testing.semantics_leases import LeaseSemantics
-from upnext.testing.semantics_retries import RetrySemantics
-from upnext.testing.semantics_timeouts import TimeoutSemantics
+from upnext.testing import WorkerSemantics
 
 
-class TestRedisSemantics(
-    RetrySemantics,
-    ErrorSemantics,
-    TimeoutSemantics,
-    LeaseSemantics,
-    DeadLetterSemantics,
-    HookSemantics,
-):
+class TestRedisSemantics(WorkerSemantics):
     """Every semantic class on the test server, under a key prefix of the test's own."""
 
     @pytest.fixture
