@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import pytest
 import upnext
+from upnext.broker.cursor import parse_state_cursor, state_cursor
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, ResultWrite
-from upnext.broker.cursor import parse_state_cursor, state_cursor
 from upnext.errors import ConfigurationError
 
 T = TypeVar("T")

@@ -23,7 +23,6 @@ from upnext.broker.protocol import (
     SettleOutcome,
 )
 from upnext.broker.state import (
-    STATE_VALUE_MAX,
     Expect,
     SlotGrant,
     StateEntry,
@@ -51,7 +50,6 @@ __all__ = [
     "ResultStore",
     "ResultWrite",
     "Retry",
-    "STATE_VALUE_MAX",
     "SettleItem",
     "SettleOutcome",
     "SlotGrant",

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
 __all__ = [
-    "Expect",
     "STATE_VALUE_MAX",
+    "Expect",
     "SlotGrant",
     "StateEntry",
     "StatePage",
