@@ -22,7 +22,7 @@ import uuid
 import pytest_asyncio
 
 from upnext.broker.memory import MemoryBroker
-from upnext.broker.protocol import Capabilities, Delivery, Release, Retry
+from upnext.broker.protocol import Capabilities, Delivery, Envelope, Release, Retry
 from upnext.errors import DeadLetterNotFound
 from upnext.testing import (
     BrokerConformance,
@@ -118,6 +118,29 @@ class Broken(MemoryBroker):
             return await super().slots_acquire(key, member, limit=limit, ttl=ttl, scope=scope)
         return await super().slots_acquire(key, member, limit=None, ttl=ttl, scope=scope)
 """,
+    "stores_id_twice": """
+class Broken(MemoryBroker):
+    def __init__(self, url):
+        super().__init__(url)
+        self.known = set()
+
+    async def enqueue_many(self, envelopes):
+        # A repeated id becomes a second job, as the Redis enqueue once did.
+        fresh = [
+            Envelope(uuid.uuid4().hex, e.queue, e.body, e.delay) if e.id in self.known else e
+            for e in envelopes
+        ]
+        self.known.update(e.id for e in envelopes)
+        await super().enqueue_many(fresh)
+""",
+    "upserts_id": """
+class Broken(MemoryBroker):
+    async def enqueue_many(self, envelopes):
+        # A repeated id replaces a job not yet handed out, as the SQLite upsert did.
+        for e in envelopes:
+            await self.cancel(e.queue, e.id)
+        await super().enqueue_many(envelopes)
+""",
     "no_capabilities": """
 class Broken(MemoryBroker):
     capabilities = Capabilities(
@@ -189,6 +212,26 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "test_slots_hold_their_limit_under_concurrency",
             "never more than `limit` holders",
         ),
+        (
+            "stores_id_twice",
+            "test_known_id_never_disturbs_a_queued_job",
+            "an enqueue with a queued job's id must not add a second copy",
+        ),
+        (
+            "stores_id_twice",
+            "test_known_id_never_disturbs_a_scheduled_job",
+            "an enqueue with a scheduled job's id must keep its due time",
+        ),
+        (
+            "stores_id_twice",
+            "test_known_id_never_disturbs_a_held_job",
+            "an enqueue with a held job's id must not hand it out again",
+        ),
+        (
+            "upserts_id",
+            "test_known_id_never_disturbs_a_queued_job",
+            "an enqueue with a queued job's id must not change its body",
+        ),
     ],
 )
 def test_suite_names_the_broken_guarantee(
@@ -212,13 +255,17 @@ def test_sound_backend_passes_in_strict_mode(pytester: pytest.Pytester) -> None:
 
 def test_missing_capabilities_skip_with_reason(pytester: pytest.Pytester) -> None:
     """Tests needing a capability the backend does not declare skip, naming it."""
-    select = "test_expired_lease_redelivers or test_cancel_of_held or test_dlq_get"
+    select = (
+        "test_expired_lease_redelivers or test_cancel_of_held or test_dlq_get"
+        " or test_known_id_never_disturbs_a_held_job"
+    )
     result = _run(pytester, "no_capabilities", select)
-    result.assert_outcomes(skipped=3)
+    result.assert_outcomes(skipped=4)
     for reason in [
         "needs capability timed_leases=True; Broken declares timed_leases=False",
         "needs capability cancel_queued=True; Broken declares cancel_queued=False",
         "needs capability dlq_access; Broken declares None",
+        "needs capability dedupes_on_enqueue=True; Broken declares dedupes_on_enqueue=False",
     ]:
         result.stdout.fnmatch_lines([f"SKIPPED *{reason}"])
 

@@ -114,7 +114,7 @@ class MemoryBroker(MemoryStateStore):
         counts_deliveries=True,
         cancel_queued=True,
         dlq_access="indexed",
-        dedupes_on_enqueue=False,
+        dedupes_on_enqueue=True,
         transactional_enqueue=False,
         delay_quantum=0.0,
     )
@@ -178,10 +178,12 @@ class MemoryBroker(MemoryStateStore):
                 queue.ready.append(job.envelope.id)
 
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
-        """Store the envelopes and wake receivers."""
+        """Store the envelopes and wake receivers; an id not yet settled is left alone."""
         now = time.monotonic()
         with self._lock:
             for envelope in envelopes:
+                if envelope.id in self._jobs:
+                    continue  # queued, scheduled or held: a known id never disturbs its job
                 job = _Job(envelope)
                 self._jobs[envelope.id] = job
                 self._place(job, envelope.delay, now)

@@ -54,7 +54,9 @@ class Envelope:
     """One job on the wire: its id, its queue, core's opaque body, and a delay.
 
     `delay` is in seconds from when the broker accepts the envelope, measured
-    by the broker's clock. `id` is the job id and is unique per job.
+    by the broker's clock. `id` is the job id and is unique per job: an
+    envelope repeating the id of a job not yet settled changes nothing (see
+    `Broker.enqueue_many`).
     """
 
     id: str
@@ -170,7 +172,8 @@ class Capabilities:
     - `cancel_queued`: `cancel()` can remove a job that has not started.
     - `dlq_access`: "indexed" (list/get by index), "scan" (the admin reads the
       dead-letter queue sequentially, one admin at a time) or None.
-    - `dedupes_on_enqueue`: enqueueing an id that is already queued is a no-op.
+    - `dedupes_on_enqueue`: an enqueue whose id names a job of the same queue
+      that is not yet settled (queued, scheduled or held) changes nothing.
     - `transactional_enqueue`: enqueue can join the caller's transaction.
     - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
     """
@@ -223,6 +226,13 @@ class Broker(Protocol):
 
         Each becomes due `delay` seconds after the broker accepts it. An
         immediate job wakes a blocked receiver at once.
+
+        With `dedupes_on_enqueue`, an envelope whose id names a job of its
+        queue not yet settled (queued, scheduled or held) changes nothing:
+        not its body, due time, lease or count, and no second copy is kept;
+        within one batch the first envelope of an id wins. Once the job is
+        settled its id is free again. Without the capability a repeated id
+        is stored as a second job.
         """
         ...
 

@@ -1,6 +1,7 @@
 """`BrokerConformance`: enqueue, receive, waking, delays, concurrency and cancel.
 
-Lease and settle tests live in `upnext.testing._settle` and are mixed in, so
+Lease and settle tests live in `upnext.testing._settle`, known-id tests in
+`upnext.testing._ids`; both are mixed in, so
 `BrokerConformance` is the one class a backend subclasses. Every test takes
 the `broker` fixture (override it) and the plugin's `upnext_queue`,
 `upnext_queues` and `timing` fixtures.
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from upnext.broker.protocol import Ack, Broker, Delivery
+from upnext.testing._ids import KnownIdConformance
 from upnext.testing._settle import LeaseAndSettleConformance
 from upnext.testing._support import (
     Timing,
@@ -35,7 +37,7 @@ __all__ = ["BrokerConformance"]
 _MAX_CPU_SHARE_WHILE_BLOCKED = 0.3
 
 
-class BrokerConformance(LeaseAndSettleConformance):
+class BrokerConformance(LeaseAndSettleConformance, KnownIdConformance):
     """The `Broker` contract (DESIGN §4), checked through the protocol alone."""
 
     @pytest.mark.asyncio

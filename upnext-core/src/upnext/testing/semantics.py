@@ -22,7 +22,8 @@ defaults to None: the broker keeps results itself).
 Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
-`dlq_access`) skip with the reason shown when the connected broker lacks it.
+`dlq_access`, `dedupes_on_enqueue`) skip with the reason shown when the
+connected broker lacks it.
 Subclass a single theme class instead to run only that part, and override a
 test by defining a method of the same name.
 """
@@ -34,6 +35,7 @@ from upnext.testing.semantics_base import SemanticsBase, WorkerFactory
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
+from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
@@ -47,6 +49,7 @@ __all__ = [
     "DeadLetterSemantics",
     "ErrorSemantics",
     "HookSemantics",
+    "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
     "PluginSemantics",
@@ -72,5 +75,6 @@ class WorkerSemantics(
     ResultSemantics,
     LifecycleSemantics,
     ApiSemantics,
+    JobIdSemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
