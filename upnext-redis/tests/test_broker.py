@@ -77,14 +77,28 @@ async def test_raw_garbage_in_a_queue_is_delivered_as_is(
 async def test_stale_and_duplicate_ids_are_not_handed_out(
     redis_broker: RedisBroker, raw_redis: aioredis.Redis, key_prefix: str
 ) -> None:
-    """An id without a body is dropped; a job enqueued twice is held by one receiver."""
+    """An id without a body is dropped; an id listed twice (as the enqueue did
+    before it kept ids unique) is handed out once."""
     keys = KeySpace(key_prefix).queue("q")
     await raw_redis.rpush(keys.group[0], "ghost")
     await redis_broker.enqueue_many([Envelope("twice", "q", b"a")])
-    await redis_broker.enqueue_many([Envelope("twice", "q", b"b")])
+    await raw_redis.rpush(keys.group[0], "twice")
     got = await redis_broker.receive(["q"], limit=10, lease=30.0, wait=1.0)
-    assert [(d.envelope.id, d.envelope.body) for d in got] == [("twice", b"b")]
+    assert [(d.envelope.id, d.envelope.body) for d in got] == [("twice", b"a")]
     assert await raw_redis.llen(keys.group[0]) == 0
+
+
+async def test_a_known_id_is_stored_once(
+    redis_broker: RedisBroker, raw_redis: aioredis.Redis, key_prefix: str
+) -> None:
+    """Enqueueing a queued id again (alone, or delayed in a batch) writes nothing."""
+    keys = KeySpace(key_prefix).queue("q")
+    await redis_broker.enqueue_many([Envelope("j", "q", b"a")])
+    await redis_broker.enqueue_many([Envelope("j", "q", b"b")])
+    await redis_broker.enqueue_many([Envelope("j", "q", b"c", 5.0), Envelope("k", "q", b"d")])
+    assert await raw_redis.lrange(keys.group[0], 0, -1) == [b"j", b"k"]
+    assert await raw_redis.zcard(keys.group[1]) == 0
+    assert await raw_redis.hget(keys.group[3], "j") == b"a"
 
 
 async def test_a_short_lease_wakes_a_receiver_blocked_before_it(

@@ -71,7 +71,7 @@ class RedisBroker:
         counts_deliveries=True,
         cancel_queued=True,
         dlq_access="indexed",
-        dedupes_on_enqueue=False,
+        dedupes_on_enqueue=True,
         transactional_enqueue=False,
         delay_quantum=0.001,
     )

@@ -64,20 +64,24 @@ def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
 
 
-# ARGV: (queue index, id, body, delay ms) per envelope.
+# ARGV: (queue index, id, body, delay ms) per envelope. An id whose body is
+# stored (queued, scheduled or held: not yet settled) is left as it is.
+# Returns how many envelopes were new.
 ENQUEUE = _script(
     "enqueue",
     """
-local woke = {}
+local woke, added = {}, 0
 for i = 1, #ARGV, 4 do
   local q, id = tonumber(ARGV[i]), ARGV[i + 1]
-  redis.call('HSET', k(q, 4), id, ARGV[i + 2])
-  redis.call('HDEL', k(q, 5), id)
-  place(q, id, tonumber(ARGV[i + 3]))
-  woke[q] = true
+  if redis.call('HSETNX', k(q, 4), id, ARGV[i + 2]) == 1 then
+    redis.call('HDEL', k(q, 5), id)
+    place(q, id, tonumber(ARGV[i + 3]))
+    woke[q] = true
+    added = added + 1
+  end
 end
 for q in pairs(woke) do wake(q) end
-return #ARGV / 4
+return added
 """,
 )
 
