@@ -62,9 +62,9 @@ def _lost(delivery: Delivery) -> LeaseLost:
 class SQLiteBroker(AdminMixin):
     """A `Broker`, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
 
-    # Every default: timed leases, exact counts, cancel, an indexed DLQ, exact
-    # delays; no dedupe on enqueue, no joining the caller's transaction.
-    capabilities = Capabilities()
+    # The defaults (timed leases, exact counts, cancel, an indexed DLQ, exact
+    # delays, no joining the caller's transaction), and a job id is its key.
+    capabilities = Capabilities(dedupes_on_enqueue=True)
 
     def __init__(self, path: str, *, poll: float = 0.05, busy_timeout: float = 5.0) -> None:
         self.path = os.path.abspath(path)

@@ -33,9 +33,9 @@ CREATE TABLE IF NOT EXISTS upnext_results (
 CREATE INDEX IF NOT EXISTS upnext_results_expires ON upnext_results (expires);
 """
 
+# A job id is its key: an id not yet settled (queued, scheduled or held) is left alone.
 ENQUEUE = """INSERT INTO upnext_jobs (id, queue, body, due) VALUES (?, ?, ?, ?)
-    ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, body = excluded.body,
-    due = excluded.due, held = 0, token = token + 1, hand_outs = 0"""
+    ON CONFLICT (id) DO NOTHING"""
 ADD_QUEUE = "INSERT OR IGNORE INTO upnext_queues (name) VALUES (?)"
 # A hand-out is live while it is held under its token and its lease has not run out.
 LIVE = "id = ? AND token = ? AND held = 1 AND due >= ?"
