@@ -205,8 +205,9 @@ class PostgresBroker(AdminMixin):
 
         With `connection`, the insert runs on the caller's asyncpg connection,
         inside whatever transaction it has open: the jobs exist (and the
-        notification goes out) only if that transaction commits. Enqueueing an
-        id that is already queued is a no-op.
+        notification goes out) only if that transaction commits. An id not yet
+        settled (queued, scheduled or held) is left as it is: the id is the
+        primary key, and a settled job's row is gone, so its id is free again.
         """
         if not envelopes:
             return
