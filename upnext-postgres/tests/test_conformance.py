@@ -10,6 +10,7 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
+    StateStoreConformance,
 )
 from upnext_postgres import PostgresBroker
 
@@ -19,8 +20,9 @@ class TestPostgresBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    StateStoreConformance,
 ):
-    """The broker, result store, dead-letter and queue admin contracts on a real server."""
+    """The broker, result store, state store, dead-letter and queue admin contracts."""
 
     @pytest_asyncio.fixture
     async def broker(self, pg_broker: PostgresBroker) -> AsyncIterator[PostgresBroker]:

@@ -8,6 +8,7 @@ import pytest
 import upnext_postgres
 from upnext._discovery import BROKER_GROUP, RESULT_STORE_GROUP, load_factory
 from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
+from upnext.broker.state import StateStore
 from upnext_postgres import PostgresBroker
 
 
@@ -28,6 +29,6 @@ def test_schemes_resolve_to_the_factory(group: str, scheme: str) -> None:
     """Both schemes, in both groups, build a PostgresBroker without connecting."""
     broker = load_factory(f"{scheme}://u@127.0.0.1/db", group)(f"{scheme}://u@127.0.0.1/db")
     assert isinstance(broker, PostgresBroker)
-    for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin):
+    for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin, StateStore):
         assert isinstance(broker, protocol)
     assert broker.capabilities.transactional_enqueue

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 import pytest_asyncio
+from upnext.broker.state import StateWrite
 from upnext.errors import BrokerError, ConfigurationError
 from upnext_postgres import SCHEMA_VERSION, PostgresBroker, schema_sql
 from upnext_postgres.__main__ import main
+from upnext_postgres.schema import Names, _bootstrap, _record, _v1
 
 
 @pytest_asyncio.fixture
@@ -123,3 +125,22 @@ async def test_upnext_schema_command_prints_sql_that_connect_accepts(
     async with PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema)) as b:
         assert await b.dlq_count() == 0
     assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_version_1_schema_gains_the_state_tables(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """A schema built before the StateStore is migrated at connect, its jobs table kept."""
+    n = Names(fresh_schema)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        for statement in [*_bootstrap(n), *_v1(n), _record(n, 1)]:
+            await conn.execute(statement)
+        await conn.execute(f"INSERT INTO {n.jobs} (id, queue, body) VALUES ('old', 'q', 'x')")
+    finally:
+        await conn.close()
+    async with PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema)) as b:
+        assert await b.state_put([StateWrite("k", b"v")]) == [True]
+        assert [e.value if e else None for e in await b.state_get(["k"])] == [b"v"]
+        assert (await b.stats("q")).ready == 1
+    assert await _versions(postgres_url, fresh_schema) == [1, 2]

@@ -1,7 +1,7 @@
-"""upnext's PostgreSQL backend: jobs, dead letters and results in one schema.
+"""upnext's PostgreSQL backend: jobs, dead letters, results and state in one schema.
 
 ``postgresql://user@host/db?schema=upnext`` selects it. `PostgresBroker` is
-the broker, result store, dead-letter admin and queue admin in one object;
+the broker, result store, state store, dead-letter and queue admin in one object;
 `schema_sql` prints the DDL for teams that apply migrations themselves.
 """
 

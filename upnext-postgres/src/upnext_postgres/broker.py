@@ -34,6 +34,7 @@ from upnext_postgres._listener import Listener
 from upnext_postgres._options import PostgresOptions
 from upnext_postgres._queries import Queries
 from upnext_postgres._settle import SettleBatch
+from upnext_postgres._state import StateMixin
 from upnext_postgres.schema import Names, migrate, schema_sql
 
 __all__ = ["PostgresBroker"]
@@ -57,8 +58,8 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """
 
 
-class PostgresBroker(AdminMixin):
-    """Broker, result store, dead-letter admin and queue admin on one PostgreSQL schema."""
+class PostgresBroker(AdminMixin, StateMixin):
+    """Broker, result store, state store, dead-letter and queue admin on one PostgreSQL schema."""
 
     capabilities = Capabilities(
         timed_leases=True,

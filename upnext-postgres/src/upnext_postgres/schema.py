@@ -9,6 +9,10 @@ All objects live in one schema (default ``upnext``):
   row, so completed jobs never accumulate.
 - ``dead_letters``: core's dead-letter records, indexed for keyset paging.
 - ``results``: final results, kept until ``expires_at``.
+- ``state``, ``state_slots``: the `StateStore` (v2, see `_state`): entries
+  with a version from the ``state_versions`` sequence and an optional
+  ``expires_at``, and slot members with theirs; the functions ``state_put``
+  and ``slots_acquire`` make each call one round trip.
 - ``schema_version``: the migrations applied.
 
 `migrate` creates or upgrades the schema at connect under a transaction-level
@@ -26,11 +30,13 @@ from dataclasses import dataclass
 import asyncpg
 from upnext.errors import BrokerError, ConfigurationError
 
+from upnext_postgres._state_ddl import state_ddl
+
 __all__ = ["SCHEMA_VERSION", "Names", "migrate", "schema_sql"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,31 @@ class Names:
         return f'"{self.schema}".results'
 
     @property
+    def state(self) -> str:
+        """The state entries table (`StateStore`)."""
+        return f'"{self.schema}".state'
+
+    @property
+    def state_slots(self) -> str:
+        """The slot members table (`StateStore`)."""
+        return f'"{self.schema}".state_slots'
+
+    @property
+    def state_versions(self) -> str:
+        """The sequence every state entry's version comes from."""
+        return f'"{self.schema}".state_versions'
+
+    @property
+    def state_put(self) -> str:
+        """The function applying one `state_put` call's writes, in order."""
+        return f'"{self.schema}".state_put'
+
+    @property
+    def slots_acquire(self) -> str:
+        """The function taking or refreshing one slot under its key's lock."""
+        return f'"{self.schema}".slots_acquire'
+
+    @property
     def version_table(self) -> str:
         """The schema-version table."""
         return f'"{self.schema}".schema_version'
@@ -80,6 +111,11 @@ class Names:
     def results_channel(self) -> str:
         """NOTIFY channel: payload is newline-separated job ids whose results were written."""
         return f"upnext.{self.schema}.results"
+
+    @property
+    def slot_lock_seed(self) -> int:
+        """Seed of the hashes that name slot keys' advisory locks (apart per schema)."""
+        return zlib.crc32(b"slots:" + self.schema.encode())
 
     @property
     def lock_key(self) -> int:
@@ -140,7 +176,7 @@ def _v1(n: Names) -> list[str]:
 
 
 # (version, DDL builder), in order. A new migration appends; none is ever edited.
-_MIGRATIONS = [(1, _v1)]
+_MIGRATIONS = [(1, _v1), (2, state_ddl)]
 
 
 def _record(n: Names, version: int) -> str:
