@@ -11,6 +11,7 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
+    StateStoreConformance,
 )
 from upnext.testing.semantics import WorkerSemantics
 from upnext_sqlite import SQLiteBroker
@@ -21,8 +22,9 @@ class TestSQLiteBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    StateStoreConformance,
 ):
-    """The broker, result store, dead-letter and queue admin contracts."""
+    """The broker, result store, state store, dead-letter and queue admin contracts."""
 
     @pytest_asyncio.fixture
     async def broker(self, sqlite_broker: SQLiteBroker) -> AsyncIterator[SQLiteBroker]:

@@ -1,4 +1,4 @@
-"""`SQLiteBroker`: broker, result store, dead-letter and queue admin on one SQLite file.
+"""`SQLiteBroker`: broker, result store, state store, dead-letter and queue admin in one file.
 
 Several processes on one machine share queues through the file (WAL mode).
 Every change is one ``BEGIN IMMEDIATE`` transaction, so a take, a settle
@@ -43,6 +43,7 @@ from upnext_sqlite import schema
 from upnext_sqlite._db import Database
 from upnext_sqlite._wake import bells_for, watch
 from upnext_sqlite.admin import AdminMixin, write_envelopes
+from upnext_sqlite.state import StateMixin
 
 __all__ = ["SQLiteBroker"]
 
@@ -59,8 +60,8 @@ def _lost(delivery: Delivery) -> LeaseLost:
     return LeaseLost(f"lease lost for job {delivery.envelope.id}")
 
 
-class SQLiteBroker(AdminMixin):
-    """A `Broker`, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
+class SQLiteBroker(AdminMixin, StateMixin):
+    """A `Broker`, `ResultStore`, `StateStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
 
     # The defaults (timed leases, exact counts, cancel, an indexed DLQ, exact
     # delays, no joining the caller's transaction), and a job id is its key.

@@ -31,6 +31,19 @@ CREATE TABLE IF NOT EXISTS upnext_results (
     job_id TEXT PRIMARY KEY, data BLOB NOT NULL, expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS upnext_results_expires ON upnext_results (expires);
+CREATE TABLE IF NOT EXISTS upnext_state (
+    version INTEGER PRIMARY KEY AUTOINCREMENT,  -- a new one per write, never reused
+    scope TEXT NOT NULL,  -- '' without a scope, else '/' and the scope
+    key TEXT NOT NULL, value BLOB NOT NULL,
+    expires REAL,  -- NULL: kept until replaced or deleted
+    UNIQUE (scope, key)
+);
+CREATE INDEX IF NOT EXISTS upnext_state_expires ON upnext_state (expires);
+CREATE TABLE IF NOT EXISTS upnext_slots (
+    scope TEXT NOT NULL, key TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (scope, key, member)
+);
+CREATE INDEX IF NOT EXISTS upnext_slots_expires ON upnext_slots (expires);
 """
 
 # A job id is its key: an id not yet settled (queued, scheduled or held) is left alone.
@@ -63,3 +76,19 @@ RESULT_GET = "SELECT data FROM upnext_results WHERE job_id = ? AND expires > ?"
 RESULT_SWEEP = "DELETE FROM upnext_results WHERE expires <= ?"
 STATS = """SELECT total(due <= ?1), total(held = 0 AND due > ?1), total(held = 1 AND due > ?1),
     (SELECT count(*) FROM upnext_dead WHERE queue = ?2) FROM upnext_jobs WHERE queue = ?2"""
+
+# The state store (see `state`). An expired row is never read: every read filters
+# on `expires`, and each write transaction first sweeps what has expired.
+STATE_GET = """SELECT value, version FROM upnext_state
+    WHERE scope = ? AND key = ? AND (expires IS NULL OR expires > ?)"""
+# REPLACE deletes the old row and inserts a new one: a fresh AUTOINCREMENT version.
+STATE_SET = "INSERT OR REPLACE INTO upnext_state (scope, key, value, expires) VALUES (?, ?, ?, ?)"
+STATE_DELETE = "DELETE FROM upnext_state WHERE scope = ? AND key = ?"
+STATE_SWEEP = "DELETE FROM upnext_state WHERE expires <= ?"
+STATE_SCAN = """SELECT key, value, version FROM upnext_state
+    WHERE scope = ? AND {range} AND (expires IS NULL OR expires > ?) ORDER BY key LIMIT ?"""
+SLOTS_SWEEP = "DELETE FROM upnext_slots WHERE expires <= ?"
+SLOTS_COUNT = """SELECT count(*), min(expires), total(member = ?) FROM upnext_slots
+    WHERE scope = ? AND key = ?"""
+SLOTS_TAKE = "INSERT OR REPLACE INTO upnext_slots (scope, key, member, expires) VALUES (?, ?, ?, ?)"
+SLOTS_RELEASE = "DELETE FROM upnext_slots WHERE scope = ? AND key = ? AND member = ?"
