@@ -75,3 +75,17 @@ async def test_expired_rows_are_hidden_then_swept(
     assert [k for k, _ in (await pg_broker.state_scan(upnext_queue)).entries] == [kept]
     await pg_broker._sweep_state()
     assert (await conn.fetchval(rows, [gone, kept]), await conn.fetchval(members, gone)) == (1, 0)
+
+
+async def test_puts_of_the_same_keys_in_opposite_orders_never_deadlock(
+    pg_broker: PostgresBroker, upnext_queue: str
+) -> None:
+    """Each put locks its keys in key order, so crossing batches wait, never deadlock."""
+    keys = [f"{upnext_queue}:{i}" for i in range(8)]
+
+    async def put(n: int) -> list[bool]:
+        order = keys if n % 2 else keys[::-1]
+        return await pg_broker.state_put([StateWrite(k, str(n).encode(), 60.0) for k in order])
+
+    results = await asyncio.gather(*(put(n) for n in range(16)))
+    assert results == [[True] * len(keys)] * 16

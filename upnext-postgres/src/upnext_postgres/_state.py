@@ -1,8 +1,9 @@
 """The `StateStore` of `PostgresBroker`, as a mixin: shared state in two tables.
 
 Each call is one statement, so one round trip: reads and scans are plain
-``SELECT``s that skip expired rows, a put calls ``state_put`` and an acquire
-``slots_acquire`` (see `_state_ddl`). TTLs are judged by the server's clock.
+``SELECT``s that skip expired rows; a put, an acquire and a release call the
+functions ``state_put``, ``slots_acquire`` and ``slots_release`` (see
+`_state_ddl`). TTLs are judged by the server's clock.
 Expired rows are replaced by the next write of their key, dropped by the next
 acquire of their slot key, and otherwise swept in bounded batches at most
 once a minute per broker, after a write.
@@ -147,11 +148,8 @@ ORDER BY key LIMIT $3"""
     async def slots_release(
         self, key: str, members: Sequence[str], *, scope: str | None = None
     ) -> None:
-        """Free the slots these members hold (one DELETE); others are ignored."""
-        sql = (
-            f"DELETE FROM {self._names.state_slots} "
-            "WHERE scope = $1 AND key = $2 AND member = ANY($3::text[])"
-        )
+        """Free the slots these members hold; others are ignored."""
+        sql = f"SELECT {self._names.slots_release}($1, $2, $3)"
         with self._io("release slots"):
             await (await self._pool()).execute(sql, _scope(scope), key, list(members))
 
@@ -162,15 +160,18 @@ ORDER BY key LIMIT $3"""
             self._spawn(self._sweep_state())
 
     async def _sweep_state(self) -> None:
-        # Bounded batches from the expiry indexes. The outer test is re-checked
-        # on a row a concurrent write renewed meanwhile, which is then kept.
+        # Bounded batches from the expiry indexes. SKIP LOCKED: the sweep never
+        # waits for a row lock, so it is never part of a deadlock; and a row a
+        # write renewed meanwhile fails the re-checked expiry and is kept.
         n = self._names
         sql = f"""WITH entries AS (
     DELETE FROM {n.state} WHERE expires_at <= now() AND (scope, key) IN (
-        SELECT scope, key FROM {n.state} WHERE expires_at <= now() LIMIT 5000)
+        SELECT scope, key FROM {n.state} WHERE expires_at <= now()
+        LIMIT 5000 FOR UPDATE SKIP LOCKED)
 ), members AS (
     DELETE FROM {n.state_slots} WHERE expires_at <= now() AND (scope, key, member) IN (
-        SELECT scope, key, member FROM {n.state_slots} WHERE expires_at <= now() LIMIT 5000)
+        SELECT scope, key, member FROM {n.state_slots} WHERE expires_at <= now()
+        LIMIT 5000 FOR UPDATE SKIP LOCKED)
 )
 SELECT 1"""
         try:  # best effort: a failed sweep is tried again a minute later

@@ -1,4 +1,4 @@
-"""The DDL of the `StateStore` (schema version 2): two tables, a sequence, two functions.
+"""The DDL of the `StateStore` (schema version 2): two tables, a sequence, three functions.
 
 - ``state``: one row per entry, keyed by ``(scope, key)``; ``key`` sorts
   bytewise (``COLLATE "C"``), the order of Python strings, so scans page in
@@ -7,11 +7,14 @@
   even after a delete. ``expires_at`` is NULL for an entry kept until
   replaced.
 - ``state_slots``: one row per slot member, keyed by ``(scope, key, member)``.
-- ``state_put(...)`` applies one call's writes in order, each one statement
-  that PostgreSQL makes atomic on its row (``INSERT ... ON CONFLICT``, an
-  ``UPDATE`` or ``DELETE`` that re-checks the version on the row it locks).
+- ``state_put(...)`` applies one call's writes in key order, a key's writes
+  in call order (no other order can be seen: the call commits at once), each
+  one statement PostgreSQL makes atomic on its row (``INSERT ... ON
+  CONFLICT``, an ``UPDATE`` or ``DELETE`` that re-checks the version on the
+  row it locks).
 - ``slots_acquire(...)`` takes a transaction-level advisory lock on the key,
-  drops its expired members, counts the rest and admits or refuses.
+  drops its expired members, counts the rest and admits or refuses;
+  ``slots_release(...)`` deletes members under the same lock.
 
 Times are the server's ``clock_timestamp()``, read after the row or key lock
 is held, so an expiry is judged at the moment the write takes effect.
@@ -39,28 +42,33 @@ def _put_function(n: Names) -> str:
     p_kinds text[], p_versions int8[]
 ) RETURNS boolean[] LANGUAGE plpgsql AS $fn$
 DECLARE
-    applied boolean[] := '{{}}';
+    applied boolean[] := array_fill(false, ARRAY[coalesce(array_length(p_keys, 1), 0)]);
+    i integer;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+    -- In key order (a key's writes in call order): calls that write the same
+    -- keys lock their rows in one order, so they wait for each other, never deadlock.
+    FOR i IN SELECT t.i FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
+        ORDER BY t.k COLLATE "C", t.i
+    LOOP
         IF p_kinds[i] = 'absent' AND p_values[i] IS NULL THEN
             PERFORM 1 FROM {n.state} WHERE {match} AND {_LIVE};
-            applied := applied || NOT FOUND;
+            applied[i] := NOT FOUND;
         ELSIF p_values[i] IS NULL THEN
             DELETE FROM {n.state} WHERE {match}
                 AND (p_kinds[i] = 'any' OR (version = p_versions[i] AND {_LIVE}));
-            applied := applied || (FOUND OR p_kinds[i] = 'any');
+            applied[i] := FOUND OR p_kinds[i] = 'any';
         ELSIF p_kinds[i] = 'version' THEN
             UPDATE {n.state} SET value = p_values[i], version = nextval('{n.state_versions}'),
                 expires_at = {_EXPIRES}
             WHERE {match} AND version = p_versions[i] AND {_LIVE};
-            applied := applied || FOUND;
+            applied[i] := FOUND;
         ELSE
             INSERT INTO {n.state} AS s (scope, key, value, version, expires_at)
             VALUES (p_scope, p_keys[i], p_values[i], nextval('{n.state_versions}'), {_EXPIRES})
             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
                 version = excluded.version, expires_at = excluded.expires_at
             WHERE p_kinds[i] = 'any' OR s.expires_at <= clock_timestamp();
-            applied := applied || FOUND;
+            applied[i] := FOUND;
         END IF;
     END LOOP;
     RETURN applied;
@@ -68,9 +76,28 @@ END
 $fn$"""
 
 
+def _slot_lock(n: Names) -> str:
+    # The key's transaction-level advisory lock, a hash of scope and key.
+    key = "p_scope || E'\\n' || p_key"
+    return f"PERFORM pg_advisory_xact_lock(hashtextextended({key}, {n.slot_lock_seed}))"
+
+
+def _release_function(n: Names) -> str:
+    # Under the key's lock too: an acquire and a release of one key never
+    # lock its member rows in opposite orders.
+    return f"""CREATE OR REPLACE FUNCTION {n.slots_release}(
+    p_scope text, p_key text, p_members text[]
+) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    {_slot_lock(n)};
+    DELETE FROM {n.state_slots} WHERE scope = p_scope AND key = p_key AND member = ANY(p_members);
+END
+$fn$"""
+
+
 def _slots_function(n: Names) -> str:
-    # One caller per key at a time: the advisory lock (hashed from scope and key)
-    # makes count-then-insert atomic. Returns (acquired, count, retry_after).
+    # One caller per key at a time: the advisory lock makes count-then-insert
+    # atomic. Returns (acquired, count, retry_after).
     key = "scope = p_scope AND key = p_key"
     return f"""CREATE OR REPLACE FUNCTION {n.slots_acquire}(
     p_scope text, p_key text, p_member text, p_limit integer, p_ttl float8,
@@ -81,8 +108,7 @@ DECLARE
     earliest timestamptz;
     held boolean;
 BEGIN
-    PERFORM pg_advisory_xact_lock(
-        hashtextextended(p_scope || E'\\n' || p_key, {n.slot_lock_seed}));
+    {_slot_lock(n)};
     t := clock_timestamp();
     DELETE FROM {n.state_slots} WHERE {key} AND expires_at <= t;
     SELECT count(*), min(expires_at), coalesce(bool_or(member = p_member), false)
@@ -127,4 +153,5 @@ def state_ddl(n: Names) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS state_slots_expiry ON {n.state_slots} (expires_at)",
         _put_function(n),
         _slots_function(n),
+        _release_function(n),
     ]

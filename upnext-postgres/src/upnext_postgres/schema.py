@@ -11,8 +11,8 @@ All objects live in one schema (default ``upnext``):
 - ``results``: final results, kept until ``expires_at``.
 - ``state``, ``state_slots``: the `StateStore` (v2, see `_state`): entries
   with a version from the ``state_versions`` sequence and an optional
-  ``expires_at``, and slot members with theirs; the functions ``state_put``
-  and ``slots_acquire`` make each call one round trip.
+  ``expires_at``, and slot members with theirs; the functions ``state_put``,
+  ``slots_acquire`` and ``slots_release`` make each call one round trip.
 - ``schema_version``: the migrations applied.
 
 `migrate` creates or upgrades the schema at connect under a transaction-level
@@ -96,6 +96,11 @@ class Names:
     def slots_acquire(self) -> str:
         """The function taking or refreshing one slot under its key's lock."""
         return f'"{self.schema}".slots_acquire'
+
+    @property
+    def slots_release(self) -> str:
+        """The function freeing members' slots under their key's lock."""
+        return f'"{self.schema}".slots_release'
 
     @property
     def version_table(self) -> str:
