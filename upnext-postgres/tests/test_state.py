@@ -89,3 +89,15 @@ async def test_puts_of_the_same_keys_in_opposite_orders_never_deadlock(
 
     results = await asyncio.gather(*(put(n) for n in range(16)))
     assert results == [[True] * len(keys)] * 16
+
+
+async def test_a_refused_absent_write_writes_nothing(
+    pg_broker: PostgresBroker, conn: asyncpg.Connection[Any], upnext_queue: str
+) -> None:
+    """A live entry refuses 'absent' before any insert: no version is drawn, no row touched."""
+    key = f"{upnext_queue}:unique"
+    await pg_broker.state_put([StateWrite(key, b"first", 60.0)])
+    versions = f'SELECT last_value FROM "{pg_broker.options.schema}".state_versions'
+    before = await conn.fetchval(versions)
+    refused = await pg_broker.state_put([StateWrite(key, b"again", 60.0, "absent")] * 3)
+    assert (refused, await conn.fetchval(versions)) == ([False] * 3, before)

@@ -50,10 +50,17 @@ BEGIN
     FOR i IN SELECT t.i FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
         ORDER BY t.k COLLATE "C", t.i
     LOOP
-        IF p_kinds[i] = 'absent' AND p_values[i] IS NULL THEN
+        IF p_kinds[i] = 'absent' THEN
+            -- A committed live entry refuses at once, and writes nothing (no WAL
+            -- flush at commit): the common answer to a repeated unique key.
             PERFORM 1 FROM {n.state} WHERE {match} AND {_LIVE};
-            applied[i] := NOT FOUND;
-        ELSIF p_values[i] IS NULL THEN
+            CONTINUE WHEN FOUND;
+            IF p_values[i] IS NULL THEN
+                applied[i] := true;
+                CONTINUE;
+            END IF;
+        END IF;
+        IF p_values[i] IS NULL THEN
             DELETE FROM {n.state} WHERE {match}
                 AND (p_kinds[i] = 'any' OR (version = p_versions[i] AND {_LIVE}));
             applied[i] := FOUND OR p_kinds[i] = 'any';
