@@ -123,7 +123,12 @@ class StateMixin:
             args.append(end)
         sql = schema.STATE_SCAN.format(range=" AND ".join(where))
         limit = max(limit, 0)  # one row more than a page: is there a next one?
-        rows = await self._db.rows(sql, (_scope(scope), *args, time.time(), limit + 1))
+
+        def scan(conn: sqlite3.Connection) -> list[Any]:
+            # The clock is read on the thread, just before the rows are.
+            return conn.execute(sql, (_scope(scope), *args, time.time(), limit + 1)).fetchall()
+
+        rows = await self._db.query(scan)
         entries = [(str(k), StateEntry(bytes(v), version)) for k, v, version in rows[:limit]]
         more = len(rows) > limit and entries
         return StatePage(entries, state_cursor(entries[-1][0]) if more else None)
