@@ -24,6 +24,7 @@ the first find nothing to do. Teams that apply migrations themselves print
 from __future__ import annotations
 
 import re
+import textwrap
 import zlib
 from dataclasses import dataclass
 
@@ -202,10 +203,11 @@ def schema_sql(schema: str = "upnext") -> str:
 
 
 def _tidy(statement: str) -> str:
-    # Re-indent a multi-line statement for people reading the printed SQL.
-    first, *rest = statement.splitlines()
-    lines = [line.strip() for line in rest]
-    return "\n".join([first, *(line if line.startswith(")") else f"    {line}" for line in lines)])
+    # Re-indent a multi-line statement for people reading the printed SQL: the
+    # lines after the first lose their common indent and keep their relative
+    # ones (a table's columns one level in, a function's body as written).
+    first, _, rest = statement.partition("\n")
+    return f"{first}\n{textwrap.dedent(rest)}" if rest else first
 
 
 async def _current(conn: asyncpg.Connection, n: Names) -> int:
