@@ -9,7 +9,7 @@ All objects live in one schema (default ``upnext``):
   row, so completed jobs never accumulate.
 - ``dead_letters``: core's dead-letter records, indexed for keyset paging.
 - ``results``: final results, kept until ``expires_at``.
-- ``state``, ``state_slots``: the `StateStore` (v2, see `_state`): entries
+- ``state``, ``state_slots``: the `StateStore` (v2, see `_state_ddl`): entries
   with a version from the ``state_versions`` sequence and an optional
   ``expires_at``, and slot members with theirs; the functions ``state_put``,
   ``slots_acquire`` and ``slots_release`` make each call one round trip.
@@ -90,7 +90,7 @@ class Names:
 
     @property
     def state_put(self) -> str:
-        """The function applying one `state_put` call's writes, in order."""
+        """The function applying one `state_put` call's writes (in key order)."""
         return f'"{self.schema}".state_put'
 
     @property
