@@ -267,3 +267,42 @@ def test_run_exits_69_when_the_broker_stays_unreachable(flaky: None) -> None:
     FlakyBroker.failures[url] = 10**9
     worker = upnext.Worker("connect", broker=url, connect_timeout=0.2)
     assert upnext.run(worker) == _run.EXIT_UNAVAILABLE == 69
+
+
+# A worker process without uvloop: one job fails, then a second stops the worker.
+NO_UVLOOP = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.modules["uvloop"] = None  # `import uvloop` raises ImportError, as when not installed
+    import upnext
+
+    worker = upnext.Worker("nouv", broker="memory://nouv", concurrency=1)
+
+    @worker.task
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    @worker.task
+    async def stop() -> None:
+        worker.request_stop()
+
+    async def submit() -> None:
+        await boom.submit()
+        await stop.submit()
+
+    asyncio.run(submit())
+    assert upnext.run(worker) == 0
+    entry = asyncio.run(worker.dlq.list()).items[0]
+    print(entry.error.traceback)
+    """
+)
+
+
+def test_a_dead_letter_traceback_without_uvloop_is_only_the_jobs_own() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_UVLOOP], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ValueError: boom" in proc.stdout
+    assert "uvloop" not in proc.stdout
+    assert "During handling" not in proc.stdout

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import math
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
+from typing import Any
 
 from upnext._memory import return_large_frees
 from upnext._worker import Worker
@@ -42,12 +43,21 @@ def run(worker: Worker) -> int:
     UPNEXT_KEEP_MALLOC=1 to leave malloc alone).
     """
     return_large_frees()
+    return _loop_runner()(_main(worker))
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's `run` when installed, else asyncio's.
+
+    The worker must not run inside the ``except ImportError`` block: there
+    every job's traceback would begin with "No module named 'uvloop'".
+    """
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # optional: upnext[speed]
     except ImportError:
-        return asyncio.run(_main(worker))
-    code: int = uvloop.run(_main(worker))
-    return code
+        return asyncio.run
+    runner: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
+    return runner
 
 
 def _on_signals(handler: Callable[[], None]) -> None:
