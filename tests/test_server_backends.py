@@ -79,7 +79,10 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
 
     app = create_app(url, queues=[queue])
     transport = httpx.ASGITransport(app=app)
-    async with worker, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with (
+        worker,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
+    ):
         try:
             yield Setup(worker, client, queue)
         finally:
@@ -312,7 +315,7 @@ async def test_busy_rabbitmq_dead_letter_queue_is_409() -> None:
     try:
         async with (
             holder._scan([queue]),  # the admin side of another process, held open
-            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
         ):
             response = await client.get("/api/v1/dlq", params={"queue": queue})
         assert response.status_code == 409

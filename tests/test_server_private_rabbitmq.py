@@ -217,7 +217,7 @@ async def test_management_lists_queues_with_depths(rabbitmq_node: Node) -> None:
     management = rabbitmq_node.management.replace("http://", "http://guest:guest@")
     app = create_app(url, queues=["m-given"], management_url=management)
     transport = httpx.ASGITransport(app=app)
-    async with busy, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with busy, httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         await hold.submit()
         await asyncio.wait_for(started.wait(), 10)
         got = await _queues_until(
@@ -251,7 +251,7 @@ async def test_management_sees_queues_the_catalog_does_not(rabbitmq_node: Node) 
     names: list[set[str]] = []
     for app in (with_api, without):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             queues = (await client.get("/api/v1/queues")).json()["queues"]
         await app.state.backend.aclose()
         names.append({q["name"] for q in queues})
@@ -273,7 +273,7 @@ async def test_entry_reads_beside_queue_refreshes_all_succeed(rabbitmq_node: Nod
     app = create_app(url, queues=["m-race"])
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             (item,) = (await client.get("/api/v1/dlq", params={"queue": "m-race"})).json()["items"]
             for _ in range(10):
                 answers = await asyncio.gather(
@@ -310,7 +310,7 @@ async def test_management_errors_are_502_and_503_without_the_password(
     for management, status in ((wrong, 502), (unreachable, 503)):
         app = create_app(rabbitmq_node.amqp, management_url=management)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.get("/api/v1/queues")
         await app.state.backend.aclose()
         assert response.status_code == status, response.text

@@ -59,7 +59,10 @@ async def env() -> AsyncIterator[Env]:
     worker = make_worker(url)
     app = create_app(url, queues=["q", "q2"])
     transport = httpx.ASGITransport(app=app)
-    async with worker, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with (
+        worker,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
+    ):
         yield Env(url, worker, client)
         await app.state.backend.aclose()
 

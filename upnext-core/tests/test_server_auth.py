@@ -29,7 +29,7 @@ async def app() -> AsyncIterator[FastAPI]:
 
 def _client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=headers
     )
 
 

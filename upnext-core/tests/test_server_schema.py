@@ -25,7 +25,8 @@ from upnext.server import create_app  # noqa: E402
 pytest.importorskip("schemathesis")
 
 
-APP = create_app(f"memory://schema-{uuid.uuid4().hex}", queues=["q"])
+# Schemathesis calls the app as Starlette's test client does, with Host "testserver".
+APP = create_app(f"memory://schema-{uuid.uuid4().hex}", queues=["q"], allowed_hosts=["testserver"])
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

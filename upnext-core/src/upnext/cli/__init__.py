@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback host without a token"
     )
+    srv.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="also serve requests for this Host (repeatable; loopback names always;"
+        " default: $UPNEXT_ALLOWED_HOSTS)",
+    )
     srv.add_argument("--queue", action="append", help="a queue to show (repeatable)")
     srv.add_argument("--app", metavar="module:worker", help="show this worker's queues")
     srv.add_argument(

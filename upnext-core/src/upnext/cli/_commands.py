@@ -51,7 +51,7 @@ def server(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from upnext.server import ENV_TOKEN, check_bind, create_app
+        from upnext.server import ENV_ALLOWED_HOSTS, ENV_TOKEN, check_bind, create_app
     except ImportError as exc:
         return fail(
             f"upnext server needs the server extra ({exc.name} is missing): "
@@ -77,6 +77,9 @@ def server(args: argparse.Namespace) -> int:
         token=token,
         queues=list(dict.fromkeys(queues)),
         management_url=management,
+        allowed_hosts=_bound_hosts(
+            args.host, args.port, args.allowed_host or [], bool(os.environ.get(ENV_ALLOWED_HOSTS))
+        ),
     )
     auth = "token required" if token else "no token"
     print(
@@ -87,6 +90,18 @@ def server(args: argparse.Namespace) -> int:
         print(f"queues from the management API at {redact_url(management)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _bound_hosts(host: str, port: int, listed: list[str], env_listed: bool) -> list[str]:
+    """The Host names to serve besides loopback: those listed, and the bound address.
+
+    A wildcard bind (0.0.0.0, ::) has no one name: every Host is served
+    unless some are listed (or in $UPNEXT_ALLOWED_HOSTS).
+    """
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return listed if listed or env_listed else ["*"]
+    name = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return [*listed, f"{name}:{port}"]
 
 
 def backends(args: argparse.Namespace) -> int:

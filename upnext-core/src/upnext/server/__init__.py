@@ -7,5 +7,6 @@
 """
 
 from upnext.server._app import ENV_TOKEN, MAX_BODY, check_bind, create_app
+from upnext.server._hosts import ENV_ALLOWED_HOSTS
 
-__all__ = ["ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]
+__all__ = ["ENV_ALLOWED_HOSTS", "ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]

@@ -29,6 +29,7 @@ from upnext.errors import (
 from upnext.server._api import router
 from upnext.server._backend import Backend
 from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
+from upnext.server._hosts import HostGuard, served_hosts
 
 __all__ = ["ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]
 
@@ -131,6 +132,7 @@ def create_app(
     token: str | None = None,
     queues: Sequence[str] | None = None,
     management_url: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the server app: REST API under /api/v1, OpenAPI at /openapi.json, dashboard at /.
 
@@ -139,6 +141,11 @@ def create_app(
     besides those the broker knows (AMQP cannot list queues). On RabbitMQ,
     `management_url` (``http://user:pass@host:15672``) makes the management
     API the source of queue names and depths, in-flight counts included.
+    Only requests whose ``Host`` is a loopback name (``127.0.0.1``,
+    ``localhost``, ``[::1]``), one of `allowed_hosts` or of
+    ``$UPNEXT_ALLOWED_HOSTS`` (comma-separated) are served; others get 400,
+    so a DNS-rebinding page cannot reach the API. An entry is ``host`` or
+    ``host:port``; ``*`` serves every host.
     """
     backend = Backend(broker_url, results_url, queues or (), management_url)
     token = token if token is not None else os.environ.get(ENV_TOKEN) or None
@@ -170,6 +177,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     if token:
         app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(HostGuard, hosts=served_hosts(allowed_hosts))
     return app
 
 
