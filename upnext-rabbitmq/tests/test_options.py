@@ -110,3 +110,37 @@ async def test_task_timeout_reaching_consumer_timeout_warns_or_refuses(
         finally:
             await worker.aclose()
     await queue_deleter({upnext_queue})
+
+
+async def _start_logs(
+    url: str, queue: str, caplog: pytest.LogCaptureFixture, timeout: float = 1800.0
+) -> str:
+    """What a worker with one task of `timeout` seconds logs while starting on `url`."""
+    worker = upnext.Worker(queue, broker=url)
+
+    @worker.task(name="job", timeout=timeout)
+    async def job() -> None:
+        return None
+
+    caplog.clear()
+    try:
+        await worker.start()
+    finally:
+        await worker.aclose()
+    return caplog.text
+
+
+async def test_a_default_worker_does_not_warn_and_a_chosen_risk_does(
+    amqp_url: str,
+    upnext_queue: str,
+    caplog: pytest.LogCaptureFixture,
+    queue_deleter: Callable[[set[str]], Awaitable[None]],
+) -> None:
+    """Default timeout and consumer_timeout: silent; a longer timeout or a shorter limit: warned."""
+    sep = "&" if "?" in amqp_url else "?"
+    warning = "reaches the broker's consumer_timeout"
+    assert warning not in await _start_logs(amqp_url, upnext_queue, caplog)
+    assert warning in await _start_logs(amqp_url, upnext_queue, caplog, timeout=3600)
+    short = f"{amqp_url}{sep}consumer_timeout=900"
+    assert warning in await _start_logs(short, upnext_queue, caplog)
+    await queue_deleter({upnext_queue})

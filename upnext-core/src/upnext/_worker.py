@@ -36,6 +36,7 @@ ENV_BROKER = "UPNEXT_BROKER_URL"
 ENV_RESULTS = "UPNEXT_RESULTS_URL"
 MIB = 1024 * 1024
 NO_WORKER_GRACE = 1.0  # seconds before an unconsumed memory:// submit warns
+DEFAULT_TIMEOUT = 1800.0  # seconds a task may run (30 min, RabbitMQ's default consumer_timeout too)
 
 
 class Worker:
@@ -125,7 +126,7 @@ class Worker:
         retry_backoff: float = 2.0,
         retry_jitter: float = 0.0,
         retry_delay_max: float = 3600.0,
-        timeout: float = 1800.0,
+        timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
         queue: str | None = None,
         result_ttl: float = 3600.0,
@@ -152,7 +153,7 @@ class Worker:
         retry_backoff: float = 2.0,
         retry_jitter: float = 0.0,
         retry_delay_max: float = 3600.0,
-        timeout: float = 1800.0,
+        timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
         queue: str | None = None,
         result_ttl: float = 3600.0,
@@ -301,13 +302,15 @@ class Worker:
         A broker without timed leases may expose `consumer_timeout`: the
         seconds after which the server takes back an unacknowledged delivery
         (RabbitMQ). A task whose timeout reaches it would be redelivered while
-        it still runs.
+        it still runs. Both at their defaults (30 min each, RabbitMQ's own
+        default) is no choice the user made, and no warning: every default
+        worker would give it.
         """
         limit = getattr(client.broker, "consumer_timeout", None)
         if not isinstance(limit, int | float):
             return
         for task in self.tasks.values():
-            if task.timeout >= limit:
+            if task.timeout >= limit and not task.timeout == limit == DEFAULT_TIMEOUT:
                 message = (
                     f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
                     f" consumer_timeout of {limit}s: the server would take the job back mid-run"
