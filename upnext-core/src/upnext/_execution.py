@@ -141,6 +141,13 @@ class JobExecution:
             error = ErrorInfo(
                 type="UnknownTask", message=f"no task named {body.fn!r} on this worker"
             )
+            log.warning(
+                "job %s dead-lettered: no task named %r on worker %s (it knows: %s)",
+                body.id,
+                body.fn,
+                self.worker.name,
+                ", ".join(sorted(self.worker.tasks)) or "none",
+            )
             return dead_letter(
                 delivery, reason="unknown task", error=error, body=body, attempts=body.attempts
             )

@@ -16,6 +16,7 @@ from upnext._consumer import Consumer
 from upnext._dlq import DeadLetterQueue
 from upnext._future import Future
 from upnext._hooks import Plugins, adapt_hook
+from upnext._modname import importable_name
 from upnext._portal import Portal
 from upnext._retry import RetryPolicy
 from upnext._serializer import encode_body
@@ -164,7 +165,7 @@ class Worker:
         on_retry: Callable[..., Any] | None = None,
         on_complete: Callable[..., Any] | None = None,
     ) -> Task[Any, Any]:
-        wire_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        wire_name = name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
         if wire_name in self.tasks:
             raise ConfigurationError(f"worker {self.name!r} already has a task named {wire_name!r}")
         policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
