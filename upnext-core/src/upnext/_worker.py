@@ -375,7 +375,7 @@ class Worker:
         return True
 
     async def aclose(self) -> None:
-        """Stop consuming (if running) and close this event loop's connections."""
+        """Stop consuming (if running); close this loop's and the sync twins' connections."""
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             consumer.stopping = True
@@ -385,6 +385,12 @@ class Worker:
             finally:
                 self.consumer = None
                 self._report_leftovers(consumer)
+        await self._aclose_client()
+        if self.portal.started and not self.portal.owns(asyncio.get_running_loop()):
+            await asyncio.to_thread(self.portal.close)
+
+    async def _aclose_client(self) -> None:
+        """Close the connections of this event loop (the portal's, on its background loop)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
