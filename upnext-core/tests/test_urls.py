@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from upnext._urls import redact_url, scheme_of
+from upnext._urls import check_url, did_you_mean, redact_url, scheme_of
+from upnext.errors import ConfigurationError
 
 
 @pytest.mark.parametrize(
@@ -68,3 +69,44 @@ def test_redact_url_of_an_unparseable_url() -> None:
 )
 def test_scheme_of(url: str, scheme: str) -> None:
     assert scheme_of(url) == scheme
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("amqp:/guest:s3cret@127.0.0.1/ux", "amqp:/guest:***@127.0.0.1/ux"),
+        ("amqp:guest:s3cret@h/", "amqp:guest:***@h/"),
+        ("redis:///:s3cret@h/0", "redis:///:***@h/0"),
+        ("redis://u:s3/cret@h:6379/0?x=1", "redis://u:***@h:6379/0?x=1"),
+    ],
+)
+def test_redact_url_hides_the_password_of_a_mistyped_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("amqp:/guest:s3cret@h/vh", "two slashes after 'amqp:'"),
+        ("redis://:s3cret@/0", "no host"),
+        ("redis://:s3cret@h:99999/0", "bad port"),
+        ("redis://u:s3cr/et@h/0", "percent-encode"),
+        ("amqp://h:0/", "port 0"),
+    ],
+)
+def test_check_url_names_the_typo_in_one_line_without_the_password(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        check_url(url)
+    assert says in str(caught.value)
+    assert "s3cr" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_check_url_takes_a_hostless_url_when_told_and_well_formed_ones() -> None:
+    assert check_url("postgresql:///test", host=False).path == "/test"
+    assert check_url("rediss://:pw@redis.example:6380/1").port == 6380
+
+
+def test_did_you_mean_offers_only_a_close_option() -> None:
+    assert did_you_mean("prefetc", {"prefetch", "strict"}) == " (did you mean 'prefetch'?)"
+    assert did_you_mean("frobnicate", {"prefetch", "strict"}) == ""

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from upnext._discovery import RESULT_STORE_GROUP, load_factory
+from upnext._logsafe import protect_logs
 from upnext._serializer import ResultRecord
 from upnext._urls import redact_url
 from upnext.broker.protocol import Broker, ResultStore, ResultWrite
@@ -24,10 +25,17 @@ class Factories:
     def __init__(self, broker_url: str, results_url: str | None) -> None:
         self.broker_url = broker_url
         self.results_url = results_url if results_url not in (None, broker_url) else None
+        protect_logs(broker_url, *([results_url] if results_url else []))
         self.broker = load_factory(broker_url)
         self.store = (
             load_factory(self.results_url, RESULT_STORE_GROUP) if self.results_url else None
         )
+        # Each factory parses its URL and opens nothing: a mistyped URL fails
+        # here, at Worker(...), not as a hang at the first connect.
+        self.broker(broker_url)
+        if self.store is not None and self.results_url is not None:
+            self.store(self.results_url)
+        protect_logs()  # the drivers' loggers exist now that their modules are imported
 
     def build(self) -> Client:
         """A new, unconnected client."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from upnext._urls import redact_url
+from upnext._urls import check_url, did_you_mean, redact_url
 from upnext.errors import ConfigurationError
 
 from upnext_postgres.schema import Names
@@ -60,11 +60,17 @@ class PostgresOptions:
             raise ConfigurationError(f"malformed PostgreSQL URL: {redact_url(url)!r}") from None
         if parts.scheme.lower() not in _SCHEMES:
             raise ConfigurationError(f"not a postgresql:// URL: {redact_url(url)!r}")
+        check_url(url, host=False)  # libpq: no host means the local socket (or ?host=)
         rest: list[tuple[str, str]] = []
         mine: dict[str, str] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in _OPTIONS:
                 mine[key] = value
+            elif hint := did_you_mean(key, _OPTIONS):
+                # Any other key may be a server setting; one this close to ours is a typo.
+                raise ConfigurationError(
+                    f"unknown PostgreSQL URL option {key!r}{hint} in {redact_url(url)!r}"
+                )
             else:
                 rest.append((key, value))
         dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))

@@ -13,7 +13,9 @@
 - ``queue_type``: ``classic`` (default) or ``quorum`` work queues;
   ``delivery_limit`` (default 5 = 3 lost runs + 2) is their x-delivery-limit.
 
-Every other query parameter goes to aio-pika unchanged. Two of aio-pika's
+The options aio-pika and aiormq read (``heartbeat``, ``timeout``,
+``name``, ``auth``, the TLS files, ...) go to aio-pika unchanged; any other
+is a ConfigurationError, since aio-pika would ignore it in silence. Two of aio-pika's
 get other defaults when the URL does not set them: ``reconnect_interval=1``
 (aio-pika: 5 s), so work resumes within about a second of the server's
 return; and ``heartbeat=3`` (server default: 60 s), so a connection that went
@@ -28,13 +30,30 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
-from upnext._urls import redact_url
+from upnext._urls import check_url, did_you_mean, redact_url
 from upnext.errors import ConfigurationError
 
 __all__ = ["RabbitOptions", "parse_url", "server_version"]
 
 _OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit", "strict"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+# What aio-pika and aiormq read from the URL; anything else would be ignored in silence.
+_DRIVER_OPTIONS = {
+    "auth",
+    "cafile",
+    "capath",
+    "cadata",
+    "certfile",
+    "keyfile",
+    "no_verify_ssl",
+    "heartbeat",
+    "timeout",
+    "name",
+    "reconnect_interval",
+    "fail_fast",
+    "interleave",
+    "happy_eyeballs_delay",
+}
 # aio-pika options whose defaults upnext changes (see the module docstring).
 _DRIVER_DEFAULTS = {"reconnect_interval": "1", "heartbeat": "3"}
 
@@ -69,7 +88,14 @@ def parse_url(url: str) -> RabbitOptions:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("amqp", "amqps"):
         raise ConfigurationError(f"not an amqp:// or amqps:// URL: {redact_url(url)!r}")
+    check_url(url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for key, _ in pairs:
+        if key not in _OURS | _DRIVER_OPTIONS:
+            raise ConfigurationError(
+                f"unknown RabbitMQ URL option {key!r}{did_you_mean(key, _OURS | _DRIVER_OPTIONS)}"
+                f" in {redact_url(url)!r}"
+            )
     ours = {k: v for k, v in pairs if k in _OURS}
     driver = [(k, v) for k, v in pairs if k not in _OURS]
     given = {k for k, _ in driver}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from upnext._urls import redact_url
+from upnext._urls import check_url, did_you_mean, redact_url
 from upnext.errors import ConfigurationError
 
 __all__ = ["RedisOptions", "parse_url"]
@@ -30,6 +30,20 @@ _DRIVER_OPTIONS = {
     "ssl_keyfile",
     "ssl_check_hostname",
     "client_name",
+}
+
+
+_KNOWN = _DRIVER_OPTIONS | {
+    "prefix",
+    "strict",
+    "cluster",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "health_check_interval",
+    "recovery_interval",
+    "lease_recovery_interval",
+    "max_connections",
+    "retries",
 }
 
 
@@ -97,6 +111,7 @@ def parse_url(url: str) -> RedisOptions:
     parts = urlsplit(url)
     if parts.scheme not in {"redis", "rediss"}:
         raise ConfigurationError(f"not a redis:// or rediss:// URL: {safe!r}")
+    check_url(url)
     ours: dict[str, Any] = {}
     passthrough: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -117,7 +132,9 @@ def parse_url(url: str) -> RedisOptions:
             if ours[name] < 0:
                 raise ConfigurationError(f"URL option retries must be >= 0, got {value!r}")
         else:
-            raise ConfigurationError(f"unknown Redis URL option {name!r} in {safe!r}")
+            raise ConfigurationError(
+                f"unknown Redis URL option {name!r}{did_you_mean(name, _KNOWN)} in {safe!r}"
+            )
     driver_url = urlunsplit(parts._replace(query=urlencode(passthrough)))
     driver_kwargs: dict[str, Any] = {
         "socket_keepalive": True,

@@ -79,7 +79,7 @@ class SQLiteBroker(AdminMixin, StateMixin):
         parts, known = urlsplit(url), {"poll", "busy_timeout"}
         options = dict(parse_qsl(parts.query))
         try:
-            if parts.scheme != "sqlite" or parts.netloc or len(parts.path) < 2:
+            if not url.startswith("sqlite://") or parts.netloc or len(parts.path) < 2:
                 raise ValueError("expected sqlite:///<file>")
             if unknown := set(options) - known:
                 raise ValueError(f"unknown options {sorted(unknown)}")

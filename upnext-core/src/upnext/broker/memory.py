@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from upnext._urls import redact_url
 from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
@@ -138,7 +139,7 @@ class MemoryBroker(MemoryStateStore):
     def from_url(cls, url: str) -> MemoryBroker:
         """The broker registered under `url`, created on first use."""
         if not url.lower().startswith("memory://"):
-            raise ConfigurationError(f"not a memory:// URL: {url!r}")
+            raise ConfigurationError(f"not a memory:// URL: {redact_url(url)!r}")
         with _REGISTRY_LOCK:
             broker = _REGISTRY.get(url)
             if broker is None:

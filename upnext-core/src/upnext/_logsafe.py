@@ -1,0 +1,110 @@
+"""Passwords never reach a log: a filter on upnext's loggers and its drivers' own.
+
+Client libraries log connection URLs themselves (aiormq: "Reconnect attempt
+failed amqp:/guest:secret@..." for a URL it cannot parse), and a user's
+handlers print whatever reaches them. So upnext attaches one filter to the
+loggers of every library it drives, not to handlers: it rewrites a record's
+message (and traceback text) with URL passwords, and every password a
+broker URL of this process carries, replaced by ``***``.
+
+A logger filter sees only records logged on that very logger, not those
+propagated from its children; so the filter goes on each existing logger
+under those names, and is attached again whenever a broker is configured
+(by then its driver's modules, and their loggers, exist).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = ["LIBRARY_LOGGERS", "PasswordFilter", "protect_logs"]
+
+# The loggers of upnext, of every driver it uses, and of what serves its API.
+LIBRARY_LOGGERS = (
+    "upnext",
+    "upnext_redis",
+    "upnext_rabbitmq",
+    "upnext_postgres",
+    "aio_pika",
+    "aiormq",
+    "pamqp",
+    "asyncpg",
+    "redis",
+    "uvicorn",
+    "fastapi",
+    "starlette",
+    "asyncio",
+)
+# scheme:[/...]user:password@ , however many slashes; the password runs to the last '@'.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*:/*[^\s/:@'\"]*):([^\s'\"]+)@")
+_SHORTEST_SECRET = 8  # shorter ones would blank out ordinary words (guest:guest)
+
+
+class PasswordFilter(logging.Filter):
+    """Rewrites each record with every password hidden; never drops a record."""
+
+    def __init__(self) -> None:
+        super().__init__("upnext-passwords")
+        self._secrets: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def remember(self, url: str) -> None:
+        """Also hide the passwords of `url` (and their percent-decoded forms) wherever seen."""
+        found = set()
+        try:
+            parts = urlsplit(url)
+            found.add(parts.password or "")
+            found |= {v for k, v in parse_qsl(parts.query) if "pass" in k.lower()}
+        except ValueError:
+            pass
+        found |= {unquote(s) for s in found}
+        with self._lock:
+            self._secrets |= {s for s in found if len(s) >= _SHORTEST_SECRET}
+
+    def scrub(self, text: str) -> str:
+        """`text` with URL passwords and remembered secrets replaced by ``***``."""
+        text = _URL_PASSWORD.sub(r"\1:***@", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave it to the handler to report
+            return True
+        clean = self.scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
+
+
+_FILTER = PasswordFilter()  # one per process: the loggers it guards are per process too
+
+
+def protect_logs(*urls: str) -> PasswordFilter:
+    """Attach the filter to the library loggers (again: new ones appear as drivers load).
+
+    `urls` are remembered, so their passwords are hidden even outside a URL.
+    """
+    for url in urls:
+        _FILTER.remember(url)
+    names = [n for n in list(logging.root.manager.loggerDict) if _guarded(n)]
+    for name in {*LIBRARY_LOGGERS, *names}:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    return _FILTER
+
+
+def _guarded(name: str) -> bool:
+    return any(name == lib or name.startswith(lib + ".") for lib in LIBRARY_LOGGERS)
