@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -171,4 +171,31 @@ async def test_a_call_without_a_reply_times_out_and_the_wire_recovers(prefixed_u
         (got,) = await broker.receive(["q"], limit=1, lease=30.0, wait=1.0)
         assert got.envelope.id == "j"
     finally:
+        await broker.aclose()
+
+
+@pytest.mark.parametrize("call", ["enqueue", "count"])
+async def test_a_frozen_server_fails_each_call_within_its_budget(
+    outage_proxy: Any, via_proxy: Callable[[str, int], str], prefixed_url: str, call: str
+) -> None:
+    """Connected, then the server goes silent (reconnects accepted, never answered): each call
+    raises BrokerUnavailable within socket_connect_timeout + socket_timeout, not in redis-py's
+    nested handshake retries."""
+    url = via_proxy(prefixed_url, outage_proxy.port) + "&socket_timeout=0.5"
+    broker = RedisBroker.from_url(url + "&socket_connect_timeout=0.5")
+    await broker.connect()
+    try:
+        await broker.enqueue_many([Envelope("a", "q", b"x")])
+        outage_proxy.blackhole()
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "enqueue": lambda: broker.enqueue_many([Envelope("b", "q", b"x")]),
+            "count": broker.dlq_count,
+        }
+        for _ in range(2):  # the first call times out its read; the next one reconnects
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(calls[call](), 10.0)  # the hang this proves gone
+            assert time.monotonic() - started <= 1.0 + 0.4
+    finally:
+        outage_proxy.blackhole(False)
         await broker.aclose()

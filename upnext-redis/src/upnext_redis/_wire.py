@@ -50,6 +50,12 @@ def pack_args(args: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
+def _stale(conn: AbstractConnection) -> bool:
+    """True if the server closed `conn`, or (never by us) left data on it."""
+    reader = getattr(conn, "_reader", None)
+    return reader is not None and bool(reader.at_eof() or reader._buffer)
+
+
 def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -90,6 +96,13 @@ class Wire:
     def __init__(self, pool: ConnectionPool, retries: int) -> None:
         self._pool = pool
         self._retries = retries
+        kwargs = pool.connection_kwargs
+        # A whole call, reconnects included, ends within one connect and one
+        # read timeout: a server that accepts connections and never answers (a
+        # frozen host) must not hold a caller in redis-py's handshake retries.
+        self.budget = float(kwargs.get("socket_connect_timeout") or 0.0) + float(
+            kwargs.get("socket_timeout") or 0.0
+        )
         self._free: list[AbstractConnection] = []
         # id(conn) -> (read deadline by the loop's clock, conn): calls in flight.
         self._deadlines: dict[int, tuple[float, AbstractConnection]] = {}
@@ -100,32 +113,52 @@ class Wire:
         """Send `commands` in one write; their replies in order (errors as values).
 
         A lost connection is retried with exponential backoff and jitter, up
-        to `retries` times; then the driver error propagates.
+        to `retries` times and within `budget` seconds of the call's start;
+        then the driver error propagates (a TimeoutError past the budget).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.budget
         attempt = 0
         while True:
             try:
-                return await self._once(commands)
+                return await self._once(commands, deadline)
             except _RETRIABLE:
-                if attempt >= self._retries:
+                pause = min(1.0, 0.05 * 2 ** (attempt + 1)) * (0.5 + random.random() / 2)
+                if attempt >= self._retries or loop.time() + pause >= deadline:
                     raise
                 attempt += 1
-                await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
+                await asyncio.sleep(pause)
 
-    async def take(self) -> AbstractConnection:
-        """A connected connection of this wire's own (release it with `give`)."""
+    async def take(self, deadline: float | None = None) -> AbstractConnection:
+        """A connected connection of this wire's own (release it with `give`).
+
+        Connecting (the pool's wait, redis-py's handshake and its retries)
+        ends by `deadline` (the loop's clock; default `budget` from now), or
+        raises redis TimeoutError.
+        """
         if self._free:
-            conn = self._free.pop()
+            conn: AbstractConnection | None = self._free.pop()
+            if conn is not None and conn.is_connected and not _stale(conn):
+                return conn
         else:
-            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
-            try:
-                _raise_if_cancelled()  # one the pool's handshake swallowed (see above)
-            except asyncio.CancelledError:
-                self._free.append(conn)  # connected and idle: it stays ours
-                raise
+            conn = None
+        when = asyncio.get_running_loop().time() + self.budget if deadline is None else deadline
+        limit = asyncio.timeout_at(when)
         try:
-            reader = getattr(conn, "_reader", None)
-            if reader is not None and (reader.at_eof() or reader._buffer):
+            async with limit:
+                return await self._connect(conn)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            budget = f"{self.budget:g}s"
+            raise rx.TimeoutError(f"no answer within {budget}, reconnects included") from None
+
+    async def _connect(self, conn: AbstractConnection | None) -> AbstractConnection:
+        """`conn` (or one from the pool) connected afresh if it is not usable."""
+        if conn is None:
+            conn = await self._from_pool()
+        try:
+            if _stale(conn):
                 # Closed by the server (or, never by us, left with data): start afresh.
                 await conn.disconnect(nowait=True)
             if not conn.is_connected:
@@ -137,12 +170,21 @@ class Wire:
             raise
         return conn
 
+    async def _from_pool(self) -> AbstractConnection:
+        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
+        try:
+            _raise_if_cancelled()  # one the pool's handshake swallowed (see above)
+        except asyncio.CancelledError:
+            self._free.append(conn)  # connected and idle: it stays ours
+            raise
+        return conn
+
     def give(self, conn: AbstractConnection) -> None:
         """Put back a connection taken with `take` (all its replies read, or disconnected)."""
         self._free.append(conn)
 
-    async def _once(self, commands: Sequence[bytes]) -> list[Any]:
-        conn = await self.take()
+    async def _once(self, commands: Sequence[bytes], deadline: float) -> list[Any]:
+        conn = await self.take(deadline)
         key = id(conn)
         try:
             writer = conn._writer
@@ -152,7 +194,7 @@ class Wire:
             timeout = conn.socket_timeout
             if timeout is not None:
                 loop = asyncio.get_running_loop()
-                self._deadlines[key] = (loop.time() + timeout, conn)
+                self._deadlines[key] = (min(loop.time() + timeout, deadline), conn)
                 if self._timer is None:
                     self._arm(loop, timeout)
             if writer.transport.get_write_buffer_size():
