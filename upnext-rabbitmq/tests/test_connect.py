@@ -98,3 +98,24 @@ async def test_receive_rides_out_an_outage_and_says_so_once(
         await broker.settle([Ack(d) for d in got])
     finally:
         await broker.aclose()
+
+
+async def test_an_admin_call_on_a_frozen_server_raises_unavailable(
+    proxy: FaultyProxy, proxied_url: str
+) -> None:
+    """Connected, then silent: an admin call raises BrokerUnavailable, never CancelledError.
+
+    aiormq cancels the requests of a connection whose heartbeats stopped; the
+    caller was not cancelled, so that must not reach it as a cancellation.
+    """
+    broker = RabbitBroker(f"{proxied_url}{'&' if '?' in proxied_url else '?'}heartbeat=1")
+    await broker.connect()
+    try:
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(broker.dlq_count(), 30.0)
+        assert time.monotonic() - started <= 8.0  # (1 + 1) * 3 s without a frame, and a margin
+    finally:
+        proxy.blackhole(False)
+        await broker.aclose()

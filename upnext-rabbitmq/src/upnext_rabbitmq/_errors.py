@@ -62,3 +62,13 @@ def map_errors(url: str, doing: str) -> Iterator[None]:
         raise
     except _MAPPED as exc:
         raise translate(exc, url, doing) from exc
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the caller's own cancellation
+        # aiormq cancels the requests of a connection it closed (no frame for
+        # (heartbeat + 1) * 3 s: a frozen server); the caller was not cancelled.
+        where = redact_url(url)
+        raise BrokerUnavailable(
+            f"RabbitMQ at {where} unavailable while {doing}: the connection closed under it"
+        ) from None
