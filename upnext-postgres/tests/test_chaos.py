@@ -123,3 +123,29 @@ async def test_silently_dead_pool_is_replaced_after_a_timeout(
 def test_command_timeout_defaults_to_five_seconds() -> None:
     """Small enough that a half-open connection is found within about 10 s."""
     assert PostgresOptions.from_url("postgresql://h/db").command_timeout == 5.0
+
+
+async def test_callers_queued_on_a_frozen_pool_each_fail_within_the_deadline(
+    pg_url: str, proxy: FaultyProxy
+) -> None:
+    """The server stops answering; three submits share one pooled connection. Each raises
+    BrokerUnavailable within connect_timeout + command_timeout of its own start, rather than
+    after every caller queued before it."""
+    options = {"pool_size": "1", "connect_timeout": "1", "command_timeout": "0.5"}
+    broker = PostgresBroker.from_url(_proxied(pg_url, proxy, **options))
+    queue = f"frozen-{uuid.uuid4().hex[:10]}"
+
+    async def submit(i: int) -> float:
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(broker.enqueue_many([Envelope(f"j{i}", queue, b"x")]), 30.0)
+        return time.monotonic() - started
+
+    try:
+        await broker.connect()
+        proxy.blackhole()
+        took = await asyncio.gather(*(submit(i) for i in range(3)))
+        assert max(took) <= 1.5 + 0.3, took
+    finally:
+        proxy.blackhole(False)
+        await broker.aclose()

@@ -15,7 +15,7 @@ from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
 from upnext.errors import DeadLetterNotFound
 
-from upnext_postgres._errors import mapped
+from upnext_postgres._errors import bounded
 
 if TYPE_CHECKING:
     from upnext_postgres.schema import Names
@@ -42,12 +42,13 @@ class AdminMixin:
 
     _names: Names
     _where: str
+    _deadline: float
 
     async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
         raise NotImplementedError
 
     async def _fetch(self, what: str, sql: str, *args: object) -> list[asyncpg.Record]:
-        with mapped(self._where, what):
+        async with bounded(self._where, what, self._deadline):
             return await (await self._pool()).fetch(sql, *args)
 
     # -- dead letters --------------------------------------------------------

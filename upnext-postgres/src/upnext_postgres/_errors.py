@@ -8,13 +8,14 @@ password.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 from upnext.errors import BrokerError, BrokerUnavailable, UpNextError
 
-__all__ = ["mapped"]
+__all__ = ["bounded", "mapped"]
 
 # SQLSTATE classes that mean "the server or the connection went away":
 # 08 connection exception, 57P0x operator intervention (shutdown, crash recovery),
@@ -56,3 +57,22 @@ def mapped(where: str, what: str) -> Iterator[None]:
         if isinstance(exc, asyncpg.PostgresError):
             raise BrokerError(f"PostgreSQL at {where} refused {what}: {detail}") from exc
         raise
+
+
+@asynccontextmanager
+async def bounded(where: str, what: str, seconds: float) -> AsyncIterator[None]:
+    """`mapped`, with the whole block (pool wait, connect, statement) ended within `seconds`.
+
+    Each step has a timeout of its own, but callers queue for the pool: on a
+    server that stopped answering, the n-th caller would wait for the n - 1
+    before it. Past `seconds` the block raises `BrokerUnavailable`.
+    """
+    with mapped(where, what):
+        limit = asyncio.timeout(seconds)
+        try:
+            async with limit:
+                yield
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise TimeoutError(f"no answer within {seconds:g} s") from None

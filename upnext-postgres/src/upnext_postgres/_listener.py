@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from upnext_postgres._errors import mapped
+from upnext_postgres._errors import bounded
 from upnext_postgres.schema import Names
 
 __all__ = ["Listener", "Waiter"]
@@ -93,17 +93,18 @@ class Listener:
         """Open the LISTEN connection if it is not open; `BrokerUnavailable` if it can't."""
         if self.live():
             return
-        async with self._lock:
+        # The lock's wait and LISTEN (no statement timeout here) are bounded too.
+        limit = self._timeout + self.ping_timeout
+        async with bounded(self._where, "listen", limit), self._lock:
             if self.live():
                 return
-            with mapped(self._where, "listen"):
-                conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
-                try:
-                    await conn.add_listener(self._names.jobs_channel, self._on_jobs)
-                    await conn.add_listener(self._names.results_channel, self._on_results)
-                except BaseException:
-                    conn.terminate()
-                    raise
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            try:
+                await conn.add_listener(self._names.jobs_channel, self._on_jobs)
+                await conn.add_listener(self._names.results_channel, self._on_results)
+            except BaseException:
+                conn.terminate()
+                raise
             conn.add_termination_listener(self._on_lost)
             self._conn = conn
         # Anything sent while we were not listening is lost: make everyone look.

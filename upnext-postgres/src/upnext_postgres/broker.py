@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -29,7 +29,7 @@ from upnext.broker.protocol import (
 from upnext.errors import BrokerUnavailable, LeaseLost
 
 from upnext_postgres._admin import AdminMixin
-from upnext_postgres._errors import mapped
+from upnext_postgres._errors import bounded, mapped
 from upnext_postgres._listener import Listener
 from upnext_postgres._options import PostgresOptions
 from upnext_postgres._queries import Queries
@@ -76,6 +76,8 @@ class PostgresBroker(AdminMixin, StateMixin):
         self._names = Names(options.schema)
         self._q = Queries.build(self._names)
         self._where = options.redacted
+        # One call, a new connection and its statement included, ends within this.
+        self._deadline = options.connect_timeout + options.command_timeout
         self._pool_obj: asyncpg.Pool[asyncpg.Record] | None = None
         self._connect_lock = asyncio.Lock()
         self._listener = Listener(
@@ -172,9 +174,9 @@ class PostgresBroker(AdminMixin, StateMixin):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    @contextmanager
-    def _io(self, what: str) -> Iterator[None]:
-        """`mapped` for one operation; on connection trouble, start over with a new pool.
+    @asynccontextmanager
+    async def _io(self, what: str) -> AsyncIterator[None]:
+        """`bounded` for one operation; on connection trouble, start over with a new pool.
 
         A statement that timed out (`command_timeout`) may have hit a
         connection that died without closing, and the idle connections opened
@@ -184,7 +186,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         """
         pool = self._pool_obj
         try:
-            with mapped(self._where, what):
+            async with bounded(self._where, what, self._deadline):
                 yield
         except BrokerUnavailable:
             if pool is not None and self._pool_obj is pool:
@@ -224,7 +226,7 @@ class PostgresBroker(AdminMixin, StateMixin):
             [f"{delay!r} {queue}" for queue, delay in soonest.items()],
             self._names.jobs_channel,
         )
-        with self._io("enqueue"):
+        async with self._io("enqueue"):
             if connection is not None:
                 await connection.fetch(self._q.enqueue, *args)
             else:
@@ -292,7 +294,7 @@ class PostgresBroker(AdminMixin, StateMixin):
     async def _fetch_take(
         self, names: list[str], limit: int, lease: float, token: int
     ) -> list[asyncpg.Record]:
-        with self._io("receive"):
+        async with self._io("receive"):
             return await (await self._pool()).fetch(self._q.receive, names, limit, lease, token)
 
     async def _give_back(self, fetch: asyncio.Future[list[asyncpg.Record]], token: int) -> None:
@@ -319,9 +321,8 @@ class PostgresBroker(AdminMixin, StateMixin):
             return []
         batch = SettleBatch(items)
         args = batch.arguments(self._names)
-        with self._io("settle"):
-            async with self._row_locks:
-                rows = await (await self._pool()).fetch(self._q.settle, *args)
+        async with self._io("settle"), self._row_locks:
+            rows = await (await self._pool()).fetch(self._q.settle, *args)
         if batch.has_results:
             self._maybe_cleanup()
         return batch.outcomes({(r["kind"], r["id"]) for r in rows})
@@ -332,9 +333,8 @@ class PostgresBroker(AdminMixin, StateMixin):
             return []
         ids = [d.envelope.id for d in deliveries]
         tokens = [d.receipt if isinstance(d.receipt, int) else -1 for d in deliveries]
-        with self._io("extend"):
-            async with self._row_locks:
-                rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
+        async with self._io("extend"), self._row_locks:
+            rows = await (await self._pool()).fetch(self._q.extend, ids, tokens, lease)
         kept = {r["id"] for r in rows}
         return [
             None if d.envelope.id in kept else LeaseLost(f"lease lost for job {d.envelope.id}")
@@ -343,7 +343,7 @@ class PostgresBroker(AdminMixin, StateMixin):
 
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Delete a queued or scheduled job that no receiver holds; True if it was there."""
-        with self._io("cancel"):
+        async with self._io("cancel"):
             found = await (await self._pool()).fetchval(self._q.cancel, job_id, queue)
         return found is not None
 
@@ -359,7 +359,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         if not latest:
             return
         rows = list(latest.values())
-        with self._io("put results"):
+        async with self._io("put results"):
             await (await self._pool()).fetch(
                 self._q.put_results,
                 [w.job_id for w in rows],
@@ -390,7 +390,7 @@ class PostgresBroker(AdminMixin, StateMixin):
                     return None
 
     async def _read_result(self, job_id: str) -> bytes | None:
-        with self._io("get result"):
+        async with self._io("get result"):
             data: bytes | None = await (await self._pool()).fetchval(self._q.get_result, job_id)
         return data
 
