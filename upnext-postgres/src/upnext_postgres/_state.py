@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -60,7 +60,7 @@ class StateMixin:
     async def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
         raise NotImplementedError
 
-    def _io(self, what: str) -> AbstractContextManager[None]:
+    def _io(self, what: str) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -76,7 +76,7 @@ class StateMixin:
 FROM unnest($2::text[]) WITH ORDINALITY AS k(key, i)
 JOIN {self._names.state} AS s ON s.scope = $1 AND s.key = k.key
 WHERE s.expires_at IS NULL OR s.expires_at > now()"""
-        with self._io("get state"):
+        async with self._io("get state"):
             rows = await (await self._pool()).fetch(sql, _scope(scope), list(keys))
         found: list[StateEntry | None] = [None] * len(keys)
         for row in rows:
@@ -99,7 +99,7 @@ WHERE s.expires_at IS NULL OR s.expires_at > now()"""
             [w.expect if isinstance(w.expect, int) else None for w in writes],
         )
         sql = f"SELECT {self._names.state_put}($1, $2, $3, $4, $5, $6)"
-        with self._io("put state"):
+        async with self._io("put state"):
             applied: list[bool] = await (await self._pool()).fetchval(sql, *args)
         self._maybe_sweep_state()
         return applied
@@ -122,7 +122,7 @@ WHERE s.expires_at IS NULL OR s.expires_at > now()"""
 WHERE scope = $1 AND {lower} AND {upper} AND (expires_at IS NULL OR expires_at > now())
 ORDER BY key LIMIT $3"""
         limit = max(limit, 0)
-        with self._io("scan state"):
+        async with self._io("scan state"):
             rows = await (await self._pool()).fetch(sql, _scope(scope), start, limit + 1, end)
         entries = [(r["key"], StateEntry(r["value"], r["version"])) for r in rows[:limit]]
         more = len(rows) > limit and entries
@@ -139,7 +139,7 @@ ORDER BY key LIMIT $3"""
     ) -> SlotGrant:
         """Take (or refresh) `member`'s slot while fewer than `limit` live members hold one."""
         sql = f"SELECT * FROM {self._names.slots_acquire}($1, $2, $3, $4, $5)"
-        with self._io("acquire slot"):
+        async with self._io("acquire slot"):
             row = await (await self._pool()).fetchrow(sql, _scope(scope), key, member, limit, ttl)
         assert row is not None  # a function with OUT parameters returns one row
         self._maybe_sweep_state()
@@ -150,7 +150,7 @@ ORDER BY key LIMIT $3"""
     ) -> None:
         """Free the slots these members hold; others are ignored."""
         sql = f"SELECT {self._names.slots_release}($1, $2, $3)"
-        with self._io("release slots"):
+        async with self._io("release slots"):
             await (await self._pool()).execute(sql, _scope(scope), key, list(members))
 
     def _maybe_sweep_state(self) -> None:
@@ -175,6 +175,7 @@ ORDER BY key LIMIT $3"""
 )
 SELECT 1"""
         try:  # best effort: a failed sweep is tried again a minute later
-            await (await self._pool()).execute(sql)
+            async with self._io("sweep state"):
+                await (await self._pool()).execute(sql)
         except Exception:
             return
