@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from upnext.broker.protocol import Envelope
-from upnext.testing import BrokerConformance, WorkerSemantics
+from upnext.testing import BrokerConformance, StateStoreConformance, WorkerSemantics
 from upnext_redis import RedisBroker
 
 
-class TestClusterBroker(BrokerConformance):
-    """The broker contract with queues spread over three masters (results: see semantics)."""
+class TestClusterBroker(BrokerConformance, StateStoreConformance):
+    """The broker and state contracts spread over three masters (results: see semantics)."""
 
     @pytest_asyncio.fixture
     async def broker(self, cluster_broker: RedisBroker) -> AsyncIterator[RedisBroker]:

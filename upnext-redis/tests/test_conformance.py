@@ -10,6 +10,7 @@ from upnext.testing import (
     DeadLetterAdminConformance,
     QueueAdminConformance,
     ResultStoreConformance,
+    StateStoreConformance,
 )
 from upnext_redis import RedisBroker
 
@@ -19,8 +20,9 @@ class TestRedisBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    StateStoreConformance,
 ):
-    """The broker, result store, dead-letter and queue admin contracts on a real server."""
+    """The broker, result store, dead-letter, queue admin and state contracts on a real server."""
 
     @pytest_asyncio.fixture
     async def broker(self, redis_broker: RedisBroker) -> AsyncIterator[RedisBroker]:

@@ -21,6 +21,7 @@ from upnext_redis._routing import Node, Router
 from upnext_redis._wire import pack, pack_args
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
+from upnext_redis.state_scripts import STATE_SCRIPTS
 
 __all__ = ["RedisClient"]
 
@@ -109,7 +110,9 @@ class RedisClient:
         with self.errors.boundary():
             if self.cluster:
                 await self.router.refresh()
-            commands = [pack(["PING"])] + [pack(["SCRIPT", "LOAD", s.source]) for s in SCRIPTS]
+            commands = [pack(["PING"])] + [
+                pack(["SCRIPT", "LOAD", s.source]) for s in (*SCRIPTS, *STATE_SCRIPTS)
+            ]
             commands.append(pack(["CONFIG", "GET", "maxmemory-policy"]))
             for node in self.router.nodes:
                 replies = await node.wire.run(commands)

@@ -49,6 +49,7 @@ from upnext_redis._wire import Wire, pack, pack_args, read_replies
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
+from upnext_redis.state import RedisStateStore
 
 __all__ = ["RedisBroker"]
 
@@ -63,8 +64,8 @@ _UNBLOCK_PAUSES = (0.002, 0.005, 0.02, 0.1)
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
-class RedisBroker:
-    """Broker, ResultStore, DeadLetterAdmin and QueueAdmin on one Redis (>= 6.2)."""
+class RedisBroker(RedisStateStore):
+    """Broker, ResultStore, DeadLetterAdmin, QueueAdmin and StateStore on one Redis (>= 6.2)."""
 
     capabilities = Capabilities(
         timed_leases=True,

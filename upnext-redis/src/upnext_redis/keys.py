@@ -24,15 +24,25 @@ key                type    holds
 Outside any queue: ``<prefix>:queues`` (set of queue names, for admin
 listing) and the pub/sub channels ``...:done:<job>`` (a result was written)
 and ``<prefix>:listener`` (keeps the listener's connection subscribed).
+
+State (the `StateStore`) lives in groups: a scoped key beside its queue,
+``<prefix>:{<scope>}:state:...``; an unscoped key in one of `STATE_BUCKETS`
+groups ``<prefix>:state:{<n>}:...`` chosen by a CRC32 of the key, so on
+Cluster unscoped state spreads over up to that many slots. Per group:
+``idx`` (zset, score 0: every key, for lexicographic scans), ``ttl`` (zset:
+key -> expiry in microseconds, Redis clock, for reaping ``idx``), ``ver``
+(string: the highest version given out), ``e:<key>`` (hash {v, ver}, with a
+PEXPIRE) and ``s:<key>`` (zset: member -> slot expiry in microseconds).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from upnext.errors import ConfigurationError
 
-__all__ = ["GROUP_SIZE", "KeySpace", "QueueKeys"]
+__all__ = ["GROUP_SIZE", "STATE_BUCKETS", "KeySpace", "QueueKeys", "StateKeys"]
 
 # The order is the layout of KEYS in every Lua script (see scripts.py).
 _SUFFIXES = (
@@ -49,6 +59,9 @@ _SUFFIXES = (
     "dlq:fn",
 )
 GROUP_SIZE = len(_SUFFIXES)
+# Groups of unscoped state: more spread it over more Cluster slots, and an
+# unscoped scan reads one index per group (a fixed layout: changing it loses state).
+STATE_BUCKETS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,36 @@ class QueueKeys:
         return f"{self.base}done:{job_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class StateKeys:
+    """The keys of one state group (one scope, or one bucket of unscoped keys)."""
+
+    base: str
+
+    @property
+    def index(self) -> str:
+        """Every key of the group, score 0, for ZRANGEBYLEX."""
+        return f"{self.base}idx"
+
+    @property
+    def expiries(self) -> str:
+        """Keys with a TTL, scored by their expiry (microseconds, Redis clock)."""
+        return f"{self.base}ttl"
+
+    @property
+    def version(self) -> str:
+        """The highest version the group has given out."""
+        return f"{self.base}ver"
+
+    def entry(self, key: str) -> str:
+        """The hash {v, ver} holding `key`'s entry."""
+        return f"{self.base}e:{key}"
+
+    def slots(self, key: str) -> str:
+        """The sorted set of `key`'s slot members, scored by expiry."""
+        return f"{self.base}s:{key}"
+
+
 class KeySpace:
     """Builds key names under one prefix (default ``upnext``)."""
 
@@ -105,6 +148,20 @@ class KeySpace:
                 self._cache.clear()
             keys = self._cache[name] = QueueKeys(f"{self.prefix}:{{{name}}}:")
         return keys
+
+    def state(self, key: str, scope: str | None) -> StateKeys:
+        """The state group of `key`: its scope's (beside that queue), else its bucket's."""
+        if scope is not None:
+            return self.state_scope(scope)
+        return self.state_bucket(zlib.crc32(key.encode()) % STATE_BUCKETS)
+
+    def state_scope(self, scope: str) -> StateKeys:
+        """The state group of `scope`, beside the queue of that name (same hash tag)."""
+        return StateKeys(f"{self.queue(scope).base}state:")
+
+    def state_bucket(self, n: int) -> StateKeys:
+        """Bucket `n` of the unscoped state (its own hash tag ``{n}``)."""
+        return StateKeys(f"{self.prefix}:state:{{{n}}}:")
 
     @property
     def queues(self) -> str:
