@@ -81,12 +81,14 @@ return out
 
 # KEYS: the idx of each group. ARGV: limit, low and high ZRANGEBYLEX bounds,
 # then the base of each group. Returns up to limit + 1 live entries in key
-# order (bytewise, as Redis orders members), flat: key, value, version.
-# Index members whose entry is gone are removed on the way.
+# order (bytewise, as Redis orders members), flat: key, value, version. The
+# groups' indexes are merged lazily, so only the keys returned (and stale
+# ones, removed on the way) have their entry read.
 STATE_SCAN = Script(
     "state_scan",
     """
 local limit, lo, hi = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local batch = math.min(limit + 1, 256)
 local function before(a, b)
   for p = 1, math.min(#a, #b) do
     local x, y = string.byte(a, p), string.byte(b, p)
@@ -94,29 +96,34 @@ local function before(a, b)
   end
   return #a < #b
 end
-local found = {}
-for g = 1, #KEYS do
-  local base, from, n = ARGV[3 + g], lo, 0
-  while n <= limit do
-    local ms = redis.call('ZRANGEBYLEX', KEYS[g], from, hi, 'LIMIT', 0, limit + 1 - n)
-    if #ms == 0 then break end
-    for _, m in ipairs(ms) do
-      local e = redis.call('HMGET', base .. 'e:' .. m, 'v', 'ver')
-      if e[2] then
-        found[#found + 1] = {m, e[1], e[2]}
-        n = n + 1
-      else
-        redis.call('ZREM', KEYS[g], m)
-        redis.call('ZREM', base .. 'ttl', m)
-      end
-    end
-    from = '(' .. ms[#ms]
+local buf, pos, from = {}, {}, {}
+for g = 1, #KEYS do buf[g], pos[g], from[g] = {}, 1, lo end
+local function head(g)
+  if pos[g] > #buf[g] then
+    if not from[g] then return nil end
+    buf[g], pos[g] = redis.call('ZRANGEBYLEX', KEYS[g], from[g], hi, 'LIMIT', 0, batch), 1
+    from[g] = #buf[g] == batch and '(' .. buf[g][batch] or nil
   end
+  return buf[g][pos[g]]
 end
-if #KEYS > 1 then table.sort(found, function(x, y) return before(x[1], y[1]) end) end
-local out = {}
-for i = 1, math.min(#found, limit + 1) do
-  out[#out + 1], out[#out + 2], out[#out + 3] = found[i][1], found[i][2], found[i][3]
+local out, n = {}, 0
+while n <= limit do
+  local best, g = nil, nil
+  for h = 1, #KEYS do
+    local m = head(h)
+    if m and (not best or before(m, best)) then best, g = m, h end
+  end
+  if not best then break end
+  pos[g] = pos[g] + 1
+  local base = ARGV[3 + g]
+  local e = redis.call('HMGET', base .. 'e:' .. best, 'v', 'ver')
+  if e[2] then
+    out[#out + 1], out[#out + 2], out[#out + 3] = best, e[1], e[2]
+    n = n + 1
+  else
+    redis.call('ZREM', KEYS[g], best)
+    redis.call('ZREM', base .. 'ttl', best)
+  end
 end
 return out
 """,
