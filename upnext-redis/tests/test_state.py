@@ -91,3 +91,21 @@ async def test_a_slot_set_expires_with_its_last_member(
     assert 29_000 < await raw_redis.pttl(slots) <= 30_002
     await redis_broker.slots_release("k", ["a", "b"])
     assert not await raw_redis.exists(slots), "a set with no member left is gone"
+
+
+async def test_reaping_keeps_a_live_entry_listed(
+    redis_broker: RedisBroker, raw_redis: aioredis.Redis, key_prefix: str
+) -> None:
+    """An entry due in the expiry index but still alive (its ttl moved) stays scannable."""
+    group = KeySpace(key_prefix).state_scope("q")
+    await redis_broker.state_put(
+        [StateWrite("later", b"x", 60.0), StateWrite("kept", b"y", 60.0)], scope="q"
+    )
+    await raw_redis.pexpire(group.entry("later"), 120_000)
+    await raw_redis.persist(group.entry("kept"))
+    await raw_redis.zadd(group.expiries, {"later": 0, "kept": 0})  # as if both were due
+    await redis_broker.state_put([StateWrite("other", b"z", 60.0)], scope="q")
+    page = await redis_broker.state_scan("", scope="q")
+    assert [k for k, _ in page.entries] == ["kept", "later", "other"]
+    assert await raw_redis.zscore(group.expiries, "later") is not None, "re-scored, not dropped"
+    assert await raw_redis.zscore(group.expiries, "kept") is None, "no ttl: not due at all"

@@ -39,7 +39,8 @@ local function reap(g)
     if left > 0 then
       redis.call('ZADD', meta(g, 2), now + left * 1000, m)
     else
-      redis.call('ZREM', meta(g, 1), m)
+      -- -1: the entry lives without a ttl (made so by hand): keep it listed.
+      if left == -2 then redis.call('ZREM', meta(g, 1), m) end
       redis.call('ZREM', meta(g, 2), m)
     end
   end
