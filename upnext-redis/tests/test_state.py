@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -109,3 +111,19 @@ async def test_reaping_keeps_a_live_entry_listed(
     assert [k for k, _ in page.entries] == ["kept", "later", "other"]
     assert await raw_redis.zscore(group.expiries, "later") is not None, "re-scored, not dropped"
     assert await raw_redis.zscore(group.expiries, "kept") is None, "no ttl: not due at all"
+
+
+async def test_every_state_call_is_one_round_trip(
+    private_redis: Callable[..., AbstractContextManager[int]], sends: list[bytes]
+) -> None:
+    """Scripts are loaded on connect; each call, over any number of buckets, is one write."""
+    with private_redis() as port:  # a server whose script cache starts empty
+        async with RedisBroker.from_url(f"redis://127.0.0.1:{port}/0") as broker:
+            sends.clear()
+            keys = [f"k{i}" for i in range(16)]  # several buckets
+            await broker.state_put([StateWrite(k, b"x", 60.0) for k in keys])
+            await broker.state_get(keys)
+            await broker.state_scan("k", limit=5)
+            await broker.slots_acquire("s", "m", limit=1, ttl=60.0)
+            await broker.slots_release("s", ["m"])
+            assert len(sends) == 5, sends
