@@ -89,7 +89,7 @@ class RedisStateStore:
     async def state_put(
         self, writes: Sequence[StateWrite], *, scope: str | None = None
     ) -> list[bool]:
-        """Apply each write whose expectation holds, in order: one script per group."""
+        """Apply each write whose expectation holds, in order: one script (Cluster: per group)."""
         if not writes:
             return []
         groups = self._groups([w.key for w in writes], scope)
