@@ -172,9 +172,9 @@ class JobExecution:
         if attempt.kind == "success":
             try:
                 value_json = task.signature.dump_result(attempt.value)
+                return settle_success(delivery, attempt, value_json, task.announces)
             except SerializationError as exc:
                 return settle_unserializable_result(delivery, attempt, exc)
-            return settle_success(delivery, attempt, value_json, task.announces)
         return settle_attempt(delivery, attempt)
 
     async def _attempt(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from upnext._context import current_scope
+from upnext._durations import check_duration
 from upnext._result import ErrorInfo, TaskResult, raise_for_failure
 from upnext._serializer import ResultRecord
 from upnext.errors import UnsupportedOperation, WaitTimeout
@@ -70,6 +71,8 @@ class Future(Generic[R]):
         Raises `WaitTimeout` after `timeout` seconds (None waits as long as it takes).
         Inside a job, the waiting job lends its concurrency slot while it waits.
         """
+        if timeout is not None:
+            check_duration("timeout", timeout)
         scope = current_scope.get()
         lender = scope.worker if scope is not None and scope.worker.running else None
         if lender is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
+from upnext._durations import MAX_DURATION, check_duration
 from upnext.errors import ConfigurationError
 
 __all__ = ["RetryPolicy"]
@@ -25,11 +27,11 @@ class RetryPolicy:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
+        check_duration("retry_delay", self.delay)
+        check_duration("retry_delay_max", self.delay_max)
         checks = {
             "retries": self.retries >= 0,
-            "retry_delay": self.delay >= 0,
-            "retry_backoff": self.backoff >= 1.0,
-            "retry_delay_max": self.delay_max >= 0,
+            "retry_backoff": math.isfinite(self.backoff) and self.backoff >= 1.0,
             "retry_jitter": 0.0 <= self.jitter <= 10.0,
         }
         for name, ok in checks.items():
@@ -47,15 +49,9 @@ class RetryPolicy:
             nominal = min(self.delay * self.backoff ** (retry_number - 1), self.delay_max)
         except OverflowError:  # thousands of retries: the cap has long been reached
             nominal = self.delay_max
-        if self.jitter:
-            return nominal * (1.0 + random.random() * self.jitter)
+        if self.jitter:  # stretched, but never past what every backend can store
+            return min(nominal * (1.0 + random.random() * self.jitter), MAX_DURATION)
         return nominal
 
 
-_FIELD = {
-    "retries": "retries",
-    "retry_delay": "delay",
-    "retry_backoff": "backoff",
-    "retry_delay_max": "delay_max",
-    "retry_jitter": "jitter",
-}
+_FIELD = {"retries": "retries", "retry_backoff": "backoff", "retry_jitter": "jitter"}

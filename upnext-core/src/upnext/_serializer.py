@@ -8,10 +8,12 @@ pydantic; nothing is ever unpickled. A body starts with its format version
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from upnext._durations import MAX_DURATION
 from upnext._result import ErrorInfo
 from upnext.errors import PayloadTooLarge, SerializationError
 
@@ -21,6 +23,7 @@ __all__ = [
     "DeadLetterData",
     "JobBody",
     "ResultRecord",
+    "check_finite",
     "check_size",
     "decode_body",
     "encode_body",
@@ -34,7 +37,7 @@ Outcome = Literal["success", "error", "timeout", "retry", "rejected", "lost", "i
 class AttemptRecord(BaseModel):
     """One run of a job: its number, how it ended, where and when."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     number: int
     outcome: Outcome
@@ -45,7 +48,15 @@ class AttemptRecord(BaseModel):
 
 
 class JobBody(BaseModel):  # type: ignore[no-redef]  # a field named kwargs vs the mypy plugin
-    """Everything a worker needs to run a job, and its history so far."""
+    """Everything a worker needs to run a job, and its history so far.
+
+    Its numbers are finite and its `result_ttl` within `MAX_DURATION`: a body
+    read from a broker with anything else is undecodable. NaN and Infinity in
+    the arguments are written as JSON can't hold them, so `encode_body` refuses
+    them instead of letting them turn into null.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False, ser_json_inf_nan="constants")
 
     v: int = FORMAT_VERSION
     id: str
@@ -60,7 +71,7 @@ class JobBody(BaseModel):  # type: ignore[no-redef]  # a field named kwargs vs t
     root_id: str | None = None
     replay_of: str | None = None
     reply_to: str | None = None
-    result_ttl: float = 3600.0
+    result_ttl: float = Field(default=3600.0, ge=0.0, le=MAX_DURATION)
     enqueued_at: float = 0.0
 
 
@@ -104,8 +115,27 @@ def check_size(data: bytes, limit: int, what: str) -> bytes:
 
 
 def encode_body(body: JobBody, limit: int) -> bytes:
-    """The body as bytes, checked against `limit` before any I/O."""
-    return check_size(body.model_dump_json().encode(), limit, f"job {body.id} ({body.fn})")
+    """The body as bytes, checked against `limit` (and for NaN/Infinity) before any I/O."""
+    what = f"job {body.id} ({body.fn})"
+    return check_size(check_finite(body.model_dump_json().encode(), what), limit, what)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def check_finite(data: bytes, what: str) -> bytes:
+    """`data` itself, or SerializationError if its JSON holds NaN or Infinity.
+
+    Pydantic writes them as bare constants (or null), which JSON can't hold;
+    the byte search is cheap, and only a hit is parsed to rule out a string.
+    """
+    if b"NaN" in data or b"Infinity" in data:
+        try:
+            json.loads(data, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise SerializationError(f"{what} holds {exc}, which JSON cannot represent") from None
+    return data
 
 
 class UndecodableBody(SerializationError):

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic_core import to_json
 
 from upnext._result import ErrorInfo
-from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, Outcome, ResultRecord
+from upnext._serializer import (
+    AttemptRecord,
+    DeadLetterData,
+    JobBody,
+    Outcome,
+    ResultRecord,
+    check_finite,
+)
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -173,7 +180,10 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
 def settle_success(
     delivery: Delivery, attempt: Attempt, value_json: Any, announce: bool
 ) -> Settlement:
-    """Ack a completed job with its result (the hot path: no models validated)."""
+    """Ack a completed job with its result (the hot path: no models validated).
+
+    SerializationError if the value holds NaN or Infinity, which JSON can't hold.
+    """
     body = attempt.body
     data = to_json(
         {
@@ -187,6 +197,7 @@ def settle_success(
             "r": body.root_id or body.id,
         }
     )
+    check_finite(data, f"the result of {body.fn}")
     result = ResultWrite(body.id, body.queue, data, body.result_ttl, body.reply_to)
     if not announce:
         return Settlement(Ack(delivery), result)

@@ -7,7 +7,14 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PydanticUserError,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticSerializationError
 
 from upnext._serializer import one_line
@@ -16,6 +23,18 @@ from upnext.errors import ConfigurationError, SerializationError
 __all__ = ["RESERVED", "Signature"]
 
 RESERVED = frozenset({"wait_timeout"})
+
+# NaN and Infinity stay floats when dumped, so the encoder can refuse them
+# (pydantic's default turns them into null: a silent change of value).
+_KEEP_INF_NAN = ConfigDict(ser_json_inf_nan="constants")
+
+
+def _adapter(hint: Any) -> TypeAdapter[Any]:
+    """A TypeAdapter keeping NaN/Infinity, unless the type has a config of its own."""
+    try:
+        return TypeAdapter(hint, config=_KEEP_INF_NAN)
+    except PydanticUserError:  # a model, dataclass or TypedDict: its own config rules
+        return TypeAdapter(hint)
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -60,15 +79,17 @@ class Signature:
         extra: Literal["allow", "forbid"] = "allow" if self.var_keyword else "forbid"
         self.model: type[BaseModel] = create_model(
             f"{getattr(fn, '__name__', 'task')}_arguments",
-            __config__=ConfigDict(extra=extra, arbitrary_types_allowed=True),
+            __config__=ConfigDict(
+                extra=extra, arbitrary_types_allowed=True, ser_json_inf_nan="constants"
+            ),
             **fields,
         )
         star = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
         item = hints.get(star.name, Any) if star is not None else Any
-        self.rest: TypeAdapter[list[Any]] = TypeAdapter(list[item])  # type: ignore[valid-type]  # hint known at run time
+        self.rest: TypeAdapter[list[Any]] = _adapter(list[item])  # type: ignore[valid-type]  # hint known at run time
         self.rest_name = star.name if star is not None else "args"
         self.empty = not params
-        self.result = TypeAdapter(hints.get("return", Any))
+        self.result = _adapter(hints.get("return", Any))
 
     def encode(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]

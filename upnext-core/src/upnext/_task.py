@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from upnext._context import current_scope
+from upnext._durations import check_duration
 from upnext._future import Future
 from upnext._hooks import HookFn
 from upnext._result import TaskResult
@@ -82,6 +83,8 @@ class _Submitter(Generic[P, R]):
         `wait_timeout` bounds the wait (None: as long as it takes); running out
         raises WaitTimeout and leaves the job running.
         """
+        if wait_timeout is not None:
+            check_duration("wait_timeout", wait_timeout)
         if self.task.result_ttl <= 0:
             raise ConfigurationError(
                 f"task {self.task.name} has result_ttl=0, so there is no result to wait for"
@@ -128,8 +131,8 @@ def _merge(
     job_id: str | None,
     connection: object | None = None,
 ) -> CallOptions:
-    if delay is not None and delay < 0:
-        raise ConfigurationError(f"delay must be >= 0, got {delay}")
+    if delay is not None:
+        delay = check_duration("delay", delay)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
@@ -155,10 +158,10 @@ class Task(_Submitter[P, R]):
         max_lost_runs: int,
         hooks: TaskHooks,
     ) -> None:
-        if timeout <= 0:
-            raise ConfigurationError(f"task {name}: timeout must be > 0, got {timeout}")
-        if max_lost_runs < 0 or result_ttl < 0:
-            raise ConfigurationError(f"task {name}: max_lost_runs and result_ttl must be >= 0")
+        timeout = check_duration("timeout", timeout, positive=True, owner=f"task {name}")
+        result_ttl = check_duration("result_ttl", result_ttl, owner=f"task {name}")
+        if max_lost_runs < 0:
+            raise ConfigurationError(f"task {name}: max_lost_runs must be >= 0")
         self.worker = worker
         self.fn = fn
         self.name = name

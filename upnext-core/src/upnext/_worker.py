@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import warnings
@@ -14,6 +15,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from upnext._client import Client, Factories
 from upnext._consumer import Consumer
 from upnext._dlq import DeadLetterQueue
+from upnext._durations import check_duration
 from upnext._future import Future
 from upnext._hooks import Plugins, adapt_hook
 from upnext._modname import importable_name
@@ -69,10 +71,14 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        if lease <= 0 or shutdown_grace < 0 or hook_timeout <= 0 or max_payload <= 0:
-            raise ConfigurationError("lease, hook_timeout and max_payload must be > 0")
-        if not connect_timeout > 0:
-            raise ConfigurationError(f"connect_timeout must be > 0, got {connect_timeout}")
+        if max_payload <= 0:
+            raise ConfigurationError(f"max_payload must be > 0, got {max_payload}")
+        lease = check_duration("lease", lease, positive=True)
+        shutdown_grace = check_duration("shutdown_grace", shutdown_grace)
+        hook_timeout = check_duration("hook_timeout", hook_timeout, positive=True)
+        receive_wait = check_duration("receive_wait", receive_wait)
+        if connect_timeout != math.inf:  # inf: retry for ever (it is never stored)
+            connect_timeout = check_duration("connect_timeout", connect_timeout, positive=True)
         self.name = name
         self.broker_url = broker or os.environ.get(ENV_BROKER) or "memory://"
         self.results_url = results or os.environ.get(ENV_RESULTS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from upnext._durations import duration_problem as _duration_problem
+
 __all__ = ["Reject", "Retry"]
 
 
@@ -13,8 +15,8 @@ class Retry(Exception):
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
         super().__init__(reason)
-        if delay is not None and delay < 0:
-            raise ValueError(f"Retry delay must be >= 0, got {delay}")
+        if delay is not None and (problem := _duration_problem(delay)) is not None:
+            raise ValueError(f"invalid Retry delay: {delay!r} ({problem})")
         self.delay = delay
         self.reason = reason
 
