@@ -21,11 +21,11 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from upnext._client import Batcher, Client
 from upnext._execution import ABANDON_AFTER, JobExecution, JobRun
+from upnext._group_settle import GroupSettle
 from upnext._hooks import call_hook
 from upnext._settlement import Settlement
 from upnext._threads import DaemonThreadPool
@@ -75,7 +75,9 @@ class Consumer(JobExecution):
         self.turn = asyncio.Event()
         self.stopping = False
         self.fatal: str | None = None
-        self.settler: Batcher[SettleItem, SettleOutcome] = Batcher(self._settle_batch)
+        self.settler: Batcher[SettleItem, SettleOutcome] = Batcher(
+            GroupSettle(client, lambda: self.stopping)
+        )
         self.background: set[asyncio.Task[Any]] = set()
         self.abandoned_threads = 0
         self.executor = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
@@ -287,18 +289,6 @@ class Consumer(JobExecution):
 
     # -- settle --------------------------------------------------------------
 
-    async def _settle_batch(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
-        delay = 0.05
-        while True:
-            try:
-                return await self.broker.settle(items)
-            except BrokerError as exc:
-                if self.stopping and delay > 1.0:
-                    raise
-                log.warning("settle of %d items failed: %s; retrying", len(items), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     async def _write_result(self, settlement: Settlement) -> None:
         """Store a result in the separate store, retrying while it is unreachable."""
         assert settlement.result is not None
@@ -333,9 +323,7 @@ class Consumer(JobExecution):
         if self.parked:
             self.turn.set()
         if isinstance(outcome, LeaseLost):
-            log.warning(
-                "job %s: lease lost before settle; outcome discarded", run.delivery.envelope.id
-            )
+            log.warning("job %s: outcome discarded (%s)", run.delivery.envelope.id, outcome)
             return
         self._announce(settlement.events, self._task_of(settlement))
 
