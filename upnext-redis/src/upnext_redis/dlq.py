@@ -18,6 +18,7 @@ from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope
 from upnext.errors import DeadLetterNotFound
 
 from upnext_redis._client import RedisClient
+from upnext_redis._millis import whole_ms
 from upnext_redis.scripts import DLQ_DELETE, DLQ_LIST, DLQ_PURGE, DLQ_REPLAY
 
 __all__ = ["DeadLetters", "delay_ms", "pack_record", "unpack_record"]
@@ -25,10 +26,7 @@ __all__ = ["DeadLetters", "delay_ms", "pack_record", "unpack_record"]
 
 def delay_ms(delay: float) -> int:
     """A delay in whole milliseconds, rounded up (the backend's delay quantum)."""
-    if delay <= 0:
-        return 0
-    whole = int(delay * 1000)
-    return whole if whole >= delay * 1000 else whole + 1
+    return whole_ms(delay, "delay")
 
 
 def pack_record(record: DeadLetterRecord) -> bytes:

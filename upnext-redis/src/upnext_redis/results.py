@@ -23,6 +23,7 @@ from upnext.broker.protocol import ResultWrite
 from upnext.errors import BrokerUnavailable
 
 from upnext_redis._client import RedisClient
+from upnext_redis._millis import whole_ms
 from upnext_redis._wire import pack, send
 
 __all__ = ["ResultListener", "Results", "ttl_ms"]
@@ -32,7 +33,7 @@ log = logging.getLogger("upnext.redis")
 
 def ttl_ms(ttl: float) -> int:
     """A TTL in whole milliseconds, rounded up; 0 means store nothing."""
-    return max(0, -int(-ttl * 1000 // 1)) if ttl > 0 else 0
+    return whole_ms(ttl, "result ttl")
 
 
 @dataclass(slots=True)

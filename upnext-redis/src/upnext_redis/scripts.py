@@ -183,6 +183,8 @@ return header
 #   d dead-letter + result the five of D, then the four of a
 #   R retry                body, delay ms
 #   L release              -
+# Every number is checked before the first write (a script that fails half-way
+# stays half-applied): a bad one fails the whole call and changes nothing.
 # Leases are checked for the whole batch first (ZMSCORE, HMGET), then each
 # item applies; a job named twice in one batch is held only by the first.
 # Returns 1 (done) or 0 (lease lost) per item.
@@ -190,11 +192,24 @@ SETTLE = _script(
     "settle",
     """
 local arity = {A = 0, a = 4, D = 5, d = 9, R = 2, L = 0}
+-- ARGV offsets (from the item's first operand) of its numbers, and their least value
+local numbers = {a = {{2, 1}}, D = {{2, -math.huge}}, d = {{2, -math.huge}, {7, 1}}, R = {{1, 0}}}
+local function whole(v, least)
+  local n = tonumber(v)
+  return n and n == n and n >= least and n <= 9007199254740991 and (least < 0 or n % 1 == 0)
+end
 local items, byq = {}, {}
 local i = 1
 while i <= #ARGV do
   local it = {op = ARGV[i], q = tonumber(ARGV[i + 1]), id = ARGV[i + 2], tok = ARGV[i + 3]}
+  if not arity[it.op] then return redis.error_reply('ERR upnext settle: unknown op') end
   it.a = i + 4
+  for _, c in ipairs(numbers[it.op] or {}) do
+    if not whole(ARGV[it.a + c[1]], c[2]) then
+      return redis.error_reply('ERR upnext settle: job ' .. it.id .. ' has an out-of-range '
+        .. 'ttl, delay or time (' .. tostring(ARGV[it.a + c[1]]) .. '); nothing applied')
+    end
+  end
   i = i + 4 + arity[it.op]
   items[#items + 1] = it
   byq[it.q] = byq[it.q] or {}
