@@ -103,7 +103,9 @@ class ReplyInbox:
         props = persistent(
             correlation_id=write.job_id,
             headers={"x-upnext-ttl": float(write.ttl)},
-            expiration=str(max(int(write.ttl * 1000), 1)),
+            # RabbitMQ documents TTLs up to 2**32-1 ms (49.7 days), below core's 90-day
+            # maximum; the reply is read long before, and kept for the header's ttl.
+            expiration=str(min(max(int(write.ttl * 1000), 1), 2**32 - 1)),
         )
         # Not mandatory: a reply queue whose process is gone just drops the result.
         return Outgoing("", write.reply_to, write.data, props, mandatory=False)

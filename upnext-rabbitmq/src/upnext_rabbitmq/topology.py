@@ -171,7 +171,9 @@ def deliver_binding(queue: str) -> str:
 
 
 def quanta(delay: float) -> int:
-    """`delay` in whole 250 ms quanta, rounded up (0 for no delay)."""
+    """`delay` in whole 250 ms quanta, rounded up (0 for no delay); BrokerError for NaN/Infinity."""
+    if not math.isfinite(delay):
+        raise BrokerError(f"delay {delay!r} s is not a duration RabbitMQ can hold")
     if delay <= 0:
         return 0
     # The small epsilon keeps 0.5 from becoming 3 quanta through float noise.
