@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Capabilities, Delivery, Envelope, Release, Retry
-from upnext.errors import DeadLetterNotFound
+from upnext.errors import BrokerError, DeadLetterNotFound
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
@@ -89,6 +89,17 @@ class Broken(MemoryBroker):
         await self.enqueue_many([envelope])
         with contextlib.suppress(DeadLetterNotFound):
             await self.dlq_delete(entry_id)
+""",
+    "half_applied_settle": """
+class Broken(MemoryBroker):
+    async def settle(self, items):
+        outcomes = []
+        for item in items:  # one at a time, stopping at the first it cannot store
+            result = getattr(item, "result", None)
+            if result is not None and result.ttl > 1e9:
+                raise BrokerError("ttl out of range")
+            outcomes += await super().settle([item])
+        return outcomes
 """,
     "destructive_get": """
 class Broken(MemoryBroker):
@@ -231,6 +242,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "upserts_id",
             "test_known_id_never_disturbs_a_queued_job",
             "an enqueue with a queued job's id must not change its body",
+        ),
+        (
+            "half_applied_settle",
+            "test_a_refused_settle_changes_nothing",
+            "a settle batch that raises must have changed nothing",
         ),
     ],
 )

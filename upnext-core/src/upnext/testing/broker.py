@@ -18,6 +18,7 @@ import pytest
 
 from upnext.broker.protocol import Ack, Broker, Delivery
 from upnext.testing._ids import KnownIdConformance
+from upnext.testing._isolation import SettleIsolationConformance
 from upnext.testing._settle import LeaseAndSettleConformance
 from upnext.testing._support import (
     Timing,
@@ -37,7 +38,9 @@ __all__ = ["BrokerConformance"]
 _MAX_CPU_SHARE_WHILE_BLOCKED = 0.3
 
 
-class BrokerConformance(LeaseAndSettleConformance, KnownIdConformance):
+class BrokerConformance(
+    LeaseAndSettleConformance, KnownIdConformance, SettleIsolationConformance
+):
     """The `Broker` contract (DESIGN §4), checked through the protocol alone."""
 
     @pytest.mark.asyncio

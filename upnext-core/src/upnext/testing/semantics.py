@@ -36,6 +36,7 @@ from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_ids import JobIdSemantics
+from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
@@ -49,6 +50,7 @@ __all__ = [
     "DeadLetterSemantics",
     "ErrorSemantics",
     "HookSemantics",
+    "IsolationSemantics",
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
@@ -71,6 +73,7 @@ class WorkerSemantics(
     DeadLetterSemantics,
     HookSemantics,
     PluginSemantics,
+    IsolationSemantics,
     WorkflowSemantics,
     ResultSemantics,
     LifecycleSemantics,
