@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -20,12 +21,18 @@ class Refusing(MemoryBroker):
         super().__init__(url)
         self.calls: list[int] = []  # the size of each settle batch
         self.outages = 0  # settles to fail as unreachable first
+        self.read_only_for = 0.0  # seconds from the first settle during which all are refused
+        self.read_only_until: float | None = None
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         self.calls.append(len(items))
         if self.outages:
             self.outages -= 1
             raise BrokerUnavailable("down for a moment")
+        if self.read_only_until is None:
+            self.read_only_until = time.monotonic() + self.read_only_for
+        if time.monotonic() < self.read_only_until:
+            raise BrokerError("read-only transaction")
         for item in items:
             if isinstance(item, Ack) and item.result and b"poison" in item.result.data:
                 raise BrokerError("value out of range")
@@ -82,3 +89,19 @@ async def test_an_unreachable_broker_is_retried_whole_not_split() -> None:
         assert [await f.value(5.0) for f in futures] == [f"w{i}" for i in range(20)]
     assert broker.calls[0] == broker.calls[1] == broker.calls[2]  # the same batch, again
     assert sum(broker.calls[2:]) == 20  # each job settled once, none split off or dropped
+
+
+@pytest.mark.usefixtures("refusing")
+async def test_a_broker_refusing_everything_blames_no_job() -> None:
+    """Nothing accepted, not even a dead-letter: the batch waits and is retried whole."""
+    runs: Counter[str] = Counter()
+    worker = _echo_worker(runs)
+    futures = await worker.tasks["echo"].submit_many([{"word": f"w{i}"} for i in range(20)])
+    broker = (await worker.client()).broker
+    assert isinstance(broker, Refusing)
+    broker.read_only_for = 0.5
+    async with worker:
+        assert [await f.value(5.0) for f in futures] == [f"w{i}" for i in range(20)]
+        page = await worker.dlq.list(queue="q")
+    assert page.items == []  # no job dead-lettered or released for the broker's fault
+    assert runs == Counter(f"w{i}" for i in range(20))
