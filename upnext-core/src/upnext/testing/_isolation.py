@@ -33,10 +33,7 @@ class SettleIsolationConformance:
         reply_to = store.reply_address()
 
         def ack(delivery: Delivery, ttl: float) -> Ack:
-            data = f"res-{delivery.envelope.id}".encode()
-            return Ack(
-                delivery, ResultWrite(delivery.envelope.id, upnext_queue, data, ttl, reply_to)
-            )
+            return _ack(delivery, upnext_queue, ttl, reply_to)
 
         batch: list[SettleItem] = [
             ack(d, OUT_OF_RANGE_TTL if i == 1 else 60.0) for i, d in enumerate(held)
@@ -58,3 +55,9 @@ class SettleIsolationConformance:
             assert data == f"res-{delivery.envelope.id}".encode(), violated(
                 "a settled Ack's result is stored (the settle applied in full)"
             )
+
+
+def _ack(delivery: Delivery, queue: str, ttl: float, reply_to: str | None) -> Ack:
+    """An Ack whose result (b"res-<job id>") is kept `ttl` seconds."""
+    data = f"res-{delivery.envelope.id}".encode()
+    return Ack(delivery, ResultWrite(delivery.envelope.id, queue, data, ttl, reply_to))

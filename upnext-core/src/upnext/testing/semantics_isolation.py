@@ -55,12 +55,9 @@ class IsolationSemantics(SemanticsBase):
             return i
 
         bad_id = uuid.uuid4().hex
-        body = (
-            f'{{"v": 1, "id": "{bad_id}", "fn": "{work.name}", "queue": "{worker.name}",'
-            f' "kwargs": {{"i": -1}}, "result_ttl": {number}}}'
-        )
+        bad = _body(bad_id, work.name, worker.name, number)
         futures = await work.submit_many([{"i": i} for i in range(VALID)])
-        await (await broker_of(worker)).enqueue_many([Envelope(bad_id, worker.name, body.encode())])
+        await (await broker_of(worker)).enqueue_many([Envelope(bad_id, worker.name, bad)])
         futures += await work.submit_many([{"i": i} for i in range(VALID, 2 * VALID)])
         async with worker:
             values = [await f.value(timing.tolerance(LIMIT)) for f in futures]
@@ -120,6 +117,14 @@ class IsolationSemantics(SemanticsBase):
         if (await capabilities_of(worker)).dlq_access is not None:
             assert entry is not None, violated("the job is dead-lettered")
             assert entry.reason == "unserializable result"
+
+
+def _body(job_id: str, function: str, queue: str, result_ttl: str) -> bytes:
+    """A job body as core writes it, but with `result_ttl` as given (raw JSON text)."""
+    return (
+        f'{{"v": 1, "id": "{job_id}", "fn": "{function}", "queue": "{queue}",'
+        f' "kwargs": {{"i": -1}}, "result_ttl": {result_ttl}}}'
+    ).encode()
 
 
 def _nothing() -> None:
