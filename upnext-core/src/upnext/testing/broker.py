@@ -38,9 +38,7 @@ __all__ = ["BrokerConformance"]
 _MAX_CPU_SHARE_WHILE_BLOCKED = 0.3
 
 
-class BrokerConformance(
-    LeaseAndSettleConformance, KnownIdConformance, SettleIsolationConformance
-):
+class BrokerConformance(LeaseAndSettleConformance, KnownIdConformance, SettleIsolationConformance):
     """The `Broker` contract (DESIGN §4), checked through the protocol alone."""
 
     @pytest.mark.asyncio
