@@ -199,3 +199,34 @@ async def test_a_frozen_server_fails_each_call_within_its_budget(
     finally:
         outage_proxy.blackhole(False)
         await broker.aclose()
+
+
+async def test_more_callers_than_connections_share_the_ones_the_wire_holds(
+    prefixed_url: str,
+) -> None:
+    """200 concurrent calls on a pool of 4 all finish quickly: a caller beyond the pool waits
+    for a connection the wire puts back, not for the pool's own (never returned) ones."""
+    broker = RedisBroker.from_url(prefixed_url + "&max_connections=4")
+    await broker.connect()
+    try:
+        started = time.monotonic()
+        counts = await asyncio.wait_for(
+            asyncio.gather(*(broker.dlq_count() for _ in range(200))), 30.0
+        )
+        took = time.monotonic() - started
+        assert counts == [0] * 200
+        assert took < 2.0, f"200 calls on 4 connections took {took:.2f} s"
+    finally:
+        await broker.aclose()
+
+
+async def test_a_closed_broker_reconnects_with_its_whole_pool(prefixed_url: str) -> None:
+    """After aclose, the next calls may use every connection of the pool again."""
+    broker = RedisBroker.from_url(prefixed_url + "&max_connections=4")
+    for _ in range(3):
+        await broker.connect()
+        try:
+            calls = asyncio.gather(*(broker.dlq_count() for _ in range(20)))
+            assert await asyncio.wait_for(calls, 5.0) == [0] * 20
+        finally:
+            await broker.aclose()

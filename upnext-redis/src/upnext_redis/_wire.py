@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,10 @@ class Wire:
     and a readiness probe per call, most of a round trip's client-side cost).
     Every call reads all its replies or disconnects, so a free connection
     never holds a stale reply; one the server closed meanwhile is reconnected
-    before use.
+    before use. Since connections never go back to the pool, a caller that
+    finds the free list empty once the wire holds the pool's
+    `max_connections` waits for the next one the wire puts back (first come,
+    first served), not for the pool.
 
     A call's read deadline (the connection's `socket_timeout`) is kept in a
     table that one timer checks a few times per timeout while calls are in
@@ -104,6 +108,9 @@ class Wire:
             kwargs.get("socket_timeout") or 0.0
         )
         self._free: list[AbstractConnection] = []
+        self._limit = pool.max_connections
+        self._owned = 0  # connections taken from the pool (they never go back)
+        self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
         # id(conn) -> (read deadline by the loop's clock, conn): calls in flight.
         self._deadlines: dict[int, tuple[float, AbstractConnection]] = {}
         self._expired: set[int] = set()
@@ -146,6 +153,8 @@ class Wire:
         limit = asyncio.timeout_at(when)
         try:
             async with limit:
+                if conn is None and self._owned >= self._limit:
+                    conn = await self._given_back()
                 return await self._connect(conn)
         except TimeoutError:
             if not limit.expired():
@@ -166,21 +175,44 @@ class Wire:
                 _raise_if_cancelled()
         except BaseException:
             await conn.disconnect(nowait=True)
-            self._free.append(conn)
+            self.give(conn)
             raise
         return conn
 
     async def _from_pool(self) -> AbstractConnection:
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
+        self._owned += 1  # counted before the wait, so no more callers queue at the pool
+        try:
+            conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]  # untyped upstream
+        except BaseException:
+            self._owned -= 1
+            raise
         try:
             _raise_if_cancelled()  # one the pool's handshake swallowed (see above)
         except asyncio.CancelledError:
-            self._free.append(conn)  # connected and idle: it stays ours
+            self.give(conn)  # connected and idle: it stays ours
             raise
         return conn
 
+    async def _given_back(self) -> AbstractConnection:
+        """The next connection another call puts back (the wire holds all it may)."""
+        waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give(waiter.result())  # handed over as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
     def give(self, conn: AbstractConnection) -> None:
         """Put back a connection taken with `take` (all its replies read, or disconnected)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
         self._free.append(conn)
 
     async def _once(self, commands: Sequence[bytes], deadline: float) -> list[Any]:
@@ -209,7 +241,7 @@ class Wire:
         finally:
             self._deadlines.pop(key, None)
             self._expired.discard(key)
-            self._free.append(conn)
+            self.give(conn)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._timer = loop.call_later(min(0.25, timeout / 4), self._check, loop, timeout)
@@ -229,11 +261,15 @@ class Wire:
             self._arm(loop, timeout)
 
     async def aclose(self) -> None:
-        """Forget the free list (the pool disconnects every connection)."""
+        """Hand the idle connections back to the pool (which then disconnects them all)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._free.clear()
+        free, self._free = self._free, []
+        for conn in free:
+            # Back in the pool's books, so a reconnect after aclose can take them again.
+            await self._pool.release(conn)
+            self._owned -= 1
 
 
 async def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
