@@ -223,18 +223,26 @@ class Consumer(JobExecution):
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            # The broker starts a lease when it hands the job out, just before
-            # returning; a receive that blocked a long time must not eat into it.
-            lease_until = time.monotonic() + self.lease
-            for delivery in deliveries:
-                run = JobRun(delivery, lease_until)
-                self.runs[delivery] = run
-                self.buffer.append(run)
-            self._dispatch()
-            if deliveries:
+            started = self._take_in(deliveries)
+            # Nothing of a batch stays alive here through the next receive (a
+            # 10 MB body did, until that receive returned).
+            del deliveries
+            if started:
                 # The jobs just started take their first step before the next
                 # receive's bookkeeping (latency of a lone job on an idle worker).
                 await asyncio.sleep(0)
+
+    def _take_in(self, deliveries: list[Delivery]) -> bool:
+        """Buffer and dispatch a received batch; True if it held any job."""
+        # The broker starts a lease when it hands the job out, just before
+        # returning; a receive that blocked a long time must not eat into it.
+        lease_until = time.monotonic() + self.lease
+        for delivery in deliveries:
+            run = JobRun(delivery, lease_until)
+            self.runs[delivery] = run
+            self.buffer.append(run)
+        self._dispatch()
+        return bool(deliveries)
 
     async def _pause_receiving(self) -> None:
         """Cancel the receive loop (a cancelled receive hands out nothing)."""
