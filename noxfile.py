@@ -8,6 +8,7 @@ for maintainers (a red `latest` is news, not a broken build).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,16 +67,40 @@ def constraints_file(session: nox.Session) -> str:
     return str(path)
 
 
-def unlocked_requirements(group: str) -> list[str]:
-    """A dependency group's requirements as written, without the workspace's own packages."""
-    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
-    return [
-        item for item in groups[group] if isinstance(item, str) and not item.startswith("upnext")
-    ]
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_tools(*, pinned: bool) -> list[str]:
+    """The test group's requirements that no upnext package declares (pytest-cov, ...).
+
+    Pinned to the lock's version for `lowest`, which tests upnext's own ranges,
+    not the lowest releases of the test tools.
+    """
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    core = tomllib.loads((ROOT / "upnext-core" / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in core["dependencies"]}
+    declared |= {_name(r) for extra in core["optional-dependencies"].values() for r in extra}
+    locked: dict[str, str] = {}
+    for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]:
+        version = package.get("version", "0")
+        if tuple(map(int, re.findall(r"\d+", version))) > tuple(
+            map(int, re.findall(r"\d+", locked.get(package["name"], "0")))
+        ):
+            locked[package["name"]] = version
+    tools = []
+    for item in root["dependency-groups"]["test"]:
+        if not isinstance(item, str) or item.startswith("upnext"):
+            continue
+        name = _name(item)
+        if name in declared:
+            continue
+        tools.append(f"{name}=={locked[name]}" if pinned else item)
+    return tools
 
 
 def install_unlocked(session: nox.Session, resolution: str) -> None:
-    """Every package editable, dependencies resolved afresh at one end of their ranges."""
+    """Every package editable, its dependencies resolved afresh at one end of their ranges."""
     session.install(
         f"--resolution={resolution}",
         "-e",
@@ -86,7 +111,7 @@ def install_unlocked(session: nox.Session, resolution: str) -> None:
         "upnext-rabbitmq",
         "-e",
         "upnext-postgres",
-        *unlocked_requirements("test"),
+        *test_tools(pinned=resolution != "highest"),
     )
     location = session.virtualenv.location
     session.run("uv", "pip", "list", f"--python={location}", silent=False)
