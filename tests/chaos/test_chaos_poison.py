@@ -115,8 +115,9 @@ async def _settled_rss(pid: int, seconds: float = 3.0) -> int:
     """The lowest RSS of `pid` over `seconds`: what the process keeps, not what is in flight.
 
     Right after the 10 MB body is dead-lettered, the Redis worker still held
-    up to 20 MiB for 1-2 s (10 MiB after 1 s, 0.1 MiB after 2 s): buffers of
-    that last settle, freed as it completes. A leak stays in every reading.
+    up to 20 MiB for 1-2 s (10 MiB after 1 s, 0.1 MiB after 2 s), then gave it
+    back (what held it so briefly was not identified). A leak stays in every
+    reading.
     """
     readings = []
     for _ in range(int(seconds / 0.25)):
