@@ -152,6 +152,21 @@ class Broken(MemoryBroker):
             await self.cancel(e.queue, e.id)
         await super().enqueue_many(envelopes)
 """,
+    "drops_priority": """
+class Broken(MemoryBroker):
+    async def receive(self, queues, *, limit, lease, wait):
+        # Declares priority levels but stores no priority, as a backend without the column.
+        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
+        return [
+            Delivery(Envelope(d.envelope.id, d.envelope.queue, d.envelope.body), d.receipt,
+                     d.redelivered, d.deliveries)
+            for d in got
+        ]
+""",
+    "release_drops_priority": _released_as(
+        "Delivery(Envelope(d.envelope.id, d.envelope.queue, d.envelope.body), d.receipt,"
+        " d.redelivered, d.deliveries)"
+    ),
     "no_capabilities": """
 class Broken(MemoryBroker):
     capabilities = Capabilities(
@@ -244,6 +259,16 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "an enqueue with a queued job's id must not change its body",
         ),
         (
+            "drops_priority",
+            "test_priority_travels_to_the_receiver",
+            "a delivery must carry the priority its job was enqueued with",
+        ),
+        (
+            "release_drops_priority",
+            "test_priority_survives_retry_and_release",
+            "a job must keep its priority through Release",
+        ),
+        (
             "half_applied_settle",
             "test_a_refused_settle_changes_nothing",
             "a settle batch that raises must have changed nothing",
@@ -273,15 +298,16 @@ def test_missing_capabilities_skip_with_reason(pytester: pytest.Pytester) -> Non
     """Tests needing a capability the backend does not declare skip, naming it."""
     select = (
         "test_expired_lease_redelivers or test_cancel_of_held or test_dlq_get"
-        " or test_known_id_never_disturbs_a_held_job"
+        " or test_known_id_never_disturbs_a_held_job or test_priority_survives_redelivery"
     )
     result = _run(pytester, "no_capabilities", select)
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=5)
     for reason in [
         "needs capability timed_leases=True; Broken declares timed_leases=False",
         "needs capability cancel_queued=True; Broken declares cancel_queued=False",
         "needs capability dlq_access; Broken declares None",
         "needs capability dedupes_on_enqueue=True; Broken declares dedupes_on_enqueue=False",
+        "needs capability priority_levels > 1; Broken declares 1",
     ]:
         result.stdout.fnmatch_lines([f"SKIPPED *{reason}"])
 

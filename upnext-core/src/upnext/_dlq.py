@@ -45,6 +45,7 @@ class DeadLetterEntry(BaseModel):
     parent_id: str | None = None
     root_id: str | None = None
     replay_of: str | None = None
+    priority: int = 0
 
     @property
     def replayable(self) -> bool:
@@ -70,6 +71,7 @@ class DeadLetterEntry(BaseModel):
             parent_id=None if body is None else body.parent_id,
             root_id=None if body is None else body.root_id,
             replay_of=None if body is None else body.replay_of,
+            priority=data.priority,
         )
 
 
@@ -136,13 +138,14 @@ class DeadLetterQueue:
     async def replay(self, entry_id: str) -> str:
         """Enqueue the entry's job again as a new job and remove the entry; the new job id.
 
-        The new job keeps function, queue, arguments and lineage, starts at
-        attempt 1, and records `replay_of`. Of two concurrent replays one
+        The new job keeps function, queue, arguments, lineage and priority,
+        starts at attempt 1, and records `replay_of`. Of two concurrent replays one
         wins; the other raises DeadLetterNotFound.
         """
         admin = await self._admin()
         record = await admin.dlq_get(entry_id)
-        old = _entry_data(record).body
+        data = _entry_data(record)
+        old = data.body
         if old is None:
             raise UnsupportedOperation(
                 f"entry {entry_id} never decoded into a job; it can't be replayed"
@@ -161,7 +164,8 @@ class DeadLetterQueue:
             result_ttl=old.result_ttl,
             enqueued_at=time.time(),
         )
-        envelope = Envelope(body.id, body.queue, encode_body(body, self._worker.max_payload))
+        encoded = encode_body(body, self._worker.max_payload)
+        envelope = Envelope(body.id, body.queue, encoded, priority=data.priority)
         await admin.dlq_replay(entry_id, envelope)
         return body.id
 

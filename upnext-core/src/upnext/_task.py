@@ -17,6 +17,7 @@ from upnext._result import TaskResult
 from upnext._retry import RetryPolicy
 from upnext._serializer import JobBody
 from upnext._signature import Signature
+from upnext.broker.protocol import MAX_PRIORITY
 from upnext.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -43,14 +44,16 @@ class TaskHooks:
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """Per-call options: `delay` before the job is due, its `queue` and `job_id`, and
+    """Per-call options: `delay` before the job is due, its `queue` and `job_id`,
     `connection`: the caller's own database connection, so the job is enqueued in
-    the caller's transaction (brokers with `transactional_enqueue`)."""
+    the caller's transaction (brokers with `transactional_enqueue`), and `priority`
+    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries."""
 
     delay: float = 0.0
     queue: str | None = None
     job_id: str | None = None
     connection: object | None = None
+    priority: int = 0
 
 
 class _Submitter(Generic[P, R]):
@@ -119,9 +122,12 @@ class TaskCall(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id, connection))
+        return TaskCall(
+            self.task, _merge(self.call_options, delay, queue, job_id, connection, priority)
+        )
 
 
 def _merge(
@@ -130,16 +136,30 @@ def _merge(
     queue: str | None,
     job_id: str | None,
     connection: object | None = None,
+    priority: int | None = None,
 ) -> CallOptions:
     if delay is not None:
         delay = check_duration("delay", delay)
+    if priority is not None:
+        _check_priority(priority)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
         queue=queue or base.queue,
         job_id=job_id or base.job_id,
         connection=base.connection if connection is None else connection,
+        priority=base.priority if priority is None else priority,
     )
+
+
+def _check_priority(priority: object) -> None:
+    # A bool is an int to Python, never a priority anyone meant.
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"invalid priority: {priority!r} (must be an int)")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"invalid priority: {priority!r} (must be from 0 to {MAX_PRIORITY}, higher first)"
+        )
 
 
 class Task(_Submitter[P, R]):
@@ -203,10 +223,12 @@ class Task(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
-        the caller's `connection` for a transactional enqueue."""
-        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection))
+        the caller's `connection` for a transactional enqueue, a `priority` from 0
+        (the default) to `MAX_PRIORITY`. A bad value raises ConfigurationError here."""
+        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection, priority))
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""

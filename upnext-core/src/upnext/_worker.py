@@ -235,7 +235,7 @@ class Worker:
                 body.reply_to = reply_to
         encoded = [encode_body(body, self.max_payload) for body in bodies]
         envelopes = [
-            Envelope(body.id, body.queue, data, options.delay)
+            Envelope(body.id, body.queue, data, options.delay, options.priority)
             for body, data in zip(bodies, encoded, strict=True)
         ]
         self._warn_if_no_worker(client)

@@ -19,12 +19,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from upnext._urls import redact_url
 from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
@@ -118,6 +119,7 @@ class MemoryBroker(MemoryStateStore):
         dedupes_on_enqueue=True,
         transactional_enqueue=False,
         delay_quantum=0.0,
+        priority_levels=MAX_PRIORITY + 1,
     )
 
     def __init__(self, url: str = "memory://") -> None:
@@ -279,7 +281,7 @@ class MemoryBroker(MemoryStateStore):
                         self._store_result(item.result, now)
                         woken.append(item.result.job_id)
                 elif isinstance(item, Retry):
-                    job.envelope = Envelope(job_id, job.envelope.queue, item.body, item.delay)
+                    job.envelope = replace(job.envelope, body=item.body, delay=item.delay)
                     job.hand_outs = 0
                     job.token = next(self._seq)
                     self._place(job, item.delay, now)

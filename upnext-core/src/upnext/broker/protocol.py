@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 from upnext.errors import LeaseLost
 
 __all__ = [
+    "MAX_PRIORITY",
     "Ack",
     "Broker",
     "Capabilities",
@@ -49,20 +50,31 @@ __all__ = [
 ]
 
 
+# Priorities run from 0 (the default) to this, higher first: ten levels, as
+# RabbitMQ advises for `x-max-priority` and Celery uses, few enough that a
+# backend can keep one list or one index probe per level.
+MAX_PRIORITY = 9
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One job on the wire: its id, its queue, core's opaque body, and a delay.
+    """One job on the wire: its id, its queue, core's opaque body, a delay, a priority.
 
     `delay` is in seconds from when the broker accepts the envelope, measured
     by the broker's clock. `id` is the job id and is unique per job: an
     envelope repeating the id of a job not yet settled changes nothing (see
-    `Broker.enqueue_many`).
+    `Broker.enqueue_many`). `priority` is an int from 0 to `MAX_PRIORITY`,
+    higher more urgent (core checks it before any I/O); a backend with
+    `priority_levels` > 1 keeps it with the job for as long as the job lives:
+    through `Retry`, `Release` and redelivery, so every delivery of the job
+    carries the priority it was enqueued with.
     """
 
     id: str
     queue: str
     body: bytes
     delay: float = 0.0
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -129,8 +141,8 @@ class Ack:
 class Retry:
     """Replace the body and make the job due again after `delay` seconds.
 
-    The hand-out counter restarts: the next delivery has `redelivered=False`
-    and `deliveries == 1`.
+    The job keeps its id, queue and priority. The hand-out counter restarts:
+    the next delivery has `redelivered=False` and `deliveries == 1`.
     """
 
     delivery: Delivery
@@ -176,6 +188,12 @@ class Capabilities:
       that is not yet settled (queued, scheduled or held) changes nothing.
     - `transactional_enqueue`: enqueue can join the caller's transaction.
     - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
+    - `priority_levels`: how many priority levels the backend can order jobs
+      by, from 1 (none) to ``MAX_PRIORITY + 1``. Declaring more than 1 promises
+      that `Envelope.priority` travels: every delivery of a job, after a
+      `Retry`, a `Release` or an expired lease too, carries the priority it was
+      enqueued (or replayed from the DLQ) with. With 1 a delivery may report
+      priority 0. Ordering by priority is not yet part of the contract.
     """
 
     timed_leases: bool = True
@@ -185,6 +203,7 @@ class Capabilities:
     dedupes_on_enqueue: bool = False
     transactional_enqueue: bool = False
     delay_quantum: float = 0.0
+    priority_levels: int = 1
 
 
 @dataclass(frozen=True, slots=True)

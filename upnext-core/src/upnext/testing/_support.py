@@ -79,11 +79,17 @@ def new_id() -> str:
 
 
 def make_envelope(
-    queue: str, *, body: bytes | None = None, delay: float = 0.0, job_id: str | None = None
+    queue: str,
+    *,
+    body: bytes | None = None,
+    delay: float = 0.0,
+    job_id: str | None = None,
+    priority: int = 0,
 ) -> Envelope:
     """An envelope for `queue`; the body defaults to bytes that name the job."""
     job_id = job_id or new_id()
-    return Envelope(job_id, queue, body if body is not None else f"body-{job_id}".encode(), delay)
+    body = body if body is not None else f"body-{job_id}".encode()
+    return Envelope(job_id, queue, body, delay, priority)
 
 
 def make_record(

@@ -1,9 +1,9 @@
 """`BrokerConformance`: enqueue, receive, waking, delays, concurrency and cancel.
 
 Lease and settle tests live in `upnext.testing._settle`, known-id tests in
-`upnext.testing._ids`; both are mixed in, so
-`BrokerConformance` is the one class a backend subclasses. Every test takes
-the `broker` fixture (override it) and the plugin's `upnext_queue`,
+`upnext.testing._ids`, priority tests in `upnext.testing._priority`; all are
+mixed in, so `BrokerConformance` is the one class a backend subclasses. Every
+test takes the `broker` fixture (override it) and the plugin's `upnext_queue`,
 `upnext_queues` and `timing` fixtures.
 """
 
@@ -19,6 +19,7 @@ import pytest
 from upnext.broker.protocol import Ack, Broker, Delivery
 from upnext.testing._ids import KnownIdConformance
 from upnext.testing._isolation import SettleIsolationConformance
+from upnext.testing._priority import PriorityConformance
 from upnext.testing._settle import LeaseAndSettleConformance
 from upnext.testing._support import (
     Timing,
@@ -38,7 +39,12 @@ __all__ = ["BrokerConformance"]
 _MAX_CPU_SHARE_WHILE_BLOCKED = 0.3
 
 
-class BrokerConformance(LeaseAndSettleConformance, KnownIdConformance, SettleIsolationConformance):
+class BrokerConformance(
+    LeaseAndSettleConformance,
+    KnownIdConformance,
+    SettleIsolationConformance,
+    PriorityConformance,
+):
     """The `Broker` contract (DESIGN §4), checked through the protocol alone."""
 
     @pytest.mark.asyncio

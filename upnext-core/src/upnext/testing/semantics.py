@@ -22,8 +22,8 @@ defaults to None: the broker keeps results itself).
 Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
-`dlq_access`, `dedupes_on_enqueue`) skip with the reason shown when the
-connected broker lacks it.
+`dlq_access`, `dedupes_on_enqueue`, `priority_levels` > 1) skip with the
+reason shown when the connected broker lacks it.
 Subclass a single theme class instead to run only that part, and override a
 test by defining a method of the same name.
 """
@@ -40,6 +40,7 @@ from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
+from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
@@ -55,6 +56,7 @@ __all__ = [
     "LeaseSemantics",
     "LifecycleSemantics",
     "PluginSemantics",
+    "PrioritySemantics",
     "ResultSemantics",
     "RetrySemantics",
     "SemanticsBase",
@@ -79,5 +81,6 @@ class WorkerSemantics(
     LifecycleSemantics,
     ApiSemantics,
     JobIdSemantics,
+    PrioritySemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
