@@ -110,7 +110,7 @@ class DeadLetters:
 
     async def replay(self, entry_id: str, envelope: Envelope, register: list[Any]) -> None:
         """Remove the entry and enqueue `envelope` in one script (one winner)."""
-        args = [entry_id, envelope.id, envelope.body, delay_ms(envelope.delay)]
+        args = [entry_id, envelope.id, envelope.body, delay_ms(envelope.delay), envelope.priority]
         target = self._group(envelope.queue)
         # Core replays into the entry's own queue: try there first (one round trip).
         (done,) = await self._client.eval_many([(DLQ_REPLAY, target + target, args)], [register])
