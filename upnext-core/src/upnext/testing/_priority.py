@@ -104,6 +104,7 @@ class PriorityConformance:
         if not broker.capabilities.timed_leases:
             # Without timed leases a job comes back when its receiver's connection closes.
             await broker.aclose()
+            await broker.connect()
         [again] = await receive_exactly(
             broker, [upnext_queue], 1, within=lease + timing.tolerance(5.0)
         )
