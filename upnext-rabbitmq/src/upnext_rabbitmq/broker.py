@@ -29,6 +29,7 @@ from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from upnext._urls import redact_url
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
@@ -44,7 +45,7 @@ from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, Unsupported
 from upnext_rabbitmq._consumer import Consumer, Receipt
 from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
-from upnext_rabbitmq._jobs import give_back, job_message
+from upnext_rabbitmq._jobs import envelope_message, give_back
 from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.admin import AdminMixin
@@ -77,6 +78,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             dedupes_on_enqueue=False,
             transactional_enqueue=False,
             delay_quantum=QUANTUM,
+            priority_levels=MAX_PRIORITY + 1,  # the AMQP property; no x-max-priority queues
         )
         # Unacked deliveries older than this make the server close the channel.
         self.consumer_timeout: float = self.options.consumer_timeout
@@ -324,7 +326,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             await self._ensure_queue(queue)
         for queue in {e.queue for e in envelopes if quanta(e.delay)}:
             await self._ensure_levels(queue)
-        messages = [job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
+        messages = [envelope_message(e, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
     async def give_back_prefetched(self) -> None:
@@ -369,12 +371,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         envelope = item.delivery.envelope
         out: list[Outgoing] = []
         if isinstance(item, Retry):
-            out.append(job_message(envelope.queue, envelope.id, item.body, item.delay))
+            out.append(envelope_message(envelope, item.body, item.delay))
         elif isinstance(item, Release):
             # As if this hand-out never happened: the earlier ones still count.
             held = item.delivery
             prior = held.deliveries - 1 if held.deliveries is not None else int(held.redelivered)
-            out.append(job_message(envelope.queue, envelope.id, envelope.body, 0.0, prior=prior))
+            out.append(envelope_message(envelope, envelope.body, 0.0, prior=prior))
         elif isinstance(item, DeadLetter):
             out.append(record_message(item.record))
         if isinstance(item, Ack | DeadLetter) and item.result is not None:
