@@ -3,6 +3,7 @@
 from upnext._discovery import register
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Broker,
     Capabilities,
@@ -31,7 +32,8 @@ from upnext.broker.state import (
     StateWrite,
 )
 
-__all__ = [
+# Sorted plainly (test_exported_members), where ruff would put constants first.
+__all__ = [  # noqa: RUF022
     "Ack",
     "Broker",
     "Capabilities",
@@ -42,6 +44,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "Expect",
+    "MAX_PRIORITY",
     "MemoryBroker",
     "Prefetcher",
     "QueueAdmin",
