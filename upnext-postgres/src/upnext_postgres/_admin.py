@@ -100,8 +100,8 @@ class AdminMixin:
         sql = f"""
 WITH gone AS (DELETE FROM {n.dead_letters} WHERE id = $1 RETURNING id),
 ins AS (
-    INSERT INTO {n.jobs} (id, queue, body, due_at)
-    SELECT $2, $3, $4, now() + make_interval(secs => $5::float8) FROM gone
+    INSERT INTO {n.jobs} (id, queue, body, due_at, priority)
+    SELECT $2, $3, $4, now() + make_interval(secs => $5::float8), $8::int2 FROM gone
     ON CONFLICT (id) DO NOTHING
 )
 SELECT pg_notify($6, $7)::text FROM gone"""
@@ -116,6 +116,7 @@ SELECT pg_notify($6, $7)::text FROM gone"""
             delay,
             n.jobs_channel,
             f"{delay!r} {envelope.queue}",
+            envelope.priority,
         )
         if not rows:
             raise DeadLetterNotFound(entry_id)

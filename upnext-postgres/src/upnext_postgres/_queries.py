@@ -39,15 +39,16 @@ def _chunks(source: str) -> str:
 
 
 def _enqueue(n: Names) -> str:
-    # $5: notification payloads, one per queue ("<min delay> <queue>").
+    # $6: notification payloads, one per queue ("<min delay> <queue>").
     return f"""
 WITH ins AS (
-    INSERT INTO {n.jobs} (id, queue, body, due_at)
-    SELECT t.id, t.queue, t.body, now() + make_interval(secs => t.delay)
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::float8[]) AS t(id, queue, body, delay)
+    INSERT INTO {n.jobs} (id, queue, body, due_at, priority)
+    SELECT t.id, t.queue, t.body, now() + make_interval(secs => t.delay), t.priority
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::float8[], $5::int2[])
+        AS t(id, queue, body, delay, priority)
     ON CONFLICT (id) DO NOTHING
 )
-SELECT pg_notify($6, note)::text FROM unnest($5::text[]) AS note
+SELECT pg_notify($7, note)::text FROM unnest($6::text[]) AS note
 """
 
 
@@ -76,12 +77,12 @@ WITH expired AS (
     SET lease_until = now() + make_interval(secs => $3::float8), token = $4,
         hand_outs = j.hand_outs + 1
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq
+    RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq, j.priority
 )
-SELECT id, queue, body, hand_outs, due_at, seq, NULL::float8 AS next_in FROM taken
+SELECT id, queue, body, hand_outs, due_at, seq, priority, NULL::float8 AS next_in FROM taken
 WHERE {_ASYNC_COMMIT}
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
     (SELECT min(m.due) FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT min(due_at) AS due FROM {n.jobs} WHERE queue = q.name AND lease_until IS NULL
     ) AS m),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Capabilities,
     Delivery,
     Envelope,
@@ -69,6 +70,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         dedupes_on_enqueue=True,  # the job id is the primary key: ON CONFLICT DO NOTHING
         transactional_enqueue=True,
         delay_quantum=0.0,
+        priority_levels=MAX_PRIORITY + 1,
     )
 
     def __init__(self, options: PostgresOptions) -> None:
@@ -223,6 +225,7 @@ class PostgresBroker(AdminMixin, StateMixin):
             [e.queue for e in envelopes],
             [e.body for e in envelopes],
             [max(e.delay, 0.0) for e in envelopes],
+            [e.priority for e in envelopes],
             [f"{delay!r} {queue}" for queue, delay in soonest.items()],
             self._names.jobs_channel,
         )
@@ -283,7 +286,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         taken.sort(key=lambda r: (r["due_at"], r["seq"]))
         return [
             Delivery(
-                Envelope(r["id"], r["queue"], r["body"]),
+                Envelope(r["id"], r["queue"], r["body"], 0.0, r["priority"]),
                 token,
                 redelivered=r["hand_outs"] > 1,
                 deliveries=r["hand_outs"],
