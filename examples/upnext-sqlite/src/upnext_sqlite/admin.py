@@ -29,7 +29,7 @@ _CURSOR_PREFIX = "sqlite1:"  # marks cursors this backend made
 def write_envelopes(conn: sqlite3.Connection, envelopes: Sequence[Envelope]) -> None:
     """Insert `envelopes`, each due `delay` s from now by this host's clock."""
     now = time.time()
-    rows = [(e.id, e.queue, e.body, now + max(e.delay, 0.0)) for e in envelopes]
+    rows = [(e.id, e.queue, e.body, now + max(e.delay, 0.0), e.priority) for e in envelopes]
     conn.executemany(schema.ENQUEUE, rows)
     conn.executemany(schema.ADD_QUEUE, [(q,) for q in sorted({e.queue for e in envelopes})])
 
