@@ -50,10 +50,7 @@ __all__ = [
 ]
 
 
-# Priorities run from 0 (the default) to this, higher first: ten levels, as
-# RabbitMQ advises for `x-max-priority` and Celery uses, few enough that a
-# backend can keep one list or one index probe per level.
-MAX_PRIORITY = 9
+MAX_PRIORITY = 9  # 0 (the default) to 9, higher first: ten levels, as RabbitMQ advises
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +60,9 @@ class Envelope:
     `delay` is in seconds from when the broker accepts the envelope, measured
     by the broker's clock. `id` is the job id and is unique per job: an
     envelope repeating the id of a job not yet settled changes nothing (see
-    `Broker.enqueue_many`). `priority` is an int from 0 to `MAX_PRIORITY`,
-    higher more urgent (core checks it before any I/O); a backend with
-    `priority_levels` > 1 keeps it with the job for as long as the job lives:
-    through `Retry`, `Release` and redelivery, so every delivery of the job
-    carries the priority it was enqueued with.
+    `Broker.enqueue_many`). `priority` (0 to `MAX_PRIORITY`, checked by core)
+    stays with the job through `Retry`, `Release` and redelivery when the
+    backend declares `priority_levels` > 1.
     """
 
     id: str
@@ -188,12 +183,9 @@ class Capabilities:
       that is not yet settled (queued, scheduled or held) changes nothing.
     - `transactional_enqueue`: enqueue can join the caller's transaction.
     - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
-    - `priority_levels`: how many priority levels the backend can order jobs
-      by, from 1 (none) to ``MAX_PRIORITY + 1``. Declaring more than 1 promises
-      that `Envelope.priority` travels: every delivery of a job, after a
-      `Retry`, a `Release` or an expired lease too, carries the priority it was
-      enqueued (or replayed from the DLQ) with. With 1 a delivery may report
-      priority 0. Ordering by priority is not yet part of the contract.
+    - `priority_levels`: priorities the backend can order by, 1 (none) to
+      ``MAX_PRIORITY + 1``; above 1, for now only a promise that every
+      delivery carries the `Envelope.priority` its job was enqueued with.
     """
 
     timed_leases: bool = True
