@@ -31,7 +31,7 @@ from upnext.testing import (
     ResultStoreConformance,
     StateStoreConformance,
 )
-from upnext.broker.state import StateEntry
+from upnext.broker.state import SlotGrant, StateEntry
 """
 
 _SUITE = """
@@ -129,6 +129,11 @@ class Broken(MemoryBroker):
             return await super().slots_acquire(key, member, limit=limit, ttl=ttl, scope=scope)
         return await super().slots_acquire(key, member, limit=None, ttl=ttl, scope=scope)
 """,
+    "slots_batch_writes_nothing": """
+class Broken(MemoryBroker):
+    async def slots_acquire_many(self, claims):
+        return [SlotGrant(True, 1) for _ in claims]
+""",
     "stores_id_twice": """
 class Broken(MemoryBroker):
     def __init__(self, url):
@@ -222,6 +227,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "slots_check_then_act",
             "test_slots_hold_their_limit_under_concurrency",
             "never more than `limit` holders",
+        ),
+        (
+            "slots_batch_writes_nothing",
+            "test_slots_acquire_many_refreshes_expiries",
+            "every claim of a batch must refresh its slot",
         ),
         (
             "stores_id_twice",

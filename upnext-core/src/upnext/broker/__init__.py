@@ -24,6 +24,7 @@ from upnext.broker.protocol import (
 )
 from upnext.broker.state import (
     Expect,
+    SlotClaim,
     SlotGrant,
     StateEntry,
     StatePage,
@@ -52,6 +53,7 @@ __all__ = [
     "Retry",
     "SettleItem",
     "SettleOutcome",
+    "SlotClaim",
     "SlotGrant",
     "StateEntry",
     "StatePage",
