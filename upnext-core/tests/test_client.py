@@ -244,3 +244,51 @@ async def test_put_result_reaches_the_store() -> None:
         assert data is not None
         assert ResultRecord.model_validate_json(data) == record
     await client.aclose()
+
+
+class StatelessStore:
+    """A result store that keeps no shared state (no `StateStore` calls)."""
+
+    async def put_results(self, writes: Sequence[Any]) -> None:
+        """Accept and drop results (the test never writes any)."""
+
+
+def stateless_store_factory(url: str) -> StatelessStore:
+    """Factory for ``stateless://`` result stores."""
+    return StatelessStore()
+
+
+@pytest.mark.usefixtures("rec")
+def test_state_is_the_broker_when_it_keeps_state() -> None:
+    factories = Factories("rec://both", "rec://store")
+    client = factories.build()
+    factories.require_state("cron")
+    assert client.state is client.broker
+    assert client.require_state("cron") is client.broker
+
+
+@pytest.mark.usefixtures("rec")
+def test_state_comes_from_the_result_store_when_the_broker_keeps_none() -> None:
+    factories = Factories("noresults://b", "rec://store")
+    client = factories.build()
+    factories.require_state("rate_limit=")
+    assert client.state is client.store
+    assert isinstance(client.store, RecordingBroker)
+
+
+@pytest.mark.usefixtures("rec")
+def test_no_state_anywhere_is_a_configuration_error_naming_results() -> None:
+    register("stateless", f"{__name__}:stateless_store_factory", group=RESULT_STORE_GROUP)
+    factories = Factories("noresults://user:s3cret@h", "stateless://u:pw@s")
+    expected = (
+        "rate_limit= needs shared state: noresults://user:***@h with results=stateless://u:***@s "
+        "keeps none; pass results='redis://...' or 'postgresql://...' (or set UPNEXT_RESULTS_URL)"
+    )
+    with pytest.raises(ConfigurationError) as at_config:
+        factories.require_state("rate_limit=")
+    assert str(at_config.value) == expected
+    client = factories.build()
+    assert client.state is None
+    with pytest.raises(ConfigurationError) as at_use:
+        client.require_state("rate_limit=")
+    assert str(at_use.value) == expected
