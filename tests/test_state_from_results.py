@@ -1,9 +1,10 @@
 """RabbitMQ keeps no shared state: core takes it from the result store (`results=`).
 
 A RabbitMQ broker paired with a Redis or a PostgreSQL result store gives
-`client.state` = that store, and the whole `StateStoreConformance` suite
-passes through it. RabbitMQ alone refuses a feature that needs state with a
-one-line `ConfigurationError` naming ``results=``. Each Redis test uses a key
+`client.state` = that store: the whole `StateStoreConformance` suite passes
+through it (with Redis, `WorkerTickSemantics` too). RabbitMQ alone refuses a
+feature that needs state with a one-line `ConfigurationError` naming
+``results=``. Each Redis test uses a key
 prefix of its own (deleted after); PostgreSQL a schema of this module's own
 (dropped after). Unreachable servers fail under ``CI`` /
 ``UPNEXT_REQUIRE_SERVICES`` and skip otherwise.
@@ -25,6 +26,7 @@ from upnext._urls import redact_url
 from upnext.broker.state import StateStore
 from upnext.errors import BrokerUnavailable, ConfigurationError
 from upnext.testing import StateStoreConformance, unavailable
+from upnext.testing.tick import WorkerTickSemantics
 
 pytest_plugins = ["upnext.testing.plugin"]
 
@@ -78,14 +80,15 @@ def pg_schema() -> Iterator[str]:
     asyncio.run(_drop_schema(schema))
 
 
-class TestRabbitMQWithRedisState(StateStoreConformance):
-    """The StateStore suite through `client.state` of amqp:// + results=redis://."""
+class TestRabbitMQWithRedisState(StateStoreConformance, WorkerTickSemantics):
+    """The StateStore suite and the worker tick through `client.state` of amqp:// + redis://."""
 
     @pytest_asyncio.fixture
     async def state(self) -> AsyncIterator[StateStore]:
         prefix = f"t{uuid.uuid4().hex[:10]}"
         client = await _connected(_with(REDIS_URL, f"prefix={prefix}"))
-        assert client.state is client.store
+        store: object = client.store  # the result store is the StateStore
+        assert client.state is store
         yield client.require_state("the suite")
         await client.aclose()
         await _delete_prefix(prefix)
@@ -97,7 +100,8 @@ class TestRabbitMQWithPostgresState(StateStoreConformance):
     @pytest_asyncio.fixture
     async def state(self, pg_schema: str) -> AsyncIterator[StateStore]:
         client = await _connected(_with(POSTGRES_URL, f"schema={pg_schema}"))
-        assert client.state is client.store
+        store: object = client.store  # the result store is the StateStore
+        assert client.state is store
         yield client.require_state("the suite")
         await client.aclose()
 
