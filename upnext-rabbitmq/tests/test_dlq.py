@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, SettleItem
-from upnext.errors import BrokerError
+from upnext.errors import BrokerError, Busy
 from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq._publish import Outgoing, persistent
 from upnext_rabbitmq.dlq import BROKER_REASON, DeadLetterScan, record_message
@@ -23,13 +23,13 @@ def _record(queue: str, entry_id: str = "e1") -> DeadLetterRecord:
 
 
 async def test_a_second_admin_is_told_busy(make_broker: Factory, upnext_queue: str) -> None:
-    """While one admin scans a DLQ, another process's admin gets BrokerError('busy')."""
+    """While one admin scans a DLQ, another process's admin gets `Busy` (a BrokerError)."""
     first = await make_broker()
     second = await make_broker(dlq_busy_wait="0.2")
     await first._pub().publish_all([record_message(_record(upnext_queue))], "test")
     async with first._scan([upnext_queue]) as scan:
         assert list(scan.entries) == ["e1"]
-        with pytest.raises(BrokerError, match="busy"):
+        with pytest.raises(Busy, match="busy"):
             await second.dlq_list(queue=upnext_queue)
     page = await second.dlq_list(queue=upnext_queue)
     assert [r.id for r in page.records] == ["e1"]

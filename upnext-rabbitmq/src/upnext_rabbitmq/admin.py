@@ -23,7 +23,7 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import BrokerError, DeadLetterNotFound
+from upnext.errors import Busy, DeadLetterNotFound
 
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
@@ -143,9 +143,7 @@ class AdminMixin:
                 try:
                     if read is None:
                         if time.monotonic() + pause > deadline:
-                            raise BrokerError(
-                                "queue catalog busy: another admin is reading it; try again"
-                            )
+                            raise Busy("queue catalog busy: another admin is reading it; try again")
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, 0.2)
                         continue

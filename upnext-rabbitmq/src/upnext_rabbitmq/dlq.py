@@ -30,7 +30,7 @@ from typing import Any
 
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from upnext.broker.protocol import DeadLetterRecord
-from upnext.errors import BrokerError
+from upnext.errors import BrokerError, Busy
 
 from upnext_rabbitmq._publish import Outgoing, persistent
 from upnext_rabbitmq._wire import WireConnection
@@ -170,7 +170,7 @@ class DeadLetterScan:
                 # The server closed only the channel: try again on the next one.
                 if time.monotonic() >= deadline:
                     await self._close()
-                    raise BrokerError(
+                    raise Busy(
                         "dead-letter queue busy: another admin is reading it; try again"
                     ) from None
                 await asyncio.sleep(0.05)
