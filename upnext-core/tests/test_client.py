@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import upnext
 from upnext import _discovery
 from upnext._client import Batcher, Factories
 from upnext._discovery import RESULT_STORE_GROUP, register
@@ -294,3 +297,27 @@ def test_no_state_anywhere_is_a_configuration_error_naming_results() -> None:
     with pytest.raises(ConfigurationError) as at_use:
         client.require_state("rate_limit=")
     assert str(at_use.value) == expected
+
+async def test_a_chosen_job_id_without_dedupe_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A broker without dedupes_on_enqueue: the first chosen job id warns; nothing else does."""
+    url = f"memory://ids-{uuid.uuid4().hex}"
+    worker = upnext.Worker("ids", broker=url)
+
+    @worker.task
+    async def noop() -> None: ...
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="upnext"):
+            await noop.options(job_id="deduped").submit()  # memory:// dedupes: silent
+            client = await worker.client()
+            caps = client.broker.capabilities
+            client.broker.capabilities = replace(caps, dedupes_on_enqueue=False)
+            await noop.submit()  # an id of its own: silent
+            for _ in range(2):
+                await noop.options(job_id="same").submit()
+        told = [r.getMessage() for r in caplog.records if "deduplicate" in r.getMessage()]
+        assert len(told) == 1
+        assert "job_id='same'" in told[0]
+        assert "makes a second job" in told[0]
+    finally:
+        await worker.aclose()
