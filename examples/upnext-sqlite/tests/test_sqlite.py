@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from upnext.broker import Ack, Broker, Envelope, ResultStore
+from upnext.broker import Ack, Broker, Envelope, ResultStore, SchemaProvider
 from upnext.errors import ConfigurationError
 from upnext_sqlite import SQLiteBroker
 from upnext_sqlite import broker as broker_module
@@ -205,3 +205,12 @@ def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> N
         for thread in threads:
             thread.join()
         assert errors == [], f"trial {trial}: {errors[0]}"
+
+
+def test_schema_sql_is_the_ddl_connect_applies(tmp_path: Path) -> None:
+    """The broker is a SchemaProvider: `upnext schema` prints the tables connect creates."""
+    broker = SQLiteBroker.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert isinstance(broker, SchemaProvider)
+    ddl = broker.schema_sql()
+    assert "CREATE TABLE IF NOT EXISTS upnext_jobs" in ddl
+    assert "CREATE TABLE IF NOT EXISTS upnext_dead" in ddl

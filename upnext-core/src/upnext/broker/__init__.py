@@ -1,7 +1,13 @@
-"""The broker contract (`upnext.broker.protocol`) and the memory:// reference backend."""
+"""The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://."""
 
 from upnext._discovery import register
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import (
+    ManagementStats,
+    QueueStatsReader,
+    SchemaProvider,
+    TransactionalEnqueue,
+)
 from upnext.broker.protocol import (
     Ack,
     Broker,
@@ -43,14 +49,17 @@ __all__ = [
     "Delivery",
     "Envelope",
     "Expect",
+    "ManagementStats",
     "MemoryBroker",
     "Prefetcher",
     "QueueAdmin",
     "QueueStats",
+    "QueueStatsReader",
     "Release",
     "ResultStore",
     "ResultWrite",
     "Retry",
+    "SchemaProvider",
     "SettleItem",
     "SettleOutcome",
     "SlotClaim",
@@ -59,5 +68,6 @@ __all__ = [
     "StatePage",
     "StateStore",
     "StateWrite",
+    "TransactionalEnqueue",
     "register",
 ]

@@ -3,17 +3,20 @@
 A backend moves opaque bytes and keeps them safe; every policy (retries,
 backoff, timeouts, hooks, serialization, attempt history, dead-letter record
 content) lives in core. A backend is one object that implements `Broker` and,
-usually, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` too. It is built by
+usually, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` too, plus any of
+the optional protocols of `upnext.broker.optional` it offers. It is built by
 a factory found through the `upnext.brokers` / `upnext.result_stores` entry
-point groups, called as ``factory(url)``.
+point groups, called as ``factory(url)``. What it offers beyond the mandatory
+contract it declares in `Capabilities` or by implementing a protocol: core
+never probes a broker for attributes.
 
 Errors: a backend raises only `BrokerUnavailable` (cannot reach the server),
 `LeaseLost` (reported per item, never raised for a whole batch) and
 `BrokerError` (anything else the server refused), mapping driver errors at
-its boundary; plus, where stated, `DeadLetterNotFound`, `ConfigurationError`
-(bad URL options, a cursor it did not make) and `UnsupportedOperation` (an
-operation behind a capability it lacks; core checks capabilities first).
-Messages never contain a password.
+its boundary; plus, where stated, `Busy`, `DeadLetterNotFound`,
+`ConfigurationError` (bad URL options, a cursor it did not make) and
+`UnsupportedOperation` (an operation behind a capability it lacks; core checks
+capabilities first). Messages never contain a password.
 
 Time: every due time and lease is judged by the broker's own clock (Redis
 ``TIME``, PostgreSQL ``now()``, RabbitMQ TTL), never the producer's.
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from upnext.broker.optional import Prefetcher
 from upnext.errors import LeaseLost
 
 __all__ = [
@@ -174,8 +178,21 @@ class Capabilities:
       dead-letter queue sequentially, one admin at a time) or None.
     - `dedupes_on_enqueue`: an enqueue whose id names a job of the same queue
       that is not yet settled (queued, scheduled or held) changes nothing.
-    - `transactional_enqueue`: enqueue can join the caller's transaction.
+    - `transactional_enqueue`: enqueue can join the caller's transaction; the
+      broker implements `upnext.broker.optional.TransactionalEnqueue`.
     - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
+    - `delivery_limit`: seconds after which the server takes back an unsettled
+      delivery whatever the worker does (None: no limit). A worker warns about
+      a task whose timeout reaches it; with `delivery_limit_strict` it refuses.
+    - `checked_settles`: a late settle (lease expired, job taken over or
+      already settled) reports LeaseLost and changes nothing. False: it may
+      still act on its own job (a late Ack may remove a job another receiver
+      now holds) and report None; it never touches another job.
+    - `atomic_settles`: each settle item is one atomic step. False: an item
+      writes (new body, record, result), then removes the delivery; when the
+      removal fails the write stays, so a job may exist twice.
+    - `exact_stats`: `QueueStats` counts are exact. False: estimates, equal to
+      the exact counts once the queue has been still for a few seconds.
     """
 
     timed_leases: bool = True
@@ -185,11 +202,16 @@ class Capabilities:
     dedupes_on_enqueue: bool = False
     transactional_enqueue: bool = False
     delay_quantum: float = 0.0
+    delivery_limit: float | None = None
+    delivery_limit_strict: bool = False
+    checked_settles: bool = True
+    atomic_settles: bool = True
+    exact_stats: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Counts for one queue; None where the broker cannot tell."""
+    """Counts for one queue; None where the broker cannot tell (estimates without `exact_stats`)."""
 
     ready: int | None
     scheduled: int | None
@@ -242,8 +264,9 @@ class Broker(Protocol):
         """Hand out up to `limit` due jobs from `queues`, each hidden for `lease` s.
 
         Blocks at most `wait` seconds when nothing is due, returning early
-        when a job arrives, and within 0.5 s of a delayed job falling due.
-        Returns an empty list on timeout. Never busy-polls.
+        when a job arrives, and within 0.15 s of a delayed job falling due (its
+        delay rounded up to `delay_quantum`). Returns an empty list on timeout.
+        Never busy-polls.
 
         Cancellation-safe: a receive cancelled before it returns hands out
         nothing; a job it had already taken goes back at once, uncounted (as
@@ -258,7 +281,9 @@ class Broker(Protocol):
         when this broker is also the result store). An item whose lease
         expired, whose job another receiver now holds, or that was already
         settled, reports `LeaseLost` and changes nothing. A job whose lease
-        expired is runnable again within lease + 0.5 s.
+        expired is runnable again within lease + 0.5 s. A batch that raises
+        has changed nothing. (`checked_settles` and `atomic_settles` state
+        what a broker declaring them False guarantees instead.)
         """
         ...
 
@@ -274,24 +299,6 @@ class Broker(Protocol):
         """Close connections. Unsettled deliveries come back as redeliveries.
 
         A later call on the same object opens connections again.
-        """
-        ...
-
-
-@runtime_checkable
-class Prefetcher(Protocol):
-    """Optional: a broker that takes jobs from its server ahead of `receive`.
-
-    A prefetched job is held by the process as much as a handed-out one: if
-    the process dies it comes back redelivered, charged a lost run. Before a
-    job that already lost a run starts alone, core asks such a broker to hold
-    nothing else.
-    """
-
-    async def give_back_prefetched(self) -> None:
-        """Give back every job taken ahead of `receive`, uncounted (as by `Release`).
-
-        Take no more until the next `receive`.
         """
         ...
 
@@ -327,7 +334,7 @@ class ResultStore(Protocol):
 
 @runtime_checkable
 class DeadLetterAdmin(Protocol):
-    """Browse and manage the dead-letter queue."""
+    """Browse and manage the dead-letter queue (`Busy` while another admin holds a scan)."""
 
     async def dlq_list(
         self,
