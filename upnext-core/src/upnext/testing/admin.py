@@ -61,7 +61,7 @@ async def _stats(broker: Broker, queue: str, timing: Timing, **wanted: int) -> Q
 
 
 class QueueAdminConformance:
-    """The `QueueAdmin` contract (DESIGN §4)."""
+    """The `upnext.broker.QueueAdmin` contract."""
 
     @pytest.mark.asyncio
     async def test_queues_lists_a_used_queue(

@@ -68,7 +68,7 @@ async def _not_found(call: Awaitable[object], what: str) -> None:
 
 
 class DeadLetterAdminConformance:
-    """The `DeadLetterAdmin` contract (DESIGN §4): keyset listing, atomic replay."""
+    """The `upnext.broker.DeadLetterAdmin` contract: keyset listing, atomic replay."""
 
     @pytest.mark.asyncio
     async def test_dlq_list_newest_first(self, broker: Broker, upnext_queue: str) -> None:
