@@ -298,6 +298,7 @@ def test_no_state_anywhere_is_a_configuration_error_naming_results() -> None:
         client.require_state("rate_limit=")
     assert str(at_use.value) == expected
 
+
 async def test_a_chosen_job_id_without_dedupe_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     """A broker without dedupes_on_enqueue: the first chosen job id warns; nothing else does."""
     url = f"memory://ids-{uuid.uuid4().hex}"
