@@ -18,6 +18,7 @@ _HEADER = """
 import asyncio
 import contextlib
 import uuid
+from dataclasses import replace
 
 import pytest_asyncio
 
@@ -163,6 +164,22 @@ class Broken(MemoryBroker):
         timed_leases=False, counts_deliveries=False, cancel_queued=False, dlq_access=None
     )
 """,
+    "dlq_records_inclusive": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        return [
+            r
+            for r in await super().dlq_records(replace(query, before=None, limit=10**6))
+            if query.before is None or (r.failed_at, r.id) <= query.before
+        ][: query.limit]
+""",
+    "dlq_records_any_matches": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        # The right records in the right order, but not the newest: the oldest `limit`.
+        every = await super().dlq_records(replace(query, limit=10**6))
+        return every[-query.limit :]
+""",
     "sound": """
 class Broken(MemoryBroker):
     pass
@@ -216,6 +233,26 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "replay_not_atomic",
             "test_dlq_concurrent_replays_one_wins",
             "of two concurrent replays exactly one must win",
+        ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_records_answers_each_query",
+            "strictly older than `before`",
+        ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_list_limit_and_cursor",
+            "following cursors must yield every record once",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_records_answers_each_query",
+            "the `limit` newest matching records",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_cursor_stable_under_concurrent_changes",
+            "following cursors must not skip a record",
         ),
         ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
         (

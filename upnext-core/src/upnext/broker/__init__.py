@@ -1,6 +1,11 @@
-"""The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://."""
+"""The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://.
+
+Helpers for backends: `cursor` (the dead-letter page core builds, state-scan
+cursors).
+"""
 
 from upnext._discovery import register
+from upnext.broker import cursor
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.optional import (
     ManagementStats,
@@ -15,6 +20,7 @@ from upnext.broker.protocol import (
     DeadLetter,
     DeadLetterAdmin,
     DeadLetterPage,
+    DeadLetterQuery,
     DeadLetterRecord,
     Delivery,
     Envelope,
@@ -45,6 +51,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterAdmin",
     "DeadLetterPage",
+    "DeadLetterQuery",
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
@@ -69,5 +76,6 @@ __all__ = [
     "StateStore",
     "StateWrite",
     "TransactionalEnqueue",
+    "cursor",
     "register",
 ]

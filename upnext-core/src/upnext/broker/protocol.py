@@ -14,7 +14,7 @@ Errors: a backend raises only `BrokerUnavailable` (cannot reach the server),
 `LeaseLost` (reported per item, never raised for a whole batch) and
 `BrokerError` (anything else the server refused), mapping driver errors at
 its boundary; plus, where stated, `Busy`, `DeadLetterNotFound`,
-`ConfigurationError` (bad URL options, a cursor it did not make) and
+`ConfigurationError` (bad URL options) and
 `UnsupportedOperation` (an operation behind a capability it lacks; core checks
 capabilities first). Messages never contain a password.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from upnext.broker.optional import Prefetcher
+from upnext.broker.dead_letters import DeadLetterQuery
 from upnext.errors import LeaseLost
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterAdmin",
     "DeadLetterPage",
+    "DeadLetterQuery",
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
@@ -334,23 +336,21 @@ class ResultStore(Protocol):
 
 @runtime_checkable
 class DeadLetterAdmin(Protocol):
-    """Browse and manage the dead-letter queue (`Busy` while another admin holds a scan)."""
+    """Store and manage the dead-letter queue (`Busy` while another admin holds a scan).
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by a keyset cursor on (failed_at, id).
+    Core does paging, cursors and limits over `dlq_records`.
+    """
 
-        Stable under concurrent inserts and deletes: following cursors never
-        repeats a record and never skips one that existed throughout.
-        `next_cursor` is None when there is nothing after this page (a last,
-        empty page is allowed). A cursor this backend did not make raises
-        `ConfigurationError`. Records read back exactly as written.
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The `query.limit` newest records that `query` matches, newest first.
+
+        Newest first by ``(failed_at, id)``, ties in `failed_at` broken by id
+        in one fixed string order (`DeadLetterQuery.select` uses Python's).
+        Only records strictly older than `query.before` are returned, and none
+        that matches is left out ahead of the last one returned: so the pages
+        core builds never repeat or skip a record, whatever is added or
+        removed between them. Records read back exactly as written. A store
+        read by scan answers with `query.select(every record)`.
         """
         ...
 
