@@ -367,18 +367,18 @@ end
 local max = '+inf'
 if cs ~= '' then
   for _, eid in ipairs(redis.call('ZREVRANGEBYSCORE', k(1, 9), cs, cs)) do
-    if #out > limit then break end
+    if #out >= limit then break end
     if before(eid, cid) then add(eid) end
   end
   max = '(' .. cs
 end
 local offset = 0
-while #out <= limit do
+while #out < limit do
   local ids = redis.call('ZREVRANGEBYSCORE', k(1, 9), max, '-inf', 'LIMIT', offset, 256)
   if #ids == 0 then break end
   offset = offset + #ids
   for _, eid in ipairs(ids) do
-    if #out > limit then break end
+    if #out >= limit then break end
     add(eid)
   end
 end
