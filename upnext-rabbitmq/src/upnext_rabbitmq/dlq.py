@@ -248,12 +248,6 @@ class DeadLetterScan:
                 return True
         return False
 
-    def records(self) -> list[DeadLetterRecord]:
-        """Every record read, newest first by (failed_at, id)."""
-        records = [entry.record for entry in self.entries.values()]
-        records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
-        return records
-
     def check_held(self) -> None:
         """Raise BrokerError unless the scan still holds what it read."""
         wire = self._wire
