@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 from upnext._discovery import RESULT_STORE_GROUP, load_factory
 from upnext._logsafe import protect_logs
 from upnext._serializer import ResultRecord
-from upnext._urls import redact_url
 from upnext.broker.protocol import Broker, ResultStore, ResultWrite
+from upnext.broker.redact import redact_url
 from upnext.broker.state import StateStore
 from upnext.errors import BrokerError, ConfigurationError
 

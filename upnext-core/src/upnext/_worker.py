@@ -113,7 +113,7 @@ class Worker:
     @property
     def safe_broker_url(self) -> str:
         """The broker URL with its password hidden, for logs and errors."""
-        from upnext._urls import redact_url
+        from upnext.broker.redact import redact_url
 
         return redact_url(self.broker_url)
 

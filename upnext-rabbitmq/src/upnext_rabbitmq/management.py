@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
-from upnext._urls import redact_url
 from upnext.broker.protocol import QueueStats
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 from upnext_rabbitmq.topology import DEAD_PREFIX, LEVEL_PREFIX, PREFIX, WORK_PREFIX

@@ -1,11 +1,11 @@
 """The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://.
 
 Helpers for backends: `cursor` (the dead-letter page core builds, state-scan
-cursors).
+cursors) and `redact` (passwords out of every message).
 """
 
 from upnext._discovery import register
-from upnext.broker import cursor
+from upnext.broker import cursor, redact
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.optional import (
     ManagementStats,
@@ -77,5 +77,6 @@ __all__ = [
     "StateWrite",
     "TransactionalEnqueue",
     "cursor",
+    "redact",
     "register",
 ]

@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from upnext._urls import redact_url
 from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
     Ack,
@@ -38,6 +37,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError, DeadLetterNotFound, LeaseLost
 
 __all__ = ["MemoryBroker"]

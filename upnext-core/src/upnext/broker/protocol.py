@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from upnext.broker.optional import Prefetcher
 from upnext.broker.dead_letters import DeadLetterQuery
+from upnext.broker.optional import Prefetcher
 from upnext.errors import LeaseLost
 
 __all__ = [

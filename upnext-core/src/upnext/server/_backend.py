@@ -6,16 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from upnext._dlq import DeadLetterEntry, EntryPage
 from upnext._serializer import ResultRecord
-from upnext._urls import redact_url, scheme_of
+from upnext._urls import scheme_of
 from upnext._worker import Worker
 from upnext.broker.optional import ManagementStats, QueueStatsReader
 from upnext.broker.protocol import Broker, QueueAdmin, QueueStats
+from upnext.broker.redact import redact
 from upnext.errors import (
     ConfigurationError,
     DeadLetterNotFound,
@@ -71,16 +71,8 @@ class Backend:
         self._serial = asyncio.Lock()
 
     def scrub(self, text: str) -> str:
-        """`text` with the configured URLs and their passwords hidden (a second guard)."""
-        for url in self._urls:
-            text = text.replace(url, redact_url(url))
-            try:
-                password = urlsplit(url).password
-            except ValueError:
-                password = None
-            if password:
-                text = text.replace(password, "***")
-        return text
+        """`text` with the configured URLs' passwords, and any URL's, hidden (a second guard)."""
+        return redact(text, *self._urls)
 
     @asynccontextmanager
     async def _admin(self) -> AsyncIterator[None]:
