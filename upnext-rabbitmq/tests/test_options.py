@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 
+import aiormq.exceptions as amqp_errors
 import pytest
 import upnext
 from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
-from upnext.errors import BrokerUnavailable, ConfigurationError, UnsupportedOperation
+from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError, UnsupportedOperation
 from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import parse_url
 
 
@@ -86,6 +89,23 @@ async def test_unreachable_server_is_unavailable_without_the_password() -> None:
         await broker.connect()
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "driver_error",
+    [
+        amqp_errors.AMQPConnectionError("Reconnect failed amqp:/guest:s3cret-canary@h/ux"),
+        amqp_errors.ProbableAuthenticationError("AUTH s3cret-canary refused"),
+    ],
+)
+def test_a_driver_error_echoing_the_password_hides_it(driver_error: Exception) -> None:
+    """Core's `redact` cleans the driver's words, and no chained error keeps them."""
+    url = "amqp://guest:s3cret-canary@127.0.0.1:1/"
+    with pytest.raises(BrokerError) as info, map_errors(url, "connecting"):
+        raise driver_error
+    shown = "".join(traceback.format_exception(info.value))
+    assert "s3cret-canary" not in shown
+    assert "***" in str(info.value)
 
 
 async def test_task_timeout_reaching_consumer_timeout_warns_or_refuses(

@@ -32,8 +32,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
-from upnext._urls import check_url, did_you_mean, redact_url
+from upnext._urls import check_url, did_you_mean
 from upnext.broker.protocol import Capabilities
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
 from upnext_rabbitmq.topology import QUANTUM

@@ -27,7 +27,6 @@ from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
-from upnext._urls import redact_url
 from upnext.broker.optional import QueueStatsReader
 from upnext.broker.protocol import (
     Ack,
@@ -40,6 +39,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
 
 from upnext_rabbitmq._consumer import Consumer, Receipt
