@@ -347,7 +347,7 @@ return {
 # Up to limit + 1 packed records, newest first by (failed_at, id). Ids of equal
 # failed_at compare bytewise, as Redis orders them (Lua's `<` uses the locale).
 DLQ_LIST = _script(
-    "dlq_list",
+    "dlq_records",
     """
 local limit, cs, cid, fn = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local out = {}
