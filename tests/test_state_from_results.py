@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from upnext._client import Client, Factories
-from upnext._urls import redact_url
+from upnext.broker.redact import redact_url
 from upnext.broker.state import StateStore
 from upnext.errors import BrokerUnavailable, ConfigurationError
 from upnext.testing import StateStoreConformance, unavailable
