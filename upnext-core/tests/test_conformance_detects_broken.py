@@ -18,6 +18,7 @@ _HEADER = """
 import asyncio
 import contextlib
 import uuid
+from dataclasses import replace
 
 import pytest_asyncio
 
@@ -31,7 +32,7 @@ from upnext.testing import (
     ResultStoreConformance,
     StateStoreConformance,
 )
-from upnext.broker.state import StateEntry
+from upnext.broker.state import SlotGrant, StateEntry
 """
 
 _SUITE = """
@@ -129,6 +130,11 @@ class Broken(MemoryBroker):
             return await super().slots_acquire(key, member, limit=limit, ttl=ttl, scope=scope)
         return await super().slots_acquire(key, member, limit=None, ttl=ttl, scope=scope)
 """,
+    "slots_batch_writes_nothing": """
+class Broken(MemoryBroker):
+    async def slots_acquire_many(self, claims):
+        return [SlotGrant(True, 1) for _ in claims]
+""",
     "stores_id_twice": """
 class Broken(MemoryBroker):
     def __init__(self, url):
@@ -172,6 +178,22 @@ class Broken(MemoryBroker):
     capabilities = Capabilities(
         timed_leases=False, counts_deliveries=False, cancel_queued=False, dlq_access=None
     )
+""",
+    "dlq_records_inclusive": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        return [
+            r
+            for r in await super().dlq_records(replace(query, before=None, limit=10**6))
+            if query.before is None or (r.failed_at, r.id) <= query.before
+        ][: query.limit]
+""",
+    "dlq_records_any_matches": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        # The right records in the right order, but not the newest: the oldest `limit`.
+        every = await super().dlq_records(replace(query, limit=10**6))
+        return every[-query.limit :]
 """,
     "sound": """
 class Broken(MemoryBroker):
@@ -227,6 +249,26 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "test_dlq_concurrent_replays_one_wins",
             "of two concurrent replays exactly one must win",
         ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_records_answers_each_query",
+            "strictly older than `before`",
+        ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_list_limit_and_cursor",
+            "following cursors must yield every record once",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_records_answers_each_query",
+            "the `limit` newest matching records",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_cursor_stable_under_concurrent_changes",
+            "following cursors must not skip a record",
+        ),
         ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
         (
             "state_versions_per_value",
@@ -237,6 +279,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "slots_check_then_act",
             "test_slots_hold_their_limit_under_concurrency",
             "never more than `limit` holders",
+        ),
+        (
+            "slots_batch_writes_nothing",
+            "test_slots_acquire_many_refreshes_expiries",
+            "every claim of a batch must refresh its slot",
         ),
         (
             "stores_id_twice",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from upnext.broker import Ack, Broker, Envelope, ResultStore
+from upnext.broker import Ack, Broker, Envelope, ResultStore, SchemaProvider
 from upnext.errors import ConfigurationError
 from upnext_sqlite import SQLiteBroker
 from upnext_sqlite import broker as broker_module
@@ -229,3 +229,12 @@ async def test_a_file_made_before_priorities_gains_the_column(tmp_path: Path) ->
         assert await broker.settle([Ack(d) for d in got]) == [None, None]
     finally:
         await broker.aclose()
+
+
+def test_schema_sql_is_the_ddl_connect_applies(tmp_path: Path) -> None:
+    """The broker is a SchemaProvider: `upnext schema` prints the tables connect creates."""
+    broker = SQLiteBroker.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert isinstance(broker, SchemaProvider)
+    ddl = broker.schema_sql()
+    assert "CREATE TABLE IF NOT EXISTS upnext_jobs" in ddl
+    assert "CREATE TABLE IF NOT EXISTS upnext_dead" in ddl

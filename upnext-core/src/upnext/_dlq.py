@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from upnext._result import ErrorInfo
 from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, encode_body
+from upnext.broker.cursor import dead_letter_page
 from upnext.broker.protocol import DeadLetterAdmin, DeadLetterRecord, Envelope
 from upnext.errors import UnsupportedOperation
 
@@ -124,7 +125,9 @@ class DeadLetterQueue:
         if not 1 <= limit <= 500:
             raise ValueError(f"limit must be between 1 and 500, got {limit}")
         admin = await self._admin()
-        page = await admin.dlq_list(queue=queue, function=function, limit=limit, cursor=cursor)
+        page = await dead_letter_page(
+            admin, queue=queue, function=function, limit=limit, cursor=cursor
+        )
         return EntryPage(
             items=[DeadLetterEntry.from_record(r) for r in page.records],
             next_cursor=page.next_cursor,

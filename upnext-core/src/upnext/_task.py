@@ -64,10 +64,15 @@ class _Submitter(Generic[P, R]):
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Enqueue one job; returns its Future once the broker holds it durably."""
-        futures = await self.task.worker.submit_calls(
+        return await self._submit_one(args, kwargs)
+
+    async def _submit_one(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        [future] = await self.task.worker.submit_calls(
             self.task, [(args, kwargs)], self.call_options
         )
-        return futures[0]
+        if self.call_options.job_id is not None:
+            (await self.task.worker.client()).note_chosen_job_id(future.job_id)
+        return future
 
     async def submit_many(
         self, calls: Iterable[Mapping[str, Any] | tuple[tuple[Any, ...], Mapping[str, Any]]]
@@ -76,6 +81,8 @@ class _Submitter(Generic[P, R]):
         normalized = [
             (tuple(c[0]), dict(c[1])) if isinstance(c, tuple) else ((), dict(c)) for c in calls
         ]
+        if self.call_options.job_id is not None and len(normalized) == 1:
+            return [await self._submit_one(*normalized[0])]
         return await self.task.worker.submit_calls(self.task, normalized, self.call_options)
 
     async def wait(
@@ -92,10 +99,8 @@ class _Submitter(Generic[P, R]):
             raise ConfigurationError(
                 f"task {self.task.name} has result_ttl=0, so there is no result to wait for"
             )
-        futures = await self.task.worker.submit_calls(
-            self.task, [(args, kwargs)], self.call_options
-        )
-        return await futures[0].result(wait_timeout)
+        future = await self._submit_one(args, kwargs)
+        return await future.result(wait_timeout)
 
     def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Blocking twin of `submit` (not on a thread running an event loop)."""

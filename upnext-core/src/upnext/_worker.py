@@ -24,6 +24,7 @@ from upnext._retry import RetryPolicy
 from upnext._serializer import encode_body
 from upnext._task import CallOptions, Task, TaskHooks
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import TransactionalEnqueue
 from upnext.broker.protocol import Envelope, QueueAdmin
 from upnext.errors import ConfigurationError, UnsupportedOperation
 from upnext.hooks import HookEvent
@@ -112,7 +113,7 @@ class Worker:
     @property
     def safe_broker_url(self) -> str:
         """The broker URL with its password hidden, for logs and errors."""
-        from upnext._urls import redact_url
+        from upnext.broker.redact import redact_url
 
         return redact_url(self.broker_url)
 
@@ -241,10 +242,8 @@ class Worker:
         self._warn_if_no_worker(client)
         if options.connection is None:
             await client.broker.enqueue_many(envelopes)
-        elif client.broker.capabilities.transactional_enqueue:
-            # A backend with this capability takes the caller's connection.
-            enqueue: Any = client.broker.enqueue_many
-            await enqueue(envelopes, connection=options.connection)
+        elif isinstance(client.broker, TransactionalEnqueue):
+            await client.broker.enqueue_in_transaction(options.connection, envelopes)
         else:
             raise UnsupportedOperation(f"{client.name} cannot enqueue in your transaction")
         if "upnext_job_enqueued" in self.plugins.active:
@@ -304,26 +303,27 @@ class Worker:
         log.info("worker %s consuming %s from %s", self.name, self.consumer.queues, client.name)
 
     def _check_delivery_limit(self, client: Client) -> None:
-        """Warn (or refuse, when the broker is strict) about tasks the server would revoke.
+        """Warn (or refuse, with `delivery_limit_strict`) about tasks the server would revoke.
 
-        A broker without timed leases may expose `consumer_timeout`: the
-        seconds after which the server takes back an unacknowledged delivery
-        (RabbitMQ). A task whose timeout reaches it would be redelivered while
-        it still runs. Both at their defaults (30 min each, RabbitMQ's own
-        default) is no choice the user made, and no warning: every default
-        worker would give it.
+        A broker may declare a `delivery_limit`: the seconds after which its
+        server takes back an unsettled delivery (RabbitMQ's consumer_timeout).
+        A task whose timeout reaches it would be redelivered while it still
+        runs. Both at their defaults (30 min each, RabbitMQ's own default) is
+        no choice the user made, and no warning: every default worker would give it.
         """
-        limit = getattr(client.broker, "consumer_timeout", None)
-        if not isinstance(limit, int | float):
+        capabilities = client.broker.capabilities
+        limit = capabilities.delivery_limit
+        if limit is None:
             return
         for task in self.tasks.values():
             if task.timeout >= limit and not task.timeout == limit == DEFAULT_TIMEOUT:
                 message = (
                     f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
-                    f" consumer_timeout of {limit}s: the server would take the job back mid-run"
-                    " (lower the task's timeout or raise the broker's consumer_timeout)"
+                    f" delivery limit of {limit}s (the longest a delivery may stay unsettled): the"
+                    " server would take the job back mid-run (lower the task's timeout or raise"
+                    " the limit in the broker URL)"
                 )
-                if getattr(client.broker, "strict", False):
+                if capabilities.delivery_limit_strict:
                     raise ConfigurationError(message)
                 log.warning("%s", message)
 

@@ -17,11 +17,14 @@ notifications of one transaction into one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from upnext.broker.protocol import Envelope
 
 from upnext_postgres.schema import Names
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "enqueue_arguments"]
 
 
 # In a WHERE clause: an init-plan run once, before the statement's transaction commits.
@@ -225,3 +228,20 @@ class Queries:
             cleanup_results=f"""DELETE FROM {n.results} WHERE job_id IN (
                 SELECT job_id FROM {n.results} WHERE expires_at <= now() LIMIT 5000)""",
         )
+
+
+def enqueue_arguments(envelopes: Sequence[Envelope], channel: str) -> tuple[object, ...]:
+    """The arguments of `Queries.enqueue` for a batch: columns, then each queue's soonest delay."""
+    soonest: dict[str, float] = {}
+    for env in envelopes:
+        delay = max(env.delay, 0.0)
+        soonest[env.queue] = min(delay, soonest.get(env.queue, delay))
+    return (
+        [e.id for e in envelopes],
+        [e.queue for e in envelopes],
+        [e.body for e in envelopes],
+        [max(e.delay, 0.0) for e in envelopes],
+        [e.priority for e in envelopes],
+        [f"{delay!r} {queue}" for queue, delay in soonest.items()],
+        channel,
+    )

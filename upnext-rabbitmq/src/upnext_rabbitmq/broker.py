@@ -27,9 +27,8 @@ from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
-from upnext._urls import redact_url
+from upnext.broker.optional import QueueStatsReader
 from upnext.broker.protocol import (
-    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
@@ -40,20 +39,20 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
 
 from upnext_rabbitmq._consumer import Consumer, Receipt
 from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._jobs import envelope_message, give_back
-from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
+from upnext_rabbitmq._options import RabbitOptions, capabilities_of, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
-    QUANTUM,
     check_queue_name,
     quanta,
 )
@@ -69,21 +68,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     def __init__(self, url: str, *, inbox: ReplyInbox | None = None) -> None:
         self.url = url
         self.options: RabbitOptions = parse_url(url)
-        quorum = self.options.queue_type == "quorum"
-        self.capabilities = Capabilities(
-            timed_leases=False,
-            counts_deliveries=quorum,
-            cancel_queued=False,
-            dlq_access="scan",
-            dedupes_on_enqueue=False,
-            transactional_enqueue=False,
-            delay_quantum=QUANTUM,
-            priority_levels=MAX_PRIORITY + 1,  # the AMQP property; no x-max-priority queues
-        )
-        # Unacked deliveries older than this make the server close the channel.
-        self.consumer_timeout: float = self.options.consumer_timeout
-        # Core refuses (instead of warning about) tasks whose timeout reaches it.
-        self.strict: bool = self.options.strict
+        self.capabilities: Capabilities = capabilities_of(self.options)
         self.server_version: tuple[int, ...] = ()
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
@@ -109,6 +94,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
     def __repr__(self) -> str:
         return f"RabbitBroker({redact_url(self.url)!r})"
+
+    def management_stats(self, url: str) -> QueueStatsReader:
+        """Every queue's depths from RabbitMQ's management API at `url` (opens nothing)."""
+        from upnext_rabbitmq.management import ManagementAPI  # httpx: the `management` extra
+
+        return ManagementAPI(url, self.options.amqp_url)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -145,7 +136,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         await self._publisher.connect()
         arguments: dict[str, Any] | None = None
         if self.server_version >= (3, 12):
-            arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
+            arguments = {"x-consumer-timeout": int(self.options.consumer_timeout * 1000)}
         self._consumer = Consumer(
             self.options.amqp_url,
             # A consuming process retries: its queues' delay levels are
@@ -190,7 +181,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     async def _refresh_stale(self, consumer: Consumer) -> None:
         # Runs for the broker's life: hand back prefetched jobs that waited a
         # quarter of consumer_timeout, before the server kills the channel.
-        max_age = self.consumer_timeout / 4
+        max_age = self.options.consumer_timeout / 4
         while True:
             await asyncio.sleep(max_age / 2)
             try:

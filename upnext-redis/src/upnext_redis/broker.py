@@ -21,7 +21,7 @@ from upnext.broker.protocol import (
     Ack,
     Capabilities,
     DeadLetter,
-    DeadLetterPage,
+    DeadLetterQuery,
     DeadLetterRecord,
     Delivery,
     Envelope,
@@ -447,16 +447,9 @@ class RedisBroker(RedisStateStore):
 
     # -- dead-letter admin ---------------------------------------------------
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by a keyset cursor on (failed_at, id)."""
-        return await self._dlq.page(queue=queue, function=function, limit=limit, cursor=cursor)
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for, newest first by (failed_at, id)."""
+        return await self._dlq.records(query)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record; DeadLetterNotFound if absent."""

@@ -354,7 +354,7 @@ return {
 # Up to limit + 1 packed records, newest first by (failed_at, id). Ids of equal
 # failed_at compare bytewise, as Redis orders them (Lua's `<` uses the locale).
 DLQ_LIST = _script(
-    "dlq_list",
+    "dlq_records",
     """
 local limit, cs, cid, fn = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local out = {}
@@ -374,18 +374,18 @@ end
 local max = '+inf'
 if cs ~= '' then
   for _, eid in ipairs(redis.call('ZREVRANGEBYSCORE', k(1, 9), cs, cs)) do
-    if #out > limit then break end
+    if #out >= limit then break end
     if before(eid, cid) then add(eid) end
   end
   max = '(' .. cs
 end
 local offset = 0
-while #out <= limit do
+while #out < limit do
   local ids = redis.call('ZREVRANGEBYSCORE', k(1, 9), max, '-inf', 'LIMIT', offset, 256)
   if #ids == 0 then break end
   offset = offset + #ids
   for _, eid in ipairs(ids) do
-    if #out > limit then break end
+    if #out >= limit then break end
     add(eid)
   end
 end

@@ -95,6 +95,10 @@ class SQLiteBroker(AdminMixin, StateMixin):
     def __repr__(self) -> str:
         return f"SQLiteBroker({self.path!r})"
 
+    def schema_sql(self) -> str:
+        """The tables `connect` creates (upnext.broker.SchemaProvider: `upnext schema`)."""
+        return schema.SCHEMA
+
     async def connect(self) -> None:
         """Open the file and create the tables (idempotent)."""
         await self._db.run(self._db.connection)

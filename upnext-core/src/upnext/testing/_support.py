@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pytest
@@ -113,10 +113,11 @@ def make_record(
     )
 
 
-def require(broker: object, capability: str, wanted: Any = True) -> None:
+def require(broker: Broker, capability: str, wanted: Any = True) -> None:
     """Skip the test unless `broker.capabilities.<capability>` is `wanted`."""
-    capabilities = getattr(broker, "capabilities", None)
-    value = getattr(capabilities, capability, None)
+    declared = asdict(broker.capabilities)
+    assert capability in declared, f"no capability named {capability!r}"  # a typo in the suite
+    value = declared[capability]
     if value != wanted:
         pytest.skip(
             f"needs capability {capability}={wanted!r}; "
@@ -124,9 +125,9 @@ def require(broker: object, capability: str, wanted: Any = True) -> None:
         )
 
 
-def require_dlq(broker: object) -> DeadLetterAdmin:
+def require_dlq(broker: Broker) -> DeadLetterAdmin:
     """The broker as a `DeadLetterAdmin`; skip if it declares no DLQ access."""
-    value = getattr(getattr(broker, "capabilities", None), "dlq_access", None)
+    value = broker.capabilities.dlq_access
     if value is None:
         pytest.skip(f"needs capability dlq_access; {type(broker).__name__} declares None")
     assert isinstance(broker, DeadLetterAdmin), violated(

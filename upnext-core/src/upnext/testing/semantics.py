@@ -1,7 +1,8 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
-The classes drive a real `upnext.Worker` through the seed page's examples and
-every paragraph of DESIGN §3. A backend author provides the broker URL (and a
+The classes drive a real `upnext.Worker` through every behaviour the docs
+state (docs/semantics.md, retries, timeouts, results, hooks, errors and the
+dead-letter queue). A backend author provides the broker URL (and a
 result-store URL if results live elsewhere)::
 
     # conftest.py
@@ -83,4 +84,4 @@ class WorkerSemantics(
     JobIdSemantics,
     PrioritySemantics,
 ):
-    """All of DESIGN §3 and the seed page, through a real worker on your broker."""
+    """Every behaviour the docs state, through a real worker on your broker."""
