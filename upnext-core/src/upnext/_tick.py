@@ -136,9 +136,8 @@ class WorkerTick:
             await asyncio.gather(task, return_exceptions=True)
         if deregister:
             try:
-                await asyncio.wait_for(
-                    self.state.state_put([StateWrite(self.key, None)]), self.interval
-                )
+                async with asyncio.timeout(self.interval):
+                    await self.state.state_put([StateWrite(self.key, None)])
             except Exception as exc:
                 log.warning("could not remove worker %s from the registry: %s", self.key, exc)
 
@@ -147,7 +146,10 @@ class WorkerTick:
         due = loop.time()
         while True:
             try:
-                await asyncio.wait_for(self.tick(), self.interval)
+                # Not wait_for: on 3.11 it can swallow a cancel that arrives as
+                # the tick ends, and `stop()` would then wait for ever.
+                async with asyncio.timeout(self.interval):
+                    await self.tick()
             except Exception as exc:  # the store is down or slow: try again next tick
                 self._failed(exc)
             else:
