@@ -5,7 +5,10 @@ and carries the reply queue; two lean connections of upnext's own (`_wire`)
 carry what every job passes through: the worker's consumer (manual acks,
 prefetch, local buffer; `_consumer`) and the confirming publisher (every
 publish mandatory and confirmed, confirms of a batch awaited together;
-`_publish`). Topology errors close a declaring channel, never the consumer's.
+`_publish`). Queues are declared once per process (`_declare`), on a
+channel of the robust connection: topology errors close a declaring channel,
+never the consumer's. A settle publishes what its outcomes need, then acks
+(`_settle`).
 
 What RabbitMQ cannot do, the capabilities say: no timed leases (an unacked
 delivery is held until its channel closes; `extend` does nothing), no
@@ -22,40 +25,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
-from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
-from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from upnext.broker.optional import QueueStatsReader
 from upnext.broker.protocol import (
-    Ack,
     Capabilities,
-    DeadLetter,
     Delivery,
     Envelope,
-    Release,
     Retry,
     SettleItem,
     SettleOutcome,
 )
 from upnext.broker.redact import redact_url
-from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
+from upnext.errors import BrokerUnavailable, LeaseLost, UnsupportedOperation
 
-from upnext_rabbitmq._consumer import Consumer, Receipt
-from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
+from upnext_rabbitmq._consumer import Consumer
+from upnext_rabbitmq._declare import QueueDeclarer, declare_ladder
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._jobs import envelope_message, give_back
 from upnext_rabbitmq._options import RabbitOptions, capabilities_of, parse_url, server_version
-from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
+from upnext_rabbitmq._publish import Publisher
+from upnext_rabbitmq._settle import settle_together
 from upnext_rabbitmq.admin import AdminMixin
-from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
-from upnext_rabbitmq.topology import (
-    CATALOG_QUEUE,
-    check_queue_name,
-    quanta,
-)
+from upnext_rabbitmq.topology import quanta
 
 __all__ = ["RabbitBroker"]
 
@@ -72,19 +66,23 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         self.server_version: tuple[int, ...] = ()
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
-        self._declared: set[str] = set()
-        # Queues whose delay levels this process declared (on their first delay).
-        self._laddered: set[str] = set()
-        self._declaring: dict[tuple[str, bool], asyncio.Task[None]] = {}
         self._admin_lock = asyncio.Lock()
         self._pruned_at = float("-inf")
         self._channel_lock = asyncio.Lock()
+        self._declarer = QueueDeclarer(
+            url,
+            self.options,
+            self._channel_lock,
+            raw_connection=self._raw_connection,
+            publisher=self._pub,
+        )
+        # The queues this process declared: the declarer's own set, which admin reads.
+        self._declared = self._declarer.declared
         # Results: the process's inbox for this URL (a test may give its own,
         # to play a second process).
         self._inbox = inbox if inbox is not None else inbox_for(url)
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
-        self._declarer: AbstractRobustChannel | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -129,9 +127,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
     async def _open(self, connection: AbstractRobustConnection) -> None:
         self.server_version = server_version(connection)
-        self._declarer = await connection.channel(publisher_confirms=False)
+        declaring = self._declarer.channel = await connection.channel(publisher_confirms=False)
         self._publisher = Publisher(
-            self.url, self.options.amqp_url, self._redeclare, heartbeat=self.options.heartbeat
+            self.url,
+            self.options.amqp_url,
+            self._declarer.redeclare,
+            heartbeat=self.options.heartbeat,
         )
         await self._publisher.connect()
         arguments: dict[str, Any] | None = None
@@ -141,13 +142,13 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             self.options.amqp_url,
             # A consuming process retries: its queues' delay levels are
             # declared up front, so a first retry is not held up creating them.
-            self._ensure_levels,
+            self._declarer.ensure_levels,
             heartbeat=self.options.heartbeat,
             prefetch=self.options.prefetch,
             quorum=self.options.queue_type == "quorum",
             consumer_arguments=arguments,
         )
-        await declare_ladder(await self._declarer.get_underlay_channel())
+        await declare_ladder(await declaring.get_underlay_channel())
         await self._inbox.start(connection)
         self._refresher = asyncio.create_task(self._refresh_stale(self._consumer))
 
@@ -168,7 +169,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         finally:
             publisher, consumer = self._publisher, self._consumer
             self._connection = None
-            self._publisher = self._consumer = self._declarer = None
+            self._publisher = self._consumer = self._declarer.channel = None
             if consumer is not None:
                 await consumer.close()
             if publisher is not None:
@@ -222,91 +223,10 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     # -- topology --------------------------------------------------------------
 
     async def _ensure_queue(self, queue: str) -> None:
-        if queue in self._declared:
-            return
-        check_queue_name(queue)
-        if self._declarer is None:
-            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
-        with map_errors(self.url, f"declaring queue {queue!r}"):
-            await self._declare_shielded(self._declarer, queue, levels=False)
-        self._declared.add(queue)
-        # Name the queue in the catalog (once per process), so admins in other
-        # processes find it; readers drop the duplicates.
-        note = Outgoing("", CATALOG_QUEUE, queue.encode(), persistent(), needs=None)
-        await self._pub().publish_all([note], "recording the queue in the catalog")
+        await self._declarer.ensure_queue(queue)
 
     async def _ensure_levels(self, queue: str) -> None:
-        if queue in self._laddered:
-            return
-        await self._ensure_queue(queue)
-        if self._declarer is None:
-            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}; call connect()")
-        with map_errors(self.url, f"declaring the delay levels of queue {queue!r}"):
-            await self._declare_shielded(self._declarer, queue, levels=True)
-        self._laddered.add(queue)
-
-    async def _declare_shielded(
-        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool
-    ) -> None:
-        # A declaration cancelled mid-RPC makes aiormq close the channel (its
-        # replies would no longer line up), and every later declaration fails
-        # until aio-pika reopens it. So a cancelled caller (a receive cut short)
-        # leaves the declaration running; concurrent callers share it.
-        key = (queue, levels)
-        task = self._declaring.get(key)
-        if task is None:
-            task = asyncio.create_task(self._declare_queue(declarer, queue, levels=levels))
-            self._declaring[key] = task
-            task.add_done_callback(self._declared_one)
-        await asyncio.shield(task)
-
-    def _declared_one(self, task: asyncio.Task[None]) -> None:
-        for key, known in list(self._declaring.items()):
-            if known is task:
-                del self._declaring[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: the callers that still wait re-raise it
-
-    async def _declare_queue(
-        self, declarer: AbstractRobustChannel, queue: str, *, levels: bool = False
-    ) -> None:
-        quorum = self.options.queue_type == "quorum"
-        limit = self.options.delivery_limit
-
-        async def declare(raw: RawChannel) -> None:
-            if levels:
-                await declare_levels(raw, queue)
-            else:
-                await declare_queue(raw, queue, quorum=quorum, delivery_limit=limit)
-
-        try:
-            await declare(await declarer.get_underlay_channel())
-        except (ChannelNotFoundEntity, ChannelInvalidStateError):
-            # A shared exchange deleted by hand: the 404 closed the declaring
-            # channel (seen as the 404, or, when it came between pipelined
-            # declarations, as a write to a closed channel), and aio-pika
-            # reopens it in its own time. Re-declare everything on a channel
-            # of our own, under the lock (see admin); an error that is not
-            # about a missing exchange comes back from there.
-            async with self._channel_lock:
-                channel = await self._raw_connection().channel(publisher_confirms=False)
-            try:
-                await declare_ladder(channel)
-                await declare(channel)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-
-    async def _redeclare(self, needs: set[str | None]) -> None:
-        if self._declarer is None:
-            return
-        with map_errors(self.url, "re-declaring the topology"):
-            await declare_ladder(await self._declarer.get_underlay_channel())
-        for queue in needs:
-            if queue is not None:
-                self._declared.discard(queue)
-                self._laddered.discard(queue)
-                await self._ensure_levels(queue)
+        await self._declarer.ensure_levels(queue)
 
     # -- broker ----------------------------------------------------------------
 
@@ -358,26 +278,6 @@ class RabbitBroker(ResultsMixin, AdminMixin):
                 await consumer.widen(limit)
             await consumer.wait(left)
 
-    def _settle_messages(self, item: SettleItem) -> list[Outgoing]:
-        envelope = item.delivery.envelope
-        out: list[Outgoing] = []
-        if isinstance(item, Retry):
-            out.append(envelope_message(envelope, item.body, item.delay))
-        elif isinstance(item, Release):
-            # As if this hand-out never happened: the earlier ones still count.
-            held = item.delivery
-            prior = held.deliveries - 1 if held.deliveries is not None else int(held.redelivered)
-            out.append(envelope_message(envelope, envelope.body, 0.0, prior=prior))
-        elif isinstance(item, DeadLetter):
-            out.append(record_message(item.record))
-        if isinstance(item, Ack | DeadLetter) and item.result is not None:
-            write = item.result
-            if write.reply_to not in (None, self._inbox.address):
-                message = self._inbox.outgoing(write)
-                if message is not None:
-                    out.append(message)
-        return out
-
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Publish what each item needs (confirmed, together), then ack in one go.
 
@@ -391,63 +291,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             i.delivery.envelope.queue for i in items if isinstance(i, Retry) and quanta(i.delay)
         }:
             await self._ensure_levels(queue)
-        outcomes: list[SettleOutcome] = [None] * len(items)
-        plans: list[tuple[int, list[Outgoing]]] = []
-        seen: set[int] = set()
-        for i, item in enumerate(items):
-            receipt = item.delivery.receipt
-            if not consumer.live(receipt) or id(receipt) in seen:
-                outcomes[i] = LeaseLost(f"lease lost for job {item.delivery.envelope.id}")
-                continue
-            seen.add(id(receipt))
-            plans.append((i, self._settle_messages(item)))
-        flat = [m for _, msgs in plans for m in msgs]
-        copies = [
-            items[i].delivery.envelope.id for i, _ in plans if isinstance(items[i], Retry | Release)
-        ]
-        with consumer.hold_back(copies):
-            return await self._publish_then_ack(items, plans, flat, outcomes)
-
-    async def _publish_then_ack(
-        self,
-        items: Sequence[SettleItem],
-        plans: list[tuple[int, list[Outgoing]]],
-        flat: list[Outgoing],
-        outcomes: list[SettleOutcome],
-    ) -> list[SettleOutcome]:
-        consumer = self._cons()
-        errors = await self._pub().publish(flat)
-        done: list[Receipt] = []
-        failure: BrokerError | None = None
-        start = 0
-        for i, msgs in plans:
-            failed = [e for e in errors[start : start + len(msgs)] if e is not None]
-            start += len(msgs)
-            receipt = items[i].delivery.receipt
-            assert isinstance(receipt, Receipt)
-            if not consumer.live(receipt):
-                # The delivery is (or will be) back on the server: not ours to settle.
-                outcomes[i] = LeaseLost(f"lease lost for job {items[i].delivery.envelope.id}")
-            elif failed:
-                # Still ours (e.g. the publishing channel was not back yet after a
-                # reconnect while the consuming one was): settled again on retry.
-                # Reported lost, it would stay unacked on a live channel for good.
-                failure = failed[0]
-            else:
-                self._keep_local_result(items[i])
-                done.append(receipt)
-        with map_errors(self.url, "acking"):
-            await consumer.ack(done)
-        if failure is not None:
-            raise failure
-        return outcomes
-
-    def _keep_local_result(self, item: SettleItem) -> None:
-        if isinstance(item, Ack | DeadLetter) and item.result is not None:
-            write = item.result
-            # No address (an unreadable body): only waiters of this process can see it.
-            if write.reply_to in (None, self._inbox.address):
-                self._inbox.store(write.job_id, write.data, write.ttl)
+        return await settle_together(self.url, consumer, self._pub(), self._inbox, items)
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> list[SettleOutcome]:
         """Nothing to extend (no timed leases); LeaseLost for deliveries already lost."""
