@@ -227,7 +227,7 @@ async def test_long_prefetched_jobs_are_given_back_before_consumer_timeout(
     await broker.enqueue_many([Envelope(f"j{i}", upnext_queue, f"b{i}".encode()) for i in range(3)])
     [first] = await _take(broker, upnext_queue, 1)
     await asyncio.sleep(0.2)
-    first_tags = {m.delivery_tag for b in broker._cons()._buffers.values() for m in b}
+    first_tags = {m.delivery_tag for _, m in broker._cons()._buffer.messages()}
     await asyncio.sleep(0.6)
     rest = await _take(broker, upnext_queue, 2)
     assert {first.envelope.body, *(d.envelope.body for d in rest)} == {b"b0", b"b1", b"b2"}

@@ -3,21 +3,20 @@
 One channel of a lean connection of its own (`_wire`: deliveries are parsed
 as the socket hands them over, no task per delivery) consumes every work
 queue a process receives from, with manual acks and a prefetch window.
-Deliveries land in a per-queue buffer and `receive` hands them out from
-there, woken the moment one arrives. A receipt names the channel that
-delivered it: once that channel is gone (connection lost, channel closed by
-the server), its deliveries are back on the server and their receipts no
-longer settle anything (LeaseLost). The next `ensure` opens a new channel,
-reconnecting first if the connection itself is gone.
+Deliveries land in the prefetch buffer (`_prefetch_buffer`) and `receive`
+hands them out from there, woken the moment one arrives. A receipt names the
+channel that delivered it: once that channel is gone (connection lost,
+channel closed by the server), its deliveries are back on the server and
+their receipts no longer settle anything (LeaseLost). The next `ensure` opens
+a new channel, reconnecting first if the connection itself is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from aiormq.exceptions import AMQPConnectionError
 from upnext.broker.protocol import Delivery
 
+from upnext_rabbitmq._prefetch_buffer import PrefetchBuffer
 from upnext_rabbitmq._wire import WireConnection
 from upnext_rabbitmq._wire_message import WireMessage
 from upnext_rabbitmq.topology import HANDED_OUT_HEADER, work_queue
@@ -80,16 +80,10 @@ class Consumer:
         self._consumer_arguments = consumer_arguments
         self._wire: WireConnection | None = None
         self._channel: Channel | None = None
-        self._buffers: dict[str, deque[WireMessage]] = {}
+        self._buffer = PrefetchBuffer()
         self._tags: dict[str, str] = {}
         # Unacked delivery tags of the current channel, in delivery (= tag) order.
         self._outstanding: dict[int, None] = {}
-        # When each buffered delivery arrived (loop time), by delivery tag.
-        self._since: dict[int, float] = {}
-        # Jobs whose settle is re-publishing them: their new copy waits in the
-        # buffer until the old one is acked (see `hold_back`).
-        self._settling: Counter[str] = Counter()
-        self._arrived = asyncio.Event()
         self._lock = asyncio.Lock()
         # The prefetch window now in force on the channel (0: not set yet).
         self._window = 0
@@ -166,16 +160,14 @@ class Consumer:
         # Every delivery of the channel is back on the server: drop the buffered
         # copies now, so that nothing gives them back a second time.
         self._forget()
-        self._arrived.set()
+        self._buffer.wake()
 
     def _forget(self) -> None:
         self._channel = None
         self._window = 0
         self._tags.clear()
         self._outstanding.clear()
-        self._since.clear()
-        for buffer in self._buffers.values():
-            buffer.clear()
+        self._buffer.clear()
 
     async def close(self) -> None:
         """Close the connection; the server requeues whatever is unacked."""
@@ -186,7 +178,7 @@ class Consumer:
 
     async def _consume(self, channel: Channel, queue: str) -> None:
         # The buffer first: deliveries may be read in the same chunk as consume-ok.
-        self._buffers.setdefault(queue, deque())
+        self._buffer.add_queue(queue)
         # The tag too: a consume whose caller is cancelled still starts, and
         # must be known to be cancelled (`stop`).
         tag = self._tags[queue] = channel.wire.new_tag()
@@ -220,7 +212,7 @@ class Consumer:
         held ones are settled.
         """
         base = self._prefetch or 2 * max(limit, 1)
-        held = len(self._outstanding) - sum(len(b) for b in self._buffers.values())
+        held = len(self._outstanding) - self._buffer.total()
         wanted = max(base, held + limit)
         shrink = self._window > base and self._window > wanted + base
         if not self._window or (wanted <= self._window and not shrink):
@@ -245,48 +237,27 @@ class Consumer:
                 await channel.wire.cancel(tag)
 
     def take_stale(self, max_age: float) -> list[tuple[str, WireMessage]]:
-        """Remove and return buffered deliveries that arrived over `max_age` s ago.
-
-        The server closes a channel holding a delivery unacked past its
-        consumer_timeout, taking every job of the channel with it; a delivery
-        that waits long in the buffer (all slots busy with long jobs) must be
-        given back before that.
-        """
-        cutoff = asyncio.get_running_loop().time() - max_age
-        stale: list[tuple[str, WireMessage]] = []
-        for queue, buffer in self._buffers.items():
-            while buffer and self._since.get(buffer[0].delivery_tag, cutoff) <= cutoff:
-                message = buffer.popleft()
-                self._since.pop(message.delivery_tag, None)
-                stale.append((queue, message))
-        return stale
+        """Remove and return buffered deliveries that arrived over `max_age` s ago."""
+        return self._buffer.take_stale(max_age)
 
     def buffered(self, queue: str) -> int:
         """Deliveries of `queue` buffered here and not handed out."""
-        return len(self._buffers.get(queue, ()))
+        return self._buffer.count(queue)
 
     async def drop_buffered(self, queue: str) -> int:
         """Ack (discard) the buffered deliveries of `queue`; returns how many (purge)."""
-        buffer = self._buffers.get(queue)
         channel = self._channel
-        if not buffer or channel is None:
+        if channel is None:
             return 0
-        messages = list(buffer)
-        buffer.clear()
-        for message in messages:
-            self._since.pop(message.delivery_tag, None)
+        messages = self._buffer.take_queue(queue)
         await self.ack([Receipt(channel, m.delivery_tag) for m in messages])
         return len(messages)
 
     def restore(self, taken: Sequence[tuple[str, WireMessage, Receipt]]) -> None:
         """Put taken-out deliveries back at the front of their buffers (if still live)."""
-        now = asyncio.get_running_loop().time()
-        for queue, message, receipt in reversed(taken):
-            if self.live(receipt):
-                self._buffers.setdefault(queue, deque()).appendleft(message)
-                self._since[message.delivery_tag] = now
+        self._buffer.put_back([(q, m) for q, m, receipt in taken if self.live(receipt)])
         if taken:
-            self._arrived.set()
+            self._buffer.wake()
 
     def receipt(self, message: WireMessage) -> Receipt | None:
         """The receipt of a buffered delivery taken out (None if its channel is gone)."""
@@ -298,90 +269,31 @@ class Consumer:
         for queue, known in list(self._tags.items()):
             if known == tag:
                 del self._tags[queue]
-        self._arrived.set()
+        self._buffer.wake()
 
     def _on_message(self, channel: Channel, queue: str, message: WireMessage) -> None:
         if channel is not self._channel:
             return
-        tag = message.delivery_tag
-        self._outstanding[tag] = None
-        self._since[tag] = asyncio.get_running_loop().time()
-        self._buffers[queue].append(message)
-        self._arrived.set()
+        self._outstanding[message.delivery_tag] = None
+        self._buffer.append(queue, message)
 
     async def wait(self, timeout: float) -> None:
         """Return when a delivery arrives (or the channel changed), or after `timeout` s."""
-        self._arrived.clear()
         channel = self._channel
         if channel is None or channel.is_closed:
             return
-        if any(self._deliverable(m) for b in self._buffers.values() for m in b):
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._arrived.wait()
-        except TimeoutError:
-            pass
+        await self._buffer.wait(timeout)
 
-    @contextlib.contextmanager
-    def hold_back(self, job_ids: Sequence[str]) -> Iterator[None]:
-        """Keep new copies of these jobs in the buffer until the block ends.
-
-        A Retry or Release publishes a new copy, then acks the old delivery.
-        The copy can arrive before the ack is sent; were it handed out and its
-        worker killed at once, the old delivery would come back too, and the
-        job would run twice per crash.
-        """
-        self._settling.update(job_ids)
-        try:
-            yield
-        finally:
-            self._settling.subtract(job_ids)
-            self._settling += Counter()  # drop zero counts
-            if job_ids:
-                self._arrived.set()
-
-    def _deliverable(self, message: WireMessage) -> bool:
-        return not self._settling or message.message_id not in self._settling
+    def hold_back(self, job_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """Keep new copies of these jobs in the buffer until the block ends (a settle's copies)."""
+        return self._buffer.hold_back(job_ids)
 
     def take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         """Up to `limit` buffered deliveries of `queues`, round-robin."""
         channel = self._channel
-        out: list[Delivery] = []
         if channel is None:
-            return out
-        if self._settling:
-            return self._take_around_held(channel, queues, limit)
-        buffers = [(q, b) for q in queues if (b := self._buffers.get(q))]
-        while buffers and len(out) < limit:
-            for queue, buffer in buffers:
-                if buffer and len(out) < limit:
-                    out.append(self._delivery(channel, queue, buffer[0]))
-                    self._since.pop(buffer.popleft().delivery_tag, None)
-            buffers = [(q, b) for q, b in buffers if b]
-        return out
-
-    def _take_around_held(
-        self, channel: Channel, queues: Sequence[str], limit: int
-    ) -> list[Delivery]:
-        out: list[Delivery] = []
-        for queue in queues:
-            buffer = self._buffers.get(queue)
-            if not buffer:
-                continue
-            kept: deque[WireMessage] = deque()
-            try:
-                while buffer:
-                    message = buffer[0]
-                    if len(out) < limit and self._deliverable(message):
-                        out.append(self._delivery(channel, queue, message))
-                        self._since.pop(message.delivery_tag, None)
-                    else:
-                        kept.append(message)
-                    buffer.popleft()
-            finally:
-                buffer.extendleft(reversed(kept))
-        return out
+            return []
+        return self._buffer.take(queues, limit, partial(self._delivery, channel))
 
     def _delivery(self, channel: Channel, queue: str, message: WireMessage) -> Delivery:
         envelope = message.envelope(queue)
@@ -448,11 +360,7 @@ class Consumer:
                     await channel.wire.cancel(tag)
                 await asyncio.sleep(linger)
             self._tags.clear()
-        drained = [(q, m) for q, buffer in self._buffers.items() for m in buffer]
-        for buffer in self._buffers.values():
-            buffer.clear()
-        self._since.clear()
-        return drained
+        return self._buffer.drain()
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:
