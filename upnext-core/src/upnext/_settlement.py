@@ -45,6 +45,7 @@ __all__ = [
     "Settlement",
     "dead_letter",
     "settle_attempt",
+    "settle_cancelled",
     "settle_lost",
     "settle_success",
 ]
@@ -53,14 +54,24 @@ TRACEBACK_LIMIT = 16 * 1024
 DEFAULT_RESULT_TTL = 3600.0
 
 
+SettledStatus = Literal["complete", "failed", "cancelled", "scheduled", "released"]
+
+
 @dataclass(slots=True)
 class Settlement:
-    """What to write for a delivery, and which events follow once it is durable."""
+    """What is written for a delivery, and which events follow once it is durable.
+
+    `item` is the broker's settle item (`Ack`, `Retry`, `DeadLetter`,
+    `Release`); `result` the result written with it, if any; `status` the
+    job's status after it (``scheduled``: due again later, ``released``:
+    given back unchanged); `events` the hook and plugin events it announces,
+    as (per-task hook attribute or None, plugin hook name, event).
+    """
 
     item: SettleItem
     result: ResultWrite | None = None
-    # (per-task hook attribute or None, plugin hook name, event)
     events: list[tuple[str | None, str, HookEvent]] = field(default_factory=list)
+    status: SettledStatus = "complete"
 
 
 @dataclass(slots=True)
@@ -149,7 +160,7 @@ def dead_letter(
         (None, "upnext_job_dead_lettered", event),
         ("on_complete", "upnext_job_completed", event),
     ]
-    return Settlement(DeadLetter(delivery, record), result, events)
+    return Settlement(DeadLetter(delivery, record), result, events, "failed")
 
 
 def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[Settlement, bool]:
@@ -174,7 +185,8 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
         return dead_letter(
             delivery, reason="worker lost", error=error, body=updated, attempts=body.attempts
         ), True
-    return Settlement(Retry(delivery, updated.model_dump_json().encode(), 0.0)), False
+    retry = Retry(delivery, updated.model_dump_json().encode(), 0.0)
+    return Settlement(retry, status="scheduled"), False
 
 
 def settle_success(
@@ -246,6 +258,7 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
         return Settlement(
             Retry(delivery, retry_body.model_dump_json().encode(), delay),
             events=[("on_retry", "upnext_job_retrying", retry_event)],
+            status="scheduled",
         )
     reason = "rejected" if isinstance(exc, Reject) else "retries exhausted"
     failed_body = body.model_copy(update={"attempts": attempt.number, "history": history})
@@ -279,6 +292,45 @@ def settle_unserializable_result(
         started=attempt.started,
         exception=exc,
     )
+
+
+def settle_cancelled(
+    delivery: Delivery,
+    body: JobBody,
+    *,
+    reason: str,
+    attempts: int,
+    max_attempts: int,
+    started: float | None = None,
+) -> Settlement:
+    """Ack a job that will not run (again) with a `cancelled` result: no retry, no DLQ."""
+    error = ErrorInfo(type="Cancelled", message=reason)
+    record = ResultRecord(
+        s="cancelled",
+        fn=body.fn,
+        at=attempts,
+        st=started,
+        ct=time.time(),
+        p=body.parent_id,
+        r=body.root_id or body.id,
+        e=error,
+    )
+    data = record.model_dump_json().encode()
+    result = ResultWrite(body.id, body.queue, data, body.result_ttl, body.reply_to)
+    event = HookEvent(
+        job_id=body.id,
+        function=body.fn,
+        queue=body.queue,
+        attempt=attempts,
+        max_attempts=max_attempts,
+        status="cancelled",
+        error=str(error),
+        reason=reason,
+    )
+    events: list[tuple[str | None, str, HookEvent]] = [
+        ("on_complete", "upnext_job_completed", event)
+    ]
+    return Settlement(Ack(delivery, None), result, events, "cancelled")
 
 
 def _history(attempt: Attempt, outcome: Outcome, info: ErrorInfo | None) -> list[AttemptRecord]:
