@@ -39,6 +39,7 @@ from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
+from upnext.testing.semantics_middleware import MiddlewareSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
@@ -54,6 +55,7 @@ __all__ = [
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
+    "MiddlewareSemantics",
     "PluginSemantics",
     "ResultSemantics",
     "RetrySemantics",
@@ -79,5 +81,6 @@ class WorkerSemantics(
     LifecycleSemantics,
     ApiSemantics,
     JobIdSemantics,
+    MiddlewareSemantics,
 ):
     """All of DESIGN §3 and the seed page, through a real worker on your broker."""
