@@ -340,13 +340,6 @@ class Consumer:
             )
         run.done = True
 
-    def finish(self, run: JobRun) -> None:
-        """The run's task ends: forget it, and let a waiting suspect look again."""
-        self.free_slot(run)
-        self.runs.pop(run.delivery, None)
-        if self.parked:
-            self.turn.set()
-
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background; `stop` waits up to hook_timeout for it."""
         task = self.loop.create_task(work)

@@ -16,14 +16,15 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future as ThreadFuture
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from upnext._pipeline import Pipeline, Stages
 from upnext._result import ErrorInfo
 from upnext._serializer import UndecodableBody, decode_body, one_line
 from upnext._settlement import (
-    Attempt,
     Settlement,
     dead_letter,
     settle_attempt,
@@ -70,6 +71,7 @@ class JobExecutor:
             Timeout(consumer.loop, self.abandon_task),
         )
         self.pipeline = Pipeline([*builtins, *worker.middleware], worker.hook_timeout)
+        self.call_body = self._call_body  # bound once: the hot path takes it per job
         self.threads = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
         self.abandoned_threads = 0
 
@@ -79,8 +81,12 @@ class JobExecutor:
         try:
             settlement = await self._settlement_of(run)
             consumer.free_slot(run)
-            if not run.done:
-                await self.commit(run, settlement)
+            if (
+                not run.done
+                and await consumer.commit(run, settlement) is None
+                and (settlement.events or self.pipeline.settles_without_events)
+            ):
+                self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -88,7 +94,11 @@ class JobExecutor:
                 "job %s: internal error; it will be redelivered", run.delivery.envelope.id
             )
         finally:
-            consumer.finish(run)
+            run.job = None  # job and run refer to each other: let refcounting free them
+            consumer.free_slot(run)
+            consumer.runs.pop(run.delivery, None)
+            if consumer.parked:
+                consumer.turn.set()
 
     async def _cancelled(self, run: JobRun) -> None:
         """Stopped early: give back (shutdown), settle `cancelled` (user) or drop (lease lost)."""
@@ -100,13 +110,14 @@ class JobExecutor:
         elif run.cancel_reason == "user" and run.job is not None and run.job.body is not None:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
             self.consumer.free_slot(run)
-            await self.commit(run, self._cancelled_by_user(run.job, None))
+            await self.commit(run, run.job, self._cancelled_by_user(run.job, None))
 
-    async def commit(self, run: JobRun, settlement: Settlement) -> None:
+    async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
         """Commit through the consumer; once durable, hand the settlement to after_settle."""
-        if await self.consumer.commit(run, settlement) is not None:
-            return
-        job = run.job
+        if await self.consumer.commit(run, settlement) is None:
+            self._after_settle(job, settlement)
+
+    def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
         if job is None:
             return
         stages = self.pipeline.stages(job.task)
@@ -140,18 +151,28 @@ class JobExecutor:
             return self._dead_letter(job, "invalid arguments", error)
         if run.cancel_reason == "user":  # cancelled while it waited here
             return self._cancelled_by_user(job, None)
-        stages = self.pipeline.stages(task)
-        if stages.before_run:
+        stages = self.pipeline.by_task.get(task) or self.pipeline.stages(task)
+        for middleware in (
+            stages.before_run if body.lost else stages.before_run_first
+        ):  # in order; the first decision wins
             try:
-                decision = await self.pipeline.before_run(job, stages)
+                decision = await middleware.before_run(job)
             except Exception as exc:
                 now = time.time()
-                return self._settle(job, Outcome("error", None, exc, now, now))
+                worker_id = self.consumer.worker_id
+                outcome = Outcome(task, body, job.attempt, worker_id, now, now, "error", None, exc)
+                return self._settle(job, outcome)
             if decision is not None:
                 return self._decided(job, decision)
         outcome = await self._attempt(run, job, stages)
         if stages.after_run:
             await self.pipeline.after_run(job, outcome, stages)
+        if outcome.kind == "success":  # the hot path, inline
+            try:
+                value_json = task.signature.dump_result(outcome.value)
+                return settle_success(delivery, outcome, value_json, task.announces)
+            except SerializationError as exc:
+                return settle_unserializable_result(delivery, outcome, exc)
         return self._settle(job, outcome)
 
     def _unknown_task(self, run: JobRun, name: str, job: Job) -> Settlement:
@@ -216,10 +237,10 @@ class JobExecutor:
         value: Any = None
         exception: BaseException | None = None
         try:
-            if stages.around_run:
-                value = await self.pipeline.around_run(job, stages, self._call_body)
-            else:
-                value = await self._call_body(job)
+            call: Callable[[], Awaitable[Any]] = partial(self.call_body, job)
+            for around_run in stages.around_run_inside_out:  # the first middleware outermost
+                call = partial(around_run, job, call)
+            value = await call()
         except asyncio.CancelledError as exc:
             reason = run.cancel_reason
             if reason != "timeout" and reason != "user":
@@ -236,7 +257,19 @@ class JobExecutor:
             kind, exception = "rejected", exc
         except Exception as exc:
             kind, exception = "error", exc
-        return Outcome(kind, value, exception, started, time.time())
+        assert job.task is not None
+        assert job.body is not None
+        return Outcome(
+            job.task,
+            job.body,
+            job.attempt,
+            self.consumer.worker_id,
+            started,
+            time.time(),
+            kind,
+            value,
+            exception,
+        )
 
     @staticmethod
     def _timeout_error(job: Job) -> TimeoutError:
@@ -245,29 +278,16 @@ class JobExecutor:
 
     def _settle(self, job: Job, outcome: Outcome) -> Settlement:
         """The fixed tail: what an outcome writes (result, retry or dead letter)."""
-        task, body = job.task, job.body
-        assert task is not None
-        assert body is not None
-        if outcome.kind == "cancelled":
-            return self._cancelled_by_user(job, outcome.started)
-        attempt = Attempt(
-            task,
-            body,
-            job.attempt,
-            self.consumer.worker_id,
-            outcome.started,
-            outcome.finished,
-            outcome.kind,
-            outcome.value,
-            outcome.exception,
-        )
         if outcome.kind == "success":
+            task = outcome.task
             try:
                 value_json = task.signature.dump_result(outcome.value)
-                return settle_success(job.delivery, attempt, value_json, task.announces)
+                return settle_success(job._run.delivery, outcome, value_json, task.announces)
             except SerializationError as exc:
-                return settle_unserializable_result(job.delivery, attempt, exc)
-        return settle_attempt(job.delivery, attempt)
+                return settle_unserializable_result(job.delivery, outcome, exc)
+        if outcome.kind == "cancelled":
+            return self._cancelled_by_user(job, outcome.started)
+        return settle_attempt(job.delivery, outcome)
 
     async def _call_body(self, job: Job) -> Any:
         """The centre of the chain: the task's function with the job's arguments."""
@@ -297,9 +317,22 @@ class JobExecutor:
             job.function,
             ABANDON_AFTER,
         )
-        outcome = Outcome("timeout", None, self._timeout_error(job), run.started, time.time())
+        assert job.task is not None
+        assert job.body is not None
+        error = self._timeout_error(job)
+        outcome = Outcome(
+            job.task,
+            job.body,
+            job.attempt,
+            self.consumer.worker_id,
+            run.started,
+            time.time(),
+            "timeout",
+            None,
+            error,
+        )
         self.consumer.free_slot(run)
-        self.consumer.spawn(self.commit(run, self._settle(job, outcome)))
+        self.consumer.spawn(self.commit(run, job, self._settle(job, outcome)))
 
     def _abandon_thread(self, thread_future: ThreadFuture[Any], task_name: str) -> None:
         self.abandoned_threads += 1

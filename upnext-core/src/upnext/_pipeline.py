@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from upnext._durations import check_duration
 from upnext.errors import ConfigurationError
-from upnext.middleware._base import Middleware, overrides
-from upnext.middleware._types import Decision, Job, Outcome, Submission
+from upnext.middleware._base import CallNext, Middleware, overrides
+from upnext.middleware._types import Job, Outcome, Submission
 
 if TYPE_CHECKING:
     from upnext._hooks import Plugins
@@ -31,35 +31,17 @@ __all__ = ["Pipeline", "Stages", "before_enqueue", "collect_middleware"]
 
 log = logging.getLogger("upnext.worker")
 
-Terminal = Callable[[Job], Awaitable[Any]]
-
 
 class Stages(NamedTuple):
     """The middleware taking part in each worker stage for one task."""
 
     before_run: tuple[Middleware, ...]
+    before_run_first: tuple[Middleware, ...]  # for jobs that never lost a run
     around_run: tuple[Middleware, ...]
+    # their around_run bound methods, innermost first (the chain is built from the inside)
+    around_run_inside_out: tuple[Callable[[Job, CallNext], Awaitable[Any]], ...]
     after_run: tuple[Middleware, ...]  # reversed
     after_settle: tuple[Middleware, ...]  # reversed
-
-
-class _Chain:
-    """`call_next` of one job's around_run chain: each call runs the next level."""
-
-    __slots__ = ("job", "level", "stage", "terminal")
-
-    def __init__(self, job: Job, stage: tuple[Middleware, ...], terminal: Terminal) -> None:
-        self.job = job
-        self.stage = stage
-        self.terminal = terminal
-        self.level = 0
-
-    def __call__(self) -> Awaitable[Any]:
-        level = self.level
-        self.level = level + 1
-        if level < len(self.stage):
-            return self.stage[level].around_run(self.job, self)
-        return self.terminal(self.job)
 
 
 class Pipeline:
@@ -68,38 +50,32 @@ class Pipeline:
     def __init__(self, middleware: Sequence[Middleware], hook_timeout: float) -> None:
         self.middleware = tuple(middleware)
         self.hook_timeout = hook_timeout
-        self._stages: dict[Task[Any, Any] | None, Stages] = {}
+        self.by_task: dict[Task[Any, Any] | None, Stages] = {}
+        # Whether some after_settle wants settlements that announce no event.
+        self.settles_without_events = any(
+            overrides(m, "after_settle") and not m.settles_with_events_only for m in middleware
+        )
 
     def stages(self, task: Task[Any, Any] | None) -> Stages:
         """The stage lists for jobs of `task` (computed on first use)."""
-        stages = self._stages.get(task)
+        stages = self.by_task.get(task)  # the hot path reads by_task itself
         if stages is None:
             taking_part = [m for m in self.middleware if m.applies_to(task)]
 
             def of(stage: str) -> tuple[Middleware, ...]:
                 return tuple(m for m in taking_part if overrides(m, stage))
 
-            stages = self._stages[task] = Stages(
-                of("before_run"),
-                of("around_run"),
+            before_run = of("before_run")
+            around_run = of("around_run")
+            stages = self.by_task[task] = Stages(
+                before_run,
+                tuple(m for m in before_run if not m.lost_runs_only),
+                around_run,
+                tuple(m.around_run for m in reversed(around_run)),
                 of("after_run")[::-1],
                 of("after_settle")[::-1],
             )
         return stages
-
-    @staticmethod
-    async def before_run(job: Job, stages: Stages) -> Decision | None:
-        """Each before_run in order; the first decision wins (the rest are not asked)."""
-        for middleware in stages.before_run:
-            decision = await middleware.before_run(job)
-            if decision is not None:
-                return decision
-        return None
-
-    @staticmethod
-    def around_run(job: Job, stages: Stages, terminal: Terminal) -> Awaitable[Any]:
-        """The body's call wrapped by each around_run, the first outermost."""
-        return _Chain(job, stages.around_run, terminal)()
 
     @staticmethod
     async def after_run(job: Job, outcome: Outcome, stages: Stages) -> None:

@@ -11,7 +11,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic_core import to_json
 
@@ -20,10 +20,10 @@ from upnext._serializer import (
     AttemptRecord,
     DeadLetterData,
     JobBody,
-    Outcome,
     ResultRecord,
     check_finite,
 )
+from upnext._serializer import Outcome as RecordOutcome
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -36,12 +36,9 @@ from upnext.broker.protocol import (
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.hooks import HookEvent
-
-if TYPE_CHECKING:
-    from upnext._task import Task
+from upnext.middleware._types import Outcome
 
 __all__ = [
-    "Attempt",
     "Settlement",
     "dead_letter",
     "settle_attempt",
@@ -72,21 +69,6 @@ class Settlement:
     result: ResultWrite | None = None
     events: list[tuple[str | None, str, HookEvent]] = field(default_factory=list)
     status: SettledStatus = "complete"
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One finished run of a task body."""
-
-    task: Task[Any, Any]
-    body: JobBody
-    number: int
-    worker_id: str
-    started: float
-    finished: float
-    kind: Literal["success", "error", "timeout", "retry", "rejected"]
-    value: Any = None
-    exception: BaseException | None = None
 
 
 def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
@@ -190,7 +172,7 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
 
 
 def settle_success(
-    delivery: Delivery, attempt: Attempt, value_json: Any, announce: bool
+    delivery: Delivery, attempt: Outcome, value_json: Any, announce: bool
 ) -> Settlement:
     """Ack a completed job with its result (the hot path: no models validated).
 
@@ -229,13 +211,13 @@ def settle_success(
     return Settlement(Ack(delivery), result, events)
 
 
-def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
+def settle_attempt(delivery: Delivery, attempt: Outcome) -> Settlement:
     """The settlement of a failed attempt: retry or dead-letter."""
-    task, body = attempt.task, attempt.body
+    task, body, kind = attempt.task, attempt.body, attempt.kind
+    assert kind != "cancelled"  # a cancelled attempt settles with settle_cancelled
     exc = attempt.exception
-    timed_out = attempt.kind == "timeout"
-    info = None if exc is None else error_info(exc, timed_out=timed_out)
-    history = _history(attempt, attempt.kind, info)
+    info = None if exc is None else error_info(exc, timed_out=kind == "timeout")
+    history = _history(attempt, kind, info)
     event = HookEvent(
         job_id=body.id,
         function=body.fn,
@@ -275,7 +257,7 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
 
 
 def settle_unserializable_result(
-    delivery: Delivery, attempt: Attempt, exc: BaseException
+    delivery: Delivery, attempt: Outcome, exc: BaseException
 ) -> Settlement:
     """A success whose value cannot be stored: the job failed, dead-lettered, never retried."""
     info = ErrorInfo(type="SerializationError", message=str(exc))
@@ -333,7 +315,9 @@ def settle_cancelled(
     return Settlement(Ack(delivery, None), result, events, "cancelled")
 
 
-def _history(attempt: Attempt, outcome: Outcome, info: ErrorInfo | None) -> list[AttemptRecord]:
+def _history(
+    attempt: Outcome, outcome: RecordOutcome, info: ErrorInfo | None
+) -> list[AttemptRecord]:
     """The body's attempt history with this attempt appended."""
     record = AttemptRecord(
         number=attempt.number,

@@ -39,6 +39,9 @@ class Middleware:
     settles_with_events_only: ClassVar[bool] = False
     """True: `after_settle` is only called for settlements that carry hook events."""
 
+    lost_runs_only: ClassVar[bool] = False
+    """True: `before_run` is only called for jobs that lost a run before (redelivered ones)."""
+
     bounds_its_calls: ClassVar[bool] = False
     """True: `after_settle` bounds each of its own calls (not bounded as a whole)."""
 

@@ -49,6 +49,8 @@ class LostRunIsolation(Middleware):
     stops meanwhile, the job is released.
     """
 
+    lost_runs_only = True
+
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
 

@@ -151,19 +151,24 @@ class Job:
 
 @dataclass(slots=True)
 class Outcome:
-    """How the body's call ended: a value, or an exception, and its kind.
+    """How one attempt of a task's body ended: a value, or an exception, and its kind.
 
     `kind` is ``success`` (`value` holds the return value), ``error`` (the
-    body raised), ``timeout``, ``retry`` (`upnext.Retry`), ``rejected``
-    (`upnext.Reject`) or ``cancelled`` (a user cancel). `started` and
-    `finished` are Unix timestamps of the attempt.
+    body raised `exception`), ``timeout``, ``retry`` (`upnext.Retry`),
+    ``rejected`` (`upnext.Reject`) or ``cancelled`` (a user cancel).
+    `number` is the attempt (1-based), `worker_id` the worker that ran it,
+    `started` and `finished` Unix timestamps.
     """
 
-    kind: OutcomeKind
-    value: Any
-    exception: BaseException | None
+    task: Task[Any, Any]
+    body: JobBody
+    number: int
+    worker_id: str
     started: float
     finished: float
+    kind: OutcomeKind
+    value: Any = None
+    exception: BaseException | None = None
 
 
 @dataclass(slots=True)
