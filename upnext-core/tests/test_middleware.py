@@ -21,6 +21,7 @@ from upnext.middleware import (
     CallNext,
     DeadLetterJob,
     Decision,
+    Delay,
     Job,
     Middleware,
     Outcome,
@@ -346,3 +347,9 @@ async def test_cancel_job_settles_a_job_waiting_here_when_it_would_start() -> No
             await second.value(LIMIT)
     assert caught.value.status == "cancelled"
     assert ran == ["first"]
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("nan"), float("inf")])
+def test_delay_refuses_what_is_not_a_duration(seconds: float) -> None:
+    with pytest.raises(ValueError, match="invalid Delay"):
+        Delay(seconds)

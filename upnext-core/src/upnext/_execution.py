@@ -211,7 +211,7 @@ class JobExecutor:
                 max_attempts=job.max_attempts,
             )
         if isinstance(decision, Delay):
-            retry = RetryItem(delivery, delivery.envelope.body, max(decision.seconds, 0.0))
+            retry = RetryItem(delivery, delivery.envelope.body, decision.seconds)
             return Settlement(retry, status="scheduled")
         if isinstance(decision, Release):
             return Settlement(ReleaseItem(delivery), status="released")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from upnext._durations import duration_problem
+
 if TYPE_CHECKING:
     from upnext._jobrun import JobRun
     from upnext._serializer import JobBody
@@ -58,9 +60,17 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class Delay:
-    """Make the job due again after `seconds`, unchanged: no attempt is charged."""
+    """Make the job due again after `seconds`, unchanged: no attempt is charged.
+
+    `seconds` must be a duration upnext accepts (finite, >= 0, at most 90
+    days); anything else raises ValueError here, where the middleware made it.
+    """
 
     seconds: float
+
+    def __post_init__(self) -> None:
+        if (problem := duration_problem(self.seconds)) is not None:
+            raise ValueError(f"invalid Delay: {self.seconds!r} ({problem})")
 
 
 @dataclass(frozen=True, slots=True)
