@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
-from upnext._jobrun import JobRun, RunningJob
+from upnext._jobrun import JobRun
 from upnext._settlement import Settlement
+from upnext._tick import WorkerTick
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -38,6 +39,7 @@ from upnext.broker.protocol import (
 )
 from upnext.errors import BrokerError, LeaseLost
 from upnext.middleware._builtins import ABANDON_AFTER
+from upnext.workers import RunningJob
 
 if TYPE_CHECKING:
     from upnext._worker import Worker
@@ -79,14 +81,27 @@ class Consumer:
         self.background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.execution = JobExecutor(self)
+        self.tick: WorkerTick | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Begin receiving (and heartbeating, where leases are timed)."""
+        """Begin receiving (and heartbeating, where leases are timed; ticking, with state)."""
         self._loops.append(self.loop.create_task(self._receive_loop(), name="upnext-receive"))
         if self.broker.capabilities.timed_leases:
             self._loops.append(self.loop.create_task(self._heartbeat(), name="upnext-heartbeat"))
+        if self.client.state is not None:
+            self.tick = WorkerTick(
+                self.client.state,
+                worker_id=self.worker_id,
+                name=self.worker.name,
+                queues=self.queues,
+                concurrency=self.capacity,
+                running=self.running_jobs,
+                on_cancel=self.cancel_job,
+                slots=self.worker.held_slots,
+            )
+            self.tick.start()
 
     async def stop(self, grace: float) -> None:
         """Stop receiving, finish in-flight jobs within `grace`, release the rest."""
@@ -109,6 +124,8 @@ class Consumer:
         for task in self._loops[1:]:
             task.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self.tick is not None:
+            await self.tick.stop()
         if self.background:
             await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
         self.execution.threads.shutdown()
@@ -355,9 +372,14 @@ class Consumer:
     # -- running jobs --------------------------------------------------------
 
     def running_jobs(self) -> list[RunningJob]:
-        """Every job this worker holds and has started to work on."""
+        """Every job this worker holds and has decoded (the worker tick reports them)."""
         return [
-            RunningJob(run.job.id, run.job.attempt if run.started else 0, run.started)
+            RunningJob(
+                job_id=run.job.id,
+                function=run.job.function,
+                attempt=run.job.attempt,
+                started_at=run.started,
+            )
             for run in list(self.runs.values())
             if run.job is not None and not run.done
         ]

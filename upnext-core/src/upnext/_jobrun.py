@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from upnext.broker.protocol import Delivery
     from upnext.middleware._types import CancelReason, Job
 
-__all__ = ["JobRun", "RunningJob"]
-
-
-class RunningJob(NamedTuple):
-    """A job a worker holds: its id, attempt, and when that attempt's body started.
-
-    `attempt` is 0 and `started` None until the job's body is decoded and its
-    attempt begins.
-    """
-
-    job_id: str
-    attempt: int
-    started: float | None
+__all__ = ["JobRun"]
 
 
 @dataclass(slots=True, eq=False)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from upnext._durations import check_duration
+from upnext._task import check_priority
 from upnext.errors import ConfigurationError
 from upnext.middleware._base import CallNext, Middleware, overrides
 from upnext.middleware._types import Job, Outcome, Submission
@@ -139,14 +140,23 @@ def collect_middleware(
 
 
 async def before_enqueue(
-    stage: Sequence[Middleware], task: Task[Any, Any], bodies: Sequence[JobBody], delay: float
+    stage: Sequence[Middleware],
+    task: Task[Any, Any],
+    bodies: Sequence[JobBody],
+    delay: float,
+    priority: int,
 ) -> list[Submission]:
-    """Each job's submission after every before_enqueue (in order) has seen it."""
+    """Each job's submission after every before_enqueue (in order) has seen it.
+
+    What a middleware set is checked as the caller's options are: a bad delay
+    or priority is a `ConfigurationError` naming the job, before any I/O.
+    """
     submissions = []
     for body in bodies:
-        submission = Submission(task, body.id, body.queue, body.args, body.kwargs, delay)
+        submission = Submission(task, body.id, body.queue, body.args, body.kwargs, delay, priority)
         for middleware in stage:
             await middleware.before_enqueue(submission)
         submission.delay = check_duration("delay", submission.delay, owner=f"job {body.id}")
+        check_priority(submission.priority)
         submissions.append(submission)
     return submissions

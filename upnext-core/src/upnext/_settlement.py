@@ -99,7 +99,7 @@ def dead_letter(
     if body is None:
         data = DeadLetterData.for_raw(reason, error, envelope.body)
     else:
-        data = DeadLetterData(reason=reason, error=error, body=body)
+        data = DeadLetterData(reason=reason, error=error, body=body, priority=envelope.priority)
     record = DeadLetterRecord(
         id=uuid.uuid4().hex,
         job_id=envelope.id,

@@ -18,12 +18,21 @@ from upnext._result import TaskResult
 from upnext._retry import RetryPolicy
 from upnext._serializer import JobBody
 from upnext._signature import Signature
+from upnext.broker.protocol import MAX_PRIORITY
 from upnext.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from upnext._worker import Worker
 
-__all__ = ["DEFAULT_TIMEOUT", "CallOptions", "Task", "TaskCall", "TaskHooks", "define_task"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CallOptions",
+    "Task",
+    "TaskCall",
+    "TaskHooks",
+    "check_priority",
+    "define_task",
+]
 
 DEFAULT_TIMEOUT = 1800.0  # seconds a task may run (30 min, RabbitMQ's default consumer_timeout too)
 
@@ -46,14 +55,16 @@ class TaskHooks:
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """Per-call options: `delay` before the job is due, its `queue` and `job_id`, and
+    """Per-call options: `delay` before the job is due, its `queue` and `job_id`,
     `connection`: the caller's own database connection, so the job is enqueued in
-    the caller's transaction (brokers with `transactional_enqueue`)."""
+    the caller's transaction (brokers with `transactional_enqueue`), and `priority`
+    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries."""
 
     delay: float = 0.0
     queue: str | None = None
     job_id: str | None = None
     connection: object | None = None
+    priority: int = 0
 
 
 class _Submitter(Generic[P, R]):
@@ -64,10 +75,15 @@ class _Submitter(Generic[P, R]):
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Enqueue one job; returns its Future once the broker holds it durably."""
-        futures = await self.task.worker.submit_calls(
+        return await self._submit_one(args, kwargs)
+
+    async def _submit_one(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        [future] = await self.task.worker.submit_calls(
             self.task, [(args, kwargs)], self.call_options
         )
-        return futures[0]
+        if self.call_options.job_id is not None:
+            (await self.task.worker.client()).note_chosen_job_id(future.job_id)
+        return future
 
     async def submit_many(
         self, calls: Iterable[Mapping[str, Any] | tuple[tuple[Any, ...], Mapping[str, Any]]]
@@ -76,6 +92,8 @@ class _Submitter(Generic[P, R]):
         normalized = [
             (tuple(c[0]), dict(c[1])) if isinstance(c, tuple) else ((), dict(c)) for c in calls
         ]
+        if self.call_options.job_id is not None and len(normalized) == 1:
+            return [await self._submit_one(*normalized[0])]
         return await self.task.worker.submit_calls(self.task, normalized, self.call_options)
 
     async def wait(
@@ -92,10 +110,8 @@ class _Submitter(Generic[P, R]):
             raise ConfigurationError(
                 f"task {self.task.name} has result_ttl=0, so there is no result to wait for"
             )
-        futures = await self.task.worker.submit_calls(
-            self.task, [(args, kwargs)], self.call_options
-        )
-        return await futures[0].result(wait_timeout)
+        future = await self._submit_one(args, kwargs)
+        return await future.result(wait_timeout)
 
     def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Blocking twin of `submit` (not on a thread running an event loop)."""
@@ -122,9 +138,12 @@ class TaskCall(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id, connection))
+        return TaskCall(
+            self.task, _merge(self.call_options, delay, queue, job_id, connection, priority)
+        )
 
 
 def _merge(
@@ -133,16 +152,31 @@ def _merge(
     queue: str | None,
     job_id: str | None,
     connection: object | None = None,
+    priority: int | None = None,
 ) -> CallOptions:
     if delay is not None:
         delay = check_duration("delay", delay)
+    if priority is not None:
+        check_priority(priority)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
         queue=queue or base.queue,
         job_id=job_id or base.job_id,
         connection=base.connection if connection is None else connection,
+        priority=base.priority if priority is None else priority,
     )
+
+
+def check_priority(priority: object) -> None:
+    """Refuse anything but an int from 0 to MAX_PRIORITY (a bool too), in one line."""
+    # A bool is an int to Python, never a priority anyone meant.
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"invalid priority: {priority!r} (must be an int)")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"invalid priority: {priority!r} (must be from 0 to {MAX_PRIORITY}, higher first)"
+        )
 
 
 class Task(_Submitter[P, R]):
@@ -206,10 +240,12 @@ class Task(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
-        the caller's `connection` for a transactional enqueue."""
-        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection))
+        the caller's `connection` for a transactional enqueue, a `priority` from 0
+        (the default) to `MAX_PRIORITY`. A bad value raises ConfigurationError here."""
+        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection, priority))
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""

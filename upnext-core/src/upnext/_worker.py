@@ -21,8 +21,10 @@ from upnext._pipeline import before_enqueue, collect_middleware
 from upnext._portal import Portal
 from upnext._serializer import encode_body
 from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, define_task
+from upnext._tick import HeldSlots
 from upnext._unconsumed import report_leftovers, warn_if_no_worker
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import TransactionalEnqueue
 from upnext.broker.protocol import Envelope, QueueAdmin
 from upnext.errors import ConfigurationError, UnsupportedOperation
 from upnext.hooks import HookEvent
@@ -102,6 +104,8 @@ class Worker:
         self.middleware = collect_middleware(self.plugins, self, middleware)
         self._enqueue_stage = [m for m in self.middleware if overrides(m, "before_enqueue")]
         self.tasks: dict[str, Task[Any, Any]] = {}
+        # Slots middleware holds for running jobs; the worker tick keeps them alive.
+        self.held_slots = HeldSlots()
         self.portal = Portal(self)
         self.dlq = DeadLetterQueue(self)
         self.consumer: Consumer | None = None
@@ -115,7 +119,7 @@ class Worker:
     @property
     def safe_broker_url(self) -> str:
         """The broker URL with its password hidden, for logs and errors."""
-        from upnext._urls import redact_url
+        from upnext.broker.redact import redact_url
 
         return redact_url(self.broker_url)
 
@@ -189,13 +193,16 @@ class Worker:
         bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
         futures = [Future(task, body.id, body.queue) for body in bodies]
         delays = [options.delay] * len(bodies)
+        priorities = [options.priority] * len(bodies)
         if self._enqueue_stage:
-            # TODO(priority): pass each submission.priority once Envelope.priority exists.
-            submissions = await before_enqueue(self._enqueue_stage, task, bodies, options.delay)
+            submissions = await before_enqueue(
+                self._enqueue_stage, task, bodies, options.delay, options.priority
+            )
             futures = [Future(task, s.dedupe_to or s.job_id, s.queue) for s in submissions]
             kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
             bodies = [bodies[i] for i in kept]
             delays = [submissions[i].delay for i in kept]
+            priorities = [submissions[i].priority for i in kept]
             if not bodies:
                 return futures
         client = self._clients.get(asyncio.get_running_loop())
@@ -211,16 +218,14 @@ class Worker:
                 body.reply_to = reply_to
         encoded = [encode_body(body, self.max_payload) for body in bodies]
         envelopes = [
-            Envelope(body.id, body.queue, data, delay)
-            for body, data, delay in zip(bodies, encoded, delays, strict=True)
+            Envelope(body.id, body.queue, data, delay, priority)
+            for body, data, delay, priority in zip(bodies, encoded, delays, priorities, strict=True)
         ]
         warn_if_no_worker(client.broker)
         if options.connection is None:
             await client.broker.enqueue_many(envelopes)
-        elif client.broker.capabilities.transactional_enqueue:
-            # A backend with this capability takes the caller's connection.
-            enqueue: Any = client.broker.enqueue_many
-            await enqueue(envelopes, connection=options.connection)
+        elif isinstance(client.broker, TransactionalEnqueue):
+            await client.broker.enqueue_in_transaction(options.connection, envelopes)
         else:
             raise UnsupportedOperation(f"{client.name} cannot enqueue in your transaction")
         if "upnext_job_enqueued" in self.plugins.active:
@@ -264,26 +269,27 @@ class Worker:
         log.info("worker %s consuming %s from %s", self.name, self.consumer.queues, client.name)
 
     def _check_delivery_limit(self, client: Client) -> None:
-        """Warn (or refuse, when the broker is strict) about tasks the server would revoke.
+        """Warn (or refuse, with `delivery_limit_strict`) about tasks the server would revoke.
 
-        A broker without timed leases may expose `consumer_timeout`: the
-        seconds after which the server takes back an unacknowledged delivery
-        (RabbitMQ). A task whose timeout reaches it would be redelivered while
-        it still runs. Both at their defaults (30 min each, RabbitMQ's own
-        default) is no choice the user made, and no warning: every default
-        worker would give it.
+        A broker may declare a `delivery_limit`: the seconds after which its
+        server takes back an unsettled delivery (RabbitMQ's consumer_timeout).
+        A task whose timeout reaches it would be redelivered while it still
+        runs. Both at their defaults (30 min each, RabbitMQ's own default) is
+        no choice the user made, and no warning: every default worker would give it.
         """
-        limit = getattr(client.broker, "consumer_timeout", None)
-        if not isinstance(limit, int | float):
+        capabilities = client.broker.capabilities
+        limit = capabilities.delivery_limit
+        if limit is None:
             return
         for task in self.tasks.values():
             if task.timeout >= limit and not task.timeout == limit == DEFAULT_TIMEOUT:
                 message = (
                     f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
-                    f" consumer_timeout of {limit}s: the server would take the job back mid-run"
-                    " (lower the task's timeout or raise the broker's consumer_timeout)"
+                    f" delivery limit of {limit}s (the longest a delivery may stay unsettled): the"
+                    " server would take the job back mid-run (lower the task's timeout or raise"
+                    " the limit in the broker URL)"
                 )
-                if getattr(client.broker, "strict", False):
+                if capabilities.delivery_limit_strict:
                     raise ConfigurationError(message)
                 log.warning("%s", message)
 
