@@ -1,5 +1,6 @@
-"""The broker contract (`upnext.broker.protocol`) and the memory:// reference backend."""
+"""The broker contract (`upnext.broker.protocol`), the memory:// backend, and `Backoff`."""
 
+from upnext._backoff import Backoff
 from upnext._discovery import register
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import (
@@ -33,6 +34,7 @@ from upnext.broker.state import (
 
 __all__ = [
     "Ack",
+    "Backoff",
     "Broker",
     "Capabilities",
     "DeadLetter",
