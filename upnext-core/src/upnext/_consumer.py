@@ -23,10 +23,12 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import ABANDON_AFTER, JobExecution, JobRun
 from upnext._group_settle import GroupSettle
 from upnext._hooks import call_hook
+from upnext._receiving import receive_shielded
 from upnext._settlement import Settlement
 from upnext._threads import DaemonThreadPool
 from upnext.broker.protocol import (
@@ -198,7 +200,7 @@ class Consumer(JobExecution):
         (half the prefetch, at least one), so a worker draining short jobs
         asks the broker for many at a time instead of one per finished job.
         """
-        backoff = 0.05
+        backoff = Backoff(first=0.05, cap=5.0)
         wait = self.worker.receive_wait
         batch = max(1, self.prefetch // 2)
         while not self.stopping:
@@ -212,17 +214,17 @@ class Consumer(JobExecution):
                 await self.room.wait()
                 continue
             try:
-                deliveries = await self.broker.receive(
-                    self.queues, limit=free, lease=self.lease, wait=wait
+                deliveries = await receive_shielded(
+                    self.broker, self.queues, limit=free, lease=self.lease, wait=wait
                 )
             except Exception as exc:  # a backend bug must not wedge the worker either
+                pause = next(backoff)
                 log.warning(
-                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, backoff
+                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, pause
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(pause)
                 continue
-            backoff = 0.05
+            backoff.reset()
             started = self._take_in(deliveries)
             # Nothing of a batch stays alive here through the next receive (a
             # 10 MB body did, until that receive returned).
