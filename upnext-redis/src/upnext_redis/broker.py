@@ -11,11 +11,11 @@ deadline that the script reported from Redis ``TIME``.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -35,7 +35,6 @@ from upnext.broker.protocol import (
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
 from upnext_redis._replies import (
-    Blocked,
     Groups,
     Taken,
     deliveries,
@@ -44,8 +43,7 @@ from upnext_redis._replies import (
     taken,
     unpart,
 )
-from upnext_redis._routing import Node
-from upnext_redis._wire import Wire, pack, pack_args, read_replies
+from upnext_redis._wire import Wire, pack, pack_args, read_replies, send
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
@@ -58,8 +56,6 @@ __all__ = ["RedisBroker"]
 _ENQUEUE_CHUNK = 2_000
 # Items per settle script: Lua's unpack() takes at most ~8,000 values.
 _SETTLE_CHUNK = 1_000
-# How long a cancelled receive's background reader waits between CLIENT UNBLOCKs.
-_UNBLOCK_PAUSES = (0.002, 0.005, 0.02, 0.1)
 
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -85,10 +81,6 @@ class RedisBroker(RedisStateStore):
         self._known: set[str] = set()
         self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
-        self._background: set[asyncio.Future[Any]] = set()
-        # CLIENT ID of each blocking connection, by its current stream (a
-        # reconnect makes a new stream, and the server a new id).
-        self._client_ids: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -109,9 +101,6 @@ class RedisBroker(RedisStateStore):
     async def aclose(self) -> None:
         """Stop the result listener and close every connection."""
         self._connected = False
-        if self._background:
-            # Cancelled receives giving their jobs back: a moment, no longer.
-            await asyncio.wait(set(self._background), timeout=self.options.socket_timeout)
         await self._results.listener.aclose()
         await self._client.aclose()
 
@@ -171,7 +160,7 @@ class RedisBroker(RedisStateStore):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         lease_ms = max(1, delay_ms(lease))
-        got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
+        got, until_ms, seen = await self._take(names, limit, lease_ms)
         while not got:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -181,36 +170,12 @@ class RedisBroker(RedisStateStore):
                 block = min(block, (until_ms + 1) / 1000)
             if self._client.cluster:
                 await self._block(names, seen, block)
-                got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
+                got, until_ms, seen = await self._take(names, limit, lease_ms)
             else:
                 got, until_ms, seen = await self._block_then_take(
                     names, seen, block, limit, lease_ms
                 )
         return got
-
-    async def _take_shielded(self, names: list[str], limit: int, lease_ms: int) -> Taken:
-        """`_take`, finished even if the caller is cancelled; then what it took goes back.
-
-        The script may already have run when a cancellation lands; its jobs
-        are released (uncounted) as soon as the reply arrives, so a stopping
-        worker never strands them until their lease ends.
-        """
-        take = asyncio.ensure_future(self._take(names, limit, lease_ms))
-        try:
-            return await asyncio.shield(take)
-        except asyncio.CancelledError:
-            take.add_done_callback(self._give_back)
-            raise
-
-    def _give_back(self, take: asyncio.Future[Taken]) -> None:
-        if take.cancelled() or take.exception() is not None:
-            return
-        self._release(take.result()[0])
-
-    def _release(self, got: list[Delivery]) -> None:
-        """Give back, uncounted and in the background, jobs nobody will run."""
-        if got:
-            self._track(asyncio.ensure_future(self.settle([Release(d) for d in got])))
 
     async def _take(self, names: list[str], limit: int, lease_ms: int) -> Taken:
         """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
@@ -259,22 +224,17 @@ class RedisBroker(RedisStateStore):
             node = await self._client.router.node_for(streams[0])
             wire = node.block_wire
             conn = await wire.take()
-            writer = conn._writer
-            client_id = self._client_ids.get(writer) if writer is not None else None
-            blocked = Blocked(conn, client_id)
-            run = asyncio.ensure_future(self._exchange_blocked(wire, blocked, block + receive))
             try:
-                xread, reply = await asyncio.shield(run)
-            except asyncio.CancelledError:
-                self._track(asyncio.ensure_future(self._abandon(node, blocked, run, names)))
-                raise
+                xread, reply = await self._exchange_blocked(wire, conn, block + receive)
             except _RETRIABLE:
                 # The connection was lost: take again the plain way (it reconnects with
                 # backoff, or fails as BrokerUnavailable); the next block is pipelined again.
-                return await self._take_shielded(names, limit, lease_ms)
+                return await self._take(names, limit, lease_ms)
             if isinstance(xread, Exception):
                 if isinstance(reply, list):
-                    self._release(taken(names, reply)[0])
+                    got = taken(names, reply)[0]
+                    if got:  # the block failed but the script ran: nobody will run these
+                        await self.settle([Release(d) for d in got])
                 raise xread
             if isinstance(reply, rx.NoScriptError):
                 # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
@@ -283,59 +243,21 @@ class RedisBroker(RedisStateStore):
                 raise reply
         return taken(names, reply)
 
-    async def _exchange_blocked(self, wire: Wire, blocked: Blocked, data: bytes) -> tuple[Any, Any]:
-        """Send the pipeline (asking the connection's CLIENT ID first, once); read both replies."""
-        conn = blocked.conn
+    async def _exchange_blocked(
+        self, wire: Wire, conn: AbstractConnection, data: bytes
+    ) -> tuple[Any, Any]:
+        """Send the pipeline on `conn` (taken from `wire`) and read both replies."""
         try:
-            writer = conn._writer
-            if writer is None:
-                raise rx.ConnectionError("connection closed before sending")
-            if blocked.client_id is None:
-                writer.write(pack(["CLIENT", "ID"]) + data)
-                async with asyncio.timeout(conn.socket_timeout):
-                    (client_id,) = await read_replies(conn, 1)
-                if isinstance(client_id, int):
-                    blocked.client_id = client_id
-                    self._client_ids[writer] = client_id
-            else:
-                writer.write(data)
+            await send(conn, data)
             async with asyncio.timeout(conn.socket_timeout):
                 xread, reply = await read_replies(conn, 2)
         except BaseException:
+            # A half-read reply stream must never reach the next user.
             await conn.disconnect(nowait=True)
             raise
         finally:
             wire.give(conn)
         return xread, reply
-
-    async def _abandon(
-        self, node: Node, blocked: Blocked, run: asyncio.Future[tuple[Any, Any]], names: list[str]
-    ) -> None:
-        """A cancelled `_block_then_take`: unblock it, read its replies, give back what it took."""
-        for pause in _UNBLOCK_PAUSES:
-            if run.done():
-                break
-            if blocked.client_id is not None:
-                try:
-                    (ok,) = await node.wire.run([pack(["CLIENT", "UNBLOCK", blocked.client_id])])
-                except Exception:
-                    ok = None
-                if isinstance(ok, Exception):
-                    break  # not allowed here (ACL): drop the connection instead
-            await asyncio.wait([run], timeout=pause)
-        if not run.done():
-            # Still blocked: closing the connection drops the pending script unrun.
-            run.cancel()
-        try:
-            _, reply = await run
-        except BaseException:
-            return
-        if isinstance(reply, list):
-            self._release(taken(names, reply)[0])
-
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
 
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
