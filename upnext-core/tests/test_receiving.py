@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
-
 import upnext
 from upnext import _receiving
 from upnext._receiving import RECEIVE_SLICE, receive_shielded
@@ -119,7 +118,7 @@ async def test_receive_errors_propagate() -> None:
 async def test_a_call_stuck_past_its_wait_is_cancelled_at_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A receive that ignores its wait is cancelled OVERRUN_LIMIT s after it, not waited for ever."""
+    """A receive ignoring its wait is cancelled OVERRUN_LIMIT s past it, not awaited for ever."""
     monkeypatch.setattr(_receiving, "OVERRUN_LIMIT", 0.2)
     broker = PlainBroker()
     broker.lag = 60.0
