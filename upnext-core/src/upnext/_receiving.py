@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from upnext.broker.protocol import Broker, Delivery, Release
@@ -46,9 +46,11 @@ async def receive_shielded(
     while True:
         left = max(deadline - loop.time(), 0.0)
         step = min(left, RECEIVE_SLICE)
-        call = asyncio.ensure_future(broker.receive(queues, limit=limit, lease=lease, wait=step))
+        returned: asyncio.Future[list[Delivery]] = loop.create_future()
+        receiving = broker.receive(queues, limit=limit, lease=lease, wait=step)
+        call = loop.create_task(_receive_into(returned, receiving))
         try:
-            got = await asyncio.shield(call)
+            got = await returned
         except asyncio.CancelledError:
             taken = await _outcome(call, step + OVERRUN_LIMIT)
             if taken:
@@ -56,6 +58,30 @@ async def receive_shielded(
             raise
         if got or left <= RECEIVE_SLICE:
             return got
+
+
+async def _receive_into(
+    returned: asyncio.Future[list[Delivery]], receiving: Awaitable[list[Delivery]]
+) -> list[Delivery] | None:
+    """Await `receiving` in a task of its own, handing its outcome to `returned`.
+
+    Cancelling the caller that awaits `returned` leaves this task running:
+    what `asyncio.shield` does, with half its overhead (one loop pass less;
+    a draining worker receives once per few jobs). Returns what was
+    received, or None if it failed.
+    """
+    try:
+        got = await receiving
+    except Exception as exc:
+        if not returned.done():
+            returned.set_exception(exc)
+        return None
+    except BaseException:
+        returned.cancel()
+        raise
+    if not returned.done():
+        returned.set_result(got)
+    return got
 
 
 async def _outcome(call: asyncio.Future[T], limit: float) -> T | None:
