@@ -16,10 +16,12 @@ import datetime
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated framework names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="tiny counts, memory + arq on Redis")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run upnext as of this git commit, interleaved (its ratio: this tree ÷ REF)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.workload.split(",")) - set(WORKLOADS)
     if unknown:
@@ -201,6 +208,29 @@ def smoke(args: argparse.Namespace) -> int:
     return code
 
 
+def baseline(upnext: Framework, ref: str) -> Framework:
+    """upnext as of commit `ref`: its sources exported to a temporary folder, imported first.
+
+    The runner and the installed dependencies are this tree's; only upnext's
+    own packages come from `ref`, so the two differ by upnext's code alone.
+    """
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    folder = Path(tempfile.mkdtemp(prefix=f"upnext-baseline-{commit}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", commit], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    packages = ("upnext-core", "upnext-redis", "upnext-rabbitmq", "upnext-postgres")
+    source = tuple(str(folder / package / "src") for package in packages)
+    return replace(upnext, name=f"upnext@{commit}", source=source)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # so the running workers are stopped on the way out
 
@@ -214,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frameworks = list(BROKERS[args.broker])
     if args.only:
         frameworks = [f for f in frameworks if f.name in args.only.split(",")]
+    if args.baseline:
+        frameworks.append(baseline(frameworks[0], args.baseline))
     plan = workloads(args)
     started = time.monotonic()
     print(

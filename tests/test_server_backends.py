@@ -26,6 +26,7 @@ import httpx
 import pytest
 import upnext
 from upnext.broker.protocol import QueueAdmin
+from upnext.broker.redact import redact_url
 from upnext.testing import needs_modules, unavailable
 from upnext.testing.loopback import free_port, serve_in_thread
 
@@ -54,7 +55,7 @@ def require_service(url: str) -> None:
     try:
         socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), 2).close()
     except OSError:
-        unavailable(f"no server at {upnext._urls.redact_url(url)}: start it (docker compose up -d)")
+        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
 
 
 class Setup:

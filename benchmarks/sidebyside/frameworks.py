@@ -21,7 +21,9 @@ class Framework:
     `settings` says how it was configured (what benchmarks/README.md explains);
     `workloads` are the ones it takes part in (a bare client has no retries);
     `confirms` says whether its publishes wait for the broker's confirm
-    (RabbitMQ; "" where that does not apply); `extra` goes to the runner.
+    (RabbitMQ; "" where that does not apply); `extra` goes to the runner;
+    `source` are folders imported before the installed packages (how an
+    earlier commit of upnext runs beside this one: ``--baseline``).
     """
 
     name: str
@@ -32,6 +34,8 @@ class Framework:
     workloads: tuple[str, ...] = WORKLOADS
     confirms: str = ""
     extra: tuple[tuple[str, Any], ...] = ()
+    # Source folders put first on the runner's PYTHONPATH (a baseline's checkout).
+    source: tuple[str, ...] = ()
 
 
 UPNEXT = Framework(

@@ -73,6 +73,9 @@ class _Runner:
     def __init__(self, framework: Framework, config: dict[str, Any], workdir: Path) -> None:
         self.framework = framework
         self.env = {**os.environ, "BENCH_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1"}
+        if framework.source:
+            path = [*framework.source, os.environ.get("PYTHONPATH", "")]
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
         self.workdir = workdir
 
     def argv(self, role: str) -> list[str]:

@@ -95,7 +95,7 @@ def test_server_refusals(
 def test_server_management_url_refusals(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--management-url` needs an amqp:// broker and an http(s) URL; the password never shows."""
+    """`--management-url` needs a backend with a management API and an http(s) URL; no password."""
     pytest.importorskip("fastapi")
     monkeypatch.delenv("UPNEXT_API_TOKEN", raising=False)
     management = f"http://guest:{SECRET}@127.0.0.1:15672"
@@ -106,7 +106,7 @@ def test_server_management_url_refusals(
     assert main(["server", "--broker", "amqp://127.0.0.1:1/"]) == 1
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2
-    assert "for a RabbitMQ broker" in errors[0]
+    assert "the redis:// backend offers no management API" in errors[0]
     assert "ftp://guest:***@127.0.0.1:21" in errors[1]
     assert SECRET not in "".join(errors)
 

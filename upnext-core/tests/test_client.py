@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import upnext
 from upnext import _discovery
 from upnext._client import Batcher, Factories
 from upnext._discovery import RESULT_STORE_GROUP, register
@@ -244,3 +247,78 @@ async def test_put_result_reaches_the_store() -> None:
         assert data is not None
         assert ResultRecord.model_validate_json(data) == record
     await client.aclose()
+
+
+class StatelessStore:
+    """A result store that keeps no shared state (no `StateStore` calls)."""
+
+    async def put_results(self, writes: Sequence[Any]) -> None:
+        """Accept and drop results (the test never writes any)."""
+
+
+def stateless_store_factory(url: str) -> StatelessStore:
+    """Factory for ``stateless://`` result stores."""
+    return StatelessStore()
+
+
+@pytest.mark.usefixtures("rec")
+def test_state_is_the_broker_when_it_keeps_state() -> None:
+    factories = Factories("rec://both", "rec://store")
+    client = factories.build()
+    factories.require_state("cron")
+    broker: object = client.broker  # one object is both a Broker and a StateStore
+    assert client.state is broker
+    assert client.require_state("cron") is broker
+
+
+@pytest.mark.usefixtures("rec")
+def test_state_comes_from_the_result_store_when_the_broker_keeps_none() -> None:
+    factories = Factories("noresults://b", "rec://store")
+    client = factories.build()
+    factories.require_state("rate_limit=")
+    store: object = client.store  # one object is both a ResultStore and a StateStore
+    assert client.state is store
+    assert isinstance(client.store, RecordingBroker)
+
+
+@pytest.mark.usefixtures("rec")
+def test_no_state_anywhere_is_a_configuration_error_naming_results() -> None:
+    register("stateless", f"{__name__}:stateless_store_factory", group=RESULT_STORE_GROUP)
+    factories = Factories("noresults://user:s3cret@h", "stateless://u:pw@s")
+    expected = (
+        "rate_limit= needs shared state: noresults://user:***@h with results=stateless://u:***@s "
+        "keeps none; pass results='redis://...' or 'postgresql://...' (or set UPNEXT_RESULTS_URL)"
+    )
+    with pytest.raises(ConfigurationError) as at_config:
+        factories.require_state("rate_limit=")
+    assert str(at_config.value) == expected
+    client = factories.build()
+    assert client.state is None
+    with pytest.raises(ConfigurationError) as at_use:
+        client.require_state("rate_limit=")
+    assert str(at_use.value) == expected
+
+
+async def test_a_chosen_job_id_without_dedupe_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A broker without dedupes_on_enqueue: the first chosen job id warns; nothing else does."""
+    url = f"memory://ids-{uuid.uuid4().hex}"
+    worker = upnext.Worker("ids", broker=url)
+
+    @worker.task
+    async def noop() -> None: ...
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="upnext"):
+            await noop.options(job_id="deduped").submit()  # memory:// dedupes: silent
+            client = await worker.client()
+            caps = client.broker.capabilities
+            client.broker.capabilities = replace(caps, dedupes_on_enqueue=False)
+            await noop.submit()  # an id of its own: silent
+            for _ in range(2):
+                await noop.options(job_id="same").submit()
+        told = [r.getMessage() for r in caplog.records if "deduplicate" in r.getMessage()]
+        assert len(told) == 1
+        assert "job_id='same'" in told[0]
+        assert "makes a second job" in told[0]
+    finally:
+        await worker.aclose()

@@ -18,6 +18,7 @@ _HEADER = """
 import asyncio
 import contextlib
 import uuid
+from dataclasses import replace
 
 import pytest_asyncio
 
@@ -31,7 +32,7 @@ from upnext.testing import (
     ResultStoreConformance,
     StateStoreConformance,
 )
-from upnext.broker.state import StateEntry
+from upnext.broker.state import SlotGrant, StateEntry
 """
 
 _SUITE = """
@@ -129,6 +130,11 @@ class Broken(MemoryBroker):
             return await super().slots_acquire(key, member, limit=limit, ttl=ttl, scope=scope)
         return await super().slots_acquire(key, member, limit=None, ttl=ttl, scope=scope)
 """,
+    "slots_batch_writes_nothing": """
+class Broken(MemoryBroker):
+    async def slots_acquire_many(self, claims):
+        return [SlotGrant(True, 1) for _ in claims]
+""",
     "stores_id_twice": """
 class Broken(MemoryBroker):
     def __init__(self, url):
@@ -152,11 +158,42 @@ class Broken(MemoryBroker):
             await self.cancel(e.queue, e.id)
         await super().enqueue_many(envelopes)
 """,
+    "drops_priority": """
+class Broken(MemoryBroker):
+    async def receive(self, queues, *, limit, lease, wait):
+        # Declares priority levels but stores no priority, as a backend without the column.
+        got = await super().receive(queues, limit=limit, lease=lease, wait=wait)
+        return [
+            Delivery(Envelope(d.envelope.id, d.envelope.queue, d.envelope.body), d.receipt,
+                     d.redelivered, d.deliveries)
+            for d in got
+        ]
+""",
+    "release_drops_priority": _released_as(
+        "Delivery(Envelope(d.envelope.id, d.envelope.queue, d.envelope.body), d.receipt,"
+        " d.redelivered, d.deliveries)"
+    ),
     "no_capabilities": """
 class Broken(MemoryBroker):
     capabilities = Capabilities(
         timed_leases=False, counts_deliveries=False, cancel_queued=False, dlq_access=None
     )
+""",
+    "dlq_records_inclusive": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        return [
+            r
+            for r in await super().dlq_records(replace(query, before=None, limit=10**6))
+            if query.before is None or (r.failed_at, r.id) <= query.before
+        ][: query.limit]
+""",
+    "dlq_records_any_matches": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        # The right records in the right order, but not the newest: the oldest `limit`.
+        every = await super().dlq_records(replace(query, limit=10**6))
+        return every[-query.limit :]
 """,
     "sound": """
 class Broken(MemoryBroker):
@@ -212,6 +249,26 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "test_dlq_concurrent_replays_one_wins",
             "of two concurrent replays exactly one must win",
         ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_records_answers_each_query",
+            "strictly older than `before`",
+        ),
+        (
+            "dlq_records_inclusive",
+            "test_dlq_list_limit_and_cursor",
+            "following cursors must yield every record once",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_records_answers_each_query",
+            "the `limit` newest matching records",
+        ),
+        (
+            "dlq_records_any_matches",
+            "test_dlq_cursor_stable_under_concurrent_changes",
+            "following cursors must not skip a record",
+        ),
         ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
         (
             "state_versions_per_value",
@@ -222,6 +279,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "slots_check_then_act",
             "test_slots_hold_their_limit_under_concurrency",
             "never more than `limit` holders",
+        ),
+        (
+            "slots_batch_writes_nothing",
+            "test_slots_acquire_many_refreshes_expiries",
+            "every claim of a batch must refresh its slot",
         ),
         (
             "stores_id_twice",
@@ -242,6 +304,16 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "upserts_id",
             "test_known_id_never_disturbs_a_queued_job",
             "an enqueue with a queued job's id must not change its body",
+        ),
+        (
+            "drops_priority",
+            "test_priority_travels_to_the_receiver",
+            "a delivery must carry the priority its job was enqueued with",
+        ),
+        (
+            "release_drops_priority",
+            "test_priority_survives_retry_and_release",
+            "a job must keep its priority through Release",
         ),
         (
             "half_applied_settle",
@@ -273,15 +345,16 @@ def test_missing_capabilities_skip_with_reason(pytester: pytest.Pytester) -> Non
     """Tests needing a capability the backend does not declare skip, naming it."""
     select = (
         "test_expired_lease_redelivers or test_cancel_of_held or test_dlq_get"
-        " or test_known_id_never_disturbs_a_held_job"
+        " or test_known_id_never_disturbs_a_held_job or test_priority_survives_redelivery"
     )
     result = _run(pytester, "no_capabilities", select)
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=5)
     for reason in [
         "needs capability timed_leases=True; Broken declares timed_leases=False",
         "needs capability cancel_queued=True; Broken declares cancel_queued=False",
         "needs capability dlq_access; Broken declares None",
         "needs capability dedupes_on_enqueue=True; Broken declares dedupes_on_enqueue=False",
+        "needs capability priority_levels > 1; Broken declares 1",
     ]:
         result.stdout.fnmatch_lines([f"SKIPPED *{reason}"])
 

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-MODULES = ["upnext", "upnext.errors", "upnext.broker", "upnext.hooks", "upnext.control"]
+MODULES = [
+    "upnext",
+    "upnext.errors",
+    "upnext.broker",
+    "upnext.hooks",
+    "upnext.control",
+    "upnext.workers",
+]
 
 
 def _public(module_name: str) -> list[tuple[str, Any]]:

@@ -1,4 +1,4 @@
-"""`receive_shielded`: core never cancels a backend's receive, and gives back what a stop got."""
+"""`_receiving`: core never cancels a backend's receive, and gives back what a stop got."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 import upnext
 from upnext import _receiving
-from upnext._receiving import RECEIVE_SLICE, receive_shielded
+from upnext._receiving import RECEIVE_SLICE, give_back, receive_sliced, stop_receiver
 from upnext.broker import register
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Delivery, Envelope
@@ -53,34 +53,51 @@ def plain_broker(url: str) -> PlainBroker:
     return PlainBroker(f"memory://{uuid.uuid4().hex}")
 
 
+class Receiver:
+    """A receive loop as the worker's: sliced, ended by a flag, giving back what a stop got."""
+
+    def __init__(self, broker: MemoryBroker, wait: float) -> None:
+        self.stopped = asyncio.Event()
+        self.got: list[Delivery] = []
+        self.task = asyncio.ensure_future(self._run(broker, wait))
+
+    async def _run(self, broker: MemoryBroker, wait: float) -> None:
+        got = await receive_sliced(
+            broker, ["q"], limit=1, lease=30.0, wait=wait, stopped=self.stopped
+        )
+        if self.stopped.is_set():
+            await give_back(broker.settle, got)
+        else:
+            self.got = got
+
+    async def stop(self) -> list[Delivery]:
+        await stop_receiver(self.task, self.stopped)
+        return self.got
+
+
 async def test_a_stop_while_a_job_is_taken_gives_it_back_uncounted() -> None:
-    """Cancelled after the take, the helper waits for the call and releases the job."""
+    """Stopped after the take, the call returns and the job is released, uncounted."""
     broker = PlainBroker()
     await broker.enqueue_many([Envelope("j", "q", b"x")])
-    call = asyncio.ensure_future(receive_shielded(broker, ["q"], limit=1, lease=30.0, wait=5.0))
+    receiver = Receiver(broker, wait=5.0)
     await asyncio.sleep(broker.lag / 2)  # taken, not yet returned
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    assert await receiver.stop() == []
     assert broker.cancelled == 0
     broker.lag = 0.0
     [again] = await broker.receive(["q"], limit=1, lease=30.0, wait=0.0)
     assert (again.envelope.id, again.redelivered, again.deliveries) == ("j", False, 1)
 
 
-async def test_a_second_cancel_still_waits_for_the_call() -> None:
-    """Repeated cancellations (a loop shutting down) neither cancel the call nor lose its job."""
+async def test_a_stop_on_an_idle_queue_ends_within_a_slice() -> None:
+    """A receiver blocked on an empty queue (wait 30 s) ends within one slice of its stop."""
     broker = PlainBroker()
-    await broker.enqueue_many([Envelope("j", "q", b"x")])
-    call = asyncio.ensure_future(receive_shielded(broker, ["q"], limit=1, lease=30.0, wait=5.0))
-    await asyncio.sleep(broker.lag / 4)
-    call.cancel()
-    await asyncio.sleep(broker.lag / 4)
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    broker.lag = 0.0
+    receiver = Receiver(broker, wait=30.0)
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    assert await receiver.stop() == []
+    assert time.monotonic() - started < RECEIVE_SLICE + 0.15
     assert broker.cancelled == 0
-    assert (await broker.stats("q")).ready == 1
 
 
 async def test_the_wait_is_spent_in_short_calls() -> None:
@@ -88,7 +105,10 @@ async def test_the_wait_is_spent_in_short_calls() -> None:
     broker = PlainBroker()
     broker.lag = 0.0
     started = time.monotonic()
-    assert await receive_shielded(broker, ["q"], limit=1, lease=30.0, wait=1.0) == []
+    assert (
+        await receive_sliced(broker, ["q"], limit=1, lease=30.0, wait=1.0, stopped=asyncio.Event())
+        == []
+    )
     took = time.monotonic() - started
     assert 1.0 <= took < 1.3, took
     assert len(broker.waits) >= 4
@@ -98,7 +118,10 @@ async def test_the_wait_is_spent_in_short_calls() -> None:
 async def test_a_zero_wait_is_one_call() -> None:
     """wait=0 looks once and returns."""
     broker = PlainBroker()
-    assert await receive_shielded(broker, ["q"], limit=1, lease=30.0, wait=0.0) == []
+    assert (
+        await receive_sliced(broker, ["q"], limit=1, lease=30.0, wait=0.0, stopped=asyncio.Event())
+        == []
+    )
     assert broker.waits == [0.0]
 
 
@@ -112,25 +135,24 @@ async def test_receive_errors_propagate() -> None:
             raise BrokerError("refused")
 
     with pytest.raises(BrokerError, match="refused"):
-        await receive_shielded(Failing(), ["q"], limit=1, lease=30.0, wait=1.0)
+        await receive_sliced(
+            Failing(), ["q"], limit=1, lease=30.0, wait=1.0, stopped=asyncio.Event()
+        )
 
 
 async def test_a_call_stuck_past_its_wait_is_cancelled_at_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A receive ignoring its wait is cancelled OVERRUN_LIMIT s past it, not awaited for ever."""
+    """A receive ignoring its wait is cancelled OVERRUN_LIMIT s past a stop, not awaited."""
     monkeypatch.setattr(_receiving, "OVERRUN_LIMIT", 0.2)
     broker = PlainBroker()
     broker.lag = 60.0
     await broker.enqueue_many([Envelope("j", "q", b"x")])
-    call = asyncio.ensure_future(receive_shielded(broker, ["q"], limit=1, lease=30.0, wait=0.0))
+    receiver = Receiver(broker, wait=0.0)
     await asyncio.sleep(0.05)
     started = time.monotonic()
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
-    assert time.monotonic() - started < 0.5
-    await asyncio.sleep(0)
+    assert await receiver.stop() == []
+    assert time.monotonic() - started < RECEIVE_SLICE + 0.2 + 0.2
     assert broker.cancelled == 1
 
 

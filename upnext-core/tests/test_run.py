@@ -21,8 +21,8 @@ import upnext
 from upnext import _discovery, _run
 from upnext._discovery import register
 from upnext._run import EXIT_RESTART
-from upnext._urls import redact_url
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerUnavailable
 
 SECRET = "s3cr3t-canary"

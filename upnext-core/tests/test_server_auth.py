@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from upnext.errors import BrokerError, ConfigurationError
+from upnext.errors import BrokerError, Busy, ConfigurationError
 from upnext.testing import needs_modules
 
 needs_modules("fastapi")
@@ -105,7 +105,7 @@ async def test_busy_scan_dlq_is_409_and_surprises_are_bare_500(
     url = app.state.backend.worker.broker_url
 
     async def busy(*args: object, **kwargs: object) -> None:
-        raise BrokerError("dead-letter queue busy: another admin is reading it; try again")
+        raise Busy("dead-letter queue busy: another admin is reading it; try again")
 
     async def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"driver exploded talking to {url}")
@@ -124,3 +124,24 @@ async def test_busy_scan_dlq_is_409_and_surprises_are_bare_500(
     assert SECRET not in response.text
     assert "RuntimeError" in caplog.text
     assert SECRET not in caplog.text
+
+
+async def test_busy_is_told_by_its_type_not_by_its_text(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Busy` is 409 whatever it says; a plain BrokerError that mentions "busy" is 502."""
+    dlq = app.state.backend.dlq
+
+    async def busy(*args: object, **kwargs: object) -> None:
+        raise Busy("held by another admin")
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise BrokerError("the server is busy compacting; refused")
+
+    monkeypatch.setattr(dlq, "list", busy)
+    monkeypatch.setattr(dlq, "get", refused)
+    async with _client(app, authorization=f"Bearer {TOKEN}") as client:
+        listed = await client.get("/api/v1/dlq")
+        got = await client.get("/api/v1/dlq/abc")
+    assert (listed.status_code, listed.json()["error"]) == (409, "busy")
+    assert (got.status_code, got.json()["error"]) == (502, "broker_error")

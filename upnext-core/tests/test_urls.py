@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from upnext._urls import check_url, did_you_mean, redact_url, scheme_of
+from upnext._urls import check_url, did_you_mean, scheme_of
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
-from upnext._urls import redact_url
+from upnext.broker.redact import redact_url
 from upnext_postgres import PostgresBroker
 
 pytest_plugins = ["upnext.testing.plugin"]

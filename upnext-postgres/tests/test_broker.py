@@ -38,7 +38,7 @@ async def test_transactional_enqueue_commit(
     """A job enqueued on the caller's connection appears when its transaction commits."""
     envelope = Envelope(uuid.uuid4().hex, upnext_queue, b"in-tx")
     async with conn.transaction():
-        await pg_broker.enqueue_many([envelope], connection=conn)
+        await pg_broker.enqueue_in_transaction(conn, [envelope])
         assert await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=0.0) == []
     got = await pg_broker.receive([upnext_queue], limit=5, lease=5.0, wait=2.0)
     assert [d.envelope.body for d in got] == [b"in-tx"]
@@ -53,8 +53,8 @@ async def test_transactional_enqueue_rollback(
     await asyncio.sleep(0.1)
     tx = conn.transaction()
     await tx.start()
-    await pg_broker.enqueue_many(
-        [Envelope(uuid.uuid4().hex, upnext_queue, b"gone")], connection=conn
+    await pg_broker.enqueue_in_transaction(
+        conn, [Envelope(uuid.uuid4().hex, upnext_queue, b"gone")]
     )
     await tx.rollback()
     assert await receiving == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import traceback
+
+import asyncpg
 import pytest
-from upnext.errors import BrokerUnavailable, ConfigurationError
+from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from upnext_postgres import PostgresBroker, PostgresOptions
+from upnext_postgres._errors import mapped
 
 SECRET = "s3cr3t-pw-9f2"
 
@@ -54,3 +58,19 @@ async def test_unreachable_server_raises_unavailable_without_password() -> None:
         await broker.receive(["q"], limit=1, lease=1.0, wait=0.0)
     assert SECRET not in str(info.value)
     await broker.aclose()
+
+
+@pytest.mark.parametrize(
+    "driver_error",
+    [
+        asyncpg.PostgresError(f"bad dsn postgresql://someone:{SECRET}@h/test"),
+        OSError(f"connect to postgres://u:{SECRET}@127.0.0.1:1/x refused"),
+    ],
+)
+def test_a_driver_error_echoing_a_url_hides_its_password(driver_error: Exception) -> None:
+    """Core's `redact` cleans the driver's words, and no chained error keeps them."""
+    with pytest.raises(BrokerError) as info, mapped("postgresql://someone:***@h/test", "x"):
+        raise driver_error
+    shown = "".join(traceback.format_exception(info.value))
+    assert SECRET not in shown
+    assert "***" in str(info.value)

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 import pytest_asyncio
+from upnext.broker.protocol import Ack, Envelope
 from upnext.broker.state import StateWrite
 from upnext.errors import BrokerError, ConfigurationError
 from upnext_postgres import SCHEMA_VERSION, PostgresBroker, schema_sql
 from upnext_postgres.__main__ import main
+from upnext_postgres._state_ddl import state_ddl
 from upnext_postgres.schema import Names, _bootstrap, _record, _v1
 
 
@@ -143,4 +145,25 @@ async def test_a_version_1_schema_gains_the_state_tables(
         assert await b.state_put([StateWrite("k", b"v")]) == [True]
         assert [e.value if e else None for e in await b.state_get(["k"])] == [b"v"]
         assert (await b.stats("q")).ready == 1
-    assert await _versions(postgres_url, fresh_schema) == [1, 2]
+    assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_version_2_schema_gains_the_priority_column(
+    postgres_url: str, fresh_schema: str, url_with: Callable[..., str]
+) -> None:
+    """A jobs table built before priorities gains the column at connect; its jobs read 0."""
+    n = Names(fresh_schema)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        for version, build in [(1, _v1), (2, state_ddl)]:
+            for statement in [*_bootstrap(n), *build(n), _record(n, version)]:
+                await conn.execute(statement)
+        await conn.execute(f"INSERT INTO {n.jobs} (id, queue, body) VALUES ('old', 'q', 'x')")
+    finally:
+        await conn.close()
+    async with PostgresBroker.from_url(url_with(postgres_url, schema=fresh_schema)) as b:
+        await b.enqueue_many([Envelope("new", "q", b"y", 0.0, 6)])
+        got = await b.receive(["q"], limit=2, lease=30.0, wait=1.0)
+        assert {d.envelope.id: d.envelope.priority for d in got} == {"old": 0, "new": 6}
+        await b.settle([Ack(d) for d in got])
+    assert await _versions(postgres_url, fresh_schema) == list(range(1, SCHEMA_VERSION + 1))

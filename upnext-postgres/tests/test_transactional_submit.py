@@ -64,3 +64,31 @@ async def test_memory_broker_refuses_a_connection() -> None:
 
     with pytest.raises(upnext.UnsupportedOperation):
         await noop.options(connection=object()).submit()
+
+
+async def test_a_connection_that_is_not_asyncpg_is_refused_by_name(
+    pg_url: str, upnext_queue: str
+) -> None:
+    """`connection=` of another driver is a one-line ConfigurationError naming both kinds."""
+    worker, double = _worker(pg_url, upnext_queue)
+    try:
+        with pytest.raises(upnext.ConfigurationError, match=r"asyncpg connection.*not object"):
+            await double.options(connection=object()).submit(x=1)
+    finally:
+        await worker.aclose()
+
+
+async def test_a_pooled_connection_enqueues_in_its_transaction(
+    pg_url: str, upnext_queue: str
+) -> None:
+    """A pool's connection (asyncpg's proxy) is taken as the caller's own."""
+    worker, double = _worker(pg_url, upnext_queue)
+    pool = await asyncpg.create_pool(pg_url.split("?")[0], min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            future = await double.options(connection=conn).submit(x=4)
+        async with worker:
+            assert await future.value(timeout=10.0) == 8
+    finally:
+        await pool.close()
+        await worker.aclose()

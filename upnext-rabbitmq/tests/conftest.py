@@ -15,7 +15,7 @@ import aio_pika
 import pytest
 import pytest_asyncio
 from aiormq.exceptions import AMQPConnectionError
-from upnext._urls import redact_url
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerUnavailable
 from upnext.testing.proxy import FaultyProxy
 from upnext_rabbitmq import RabbitBroker

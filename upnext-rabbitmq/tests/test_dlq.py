@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
+from upnext.broker.cursor import dead_letter_page
 from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, SettleItem
-from upnext.errors import BrokerError
+from upnext.errors import BrokerError, Busy
 from upnext_rabbitmq import RabbitBroker, topology
 from upnext_rabbitmq._publish import Outgoing, persistent
 from upnext_rabbitmq.dlq import BROKER_REASON, DeadLetterScan, record_message
@@ -23,15 +24,15 @@ def _record(queue: str, entry_id: str = "e1") -> DeadLetterRecord:
 
 
 async def test_a_second_admin_is_told_busy(make_broker: Factory, upnext_queue: str) -> None:
-    """While one admin scans a DLQ, another process's admin gets BrokerError('busy')."""
+    """While one admin scans a DLQ, another process's admin gets `Busy` (a BrokerError)."""
     first = await make_broker()
     second = await make_broker(dlq_busy_wait="0.2")
     await first._pub().publish_all([record_message(_record(upnext_queue))], "test")
     async with first._scan([upnext_queue]) as scan:
         assert list(scan.entries) == ["e1"]
-        with pytest.raises(BrokerError, match="busy"):
-            await second.dlq_list(queue=upnext_queue)
-    page = await second.dlq_list(queue=upnext_queue)
+        with pytest.raises(Busy, match="busy"):
+            await dead_letter_page(second, queue=upnext_queue)
+    page = await dead_letter_page(second, queue=upnext_queue)
     assert [r.id for r in page.records] == ["e1"]
 
 
@@ -49,7 +50,7 @@ async def test_duplicate_records_collapse(broker: RabbitBroker, upnext_queue: st
     """A record published twice (crash between publish and ack) lists once, deletes fully."""
     record = _record(upnext_queue)
     await broker._pub().publish_all([record_message(record), record_message(record)], "test")
-    page = await broker.dlq_list(queue=upnext_queue)
+    page = await dead_letter_page(broker, queue=upnext_queue)
     assert page.records == [record]
     assert await broker.dlq_count(upnext_queue) == 1
     await broker.dlq_delete(record.id)
@@ -75,7 +76,7 @@ async def test_broker_side_dead_letters_are_listed(
     finally:
         await connection.close()
     await asyncio.sleep(0.1)
-    [record] = (await broker.dlq_list(queue=upnext_queue)).records
+    [record] = (await dead_letter_page(broker, queue=upnext_queue)).records
     assert (record.reason, record.job_id, record.queue, record.data) == (
         BROKER_REASON,
         "job-9",
@@ -96,12 +97,12 @@ async def test_large_and_empty_records_read_back_exactly(
         DeadLetterRecord("empty", "j2", upnext_queue, "fn", "boom", time.time() + 1, b""),
     ]
     await broker._pub().publish_all([record_message(r) for r in records], "test")
-    page = await broker.dlq_list(queue=upnext_queue)
+    page = await dead_letter_page(broker, queue=upnext_queue)
     assert page.records == records[::-1]
     # A foreign message with no body at all (no body frame on the wire).
     bare = Outgoing("", topology.dlq_queue(upnext_queue), b"", persistent("bare"))
     await broker._pub().publish_all([bare], "test")
-    listed = (await broker.dlq_list(queue=upnext_queue)).records
+    listed = (await dead_letter_page(broker, queue=upnext_queue)).records
     [foreign] = [r for r in listed if r.reason == BROKER_REASON]
     assert (foreign.job_id, foreign.reason, foreign.data) == ("bare", BROKER_REASON, b"")
 
@@ -131,7 +132,7 @@ async def _all_ids(admin: RabbitBroker, queue: str) -> list[str]:
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        page = await admin.dlq_list(queue=queue, limit=4000, cursor=cursor)
+        page = await dead_letter_page(admin, queue=queue, limit=4000, cursor=cursor)
         seen += [r.id for r in page.records]
         if page.next_cursor is None:
             return seen
@@ -163,7 +164,7 @@ async def test_first_page_of_ten_thousand_while_workers_consume(
         timings = []
         for _ in range(3):
             started = time.perf_counter()
-            page = await admin.dlq_list(queue=upnext_queue, limit=50)
+            page = await dead_letter_page(admin, queue=upnext_queue, limit=50)
             timings.append(time.perf_counter() - started)
             ours = [r.id for r in page.records if r.id.startswith("e")]
             assert len(page.records) == 50

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 
+import aiormq.exceptions as amqp_errors
 import pytest
 import upnext
 from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
-from upnext.errors import BrokerUnavailable, ConfigurationError, UnsupportedOperation
+from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError, UnsupportedOperation
 from upnext_rabbitmq import RabbitBroker
+from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import parse_url
 
 
@@ -55,8 +58,12 @@ def test_capabilities_are_truthful() -> None:
     assert (caps.timed_leases, caps.counts_deliveries, caps.cancel_queued) == (False, False, False)
     assert (caps.dlq_access, caps.delay_quantum) == ("scan", 0.25)
     assert RabbitBroker("amqp://h/?queue_type=quorum").capabilities.counts_deliveries
-    broker = RabbitBroker("amqp://h/?consumer_timeout=7200")
-    assert broker.consumer_timeout == 7200.0
+    broker = RabbitBroker("amqp://h/?consumer_timeout=7200&strict=true")
+    assert (broker.capabilities.delivery_limit, broker.capabilities.delivery_limit_strict) == (
+        7200.0,
+        True,
+    )
+    assert RabbitBroker("amqp://h/").capabilities.delivery_limit_strict is False
     for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin):
         assert isinstance(broker, protocol)
 
@@ -84,6 +91,23 @@ async def test_unreachable_server_is_unavailable_without_the_password() -> None:
     assert "127.0.0.1:1" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "driver_error",
+    [
+        amqp_errors.AMQPConnectionError("Reconnect failed amqp:/guest:s3cret-canary@h/ux"),
+        amqp_errors.ProbableAuthenticationError("AUTH s3cret-canary refused"),
+    ],
+)
+def test_a_driver_error_echoing_the_password_hides_it(driver_error: Exception) -> None:
+    """Core's `redact` cleans the driver's words, and no chained error keeps them."""
+    url = "amqp://guest:s3cret-canary@127.0.0.1:1/"
+    with pytest.raises(BrokerError) as info, map_errors(url, "connecting"):
+        raise driver_error
+    shown = "".join(traceback.format_exception(info.value))
+    assert "s3cret-canary" not in shown
+    assert "***" in str(info.value)
+
+
 async def test_task_timeout_reaching_consumer_timeout_warns_or_refuses(
     amqp_url: str,
     upnext_queue: str,
@@ -102,11 +126,11 @@ async def test_task_timeout_reaching_consumer_timeout_warns_or_refuses(
 
         try:
             if strict == "true":
-                with pytest.raises(ConfigurationError, match="consumer_timeout"):
+                with pytest.raises(ConfigurationError, match="delivery limit of 60"):
                     await worker.start()
             else:
                 await worker.start()
-                assert "reaches the broker's consumer_timeout" in caplog.text
+                assert "reaches the broker's delivery limit of 60" in caplog.text
         finally:
             await worker.aclose()
     await queue_deleter({upnext_queue})
@@ -138,7 +162,7 @@ async def test_a_default_worker_does_not_warn_and_a_chosen_risk_does(
 ) -> None:
     """Default timeout and consumer_timeout: silent; a longer timeout or a shorter limit: warned."""
     sep = "&" if "?" in amqp_url else "?"
-    warning = "reaches the broker's consumer_timeout"
+    warning = "reaches the broker's delivery limit"
     assert warning not in await _start_logs(amqp_url, upnext_queue, caplog)
     assert warning in await _start_logs(amqp_url, upnext_queue, caplog, timeout=3600)
     short = f"{amqp_url}{sep}consumer_timeout=900"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import upnext
+from upnext.broker.cursor import dead_letter_page
 from upnext_rabbitmq import RabbitBroker
 
 WORKER_SCRIPT = """
@@ -102,7 +103,7 @@ async def test_job_that_always_kills_its_worker_ends_in_the_dlq(
         with pytest.raises(upnext.TaskExecutionError) as caught:
             await outcome
         assert caught.value.status == "failed"
-        [record] = (await broker.dlq_list(queue=queue)).records
+        [record] = (await dead_letter_page(broker, queue=queue)).records
         assert record.job_id == future.job_id
         assert "lost" in record.reason
     finally:

@@ -34,9 +34,21 @@ def test_message_id_is_read_past_any_properties_before_it(present: tuple[bool, .
     message = _message(message_id="job-é-1", timestamp=None, app_id="after", **chosen)
     assert message.message_id == "job-é-1"
     assert message.headers == (message.properties.headers or {})
+    assert message.priority == chosen.get("priority", 0)
+    assert message.envelope("q").priority == message.priority
 
 
 def test_no_message_id_and_no_headers() -> None:
     message = _message(delivery_mode=2)
     assert message.message_id is None
     assert message.headers == {}
+    assert message.priority == 0
+
+
+def test_priority_without_a_message_id() -> None:
+    message = _message(content_type="x", headers={"a": 1}, delivery_mode=2, priority=9)
+    assert message.message_id is None
+    assert message.priority == 9
+    envelope = message.envelope("q")
+    assert (envelope.queue, envelope.body, envelope.priority) == ("q", b"abc", 9)
+    assert envelope.id, "a message without an id gets a fresh one"

@@ -32,7 +32,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from upnext._urls import redact_url
+from upnext.broker.redact import redact_url
 from upnext.testing.loopback import free_port as _free_port
 from upnext.testing.proxy import FaultyProxy
 from upnext_redis import RedisBroker

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import redis.asyncio as aioredis
+from upnext.broker.cursor import dead_letter_page
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -134,7 +135,7 @@ async def test_dlq_ties_page_in_byte_order(redis_broker: RedisBroker) -> None:
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        page = await redis_broker.dlq_list(queue="q", limit=3, cursor=cursor)
+        page = await dead_letter_page(redis_broker, queue="q", limit=3, cursor=cursor)
         seen += [r.id for r in page.records]
         if page.next_cursor is None:
             break

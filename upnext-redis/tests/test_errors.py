@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import pytest
+from redis import exceptions as rx
 from upnext.broker.protocol import Envelope
 from upnext.errors import BrokerError, BrokerUnavailable
 from upnext_redis import RedisBroker
+from upnext_redis._errors import ErrorMapper
 
 Server = Callable[..., AbstractContextManager[int]]
 
@@ -45,6 +48,24 @@ async def test_wrong_password_is_unavailable_without_password(private_redis: Ser
             await broker.aclose()
     assert "wrong-one" not in str(info.value)
     assert "right-one" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver_error", "secret"),
+    [
+        ("redis://h:1/0", rx.ConnectionError("to redis://:s3cret-canary@h:1/0"), "s3cret-canary"),
+        ("redis://:s3cret-canary@h:1/0", rx.AuthenticationError("AUTH s3cret-canary"), "canary"),
+        ("redis://u:Can%40ary%2F5ecret@h/0", rx.ResponseError("NO Can@ary/5ecret"), "5ecret"),
+    ],
+)
+def test_a_driver_error_echoing_the_password_hides_it(
+    url: str, driver_error: Exception, secret: str
+) -> None:
+    """Core's `redact` cleans the driver's words: a URL's password, raw or percent-decoded."""
+    with pytest.raises(BrokerError) as info, ErrorMapper(url).boundary():
+        raise driver_error
+    assert secret not in "".join(traceback.format_exception(info.value))
+    assert "***" in str(info.value)
 
 
 async def test_evicting_policy_is_warned_about(

@@ -7,7 +7,15 @@ import time
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
-from upnext.broker.protocol import Ack, DeadLetter, DeadLetterRecord, Envelope, ResultWrite
+from upnext.broker.protocol import (
+    Ack,
+    DeadLetter,
+    DeadLetterRecord,
+    Envelope,
+    Release,
+    ResultWrite,
+    SettleItem,
+)
 from upnext.errors import ConfigurationError
 from upnext_redis import RedisBroker
 from upnext_redis.keys import KeySpace
@@ -62,6 +70,26 @@ async def test_completed_jobs_leave_only_their_results(
     base = f"{key_prefix}:{{{queue}}}:"
     assert keys - results == {f"{key_prefix}:queues", f"{base}wake", f"{base}seq"}
     assert await raw_redis.pttl(next(iter(results))) > 0, "results carry a TTL"
+
+
+async def test_a_priority_is_kept_only_while_its_job_lives(
+    redis_broker: RedisBroker, raw_redis: aioredis.Redis, key_prefix: str
+) -> None:
+    """Priority 0 stores nothing; a set one goes with its job: ack, dead letter, cancel, purge."""
+    prio = KeySpace(key_prefix).queue("q").group[11]
+    await redis_broker.enqueue_many([Envelope("plain", "q", b"x")])
+    assert not await raw_redis.exists(prio), "priority 0 is not stored"
+    await redis_broker.enqueue_many([Envelope(f"p{i}", "q", b"x", 0.0, 5) for i in range(4)])
+    assert await raw_redis.hlen(prio) == 4
+    assert await redis_broker.cancel("q", "p0")
+    held = {d.envelope.id: d for d in await redis_broker.receive(["q"], limit=9, lease=30, wait=1)}
+    assert sorted(held) == ["p1", "p2", "p3", "plain"]
+    record = DeadLetterRecord("e1", "p2", "q", "f", "r", time.time(), b"d")
+    items: list[SettleItem] = [Ack(held["p1"]), Ack(held["plain"]), Release(held["p3"])]
+    assert await redis_broker.settle([*items, DeadLetter(held["p2"], record)]) == [None] * 4
+    assert await raw_redis.hkeys(prio) == [b"p3"], "a released job keeps its priority"
+    assert await redis_broker.purge("q") == 1
+    assert not await raw_redis.exists(prio), "no priority outlives its job"
 
 
 async def test_results_with_zero_ttl_store_nothing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import threading
 import time
@@ -10,7 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from upnext.broker import Ack, Broker, Envelope, ResultStore
+from upnext.broker import Ack, Broker, Envelope, ResultStore, SchemaProvider
 from upnext.errors import ConfigurationError
 from upnext_sqlite import SQLiteBroker
 
@@ -175,3 +176,35 @@ def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> N
         for thread in threads:
             thread.join()
         assert errors == [], f"trial {trial}: {errors[0]}"
+
+
+async def test_a_file_made_before_priorities_gains_the_column(tmp_path: Path) -> None:
+    """An existing jobs table without `priority` is upgraded at open; its jobs read 0."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE upnext_jobs (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+            " queue TEXT NOT NULL, body BLOB NOT NULL, due REAL NOT NULL,"
+            " held INTEGER NOT NULL DEFAULT 0, token INTEGER NOT NULL DEFAULT 0,"
+            " hand_outs INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute("INSERT INTO upnext_jobs (id, queue, body, due) VALUES ('old', 'q', X'78', 0)")
+    conn.close()
+    broker = SQLiteBroker(str(path))
+    await broker.connect()
+    try:
+        await broker.enqueue_many([Envelope("new", "q", b"y", 0.0, 6)])
+        got = await broker.receive(["q"], limit=2, lease=30.0, wait=1.0)
+        assert {d.envelope.id: d.envelope.priority for d in got} == {"old": 0, "new": 6}
+        assert await broker.settle([Ack(d) for d in got]) == [None, None]
+    finally:
+        await broker.aclose()
+
+
+def test_schema_sql_is_the_ddl_connect_applies(tmp_path: Path) -> None:
+    """The broker is a SchemaProvider: `upnext schema` prints the tables connect creates."""
+    broker = SQLiteBroker.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert isinstance(broker, SchemaProvider)
+    ddl = broker.schema_sql()
+    assert "CREATE TABLE IF NOT EXISTS upnext_jobs" in ddl
+    assert "CREATE TABLE IF NOT EXISTS upnext_dead" in ddl

@@ -21,6 +21,7 @@ from upnext.control import Reject, Retry
 from upnext.errors import (
     BrokerError,
     BrokerUnavailable,
+    Busy,
     ConfigurationError,
     DeadLetterNotFound,
     LeaseLost,
@@ -39,6 +40,7 @@ __all__ = [
     "AttemptRecord",
     "BrokerError",
     "BrokerUnavailable",
+    "Busy",
     "ConfigurationError",
     "Context",
     "DeadLetterEntry",

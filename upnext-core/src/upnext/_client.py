@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from upnext._backoff import Backoff
 from upnext._discovery import RESULT_STORE_GROUP, load_factory
 from upnext._logsafe import protect_logs
 from upnext._serializer import ResultRecord
-from upnext._urls import redact_url
 from upnext.broker.protocol import Broker, ResultStore, ResultWrite
+from upnext.broker.redact import redact_url
+from upnext.broker.state import StateStore
 from upnext.errors import BrokerError, ConfigurationError
 
-__all__ = ["Batcher", "Client", "Factories"]
+__all__ = ["Batcher", "Client", "Factories", "no_state"]
+
+log = logging.getLogger("upnext")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,10 +37,19 @@ class Factories:
         )
         # Each factory parses its URL and opens nothing: a mistyped URL fails
         # here, at Worker(...), not as a hang at the first connect.
-        self.broker(broker_url)
-        if self.store is not None and self.results_url is not None:
-            self.store(self.results_url)
+        broker = self.broker(broker_url)
+        store = self.store(self.results_url) if self.store and self.results_url else None
+        self.has_state = isinstance(broker, StateStore) or isinstance(store, StateStore)
         protect_logs()  # the drivers' loggers exist now that their modules are imported
+
+    def require_state(self, feature: str) -> None:
+        """Raise `ConfigurationError` unless the broker or the result store keeps shared state.
+
+        Call it where a feature is configured (`Worker(...)`, decoration), so a
+        missing store fails at once, never as a silent per-process fallback.
+        """
+        if not self.has_state:
+            raise no_state(feature, self.broker_url, self.results_url)
 
     def build(self) -> Client:
         """A new, unconnected client."""
@@ -48,21 +62,65 @@ class Factories:
             raise ConfigurationError(
                 f"{redact_url(self.broker_url)} keeps no results; pass results=<URL>"
             )
-        return Client(redact_url(self.broker_url), broker, store)
+        return Client(redact_url(self.broker_url), broker, store, results_url=self.results_url)
+
+
+def no_state(feature: str, broker_url: str, results_url: str | None) -> ConfigurationError:
+    """The one-line error for a feature that needs shared state where none is kept."""
+    kept = (
+        redact_url(broker_url)
+        if results_url is None
+        else (f"{redact_url(broker_url)} with results={redact_url(results_url)}")
+    )
+    return ConfigurationError(
+        f"{feature} needs shared state: {kept} keeps none; pass results='redis://...' "
+        "or 'postgresql://...' (or set UPNEXT_RESULTS_URL)"
+    )
 
 
 class Client:
-    """A broker and result store used from one event loop."""
+    """A broker and result store used from one event loop.
 
-    def __init__(self, name: str, broker: Broker, store: ResultStore) -> None:
+    `state` is the shared `StateStore`: the broker's if it keeps state, else
+    the result store's (RabbitMQ with a Redis or PostgreSQL store), else None.
+    """
+
+    def __init__(
+        self, name: str, broker: Broker, store: ResultStore, *, results_url: str | None = None
+    ) -> None:
         self.name = name
         self.broker = broker
         self.store = store
+        self.results_url = results_url
+        self.state: StateStore | None = (
+            broker
+            if isinstance(broker, StateStore)
+            else store
+            if isinstance(store, StateStore)
+            else None
+        )
         # When the broker keeps results, they are written in the settle itself.
         self.same = store is broker  # type: ignore[comparison-overlap]  # one object may be both
         self._connected = False
         self._lock = asyncio.Lock()
         self.results: Batcher[ResultWrite, None] = Batcher(self.store.put_results)
+        self._told_ids_repeat = False
+
+    def note_chosen_job_id(self, job_id: str) -> None:
+        """Warn once if this broker may store a repeated job id as a second job.
+
+        Without the capability `dedupes_on_enqueue`, submitting an id again
+        while its job is queued or running can run the job twice.
+        """
+        if self._told_ids_repeat or self.broker.capabilities.dedupes_on_enqueue:
+            return
+        self._told_ids_repeat = True
+        log.warning(
+            "%s does not deduplicate job ids (capability dedupes_on_enqueue is off): submitting"
+            " job_id=%r again while that job is queued or running makes a second job",
+            self.name,
+            job_id,
+        )
 
     @property
     def connected(self) -> bool:
@@ -80,6 +138,28 @@ class Client:
                     await self.store.connect()
                 self._connected = True
         return self
+
+    def require_state(self, feature: str) -> StateStore:
+        """The shared state store, or `ConfigurationError` naming ``results=`` for `feature`."""
+        if self.state is None:
+            raise no_state(feature, self.name, self.results_url)
+        return self.state
+
+    async def write_result(self, result: ResultWrite) -> None:
+        """Store a worker's result in the separate store, retrying while it is unreachable.
+
+        About 30 s of tries (pauses from 0.05 s doubling to 2 s), then the last
+        error propagates: the job is not settled and comes back after its lease.
+        """
+        pauses = Backoff(first=0.05, cap=2.0)
+        for _ in range(20):
+            try:
+                await self.results.submit(result)
+                return
+            except BrokerError as exc:
+                log.warning("writing result of job %s failed: %s; retrying", result.job_id, exc)
+                await asyncio.sleep(next(pauses))
+        await self.results.submit(result)
 
     async def put_result(self, job_id: str, queue: str, record: ResultRecord, ttl: float) -> None:
         """Store one result (batched with others written meanwhile)."""

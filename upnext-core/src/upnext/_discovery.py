@@ -12,7 +12,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from upnext._urls import redact_url, scheme_of
+from upnext._urls import scheme_of
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
 __all__ = ["BROKER_GROUP", "RESULT_STORE_GROUP", "load_factory", "register"]

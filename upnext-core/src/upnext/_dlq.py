@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from upnext._result import ErrorInfo
 from upnext._serializer import AttemptRecord, DeadLetterData, JobBody, encode_body
+from upnext.broker.cursor import dead_letter_page
 from upnext.broker.protocol import DeadLetterAdmin, DeadLetterRecord, Envelope
 from upnext.errors import UnsupportedOperation
 
@@ -45,6 +46,7 @@ class DeadLetterEntry(BaseModel):
     parent_id: str | None = None
     root_id: str | None = None
     replay_of: str | None = None
+    priority: int = 0
 
     @property
     def replayable(self) -> bool:
@@ -70,6 +72,7 @@ class DeadLetterEntry(BaseModel):
             parent_id=None if body is None else body.parent_id,
             root_id=None if body is None else body.root_id,
             replay_of=None if body is None else body.replay_of,
+            priority=data.priority,
         )
 
 
@@ -122,7 +125,9 @@ class DeadLetterQueue:
         if not 1 <= limit <= 500:
             raise ValueError(f"limit must be between 1 and 500, got {limit}")
         admin = await self._admin()
-        page = await admin.dlq_list(queue=queue, function=function, limit=limit, cursor=cursor)
+        page = await dead_letter_page(
+            admin, queue=queue, function=function, limit=limit, cursor=cursor
+        )
         return EntryPage(
             items=[DeadLetterEntry.from_record(r) for r in page.records],
             next_cursor=page.next_cursor,
@@ -136,13 +141,14 @@ class DeadLetterQueue:
     async def replay(self, entry_id: str) -> str:
         """Enqueue the entry's job again as a new job and remove the entry; the new job id.
 
-        The new job keeps function, queue, arguments and lineage, starts at
-        attempt 1, and records `replay_of`. Of two concurrent replays one
+        The new job keeps function, queue, arguments, lineage and priority,
+        starts at attempt 1, and records `replay_of`. Of two concurrent replays one
         wins; the other raises DeadLetterNotFound.
         """
         admin = await self._admin()
         record = await admin.dlq_get(entry_id)
-        old = _entry_data(record).body
+        data = _entry_data(record)
+        old = data.body
         if old is None:
             raise UnsupportedOperation(
                 f"entry {entry_id} never decoded into a job; it can't be replayed"
@@ -161,7 +167,8 @@ class DeadLetterQueue:
             result_ttl=old.result_ttl,
             enqueued_at=time.time(),
         )
-        envelope = Envelope(body.id, body.queue, encode_body(body, self._worker.max_payload))
+        encoded = encode_body(body, self._worker.max_payload)
+        envelope = Envelope(body.id, body.queue, encoded, priority=data.priority)
         await admin.dlq_replay(entry_id, envelope)
         return body.id
 

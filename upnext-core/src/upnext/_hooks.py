@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pluggy
@@ -62,11 +63,101 @@ async def call_hook(fn: HookFn, event: HookEvent, timeout: float, label: str) ->
         log.exception("hook %s for job %s raised; ignored", label, event.job_id)
 
 
+class _Pending:
+    """The awaitable an async plugin implementation returned, and whose it is."""
+
+    __slots__ = ("awaitable", "label")
+
+    def __init__(self, label: str, awaitable: Awaitable[Any]) -> None:
+        self.label = label
+        self.awaitable = awaitable
+
+
+def _isolated(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+    """`fn` with its exception logged instead of raised, its awaitable tagged for `emit`.
+
+    `functools.wraps` keeps the signature pluggy reads the argument names from,
+    and the marker that makes it an implementation.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            outcome = fn(*args, **kwargs)
+        except Exception:
+            log.exception("plugin hook %s raised; ignored", label)
+            return None
+        if inspect.isawaitable(outcome):
+            return _Pending(label, outcome)
+        return outcome
+
+    return call
+
+
+class _IsolatedPlugin:
+    """What pluggy registers for a plugin: its plain implementations isolated.
+
+    Wrappers (``wrapper=True`` or ``hookwrapper=True``) are kept as they are:
+    they must see the exceptions of what they wrap. Everything else of the
+    plugin stays on the plugin; only implementations are copied here.
+    """
+
+    def __init__(self, manager: _Manager, plugin: object, name: str) -> None:
+        self.plugin = plugin
+        self.__name__ = name
+        for attr in dir(plugin):
+            opts = manager.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            method = getattr(plugin, attr)
+            if opts.get("wrapper") or opts.get("hookwrapper"):
+                setattr(self, attr, method)
+            else:
+                setattr(self, attr, _isolated(method, f"{name}.{attr}"))
+
+    def __repr__(self) -> str:
+        return repr(self.plugin)
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, registering each plugin through an `_IsolatedPlugin`.
+
+    Registration is where pluggy lets a manager choose what it registers
+    (entry-point plugins come through `register` too), so the hook caller
+    itself stays pluggy's: ``tryfirst``, ``trylast`` and wrappers apply.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("upnext")
+        self.stand_ins: dict[int, _IsolatedPlugin] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        if isinstance(plugin, _IsolatedPlugin):
+            return super().register(plugin, name)
+        canonical = name or self.get_canonical_name(plugin)
+        stand_in = _IsolatedPlugin(self, plugin, canonical)
+        registered = super().register(stand_in, canonical)
+        self.stand_ins[id(plugin)] = stand_in
+        return registered
+
+    def is_registered(self, plugin: object) -> bool:
+        stand_in = self.stand_ins.get(id(plugin))
+        return super().is_registered(plugin if stand_in is None else stand_in)
+
+
 class Plugins:
-    """A worker's pluggy manager, with the set of events someone implements."""
+    """A worker's pluggy manager, with the set of events someone implements.
+
+    Events go through pluggy's own hook caller, in its order (``tryfirst``
+    first, then the latest registered, ``trylast`` last) and inside its
+    wrappers. A sync implementation runs within that call; an async one's
+    awaitable is awaited after it, in the same order, each bounded by the
+    hook timeout. What any implementation raises is logged and ignored: the
+    others still get the event.
+    """
 
     def __init__(self, plugins: Iterable[object], *, load_entry_points: bool) -> None:
-        self.manager = pluggy.PluginManager("upnext")
+        self.manager: pluggy.PluginManager = _Manager()
         self.manager.add_hookspecs(PluginSpec)
         if load_entry_points:
             self.manager.load_setuptools_entrypoints(PLUGIN_GROUP)
@@ -97,7 +188,26 @@ class Plugins:
         )
 
     async def emit(self, name: str, event: HookEvent, timeout: float) -> None:
-        """Call every implementation of event `name`, each bounded and isolated."""
+        """Call event `name` through pluggy's hook caller, then await the async outcomes."""
         caller = getattr(self.manager.hook, name)
-        for impl in caller.get_hookimpls():
-            await call_hook(impl.function, event, timeout, f"{impl.plugin_name}.{name}")
+        try:
+            outcomes = caller(event=event)
+        except Exception:  # a wrapper raised (plain implementations cannot)
+            log.exception("plugin hook %s raised in a wrapper; ignored", name)
+            return
+        for outcome in outcomes:
+            if isinstance(outcome, _Pending):
+                await _bounded(outcome, event, timeout)
+
+
+async def _bounded(pending: _Pending, event: HookEvent, timeout: float) -> None:
+    """Await an async implementation's awaitable, bounded; log what it raises."""
+    try:
+        async with asyncio.timeout(timeout):
+            await pending.awaitable
+    except TimeoutError:
+        log.warning(
+            "hook %s for job %s timed out after %.1fs", pending.label, event.job_id, timeout
+        )
+    except Exception:
+        log.exception("hook %s for job %s raised; ignored", pending.label, event.job_id)

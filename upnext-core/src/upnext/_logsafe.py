@@ -5,7 +5,7 @@ failed amqp:/guest:secret@..." for a URL it cannot parse), and a user's
 handlers print whatever reaches them. So upnext attaches one filter to the
 loggers of every library it drives, not to handlers: it rewrites a record's
 message (and traceback text) with URL passwords, and every password a
-broker URL of this process carries, replaced by ``***``.
+broker URL of this process carries, replaced by ``***`` (`upnext.broker.redact`).
 
 A logger filter sees only records logged on that very logger, not those
 propagated from its children; so the filter goes on each existing logger
@@ -16,9 +16,9 @@ under those names, and is attached again whenever a broker is configured
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from urllib.parse import parse_qsl, unquote, urlsplit
+
+from upnext.broker.redact import redact, url_secrets
 
 __all__ = ["LIBRARY_LOGGERS", "PasswordFilter", "protect_logs"]
 
@@ -38,8 +38,6 @@ LIBRARY_LOGGERS = (
     "starlette",
     "asyncio",
 )
-# scheme:[/...]user:password@ , however many slashes; the password runs to the last '@'.
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*:/*[^\s/:@'\"]*):([^\s'\"]+)@")
 _SHORTEST_SECRET = 8  # shorter ones would blank out ordinary words (guest:guest)
 
 
@@ -53,23 +51,13 @@ class PasswordFilter(logging.Filter):
 
     def remember(self, url: str) -> None:
         """Also hide the passwords of `url` (and their percent-decoded forms) wherever seen."""
-        found = set()
-        try:
-            parts = urlsplit(url)
-            found.add(parts.password or "")
-            found |= {v for k, v in parse_qsl(parts.query) if "pass" in k.lower()}
-        except ValueError:
-            pass
-        found |= {unquote(s) for s in found}
+        found = {s for s in url_secrets(url) if len(s) >= _SHORTEST_SECRET}
         with self._lock:
-            self._secrets |= {s for s in found if len(s) >= _SHORTEST_SECRET}
+            self._secrets |= found
 
     def scrub(self, text: str) -> str:
         """`text` with URL passwords and remembered secrets replaced by ``***``."""
-        text = _URL_PASSWORD.sub(r"\1:***@", text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, secrets=self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

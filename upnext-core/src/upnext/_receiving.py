@@ -1,119 +1,85 @@
-"""`receive_shielded`: receive without ever cancelling a backend's `receive`.
+"""Receiving without ever cancelling a backend's `receive`.
 
 A worker stops receiving when it shuts down and before a job on its last
 chance runs alone. Cancelling the broker's call could strand jobs it had
 already taken (held until their lease ran out, then charged a lost run), so
-every backend used to carry its own cancellation handling. Instead core asks
-in short calls (`RECEIVE_SLICE` s at most, so a stop never waits long), and
-when its caller is cancelled it lets the call in flight finish and gives
-back whatever that call handed out with `Release`: uncounted, at once.
+core never does: it asks in short calls (`RECEIVE_SLICE` s at most) from a
+task of its own, and to stop that task it sets a flag and lets the call in
+flight return; whatever that call handed out is given back with `Release`,
+uncounted, at once. The draining path pays nothing for this: no extra task
+or future per receive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
 from upnext.broker.protocol import Broker, Delivery, Release
 
-__all__ = ["OVERRUN_LIMIT", "RECEIVE_SLICE", "receive_shielded"]
+__all__ = ["OVERRUN_LIMIT", "RECEIVE_SLICE", "give_back", "receive_sliced", "stop_receiver"]
 
 log = logging.getLogger("upnext.worker")
 
 # The longest one broker call blocks: a stopping worker waits at most this for it.
 RECEIVE_SLICE = 0.25
-# A cancelled caller waits this long past a call's own wait (a server that stopped
-# answering) before cancelling it after all; and as long for the give-back.
+# How long past a call's own wait a stopping receiver is waited for (a server
+# that stopped answering) before it is cancelled after all.
 OVERRUN_LIMIT = 2.0
 
-T = TypeVar("T")
 
-
-async def receive_shielded(
-    broker: Broker, queues: Sequence[str], *, limit: int, lease: float, wait: float
+async def receive_sliced(
+    broker: Broker,
+    queues: Sequence[str],
+    *,
+    limit: int,
+    lease: float,
+    wait: float,
+    stopped: asyncio.Event,
 ) -> list[Delivery]:
-    """Up to `limit` deliveries from `queues`, waiting up to `wait` s; never cancels `receive`.
+    """Up to `limit` deliveries, waiting up to `wait` s in calls of at most `RECEIVE_SLICE` s.
 
-    The wait is spent in calls of `broker.receive` of at most `RECEIVE_SLICE`
-    s each. If the caller is cancelled, the call in flight runs to its end,
-    every delivery it hands out is released, and then `CancelledError`
-    propagates. Errors of `receive` propagate as they are.
+    Returns early, with what the last call handed out (often nothing), once
+    `stopped` is set: the caller then gives that back (`give_back`). Errors of
+    `receive` propagate as they are.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(wait, 0.0)
     while True:
         left = max(deadline - loop.time(), 0.0)
-        step = min(left, RECEIVE_SLICE)
-        returned: asyncio.Future[list[Delivery]] = loop.create_future()
-        receiving = broker.receive(queues, limit=limit, lease=lease, wait=step)
-        call = loop.create_task(_receive_into(returned, receiving))
-        try:
-            got = await returned
-        except asyncio.CancelledError:
-            taken = await _outcome(call, step + OVERRUN_LIMIT)
-            if taken:
-                await _release(broker, taken)
-            raise
-        if got or left <= RECEIVE_SLICE:
+        got = await broker.receive(queues, limit=limit, lease=lease, wait=min(left, RECEIVE_SLICE))
+        if got or left <= RECEIVE_SLICE or stopped.is_set():
             return got
 
 
-async def _receive_into(
-    returned: asyncio.Future[list[Delivery]], receiving: Awaitable[list[Delivery]]
-) -> list[Delivery] | None:
-    """Await `receiving` in a task of its own, handing its outcome to `returned`.
-
-    Cancelling the caller that awaits `returned` leaves this task running:
-    what `asyncio.shield` does, with half its overhead (one loop pass less;
-    a draining worker receives once per few jobs). Returns what was
-    received, or None if it failed.
-    """
+async def give_back(
+    settle: Callable[[list[Release]], Awaitable[object]], taken: Sequence[Delivery]
+) -> None:
+    """Release `taken` at once, uncounted; on failure they return when their leases end."""
+    if not taken:
+        return
     try:
-        got = await receiving
+        await settle([Release(delivery) for delivery in taken])
     except Exception as exc:
-        if not returned.done():
-            returned.set_exception(exc)
-        return None
-    except BaseException:
-        returned.cancel()
-        raise
-    if not returned.done():
-        returned.set_result(got)
-    return got
-
-
-async def _outcome(call: asyncio.Future[T], limit: float) -> T | None:
-    """What `call` returns, waited for through further cancellations; None if it failed.
-
-    A call still running after `limit` s is cancelled (last resort: it
-    ignores its own wait, most likely blocked on a server that stopped
-    answering).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not call.done() and loop.time() < deadline:
-        try:
-            await asyncio.wait([call], timeout=deadline - loop.time())
-        except asyncio.CancelledError:
-            continue  # this task is ending anyway; its caller gets the cancellation after
-    if not call.done():
-        log.warning("a receive ran %.1f s past its wait; cancelled", limit)
-        call.cancel()
-        return None
-    if call.cancelled() or call.exception() is not None:
-        return None
-    return call.result()
-
-
-async def _release(broker: Broker, taken: list[Delivery]) -> None:
-    """Give `taken` back at once, uncounted; on failure they return when their leases end."""
-    settle = asyncio.ensure_future(broker.settle([Release(d) for d in taken]))
-    if await _outcome(settle, OVERRUN_LIMIT) is None:
-        failed = settle.done() and not settle.cancelled()
         log.warning(
             "giving back %d jobs received while stopping failed (%s); they return after a lease",
             len(taken),
-            settle.exception() if failed else "no answer",
+            exc,
         )
+
+
+async def stop_receiver(receiver: asyncio.Task[None], stopped: asyncio.Event) -> None:
+    """Set `stopped` and wait for `receiver` to end; cancel it only as a last resort.
+
+    A receiver ends within one `RECEIVE_SLICE` (plus its give-back); one still
+    running `RECEIVE_SLICE + OVERRUN_LIMIT` s later is blocked on a server
+    that stopped answering, and is cancelled: what its call took then comes
+    back when its lease ends.
+    """
+    stopped.set()
+    done, _ = await asyncio.wait([receiver], timeout=RECEIVE_SLICE + OVERRUN_LIMIT)
+    if not done:
+        log.warning("a receive ran %.1f s past its wait; cancelled", OVERRUN_LIMIT)
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)

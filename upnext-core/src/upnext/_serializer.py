@@ -94,12 +94,13 @@ class ResultRecord(BaseModel):
 
 
 class DeadLetterData(BaseModel):
-    """Core's opaque dead-letter entry: the job, why it died, and its attempts."""
+    """Core's opaque dead-letter entry: the job, why it died, its attempts, its priority."""
 
     reason: str
     error: ErrorInfo | None = None
     body: JobBody | None = None
     raw: str | None = None  # base64 of an undecodable body
+    priority: int = 0  # the envelope's, for a replay
 
     @classmethod
     def for_raw(cls, reason: str, error: ErrorInfo, raw: bytes) -> DeadLetterData:

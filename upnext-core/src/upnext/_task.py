@@ -12,17 +12,29 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from upnext._context import current_scope
 from upnext._durations import check_duration
 from upnext._future import Future
-from upnext._hooks import HookFn
+from upnext._hooks import HookFn, adapt_hook
+from upnext._modname import importable_name
 from upnext._result import TaskResult
 from upnext._retry import RetryPolicy
 from upnext._serializer import JobBody
 from upnext._signature import Signature
+from upnext.broker.protocol import MAX_PRIORITY
 from upnext.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from upnext._worker import Worker
 
-__all__ = ["CallOptions", "Task", "TaskCall", "TaskHooks"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CallOptions",
+    "Task",
+    "TaskCall",
+    "TaskHooks",
+    "check_priority",
+    "define_task",
+]
+
+DEFAULT_TIMEOUT = 1800.0  # seconds a task may run (30 min, RabbitMQ's default consumer_timeout too)
 
 _SUCCESS_EVENTS = frozenset({"upnext_job_succeeded", "upnext_job_completed"})
 
@@ -43,14 +55,16 @@ class TaskHooks:
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """Per-call options: `delay` before the job is due, its `queue` and `job_id`, and
+    """Per-call options: `delay` before the job is due, its `queue` and `job_id`,
     `connection`: the caller's own database connection, so the job is enqueued in
-    the caller's transaction (brokers with `transactional_enqueue`)."""
+    the caller's transaction (brokers with `transactional_enqueue`), and `priority`
+    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries."""
 
     delay: float = 0.0
     queue: str | None = None
     job_id: str | None = None
     connection: object | None = None
+    priority: int = 0
 
 
 class _Submitter(Generic[P, R]):
@@ -61,10 +75,15 @@ class _Submitter(Generic[P, R]):
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Enqueue one job; returns its Future once the broker holds it durably."""
-        futures = await self.task.worker.submit_calls(
+        return await self._submit_one(args, kwargs)
+
+    async def _submit_one(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        [future] = await self.task.worker.submit_calls(
             self.task, [(args, kwargs)], self.call_options
         )
-        return futures[0]
+        if self.call_options.job_id is not None:
+            (await self.task.worker.client()).note_chosen_job_id(future.job_id)
+        return future
 
     async def submit_many(
         self, calls: Iterable[Mapping[str, Any] | tuple[tuple[Any, ...], Mapping[str, Any]]]
@@ -73,6 +92,8 @@ class _Submitter(Generic[P, R]):
         normalized = [
             (tuple(c[0]), dict(c[1])) if isinstance(c, tuple) else ((), dict(c)) for c in calls
         ]
+        if self.call_options.job_id is not None and len(normalized) == 1:
+            return [await self._submit_one(*normalized[0])]
         return await self.task.worker.submit_calls(self.task, normalized, self.call_options)
 
     async def wait(
@@ -89,10 +110,8 @@ class _Submitter(Generic[P, R]):
             raise ConfigurationError(
                 f"task {self.task.name} has result_ttl=0, so there is no result to wait for"
             )
-        futures = await self.task.worker.submit_calls(
-            self.task, [(args, kwargs)], self.call_options
-        )
-        return await futures[0].result(wait_timeout)
+        future = await self._submit_one(args, kwargs)
+        return await future.result(wait_timeout)
 
     def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Blocking twin of `submit` (not on a thread running an event loop)."""
@@ -119,9 +138,12 @@ class TaskCall(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        return TaskCall(self.task, _merge(self.call_options, delay, queue, job_id, connection))
+        return TaskCall(
+            self.task, _merge(self.call_options, delay, queue, job_id, connection, priority)
+        )
 
 
 def _merge(
@@ -130,16 +152,31 @@ def _merge(
     queue: str | None,
     job_id: str | None,
     connection: object | None = None,
+    priority: int | None = None,
 ) -> CallOptions:
     if delay is not None:
         delay = check_duration("delay", delay)
+    if priority is not None:
+        check_priority(priority)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
         queue=queue or base.queue,
         job_id=job_id or base.job_id,
         connection=base.connection if connection is None else connection,
+        priority=base.priority if priority is None else priority,
     )
+
+
+def check_priority(priority: object) -> None:
+    """Refuse anything but an int from 0 to MAX_PRIORITY (a bool too), in one line."""
+    # A bool is an int to Python, never a priority anyone meant.
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"invalid priority: {priority!r} (must be an int)")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"invalid priority: {priority!r} (must be from 0 to {MAX_PRIORITY}, higher first)"
+        )
 
 
 class Task(_Submitter[P, R]):
@@ -203,10 +240,12 @@ class Task(_Submitter[P, R]):
         queue: str | None = None,
         job_id: str | None = None,
         connection: object | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
-        the caller's `connection` for a transactional enqueue."""
-        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection))
+        the caller's `connection` for a transactional enqueue, a `priority` from 0
+        (the default) to `MAX_PRIORITY`. A bad value raises ConfigurationError here."""
+        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection, priority))
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""
@@ -231,3 +270,45 @@ class Task(_Submitter[P, R]):
             result_ttl=self.result_ttl,
             enqueued_at=time.time(),
         )
+
+
+def define_task(
+    worker: Worker,
+    fn: Callable[..., Any],
+    *,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 2.0,
+    retry_jitter: float = 0.0,
+    retry_delay_max: float = 3600.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    name: str | None = None,
+    queue: str | None = None,
+    result_ttl: float = 3600.0,
+    max_lost_runs: int | None = None,
+    on_start: Callable[..., Any] | None = None,
+    on_success: Callable[..., Any] | None = None,
+    on_failure: Callable[..., Any] | None = None,
+    on_retry: Callable[..., Any] | None = None,
+    on_complete: Callable[..., Any] | None = None,
+) -> Task[Any, Any]:
+    """A task of `worker` from `fn` and the options of ``@worker.task`` (not registered yet)."""
+    policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
+    hooks = TaskHooks(
+        on_start=adapt_hook(on_start, "on_start"),
+        on_success=adapt_hook(on_success, "on_success"),
+        on_failure=adapt_hook(on_failure, "on_failure"),
+        on_retry=adapt_hook(on_retry, "on_retry"),
+        on_complete=adapt_hook(on_complete, "on_complete"),
+    )
+    return Task(
+        worker,
+        fn,
+        name=name or f"{importable_name(fn.__module__)}.{fn.__qualname__}",
+        queue=queue or worker.name,
+        policy=policy,
+        timeout=timeout,
+        result_ttl=result_ttl,
+        max_lost_runs=worker.max_lost_runs if max_lost_runs is None else max_lost_runs,
+        hooks=hooks,
+    )

@@ -12,6 +12,7 @@
     ├── DeadLetterNotFound          no such entry (or already replayed/deleted)
     └── BrokerError                 the broker refused or failed
         ├── BrokerUnavailable       the broker cannot be reached
+        ├── Busy                    another client holds what this call needs; try again
         └── LeaseLost               another worker may hold the job now
 
 Control flow a task may raise (not errors): `Retry` and `Reject`, in
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerError",
     "BrokerUnavailable",
+    "Busy",
     "ConfigurationError",
     "DeadLetterNotFound",
     "LeaseLost",
@@ -100,6 +102,14 @@ class BrokerError(UpNextError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached (connect failed, connection lost)."""
+
+
+class Busy(BrokerError):
+    """Another client holds what this call needs for now; the same call may succeed later.
+
+    E.g. a dead-letter queue read sequentially, one admin at a time
+    (`dlq_access="scan"`), while another admin reads it. Nothing was changed.
+    """
 
 
 class LeaseLost(BrokerError):

@@ -1,8 +1,8 @@
 """Dead-letter and queue admin for `PostgresBroker`, as a mixin.
 
-Dead letters are paged newest first by a keyset cursor on ``(failed_at, id)``
-over an index, so a page costs O(log n + limit) and stays stable under
-concurrent inserts and deletes. Replay deletes the entry and inserts the new
+Dead letters are read newest first by a keyset query on ``(failed_at, id)``
+over an index (core pages over it), so a page costs O(log n + limit) and
+stays stable under concurrent inserts and deletes. Replay deletes the entry and inserts the new
 job in one statement: of two concurrent replays, the second finds the row gone.
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncpg
-from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
-from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
+from upnext.broker.protocol import DeadLetterQuery, DeadLetterRecord, Envelope, QueueStats
 from upnext.errors import DeadLetterNotFound
 
 from upnext_postgres._errors import bounded
@@ -53,38 +52,24 @@ class AdminMixin:
 
     # -- dead letters --------------------------------------------------------
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first after `cursor`; `next_cursor` is None on the last page."""
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for, by a keyset scan of an index."""
         conds: list[str] = []
         args: list[object] = []
-        if queue is not None:
-            args.append(queue)
-            conds.append(f"queue = ${len(args)}")
-        if function is not None:
-            args.append(function)
-            conds.append(f"function = ${len(args)}")
-        if cursor is not None:
-            args.extend(parse_dlq_cursor(cursor))
+        for column, value in (("queue", query.queue), ("function", query.function)):
+            if value is not None:
+                args.append(value)
+                conds.append(f"{column} = ${len(args)}")
+        if query.before is not None:
+            args.extend(query.before)
             conds.append(f"(failed_at, id) < (${len(args) - 1}::float8, ${len(args)}::text)")
-        limit = max(limit, 0)
-        args.append(limit + 1)
-        where = " AND ".join(conds) or "true"
+        args.append(query.limit)
         sql = (
-            f"SELECT {_COLUMNS} FROM {self._names.dead_letters} WHERE {where} "
+            f"SELECT {_COLUMNS} FROM {self._names.dead_letters} "
+            f"WHERE {' AND '.join(conds) or 'true'} "
             f"ORDER BY failed_at DESC, id DESC LIMIT ${len(args)}"
         )
-        rows = await self._fetch("list dead letters", sql, *args)
-        records = [_record(r) for r in rows[:limit]]
-        more = len(rows) > limit and records
-        next_cursor = dlq_cursor(records[-1]) if more else None
-        return DeadLetterPage(records, next_cursor)
+        return [_record(row) for row in await self._fetch("list dead letters", sql, *args)]
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record; `DeadLetterNotFound` if absent."""
@@ -100,8 +85,8 @@ class AdminMixin:
         sql = f"""
 WITH gone AS (DELETE FROM {n.dead_letters} WHERE id = $1 RETURNING id),
 ins AS (
-    INSERT INTO {n.jobs} (id, queue, body, due_at)
-    SELECT $2, $3, $4, now() + make_interval(secs => $5::float8) FROM gone
+    INSERT INTO {n.jobs} (id, queue, body, due_at, priority)
+    SELECT $2, $3, $4, now() + make_interval(secs => $5::float8), $8::int2 FROM gone
     ON CONFLICT (id) DO NOTHING
 )
 SELECT pg_notify($6, $7)::text FROM gone"""
@@ -116,6 +101,7 @@ SELECT pg_notify($6, $7)::text FROM gone"""
             delay,
             n.jobs_channel,
             f"{delay!r} {envelope.queue}",
+            envelope.priority,
         )
         if not rows:
             raise DeadLetterNotFound(entry_id)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
+from upnext.broker.redact import redact
 from upnext.errors import BrokerError, BrokerUnavailable, UpNextError
 
 __all__ = ["bounded", "mapped"]
@@ -50,12 +51,14 @@ def mapped(where: str, what: str) -> Iterator[None]:
     except UpNextError:
         raise
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raw = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        detail = redact(raw)
+        cause = exc if detail == raw else None  # a chained driver error must not show a password
         if _is_unavailable(exc):
             message = f"PostgreSQL at {where} unavailable ({what}): {detail}"
-            raise BrokerUnavailable(message) from exc
+            raise BrokerUnavailable(message) from cause
         if isinstance(exc, asyncpg.PostgresError):
-            raise BrokerError(f"PostgreSQL at {where} refused {what}: {detail}") from exc
+            raise BrokerError(f"PostgreSQL at {where} refused {what}: {detail}") from cause
         raise
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from upnext._urls import check_url, did_you_mean, redact_url
+from upnext._urls import check_url, did_you_mean
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
 from upnext_postgres.schema import Names

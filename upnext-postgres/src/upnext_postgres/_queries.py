@@ -17,11 +17,14 @@ notifications of one transaction into one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from upnext.broker.protocol import Envelope
 
 from upnext_postgres.schema import Names
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "enqueue_arguments"]
 
 
 # In a WHERE clause: an init-plan run once, before the statement's transaction commits.
@@ -39,15 +42,16 @@ def _chunks(source: str) -> str:
 
 
 def _enqueue(n: Names) -> str:
-    # $5: notification payloads, one per queue ("<min delay> <queue>").
+    # $6: notification payloads, one per queue ("<min delay> <queue>").
     return f"""
 WITH ins AS (
-    INSERT INTO {n.jobs} (id, queue, body, due_at)
-    SELECT t.id, t.queue, t.body, now() + make_interval(secs => t.delay)
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::float8[]) AS t(id, queue, body, delay)
+    INSERT INTO {n.jobs} (id, queue, body, due_at, priority)
+    SELECT t.id, t.queue, t.body, now() + make_interval(secs => t.delay), t.priority
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::float8[], $5::int2[])
+        AS t(id, queue, body, delay, priority)
     ON CONFLICT (id) DO NOTHING
 )
-SELECT pg_notify($6, note)::text FROM unnest($5::text[]) AS note
+SELECT pg_notify($7, note)::text FROM unnest($6::text[]) AS note
 """
 
 
@@ -76,12 +80,12 @@ WITH expired AS (
     SET lease_until = now() + make_interval(secs => $3::float8), token = $4,
         hand_outs = j.hand_outs + 1
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq
+    RETURNING j.id, j.queue, j.body, j.hand_outs, j.due_at, j.seq, j.priority
 )
-SELECT id, queue, body, hand_outs, due_at, seq, NULL::float8 AS next_in FROM taken
+SELECT id, queue, body, hand_outs, due_at, seq, priority, NULL::float8 AS next_in FROM taken
 WHERE {_ASYNC_COMMIT}
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM least(
     (SELECT min(m.due) FROM unnest($1::text[]) AS q(name) CROSS JOIN LATERAL (
         SELECT min(due_at) AS due FROM {n.jobs} WHERE queue = q.name AND lease_until IS NULL
     ) AS m),
@@ -209,3 +213,20 @@ class Queries:
             cleanup_results=f"""DELETE FROM {n.results} WHERE job_id IN (
                 SELECT job_id FROM {n.results} WHERE expires_at <= now() LIMIT 5000)""",
         )
+
+
+def enqueue_arguments(envelopes: Sequence[Envelope], channel: str) -> tuple[object, ...]:
+    """The arguments of `Queries.enqueue` for a batch: columns, then each queue's soonest delay."""
+    soonest: dict[str, float] = {}
+    for env in envelopes:
+        delay = max(env.delay, 0.0)
+        soonest[env.queue] = min(delay, soonest.get(env.queue, delay))
+    return (
+        [e.id for e in envelopes],
+        [e.queue for e in envelopes],
+        [e.body for e in envelopes],
+        [max(e.delay, 0.0) for e in envelopes],
+        [e.priority for e in envelopes],
+        [f"{delay!r} {queue}" for queue, delay in soonest.items()],
+        channel,
+    )

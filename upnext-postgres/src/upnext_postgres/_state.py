@@ -3,7 +3,8 @@
 Each call is one statement, so one round trip: reads and scans are plain
 ``SELECT``s that skip expired rows; a put, an acquire and a release call the
 functions ``state_put``, ``slots_acquire`` and ``slots_release`` (see
-`_state_ddl`). TTLs are judged by the server's clock.
+`_state_ddl`); a batch of acquires calls ``slots_acquire`` once per claim
+from one statement. TTLs are judged by the server's clock.
 Expired rows are replaced by the next write of their key, dropped by the next
 acquire of their slot key, and otherwise swept in bounded batches at most
 once a minute per broker, after a write.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from upnext.broker.cursor import parse_state_cursor, state_cursor
-from upnext.broker.state import SlotGrant, StateEntry, StatePage, StateWrite
+from upnext.broker.state import SlotClaim, SlotGrant, StateEntry, StatePage, StateWrite
 
 if TYPE_CHECKING:
     from upnext_postgres.schema import Names
@@ -144,6 +145,34 @@ ORDER BY key LIMIT $3"""
         assert row is not None  # a function with OUT parameters returns one row
         self._maybe_sweep_state()
         return SlotGrant(row["o_acquired"], row["o_count"], row["o_retry_after"])
+
+    async def slots_acquire_many(self, claims: Sequence[SlotClaim]) -> list[SlotGrant]:
+        """`slots_acquire` for each claim: one statement calling the function per claim."""
+        if not claims:
+            return []
+        # Claims run in (scope, key) order, each key's in call order: concurrent
+        # batches take the keys' locks in one order, so they wait, never deadlock.
+        order = sorted(range(len(claims)), key=lambda i: (_scope(claims[i].scope), claims[i].key))
+        picked = [claims[i] for i in order]
+        sql = f"""SELECT a.i, r.* FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[],
+    $5::float8[]) WITH ORDINALITY AS a(scope, key, member, lim, ttl, i)
+CROSS JOIN LATERAL {self._names.slots_acquire}(a.scope, a.key, a.member, a.lim, a.ttl) AS r
+ORDER BY a.i"""
+        args = (
+            [_scope(c.scope) for c in picked],
+            [c.key for c in picked],
+            [c.member for c in picked],
+            [c.limit for c in picked],
+            [c.ttl for c in picked],
+        )
+        async with self._io("acquire slots"):
+            rows = await (await self._pool()).fetch(sql, *args)
+        self._maybe_sweep_state()
+        grants: list[SlotGrant] = [SlotGrant(False, 0)] * len(claims)
+        for row in rows:
+            grant = SlotGrant(row["o_acquired"], row["o_count"], row["o_retry_after"])
+            grants[order[row["i"] - 1]] = grant
+        return grants
 
     async def slots_release(
         self, key: str, members: Sequence[str], *, scope: str | None = None

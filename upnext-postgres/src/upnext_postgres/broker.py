@@ -15,11 +15,13 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from upnext.broker import Backoff
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Capabilities,
     Delivery,
     Envelope,
@@ -27,26 +29,18 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
-from upnext.errors import BrokerUnavailable, LeaseLost
+from upnext.errors import BrokerUnavailable, ConfigurationError, LeaseLost
 
 from upnext_postgres._admin import AdminMixin
 from upnext_postgres._errors import bounded, mapped
 from upnext_postgres._listener import Listener
 from upnext_postgres._options import PostgresOptions
-from upnext_postgres._queries import Queries
+from upnext_postgres._queries import Queries, enqueue_arguments
 from upnext_postgres._settle import SettleBatch
 from upnext_postgres._state import StateMixin
 from upnext_postgres.schema import Names, migrate, schema_sql
 
 __all__ = ["PostgresBroker"]
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from asyncpg.pool import PoolConnectionProxy
-
-    # A caller's asyncpg connection (plain or pooled), for transactional enqueue.
-    Connection: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
 _CLEANUP_EVERY = 60.0  # seconds between sweeps of expired results
 
@@ -70,6 +64,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         dedupes_on_enqueue=True,  # the job id is the primary key: ON CONFLICT DO NOTHING
         transactional_enqueue=True,
         delay_quantum=0.0,
+        priority_levels=MAX_PRIORITY + 1,
     )
 
     def __init__(self, options: PostgresOptions) -> None:
@@ -202,36 +197,34 @@ class PostgresBroker(AdminMixin, StateMixin):
 
     # -- enqueue -------------------------------------------------------------
 
-    async def enqueue_many(
-        self, envelopes: Sequence[Envelope], *, connection: Connection | None = None
-    ) -> None:
+    async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Insert every envelope in one statement and notify each queue once.
 
-        With `connection`, the insert runs on the caller's asyncpg connection,
-        inside whatever transaction it has open: the jobs exist (and the
-        notification goes out) only if that transaction commits. An id not yet
-        settled (queued, scheduled or held) is left as it is: the id is the
-        primary key, and a settled job's row is gone, so its id is free again.
+        An id not yet settled (queued, scheduled or held) is left as it is: the
+        id is the primary key, and a settled job's row is gone, so its id is
+        free again.
         """
-        if not envelopes:
-            return
-        soonest: dict[str, float] = {}
-        for env in envelopes:
-            delay = max(env.delay, 0.0)
-            soonest[env.queue] = min(delay, soonest.get(env.queue, delay))
-        args = (
-            [e.id for e in envelopes],
-            [e.queue for e in envelopes],
-            [e.body for e in envelopes],
-            [max(e.delay, 0.0) for e in envelopes],
-            [f"{delay!r} {queue}" for queue, delay in soonest.items()],
-            self._names.jobs_channel,
-        )
-        async with self._io("enqueue"):
-            if connection is not None:
-                await connection.fetch(self._q.enqueue, *args)
-            else:
+        if envelopes:
+            args = enqueue_arguments(envelopes, self._names.jobs_channel)
+            async with self._io("enqueue"):
                 await (await self._pool()).fetch(self._q.enqueue, *args)
+
+    async def enqueue_in_transaction(
+        self, connection: object, envelopes: Sequence[Envelope]
+    ) -> None:
+        """`enqueue_many` on the caller's asyncpg connection, in its open transaction.
+
+        The jobs exist (and the notification goes out) only if it commits.
+        """
+        if not isinstance(connection, asyncpg.Connection | PoolConnectionProxy):
+            raise ConfigurationError(
+                "a transactional enqueue on PostgreSQL takes an asyncpg connection"
+                f" (plain or pooled), not {type(connection).__name__}"
+            )
+        if envelopes:
+            args = enqueue_arguments(envelopes, self._names.jobs_channel)
+            async with self._io("enqueue"):
+                await connection.fetch(self._q.enqueue, *args)
 
     # -- receive -------------------------------------------------------------
 
@@ -281,7 +274,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         taken.sort(key=lambda r: (r["due_at"], r["seq"]))
         return [
             Delivery(
-                Envelope(r["id"], r["queue"], r["body"]),
+                Envelope(r["id"], r["queue"], r["body"], 0.0, r["priority"]),
                 token,
                 redelivered=r["hand_outs"] > 1,
                 deliveries=r["hand_outs"],

@@ -5,8 +5,9 @@ All objects live in one schema (default ``upnext``):
 - ``jobs``: one row per queued, scheduled or leased job. A row is *held* while
   ``lease_until`` is set; the lease is live while ``lease_until >= now()``.
   ``token`` is the receipt of the current hand-out and ``hand_outs`` counts
-  hand-outs since the body was last written. Ack and dead-letter delete the
-  row, so completed jobs never accumulate.
+  hand-outs since the body was last written; ``priority`` (v3) is the
+  envelope's, kept through retries and releases. Ack and dead-letter delete
+  the row, so completed jobs never accumulate.
 - ``dead_letters``: core's dead-letter records, indexed for keyset paging.
 - ``results``: final results, kept until ``expires_at``.
 - ``state``, ``state_slots``: the `StateStore` (v2, see `_state_ddl`): entries
@@ -37,7 +38,7 @@ __all__ = ["SCHEMA_VERSION", "Names", "migrate", "schema_sql"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +182,13 @@ def _v1(n: Names) -> list[str]:
     ]
 
 
+def _v3(n: Names) -> list[str]:
+    # A constant default: PostgreSQL (11+) adds the column without rewriting the table.
+    return [f"ALTER TABLE {n.jobs} ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 0"]
+
+
 # (version, DDL builder), in order. A new migration appends; none is ever edited.
-_MIGRATIONS = [(1, _v1), (2, state_ddl)]
+_MIGRATIONS = [(1, _v1), (2, state_ddl), (3, _v3)]
 
 
 def _record(n: Names, version: int) -> str:

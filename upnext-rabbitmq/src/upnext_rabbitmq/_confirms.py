@@ -20,7 +20,8 @@ from aiormq.exceptions import AMQPConnectionError
 from pamqp import commands, frame, header
 from pamqp.base import Frame
 
-from upnext_rabbitmq._wire import WireConnection, channel_error
+from upnext_rabbitmq._wire import WireConnection
+from upnext_rabbitmq._wire_frames import channel_error
 
 __all__ = ["ConfirmConnection", "Nacked", "Returned"]
 

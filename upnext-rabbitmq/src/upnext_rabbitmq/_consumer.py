@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from aiormq.exceptions import AMQPConnectionError
-from upnext.broker.protocol import Delivery, Envelope
+from upnext.broker.protocol import Delivery
 
 from upnext_rabbitmq._wire import WireConnection
 from upnext_rabbitmq._wire_message import WireMessage
@@ -385,7 +384,7 @@ class Consumer:
         return out
 
     def _delivery(self, channel: Channel, queue: str, message: WireMessage) -> Delivery:
-        envelope = Envelope(message.message_id or uuid.uuid4().hex, queue, message.body)
+        envelope = message.envelope(queue)
         prior = self.handed_out_before(message)
         receipt = Receipt(channel, message.delivery_tag)
         return Delivery(envelope, receipt, prior > 0, prior + 1 if self._quorum else None)

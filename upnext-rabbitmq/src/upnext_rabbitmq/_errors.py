@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import aiormq.exceptions as amqp_errors
-from upnext._urls import redact_url
+from upnext.broker.redact import redact, redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, UpNextError
 
 __all__ = ["is_connection_error", "map_errors", "translate"]
@@ -41,16 +41,10 @@ def translate(exc: BaseException, url: str, doing: str) -> BrokerError:
     if isinstance(exc, BrokerError):
         return exc
     where = redact_url(url)
-    detail = _describe(exc)
+    detail = redact(str(exc) or type(exc).__name__, url)
     if is_connection_error(exc):
         return BrokerUnavailable(f"RabbitMQ at {where} unavailable while {doing}: {detail}")
     return BrokerError(f"RabbitMQ at {where} refused {doing}: {detail}")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    # Driver messages sometimes echo the connection URL; never let a password out.
-    return " ".join(redact_url(word) if "://" in word else word for word in text.split(" "))
 
 
 @contextmanager
@@ -61,7 +55,9 @@ def map_errors(url: str, doing: str) -> Iterator[None]:
     except UpNextError:
         raise
     except _MAPPED as exc:
-        raise translate(exc, url, doing) from exc
+        shown = str(exc)
+        # A chained driver error must not show a password.
+        raise translate(exc, url, doing) from (exc if redact(shown, url) == shown else None)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

@@ -5,11 +5,13 @@
 - ``prefetch``: unacked deliveries per consumer (default 2 x the first
   receive's `limit`: 2 x (concurrency + the worker's own prefetch)).
 - ``consumer_timeout``: the server's consumer_timeout in seconds (default
-  1800, RabbitMQ's default); core warns about task timeouts that reach it.
+  1800, RabbitMQ's default), declared as the capability `delivery_limit`:
+  core warns about task timeouts that reach it.
 - ``dlq_busy_wait``: seconds a dead-letter admin waits for another admin to
   finish before failing with "busy" (default 2).
 - ``strict``: ``true`` makes a worker refuse to start with a task whose
-  timeout reaches ``consumer_timeout`` (default ``false``: it warns).
+  timeout reaches ``consumer_timeout`` (default ``false``: it warns); the
+  capability `delivery_limit_strict`.
 - ``queue_type``: ``classic`` (default) or ``quorum`` work queues;
   ``delivery_limit`` (default 5 = 3 lost runs + 2) is their x-delivery-limit.
 
@@ -30,10 +32,14 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
-from upnext._urls import check_url, did_you_mean, redact_url
+from upnext._urls import check_url, did_you_mean
+from upnext.broker.protocol import MAX_PRIORITY, Capabilities
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
-__all__ = ["RabbitOptions", "parse_url", "server_version"]
+from upnext_rabbitmq.topology import QUANTUM
+
+__all__ = ["RabbitOptions", "capabilities_of", "parse_url", "server_version"]
 
 _OURS = {"prefetch", "consumer_timeout", "dlq_busy_wait", "queue_type", "delivery_limit", "strict"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -134,3 +140,23 @@ def server_version(connection: AbstractRobustConnection) -> tuple[int, ...]:
             break
         parts.append(int(piece))
     return tuple(parts)
+
+
+def capabilities_of(options: RabbitOptions) -> Capabilities:
+    """What a broker with these options offers beyond the mandatory contract."""
+    return Capabilities(
+        # The server, not a lease, decides when an unacked message returns.
+        timed_leases=False,
+        counts_deliveries=options.queue_type == "quorum",  # x-delivery-count
+        cancel_queued=False,  # a message cannot be taken from the middle of a queue
+        dlq_access="scan",  # the DLQ is a queue, read under an exclusive consumer
+        dedupes_on_enqueue=False,  # a publish cannot ask whether an id is queued
+        transactional_enqueue=False,
+        delay_quantum=QUANTUM,
+        delivery_limit=options.consumer_timeout,
+        delivery_limit_strict=options.strict,
+        checked_settles=True,  # a receipt of a closed channel is refused, never re-acked
+        atomic_settles=False,  # publish (confirmed) the new body or record, then ack
+        exact_stats=False,  # other processes' prefetched jobs and level moves are missed
+        priority_levels=MAX_PRIORITY + 1,  # the AMQP property; no x-max-priority queues
+    )

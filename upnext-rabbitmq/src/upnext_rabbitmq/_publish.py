@@ -40,14 +40,16 @@ def persistent(
     headers: FieldTable | None = None,
     correlation_id: str | None = None,
     expiration: str | None = None,
+    priority: int = 0,
 ) -> Basic.Properties:
-    """Properties of a message that survives a broker restart."""
+    """Properties of a message that survives a broker restart (priority 0 is left out)."""
     return Basic.Properties(
         delivery_mode=PERSISTENT,
         message_id=message_id,
         headers=headers,
         correlation_id=correlation_id,
         expiration=expiration,
+        priority=priority or None,
     )
 
 

@@ -12,6 +12,7 @@ the handshake (PLAIN, TLS from the URL), heartbeats, one channel at a time,
 closing. Subclasses add what they handle (`_method`, `_on_method`); content
 properties stay as the raw header frame (`WireMessage`).
 
+Frames are cut out of each read and contents reassembled by `_wire_frames`.
 Channel errors the server raises (403 for an exclusive consumer already taken,
 404 for a missing queue, 406 for an unknown delivery tag or a consumer
 timeout) are answered at once and surface as aiormq's exceptions to a
@@ -23,7 +24,6 @@ owner opens a new connection when `is_open` turns False.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -31,24 +31,23 @@ from functools import partial
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from aiormq.exceptions import (
-    AMQPConnectionError,
-    ChannelAccessRefused,
-    ChannelClosed,
-    ChannelNotFoundEntity,
-)
+from aiormq.exceptions import AMQPConnectionError
 from pamqp import commands, frame, header
 from pamqp.base import Frame
 
+from upnext_rabbitmq._wire_frames import (
+    U64,
+    ContentSink,
+    FrameReader,
+    channel_error,
+    tls_context,
+)
 from upnext_rabbitmq._wire_message import WireMessage
 
-__all__ = ["WireConnection", "channel_error"]
+__all__ = ["WireConnection"]
 
-_FRAME_METHOD, _FRAME_HEADER, _FRAME_BODY = 1, 2, 3
-_HEAD = struct.Struct(">BHI")
 _METHOD_ID = struct.Struct(">HH")
 _DELIVER = (60, 60)
-_U64 = struct.Struct(">Q")
 _ACK_FRAME = struct.Struct(">BHIHHQBB")  # method frame of basic.ack, frame-end included
 _HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 _CONNECT_TIMEOUT = 10.0
@@ -57,34 +56,6 @@ _RPC_TIMEOUT = 15.0
 
 F = TypeVar("F", bound=Frame)
 Receiver = Callable[[WireMessage], None]
-# Called with a content's raw header frame and its body once both are read.
-ContentSink = Callable[[bytes, bytes], None]
-
-
-class _Protocol(asyncio.Protocol):
-    def __init__(self, owner: WireConnection) -> None:
-        self._owner = owner
-        self._buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buffer
-        buf += data
-        pos = 0
-        end = len(buf)
-        owner = self._owner
-        owner.heard = True
-        while end - pos >= 7:
-            kind, channel, size = _HEAD.unpack_from(buf, pos)
-            stop = pos + 7 + size
-            if stop >= end:
-                break
-            owner._frame(kind, channel, buf, pos, stop)
-            pos = stop + 1
-        if pos:
-            del buf[:pos]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner._lost(exc)
 
 
 class WireConnection:
@@ -111,11 +82,7 @@ class WireConnection:
         self.heard = True
         self._silent = 0
         self._beat: asyncio.TimerHandle | None = None
-        # Where the content being read goes, and its parts so far.
-        self._sink: ContentSink | None = None
-        self._raw_header = b""
-        self._parts: list[bytes] = []
-        self._left = 0
+        self._reader = FrameReader(self)
 
     @property
     def is_open(self) -> bool:
@@ -136,11 +103,11 @@ class WireConnection:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         secure = parts.scheme.lower() == "amqps"
-        context = _ssl_context(query) if secure else None
+        context = tls_context(query) if secure else None
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(_CONNECT_TIMEOUT):
             transport, _ = await loop.create_connection(
-                lambda: _Protocol(self),
+                lambda: self._reader,
                 parts.hostname or "localhost",
                 parts.port or (5671 if secure else 5672),
                 ssl=context,
@@ -361,30 +328,13 @@ class WireConnection:
                 if number == channel and isinstance(value, kind):
                     return value
 
-    def _frame(self, kind: int, channel: int, buf: bytearray, pos: int, stop: int) -> None:
-        payload = pos + 7
-        if kind == _FRAME_METHOD:
-            self._method(channel, buf, pos, stop)
-        elif kind == _FRAME_HEADER and self._sink is not None:
-            self._raw_header = bytes(buf[pos : stop + 1])
-            (self._left,) = _U64.unpack_from(buf, payload + 4)
-            self._parts = []
-            if not self._left:
-                self._content_read()
-        elif kind == _FRAME_BODY and self._sink is not None:
-            self._parts.append(bytes(buf[payload:stop]))
-            self._left -= stop - payload
-            if self._left <= 0:
-                self._content_read()
-        # Heartbeats and anything else: nothing to do.
-
     def _method(self, channel: int, buf: bytearray, pos: int, stop: int) -> None:
         payload = pos + 7
         if _METHOD_ID.unpack_from(buf, payload) == _DELIVER:
             # consumer tag (short string), then the delivery tag.
             size = buf[payload + 4]
             tag = bytes(buf[payload + 5 : payload + 5 + size]).decode()
-            (delivery,) = _U64.unpack_from(buf, payload + 5 + size)
+            (delivery,) = U64.unpack_from(buf, payload + 5 + size)
             redelivered = bool(buf[payload + 13 + size] & 1)
             receiver = self._consumers.get(tag)
             self.expect_content(
@@ -424,15 +374,7 @@ class WireConnection:
 
     def expect_content(self, sink: ContentSink) -> None:
         """Send the content (header and body) that follows the last method to `sink`."""
-        self._sink = sink
-
-    def _content_read(self) -> None:
-        sink = self._sink
-        assert sink is not None
-        self._sink = None
-        parts = self._parts
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
-        sink(self._raw_header, body)
+        self._reader.expect_content(sink)
 
     def _lost(self, exc: Exception | None) -> None:
         self._stop_beating()
@@ -442,26 +384,3 @@ class WireConnection:
         self._wake.set()
         if self.on_closed is not None:
             self.on_closed()
-
-
-def channel_error(close: commands.Channel.Close) -> Exception:
-    """aiormq's exception for a channel the server closed."""
-    text = close.reply_text
-    if close.reply_code == 403:
-        return ChannelAccessRefused(text)
-    if close.reply_code == 404:
-        return ChannelNotFoundEntity(text)
-    return ChannelClosed(close.reply_code, text)
-
-
-def _ssl_context(query: dict[str, Any]) -> ssl.SSLContext:
-    """TLS settings from the URL's query, named as aiormq names them."""
-    context = ssl.create_default_context(
-        cafile=query.get("cafile"), capath=query.get("capath"), cadata=query.get("cadata")
-    )
-    if query.get("certfile"):
-        context.load_cert_chain(query["certfile"], query.get("keyfile"))
-    if str(query.get("no_verify_ssl", "0")).lower() in ("1", "true", "yes"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

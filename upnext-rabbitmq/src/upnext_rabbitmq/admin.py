@@ -22,9 +22,8 @@ from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from upnext.broker import Backoff
-from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
-from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope, QueueStats
-from upnext.errors import BrokerError, DeadLetterNotFound
+from upnext.broker.protocol import DeadLetterQuery, DeadLetterRecord, Envelope, QueueStats
+from upnext.errors import Busy, DeadLetterNotFound
 
 from upnext_rabbitmq._errors import map_errors
 from upnext_rabbitmq._options import RabbitOptions
@@ -145,9 +144,7 @@ class AdminMixin:
                     if read is None:
                         pause = next(backoff)
                         if time.monotonic() + pause > deadline:
-                            raise BrokerError(
-                                "queue catalog busy: another admin is reading it; try again"
-                            )
+                            raise Busy("queue catalog busy: another admin is reading it; try again")
                         await asyncio.sleep(pause)
                         continue
                     copies = await read.snapshot(channel)
@@ -192,30 +189,12 @@ class AdminMixin:
 
     # -- dead-letter admin -----------------------------------------------------
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by (failed_at, id), after `cursor` (a full scan)."""
-        after = parse_dlq_cursor(cursor) if cursor is not None else None
-        queues = [queue] if queue is not None else await self._known_queues()
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for, out of a full scan of the DLQs it concerns."""
+        queues = [query.queue] if query.queue is not None else await self._known_queues()
         with map_errors(self.url, "listing dead letters"):
             async with self._scan(queues) as scan:
-                records = scan.records()
-        records = [
-            r
-            for r in records
-            if (queue is None or r.queue == queue)
-            and (function is None or r.function == function)
-            and (after is None or (r.failed_at, r.id) < after)
-        ]
-        page = records[:limit]
-        more = len(records) > limit and bool(page)
-        return DeadLetterPage(page, dlq_cursor(page[-1]) if more else None)
+                return query.select(entry.record for entry in scan.entries.values())
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record (scanning every DLQ); DeadLetterNotFound if absent."""

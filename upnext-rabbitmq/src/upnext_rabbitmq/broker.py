@@ -27,7 +27,7 @@ from aio_pika.connection import make_url
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
-from upnext._urls import redact_url
+from upnext.broker.optional import QueueStatsReader
 from upnext.broker.protocol import (
     Ack,
     Capabilities,
@@ -39,20 +39,20 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, LeaseLost, UnsupportedOperation
 
 from upnext_rabbitmq._consumer import Consumer, Receipt
 from upnext_rabbitmq._declare import declare_ladder, declare_levels, declare_queue
 from upnext_rabbitmq._errors import map_errors
-from upnext_rabbitmq._jobs import give_back, job_message
-from upnext_rabbitmq._options import RabbitOptions, parse_url, server_version
+from upnext_rabbitmq._jobs import envelope_message, give_back
+from upnext_rabbitmq._options import RabbitOptions, capabilities_of, parse_url, server_version
 from upnext_rabbitmq._publish import Outgoing, Publisher, persistent
 from upnext_rabbitmq.admin import AdminMixin
 from upnext_rabbitmq.dlq import record_message
 from upnext_rabbitmq.results import ReplyInbox, ResultsMixin, inbox_for
 from upnext_rabbitmq.topology import (
     CATALOG_QUEUE,
-    QUANTUM,
     check_queue_name,
     quanta,
 )
@@ -68,20 +68,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     def __init__(self, url: str, *, inbox: ReplyInbox | None = None) -> None:
         self.url = url
         self.options: RabbitOptions = parse_url(url)
-        quorum = self.options.queue_type == "quorum"
-        self.capabilities = Capabilities(
-            timed_leases=False,
-            counts_deliveries=quorum,
-            cancel_queued=False,
-            dlq_access="scan",
-            dedupes_on_enqueue=False,
-            transactional_enqueue=False,
-            delay_quantum=QUANTUM,
-        )
-        # Unacked deliveries older than this make the server close the channel.
-        self.consumer_timeout: float = self.options.consumer_timeout
-        # Core refuses (instead of warning about) tasks whose timeout reaches it.
-        self.strict: bool = self.options.strict
+        self.capabilities: Capabilities = capabilities_of(self.options)
         self.server_version: tuple[int, ...] = ()
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock = asyncio.Lock()
@@ -107,6 +94,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
 
     def __repr__(self) -> str:
         return f"RabbitBroker({redact_url(self.url)!r})"
+
+    def management_stats(self, url: str) -> QueueStatsReader:
+        """Every queue's depths from RabbitMQ's management API at `url` (opens nothing)."""
+        from upnext_rabbitmq.management import ManagementAPI  # httpx: the `management` extra
+
+        return ManagementAPI(url, self.options.amqp_url)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -143,7 +136,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         await self._publisher.connect()
         arguments: dict[str, Any] | None = None
         if self.server_version >= (3, 12):
-            arguments = {"x-consumer-timeout": int(self.consumer_timeout * 1000)}
+            arguments = {"x-consumer-timeout": int(self.options.consumer_timeout * 1000)}
         self._consumer = Consumer(
             self.options.amqp_url,
             # A consuming process retries: its queues' delay levels are
@@ -188,7 +181,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
     async def _refresh_stale(self, consumer: Consumer) -> None:
         # Runs for the broker's life: hand back prefetched jobs that waited a
         # quarter of consumer_timeout, before the server kills the channel.
-        max_age = self.consumer_timeout / 4
+        max_age = self.options.consumer_timeout / 4
         while True:
             await asyncio.sleep(max_age / 2)
             try:
@@ -324,7 +317,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
             await self._ensure_queue(queue)
         for queue in {e.queue for e in envelopes if quanta(e.delay)}:
             await self._ensure_levels(queue)
-        messages = [job_message(e.queue, e.id, e.body, e.delay) for e in envelopes]
+        messages = [envelope_message(e, e.body, e.delay) for e in envelopes]
         await publisher.publish_all(messages, "enqueueing")
 
     async def give_back_prefetched(self) -> None:
@@ -369,12 +362,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         envelope = item.delivery.envelope
         out: list[Outgoing] = []
         if isinstance(item, Retry):
-            out.append(job_message(envelope.queue, envelope.id, item.body, item.delay))
+            out.append(envelope_message(envelope, item.body, item.delay))
         elif isinstance(item, Release):
             # As if this hand-out never happened: the earlier ones still count.
             held = item.delivery
             prior = held.deliveries - 1 if held.deliveries is not None else int(held.redelivered)
-            out.append(job_message(envelope.queue, envelope.id, envelope.body, 0.0, prior=prior))
+            out.append(envelope_message(envelope, envelope.body, 0.0, prior=prior))
         elif isinstance(item, DeadLetter):
             out.append(record_message(item.record))
         if isinstance(item, Ack | DeadLetter) and item.result is not None:

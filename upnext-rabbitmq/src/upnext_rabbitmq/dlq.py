@@ -30,7 +30,7 @@ from typing import Any
 
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from upnext.broker.protocol import DeadLetterRecord
-from upnext.errors import BrokerError
+from upnext.errors import BrokerError, Busy
 
 from upnext_rabbitmq._publish import Outgoing, persistent
 from upnext_rabbitmq._wire import WireConnection
@@ -170,7 +170,7 @@ class DeadLetterScan:
                 # The server closed only the channel: try again on the next one.
                 if time.monotonic() >= deadline:
                     await self._close()
-                    raise BrokerError(
+                    raise Busy(
                         "dead-letter queue busy: another admin is reading it; try again"
                     ) from None
                 await asyncio.sleep(0.05)
@@ -247,12 +247,6 @@ class DeadLetterScan:
             if await wire.ready_count(dlq_queue(queue)):
                 return True
         return False
-
-    def records(self) -> list[DeadLetterRecord]:
-        """Every record read, newest first by (failed_at, id)."""
-        records = [entry.record for entry in self.entries.values()]
-        records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
-        return records
 
     def check_held(self) -> None:
         """Raise BrokerError unless the scan still holds what it read."""

@@ -47,14 +47,18 @@ from upnext.errors import BrokerError
 
 __all__ = [
     "CATALOG_QUEUE",
+    "DEAD_PREFIX",
     "DELIVER_EXCHANGE",
     "HANDED_OUT_HEADER",
     "LEVELS",
+    "LEVEL_PREFIX",
     "MAX_DELAY",
+    "PREFIX",
     "QUANTUM",
     "REPLY_QUEUE_EXPIRES_MS",
     "UNROUTABLE_EXCHANGE",
     "UNROUTABLE_QUEUE",
+    "WORK_PREFIX",
     "amqp_queues",
     "check_queue_name",
     "delay_route",
@@ -79,6 +83,7 @@ DELIVER_EXCHANGE = f"{PREFIX}.delay.deliver"
 UNROUTABLE_EXCHANGE = f"{PREFIX}.unroutable"
 UNROUTABLE_QUEUE = f"{PREFIX}.unroutable"
 CATALOG_QUEUE = f"{PREFIX}.catalog"
+WORK_PREFIX, DEAD_PREFIX, LEVEL_PREFIX = f"{PREFIX}.q.", f"{PREFIX}.dlq.", f"{PREFIX}.ladder."
 # Header of a job given back (Release, prefetch give-back): how many hand-outs
 # before the one given back ended unsettled, so the copy is still a redelivery.
 HANDED_OUT_HEADER = f"x-{PREFIX}-handed-out"
@@ -100,12 +105,12 @@ def check_queue_name(queue: str) -> str:
 
 def work_queue(queue: str) -> str:
     """The AMQP queue holding the ready jobs of upnext queue `queue`."""
-    return f"{PREFIX}.q.{queue}"
+    return f"{WORK_PREFIX}{queue}"
 
 
 def dlq_queue(queue: str) -> str:
     """The AMQP queue holding the dead letters of upnext queue `queue`."""
-    return f"{PREFIX}.dlq.{queue}"
+    return f"{DEAD_PREFIX}{queue}"
 
 
 def reply_queue(token: str) -> str:
@@ -134,7 +139,7 @@ def level_exchange(level: int) -> str:
 
 def level_queue(queue: str, level: int) -> str:
     """The TTL queue of delay level `level` of upnext queue `queue`."""
-    return f"{PREFIX}.ladder.{level}.{queue}"
+    return f"{LEVEL_PREFIX}{level}.{queue}"
 
 
 def level_queue_arguments(level: int) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote
 
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
@@ -44,8 +43,7 @@ class RedisClient:
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
         self.keys = KeySpace(options.prefix)
-        secrets = (options.password or "", unquote(options.password or ""))
-        self.errors = ErrorMapper(options.safe_url, secrets)
+        self.errors = ErrorMapper(options.url)
         # Names make this object's connections findable in CLIENT LIST.
         self.name = f"upnext-{uuid.uuid4().hex[:8]}"
         retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), options.retries)

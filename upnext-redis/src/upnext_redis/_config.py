@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from upnext._urls import check_url, did_you_mean, redact_url
+from upnext._urls import check_url, did_you_mean
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError
 
 __all__ = ["RedisOptions", "parse_url"]
@@ -67,7 +68,6 @@ class RedisOptions:
     url: str
     driver_url: str
     safe_url: str
-    password: str | None
     prefix: str = "upnext"
     strict: bool = False
     socket_timeout: float = 5.0
@@ -147,7 +147,6 @@ def parse_url(url: str) -> RedisOptions:
         url=url,
         driver_url=driver_url,
         safe_url=safe,
-        password=parts.password,
         driver_kwargs=driver_kwargs,
         **ours,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from redis import exceptions as rx
+from upnext.broker.redact import redact, redact_url
 from upnext.errors import BrokerError, BrokerUnavailable
 
 __all__ = ["ErrorMapper"]
@@ -18,15 +19,13 @@ __all__ = ["ErrorMapper"]
 class ErrorMapper:
     """Turns driver errors into BrokerUnavailable/BrokerError with a safe message."""
 
-    def __init__(self, safe_url: str, secrets: tuple[str, ...] = ()) -> None:
-        self.safe_url = safe_url
-        self._secrets = tuple(s for s in secrets if s)
+    def __init__(self, url: str) -> None:
+        self.safe_url = redact_url(url)
+        self._url = url
 
     def scrub(self, text: str) -> str:
-        """`text` with every secret replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        """`text` with the URL's passwords, and any URL's, replaced by ``***``."""
+        return redact(text, self._url)
 
     def unavailable(self, exc: BaseException) -> BrokerUnavailable:
         """The BrokerUnavailable for a connection-level failure."""

@@ -60,9 +60,9 @@ def deliveries(names: list[str], reply: list[Any]) -> list[Delivery]:
         for _ in range(int(reply[4 + 3 * i])):
             job_id = reply[pos].decode()
             count = int(reply[pos + 2])
-            envelope = Envelope(job_id, queue, reply[pos + 1])
+            envelope = Envelope(job_id, queue, reply[pos + 1], 0.0, int(reply[pos + 3]))
             out.append(Delivery(envelope, (queue, job_id, token), count > 1, count))
-            pos += 3
+            pos += 4
     return out
 
 

@@ -17,10 +17,11 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
-    DeadLetterPage,
+    DeadLetterQuery,
     DeadLetterRecord,
     Delivery,
     Envelope,
@@ -71,6 +72,7 @@ class RedisBroker(RedisStateStore):
         dedupes_on_enqueue=True,
         transactional_enqueue=False,
         delay_quantum=0.001,
+        priority_levels=MAX_PRIORITY + 1,
     )
 
     def __init__(self, url: str) -> None:
@@ -133,8 +135,8 @@ class RedisBroker(RedisStateStore):
                 count, fixed = self._client.script_head(
                     ENQUEUE, self._client.keys.queue(env.queue).group
                 )
-                head = self._enqueue_heads[env.queue] = b"*%d\r\n" % (count + 4) + fixed
-            tail = pack_args((1, env.id, env.body, delay_ms(env.delay)))
+                head = self._enqueue_heads[env.queue] = b"*%d\r\n" % (count + 5) + fixed
+            tail = pack_args((1, env.id, env.body, delay_ms(env.delay), env.priority))
             await self._client.eval_packed(ENQUEUE, head + tail)
             return
         calls = []
@@ -142,7 +144,7 @@ class RedisBroker(RedisStateStore):
             groups = Groups(self._client)
             args: list[Any] = []
             for env in (envelopes[i] for i in part):
-                args += (groups(env.queue), env.id, env.body, delay_ms(env.delay))
+                args += (groups(env.queue), env.id, env.body, delay_ms(env.delay), env.priority)
             calls.append((ENQUEUE, groups.keys, args))
         try:
             await self._client.eval_many(calls, self._register([e.queue for e in envelopes]))
@@ -367,16 +369,9 @@ class RedisBroker(RedisStateStore):
 
     # -- dead-letter admin ---------------------------------------------------
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by a keyset cursor on (failed_at, id)."""
-        return await self._dlq.page(queue=queue, function=function, limit=limit, cursor=cursor)
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for, newest first by (failed_at, id)."""
+        return await self._dlq.records(query)
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record; DeadLetterNotFound if absent."""

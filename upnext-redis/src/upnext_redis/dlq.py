@@ -9,12 +9,10 @@ indexed fields) followed by core's opaque bytes.
 
 from __future__ import annotations
 
-import heapq
 import json
 from typing import Any
 
-from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
-from upnext.broker.protocol import DeadLetterPage, DeadLetterRecord, Envelope
+from upnext.broker.protocol import DeadLetterQuery, DeadLetterRecord, Envelope
 from upnext.errors import DeadLetterNotFound
 
 from upnext_redis._client import RedisClient
@@ -64,30 +62,14 @@ class DeadLetters:
     def _group(self, queue: str) -> tuple[str, ...]:
         return self._client.keys.queue(queue).group
 
-    async def page(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by (failed_at, id), after `cursor`."""
-        after = parse_dlq_cursor(cursor) if cursor is not None else None
-        limit = max(1, limit)
-        args: list[Any] = [limit, "", "", function or ""]
-        if after is not None:
-            args[1:3] = [repr(after[0]), after[1]]
-        names = await self._queues(queue)
+    async def records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for: each queue's newest, merged."""
+        args: list[Any] = [query.limit, "", "", query.function or ""]
+        if query.before is not None:
+            args[1:3] = [repr(query.before[0]), query.before[1]]
+        names = await self._queues(query.queue)
         replies = await self._client.eval_many([(DLQ_LIST, self._group(q), args) for q in names])
-        # Each queue's reply is sorted; merge them, newest first.
-        streams = [[unpack_record(packed) for packed in reply] for reply in replies]
-        merged = heapq.merge(*streams, key=lambda r: (r.failed_at, r.id), reverse=True)
-        records = [r for _, r in zip(range(limit + 1), merged, strict=False)]
-        page = records[:limit]
-        more = len(records) > limit
-        next_cursor = dlq_cursor(page[-1]) if more else None
-        return DeadLetterPage(page, next_cursor)
+        return query.select(unpack_record(packed) for reply in replies for packed in reply)
 
     async def _locate(self, entry_id: str) -> tuple[str, bytes] | None:
         names = await self._queues(None)
@@ -110,7 +92,7 @@ class DeadLetters:
 
     async def replay(self, entry_id: str, envelope: Envelope, register: list[Any]) -> None:
         """Remove the entry and enqueue `envelope` in one script (one winner)."""
-        args = [entry_id, envelope.id, envelope.body, delay_ms(envelope.delay)]
+        args = [entry_id, envelope.id, envelope.body, delay_ms(envelope.delay), envelope.priority]
         target = self._group(envelope.queue)
         # Core replays into the entry's own queue: try there first (one round trip).
         (done,) = await self._client.eval_many([(DLQ_REPLAY, target + target, args)], [register])

@@ -18,6 +18,7 @@ key                type    holds
 ``dlq``            zset    entry id -> failed_at (s); the dead-letter index
 ``dlq:rec``        hash    entry id -> packed record
 ``dlq:fn``         hash    entry id -> function (filtering without unpacking)
+``prio``           hash    id -> priority, only for a non-zero one; gone with the body
 ``result:<job>``   string  a final result, with a TTL
 =================  ======  =====================================================
 
@@ -57,6 +58,7 @@ _SUFFIXES = (
     "dlq",
     "dlq:rec",
     "dlq:fn",
+    "prio",
 )
 GROUP_SIZE = len(_SUFFIXES)
 # Groups of unscoped state: more spread it over more Cluster slots, and an

@@ -64,17 +64,19 @@ def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
 
 
-# ARGV: (queue index, id, body, delay ms) per envelope. An id whose body is
-# stored (queued, scheduled or held: not yet settled) is left as it is.
-# Returns how many envelopes were new.
+# ARGV: (queue index, id, body, delay ms, priority) per envelope. An id whose
+# body is stored (queued, scheduled or held: not yet settled) is left as it is.
+# A priority is stored only when not 0; every script that deletes a body
+# deletes its priority too. Returns how many envelopes were new.
 ENQUEUE = _script(
     "enqueue",
     """
 local woke, added = {}, 0
-for i = 1, #ARGV, 4 do
+for i = 1, #ARGV, 5 do
   local q, id = tonumber(ARGV[i]), ARGV[i + 1]
   if redis.call('HSETNX', k(q, 4), id, ARGV[i + 2]) == 1 then
     redis.call('HDEL', k(q, 5), id)
+    if ARGV[i + 4] ~= '0' then redis.call('HSET', k(q, 12), id, ARGV[i + 4]) end
     place(q, id, tonumber(ARGV[i + 3]))
     woke[q] = true
     added = added + 1
@@ -87,7 +89,7 @@ return added
 
 # ARGV: limit, lease ms, number of queues. Returns {now, next event ms or -1,
 # then per queue: wake stream id, receipt, number of deliveries; then per
-# delivery, queue by queue: id, body, hand-out count}. One receipt per queue
+# delivery, queue by queue: id, body, hand-out count, priority}. One receipt per queue
 # per call suffices: two hand-outs of one job never share a call.
 RECEIVE = _script(
     "receive",
@@ -119,6 +121,7 @@ local function take(q, tok)
     local bodies = redis.call('HMGET', k(q, 4), unpack(ids))
     local held = redis.call('HMGET', k(q, 6), unpack(ids))
     local counts = redis.call('HMGET', k(q, 5), unpack(ids))
+    local prios = redis.call('HMGET', k(q, 12), unpack(ids))
     local toks, cs, zs = {}, {}, {}
     for j, id in ipairs(ids) do
       -- Skip stale ids: a cancelled job, or a duplicate of a job held now.
@@ -134,6 +137,7 @@ local function take(q, tok)
         out[#out + 1] = id
         out[#out + 1] = bodies[j]
         out[#out + 1] = c
+        out[#out + 1] = tonumber(prios[j]) or 0
         n = n + 1
         taken = taken + 1
       end
@@ -237,6 +241,7 @@ for q, its in pairs(byq) do
   if #done > 0 then
     redis.call('HDEL', k(q, 4), unpack(done))
     redis.call('HDEL', k(q, 5), unpack(done))
+    redis.call('HDEL', k(q, 12), unpack(done))
   end
 end
 local res, woke = {}, {}
@@ -304,6 +309,7 @@ if redis.call('HEXISTS', k(1, 6), id) == 1 or redis.call('HEXISTS', k(1, 4), id)
 end
 redis.call('HDEL', k(1, 4), id)
 redis.call('HDEL', k(1, 5), id)
+redis.call('HDEL', k(1, 12), id)
 redis.call('ZREM', k(1, 2), id)
 redis.call('LREM', k(1, 1), 0, id)
 return 1
@@ -320,6 +326,7 @@ local function drop(id)
     seen[id] = true
     n = n + redis.call('HDEL', k(1, 4), id)
     redis.call('HDEL', k(1, 5), id)
+    redis.call('HDEL', k(1, 12), id)
   end
 end
 for _, id in ipairs(redis.call('LRANGE', k(1, 1), 0, -1)) do drop(id) end
@@ -347,7 +354,7 @@ return {
 # Up to limit + 1 packed records, newest first by (failed_at, id). Ids of equal
 # failed_at compare bytewise, as Redis orders them (Lua's `<` uses the locale).
 DLQ_LIST = _script(
-    "dlq_list",
+    "dlq_records",
     """
 local limit, cs, cid, fn = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local out = {}
@@ -367,18 +374,18 @@ end
 local max = '+inf'
 if cs ~= '' then
   for _, eid in ipairs(redis.call('ZREVRANGEBYSCORE', k(1, 9), cs, cs)) do
-    if #out > limit then break end
+    if #out >= limit then break end
     if before(eid, cid) then add(eid) end
   end
   max = '(' .. cs
 end
 local offset = 0
-while #out <= limit do
+while #out < limit do
   local ids = redis.call('ZREVRANGEBYSCORE', k(1, 9), max, '-inf', 'LIMIT', offset, 256)
   if #ids == 0 then break end
   offset = offset + #ids
   for _, eid in ipairs(ids) do
-    if #out > limit then break end
+    if #out >= limit then break end
     add(eid)
   end
 end
@@ -398,7 +405,8 @@ return 1
 )
 
 # Group 1 holds the entry, group 2 receives the job. ARGV: entry id, job id,
-# body, delay ms. 1 if replayed; 0 if the entry is gone (another replay won).
+# body, delay ms, priority. 1 if replayed; 0 if the entry is gone (another
+# replay won).
 DLQ_REPLAY = _script(
     "dlq_replay",
     """
@@ -407,6 +415,11 @@ redis.call('ZREM', k(1, 9), ARGV[1])
 redis.call('HDEL', k(1, 11), ARGV[1])
 redis.call('HSET', k(2, 4), ARGV[2], ARGV[3])
 redis.call('HDEL', k(2, 5), ARGV[2])
+if ARGV[5] ~= '0' then
+  redis.call('HSET', k(2, 12), ARGV[2], ARGV[5])
+else
+  redis.call('HDEL', k(2, 12), ARGV[2])
+end
 place(2, ARGV[2], tonumber(ARGV[4]))
 wake(2)
 return 1

@@ -6,7 +6,8 @@ checks each write's expectation, gives out the version and keeps the
 group's scan index. Reads are plain HMGETs, slots a sorted set per key.
 On standalone Redis every call is one command or script; on Cluster a call
 over unscoped keys of several groups sends one per group, pipelined per
-server and run on every server at once (one round trip of wall time).
+server and run on every server at once (one round trip of wall time);
+a batch of slot acquires is one script per claim, pipelined the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from upnext.broker.cursor import parse_state_cursor, state_cursor
-from upnext.broker.state import SlotGrant, StateEntry, StatePage, StateWrite
+from upnext.broker.state import SlotClaim, SlotGrant, StateEntry, StatePage, StateWrite
 
 from upnext_redis._client import Call, RedisClient
 from upnext_redis.keys import STATE_BUCKETS, StateKeys
@@ -145,11 +146,21 @@ class RedisStateStore:
         scope: str | None = None,
     ) -> SlotGrant:
         """Take (or refresh) `member`'s slot if fewer than `limit` live members hold one."""
-        slots = self._client.keys.state(key, scope).slots(key)
-        ttl_us = max(1, math.ceil(ttl * 1_000_000))
-        args = [member, "" if limit is None else limit, ttl_us]
-        ok, count, retry_us = await self._client.eval(STATE_SLOTS, [slots], args)
-        return SlotGrant(bool(ok), int(count), int(retry_us) / 1_000_000)
+        (grant,) = await self.slots_acquire_many([SlotClaim(key, member, limit, ttl, scope)])
+        return grant
+
+    async def slots_acquire_many(self, claims: Sequence[SlotClaim]) -> list[SlotGrant]:
+        """`slots_acquire` for each claim: one script each, pipelined (one round trip)."""
+        if not claims:
+            return []
+        replies = await self._client.eval_many([self._slots_call(c) for c in claims])
+        return [SlotGrant(bool(ok), int(n), int(us) / 1_000_000) for ok, n, us in replies]
+
+    def _slots_call(self, claim: SlotClaim) -> Call:
+        slots = self._client.keys.state(claim.key, claim.scope).slots(claim.key)
+        ttl_us = max(1, math.ceil(claim.ttl * 1_000_000))
+        limit = "" if claim.limit is None else claim.limit
+        return STATE_SLOTS, [slots], [claim.member, limit, ttl_us]
 
     async def slots_release(
         self, key: str, members: Sequence[str], *, scope: str | None = None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from upnext.errors import BrokerError, BrokerUnavailable
 
 from upnext_sqlite._wake import Bell
-from upnext_sqlite.schema import SCHEMA
+from upnext_sqlite.schema import SCHEMA, upgrade
 
 T = TypeVar("T")
 Statements = Callable[[sqlite3.Connection], T]
@@ -42,6 +42,7 @@ class Database:
             self._wal(conn)
             conn.execute("PRAGMA synchronous=FULL")  # durable on return, power loss included
             conn.executescript(SCHEMA)  # all IF NOT EXISTS: racing processes all succeed
+            upgrade(conn)
         except BaseException:
             conn.close()
             raise

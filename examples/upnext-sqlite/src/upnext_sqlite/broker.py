@@ -23,6 +23,7 @@ from sqlite3 import Connection
 from urllib.parse import parse_qsl, urlsplit
 
 from upnext.broker import (
+    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
@@ -61,8 +62,9 @@ class SQLiteBroker(AdminMixin, StateMixin):
     """A `Broker`, `ResultStore`, `StateStore`, `DeadLetterAdmin` and `QueueAdmin` on one file."""
 
     # The defaults (timed leases, exact counts, cancel, an indexed DLQ, exact
-    # delays, no joining the caller's transaction), and a job id is its key.
-    capabilities = Capabilities(dedupes_on_enqueue=True)
+    # delays, no joining the caller's transaction), a job id is its key, and
+    # a job keeps its priority (a column).
+    capabilities = Capabilities(dedupes_on_enqueue=True, priority_levels=MAX_PRIORITY + 1)
 
     def __init__(self, path: str, *, poll: float = 0.05, busy_timeout: float = 5.0) -> None:
         self.path = os.path.abspath(path)
@@ -89,6 +91,10 @@ class SQLiteBroker(AdminMixin, StateMixin):
 
     def __repr__(self) -> str:
         return f"SQLiteBroker({self.path!r})"
+
+    def schema_sql(self) -> str:
+        """The tables `connect` creates (upnext.broker.SchemaProvider: `upnext schema`)."""
+        return schema.SCHEMA
 
     async def connect(self) -> None:
         """Open the file and create the tables (idempotent)."""
@@ -198,8 +204,8 @@ def _take_rows(conn: Connection, queues: list[str], limit: int, lease: float) ->
     rows = sorted(due, key=lambda row: (row[6], row[0]))[:limit]  # by (due, seq)
     conn.executemany(schema.TAKE, [(now + lease, row[0]) for row in rows])
     return [
-        Delivery(Envelope(job_id, queue, bytes(body)), token + 1, count > 0, count + 1)
-        for _, job_id, queue, body, token, count, _ in rows
+        Delivery(Envelope(job_id, queue, bytes(body), 0.0, p), token + 1, count > 0, count + 1)
+        for _, job_id, queue, body, token, count, _, p in rows
     ]
 
 

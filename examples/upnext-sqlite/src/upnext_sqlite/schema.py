@@ -10,6 +10,8 @@ runs on this machine, so all of them judge leases by one clock.
 
 from __future__ import annotations
 
+import sqlite3
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS upnext_jobs (
     seq INTEGER PRIMARY KEY,  -- insertion order: FIFO among equally due jobs
@@ -17,7 +19,8 @@ CREATE TABLE IF NOT EXISTS upnext_jobs (
     due REAL NOT NULL,  -- due time; while held, the lease's expiry
     held INTEGER NOT NULL DEFAULT 0,
     token INTEGER NOT NULL DEFAULT 0,  -- the receipt of the latest hand-out
-    hand_outs INTEGER NOT NULL DEFAULT 0  -- since the body was last written
+    hand_outs INTEGER NOT NULL DEFAULT 0,  -- since the body was last written
+    priority INTEGER NOT NULL DEFAULT 0  -- the envelope's, kept through retries and releases
 );
 CREATE INDEX IF NOT EXISTS upnext_jobs_due ON upnext_jobs (queue, due);
 CREATE TABLE IF NOT EXISTS upnext_queues (name TEXT PRIMARY KEY);
@@ -47,7 +50,7 @@ CREATE INDEX IF NOT EXISTS upnext_slots_expires ON upnext_slots (expires);
 """
 
 # A job id is its key: an id not yet settled (queued, scheduled or held) is left alone.
-ENQUEUE = """INSERT INTO upnext_jobs (id, queue, body, due) VALUES (?, ?, ?, ?)
+ENQUEUE = """INSERT INTO upnext_jobs (id, queue, body, due, priority) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (id) DO NOTHING"""
 ADD_QUEUE = "INSERT OR IGNORE INTO upnext_queues (name) VALUES (?)"
 # A hand-out is live while it is held under its token and its lease has not run out.
@@ -55,7 +58,7 @@ LIVE = "id = ? AND token = ? AND held = 1 AND due >= ?"
 # Ready or scheduled, or held under an expired lease: never a live hand-out.
 NOT_HELD = "(held = 0 OR due <= ?)"
 FIRST_DUE = "SELECT min(due) FROM upnext_jobs WHERE queue = ?"
-DUE = """SELECT seq, id, queue, body, token, hand_outs, due FROM upnext_jobs
+DUE = """SELECT seq, id, queue, body, token, hand_outs, due, priority FROM upnext_jobs
     WHERE queue = ? AND due <= ? ORDER BY due, seq LIMIT ?"""
 TAKE = """UPDATE upnext_jobs SET held = 1, due = ?, token = token + 1,
     hand_outs = hand_outs + 1 WHERE seq = ?"""
@@ -92,3 +95,13 @@ SLOTS_COUNT = """SELECT count(*), min(expires), total(member = ?) FROM upnext_sl
     WHERE scope = ? AND key = ?"""
 SLOTS_TAKE = "INSERT OR REPLACE INTO upnext_slots (scope, key, member, expires) VALUES (?, ?, ?, ?)"
 SLOTS_RELEASE = "DELETE FROM upnext_slots WHERE scope = ? AND key = ? AND member = ?"
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Add the `priority` column to a file made before it, under the write lock."""
+    if "priority" in {row[1] for row in conn.execute("PRAGMA table_info(upnext_jobs)")}:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # another process may have added it meanwhile: look again, locked
+        if "priority" not in {row[1] for row in conn.execute("PRAGMA table_info(upnext_jobs)")}:
+            conn.execute("ALTER TABLE upnext_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")

@@ -1,12 +1,13 @@
 """Shared state for `SQLiteBroker` (a mixin): the `StateStore` contract in two tables.
 
 Entries are rows of ``upnext_state``, slot members rows of ``upnext_slots``.
-A put, an acquire or a release is one ``BEGIN IMMEDIATE`` transaction, so it
-is atomic against every process using the file, and a put's writes apply in
-order. An entry's version is its row's ``AUTOINCREMENT`` id: every write
-inserts a new row, and SQLite never reuses an id, even after a delete. TTLs
-are judged, like leases, by this host's clock (`time.time()`); reads skip
-expired rows and every write transaction first sweeps them away.
+A put, an acquire (or a batch of them) or a release is one ``BEGIN
+IMMEDIATE`` transaction, so it is atomic against every process using the
+file, and a put's writes apply in order. An entry's version is its row's
+``AUTOINCREMENT`` id: every write inserts a new row, and SQLite never
+reuses an id, even after a delete. TTLs are judged, like leases, by this
+host's clock (`time.time()`); reads skip expired rows and every write
+transaction first sweeps them away.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from upnext.broker import SlotGrant, StateEntry, StatePage, StateWrite
+from upnext.broker import SlotClaim, SlotGrant, StateEntry, StatePage, StateWrite
 from upnext.broker.cursor import parse_state_cursor, state_cursor
 
 from upnext_sqlite import schema
@@ -145,6 +146,14 @@ class StateMixin:
         """Take (or refresh) `member`'s slot while fewer than `limit` live members hold one."""
         slot = (_scope(scope), key)
         return await self._db.write(lambda c: _acquire(c, slot, member, limit, ttl))
+
+    async def slots_acquire_many(self, claims: Sequence[SlotClaim]) -> list[SlotGrant]:
+        """`slots_acquire` for each claim, in order, in one transaction."""
+
+        def acquire(c: sqlite3.Connection) -> list[SlotGrant]:
+            return [_acquire(c, (_scope(s.scope), s.key), s.member, s.limit, s.ttl) for s in claims]
+
+        return await self._db.write(acquire) if claims else []
 
     async def slots_release(
         self, key: str, members: Sequence[str], *, scope: str | None = None

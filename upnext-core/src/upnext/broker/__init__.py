@@ -1,15 +1,29 @@
-"""The broker contract (`upnext.broker.protocol`), the memory:// backend, and `Backoff`."""
+"""The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://.
+
+Helpers for backends: `cursor` (the dead-letter page core builds, state-scan
+cursors) `redact` (passwords out of every message) and
+`Backoff` (one schedule for every retry pause).
+"""
 
 from upnext._backoff import Backoff
 from upnext._discovery import register
+from upnext.broker import cursor, redact
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import (
+    ManagementStats,
+    QueueStatsReader,
+    SchemaProvider,
+    TransactionalEnqueue,
+)
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Broker,
     Capabilities,
     DeadLetter,
     DeadLetterAdmin,
     DeadLetterPage,
+    DeadLetterQuery,
     DeadLetterRecord,
     Delivery,
     Envelope,
@@ -25,6 +39,7 @@ from upnext.broker.protocol import (
 )
 from upnext.broker.state import (
     Expect,
+    SlotClaim,
     SlotGrant,
     StateEntry,
     StatePage,
@@ -32,7 +47,8 @@ from upnext.broker.state import (
     StateWrite,
 )
 
-__all__ = [
+# Sorted plainly (test_exported_members), where ruff would put constants first.
+__all__ = [  # noqa: RUF022
     "Ack",
     "Backoff",
     "Broker",
@@ -40,24 +56,33 @@ __all__ = [
     "DeadLetter",
     "DeadLetterAdmin",
     "DeadLetterPage",
+    "DeadLetterQuery",
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
     "Expect",
+    "MAX_PRIORITY",
+    "ManagementStats",
     "MemoryBroker",
     "Prefetcher",
     "QueueAdmin",
     "QueueStats",
+    "QueueStatsReader",
     "Release",
     "ResultStore",
     "ResultWrite",
     "Retry",
+    "SchemaProvider",
     "SettleItem",
     "SettleOutcome",
+    "SlotClaim",
     "SlotGrant",
     "StateEntry",
     "StatePage",
     "StateStore",
     "StateWrite",
+    "TransactionalEnqueue",
+    "cursor",
+    "redact",
     "register",
 ]

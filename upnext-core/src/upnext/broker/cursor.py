@@ -1,38 +1,88 @@
-"""The page cursors every bundled backend uses.
+"""Page cursors, and the dead-letter page core builds over a backend's `dlq_records`.
 
-Dead-letter pages run newest first by ``(failed_at, id)``; a cursor names the
-last record of a page as ``"<failed_at>/<id>"`` (`repr` of the float, so it
-round-trips exactly). State scans run in key order; a cursor names the last
-key of a page, as ``"k:"`` and the key's UTF-8 in URL-safe base64. A backend
-may use any opaque string instead; these helpers are for those that page by
-the same key.
+Dead-letter pages run newest first by ``(failed_at, id)``. Core makes every
+dead-letter cursor, whatever the backend: ``"d1."`` (the format's version)
+and the last record's key as JSON ``[failed_at, id]`` in URL-safe base64
+(JSON floats round-trip exactly). A string that is not such a cursor raises
+`ConfigurationError`. State scans run in key order; a state cursor names the
+last key of a page, as ``"k:"`` and the key's UTF-8 in URL-safe base64. A
+state store may use any opaque string instead; these helpers are for those
+that page by key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 
-from upnext.broker.protocol import DeadLetterRecord
+from upnext.broker.dead_letters import DeadLetterQuery
+from upnext.broker.protocol import DeadLetterAdmin, DeadLetterPage, DeadLetterRecord
 from upnext.errors import ConfigurationError
 
-__all__ = ["dlq_cursor", "parse_dlq_cursor", "parse_state_cursor", "state_cursor"]
+__all__ = [
+    "dead_letter_page",
+    "dlq_cursor",
+    "parse_dlq_cursor",
+    "parse_state_cursor",
+    "state_cursor",
+]
+
+_DLQ_VERSION = "d1."
+
+
+def _b64decode(text: str) -> bytes:
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded.encode(), altchars=b"-_", validate=True)
 
 
 def dlq_cursor(last: DeadLetterRecord) -> str:
     """The cursor that continues after `last`."""
-    return f"{last.failed_at!r}/{last.id}"
+    key = json.dumps([last.failed_at, last.id], separators=(",", ":")).encode()
+    return _DLQ_VERSION + base64.urlsafe_b64encode(key).decode().rstrip("=")
 
 
 def parse_dlq_cursor(cursor: str) -> tuple[float, str]:
-    """``(failed_at, id)`` of a cursor; ConfigurationError if it is not one of ours."""
-    failed_at, sep, entry_id = cursor.partition("/")
+    """``(failed_at, id)`` of a cursor; ConfigurationError if core did not make it."""
     try:
-        if not sep:
+        if not cursor.startswith(_DLQ_VERSION):
             raise ValueError(cursor)
-        return float(failed_at), entry_id
-    except ValueError:
-        raise ConfigurationError(f"malformed dead-letter cursor: {cursor!r}") from None
+        failed_at, entry_id = json.loads(_b64decode(cursor[len(_DLQ_VERSION) :]))
+        if isinstance(failed_at, bool) or not isinstance(failed_at, int | float):
+            raise ValueError(cursor)
+        if not math.isfinite(failed_at) or not isinstance(entry_id, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error):  # UnicodeDecodeError is a ValueError
+        shown = cursor if len(cursor) <= 80 else cursor[:77] + "..."
+        raise ConfigurationError(f"malformed dead-letter cursor: {shown!r}") from None
+    return float(failed_at), entry_id
+
+
+async def dead_letter_page(
+    admin: DeadLetterAdmin,
+    *,
+    queue: str | None = None,
+    function: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> DeadLetterPage:
+    """Up to `limit` records newest first, after `cursor`, of `queue`/`function` if given.
+
+    `next_cursor` is None on the last page. Stable under concurrent inserts
+    and deletes as far as `admin.dlq_records` keeps its guarantees: following
+    cursors never repeats a record and never skips one that existed
+    throughout. ValueError for a `limit` below 1; ConfigurationError for a
+    cursor core did not make.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    before = parse_dlq_cursor(cursor) if cursor is not None else None
+    # One more than a page: whether it comes back says whether a next page exists.
+    query = DeadLetterQuery(limit + 1, before, queue, function)
+    records = await admin.dlq_records(query)
+    page = records[:limit]
+    return DeadLetterPage(page, dlq_cursor(page[-1]) if len(records) > limit else None)
 
 
 def state_cursor(last_key: str) -> str:

@@ -19,16 +19,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from upnext._urls import redact_url
-from upnext.broker.cursor import dlq_cursor, parse_dlq_cursor
 from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
+    MAX_PRIORITY,
     Ack,
     Capabilities,
     DeadLetter,
-    DeadLetterPage,
+    DeadLetterQuery,
     DeadLetterRecord,
     Delivery,
     Envelope,
@@ -39,6 +38,7 @@ from upnext.broker.protocol import (
     SettleItem,
     SettleOutcome,
 )
+from upnext.broker.redact import redact_url
 from upnext.errors import ConfigurationError, DeadLetterNotFound, LeaseLost
 
 __all__ = ["MemoryBroker"]
@@ -118,6 +118,7 @@ class MemoryBroker(MemoryStateStore):
         dedupes_on_enqueue=True,
         transactional_enqueue=False,
         delay_quantum=0.0,
+        priority_levels=MAX_PRIORITY + 1,
     )
 
     def __init__(self, url: str = "memory://") -> None:
@@ -279,7 +280,7 @@ class MemoryBroker(MemoryStateStore):
                         self._store_result(item.result, now)
                         woken.append(item.result.job_id)
                 elif isinstance(item, Retry):
-                    job.envelope = Envelope(job_id, job.envelope.queue, item.body, item.delay)
+                    job.envelope = replace(job.envelope, body=item.body, delay=item.delay)
                     job.hand_outs = 0
                     job.token = next(self._seq)
                     self._place(job, item.delay, now)
@@ -371,29 +372,10 @@ class MemoryBroker(MemoryStateStore):
 
     # -- dead-letter admin ---------------------------------------------------
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first, after `cursor`."""
-        after = parse_dlq_cursor(cursor) if cursor is not None else None
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The records `query` asks for, newest first."""
         with self._lock:
-            records = [
-                r
-                for r in self._dead.values()
-                if (queue is None or r.queue == queue)
-                and (function is None or r.function == function)
-                and (after is None or (r.failed_at, r.id) < after)
-            ]
-        records.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
-        page = records[:limit]
-        more = len(records) > limit
-        next_cursor = dlq_cursor(page[-1]) if more and page else None
-        return DeadLetterPage(page, next_cursor)
+            return query.select(self._dead.values())
 
     async def dlq_get(self, entry_id: str) -> DeadLetterRecord:
         """One record, or DeadLetterNotFound."""

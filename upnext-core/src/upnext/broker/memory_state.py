@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from upnext.broker.cursor import parse_state_cursor, state_cursor
-from upnext.broker.state import SlotGrant, StateEntry, StatePage, StateWrite
+from upnext.broker.state import SlotClaim, SlotGrant, StateEntry, StatePage, StateWrite
 
 __all__ = ["MemoryStateStore"]
 
@@ -122,14 +122,22 @@ class MemoryStateStore:
         scope: str | None = None,
     ) -> SlotGrant:
         """Take (or refresh) `member`'s slot when fewer than `limit` live members hold one."""
+        with self._state_lock:
+            return self._acquire(SlotClaim(key, member, limit, ttl, scope), time.monotonic())
+
+    async def slots_acquire_many(self, claims: Sequence[SlotClaim]) -> list[SlotGrant]:
+        """`slots_acquire` for each claim, in order."""
         now = time.monotonic()
         with self._state_lock:
-            members = self._members((scope, key), now)
-            if member in members or limit is None or len(members) < limit:
-                members[member] = now + ttl
-                return SlotGrant(True, len(members))
-            retry_after = min(members.values(), default=now) - now
-            return SlotGrant(False, len(members), max(retry_after, 0.0))
+            return [self._acquire(claim, now) for claim in claims]
+
+    def _acquire(self, claim: SlotClaim, now: float) -> SlotGrant:
+        members = self._members((claim.scope, claim.key), now)
+        if claim.member in members or claim.limit is None or len(members) < claim.limit:
+            members[claim.member] = now + claim.ttl
+            return SlotGrant(True, len(members))
+        retry_after = min(members.values(), default=now) - now
+        return SlotGrant(False, len(members), max(retry_after, 0.0))
 
     async def slots_release(
         self, key: str, members: Sequence[str], *, scope: str | None = None

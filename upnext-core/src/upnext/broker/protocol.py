@@ -3,17 +3,20 @@
 A backend moves opaque bytes and keeps them safe; every policy (retries,
 backoff, timeouts, hooks, serialization, attempt history, dead-letter record
 content) lives in core. A backend is one object that implements `Broker` and,
-usually, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` too. It is built by
+usually, `ResultStore`, `DeadLetterAdmin` and `QueueAdmin` too, plus any of
+the optional protocols of `upnext.broker.optional` it offers. It is built by
 a factory found through the `upnext.brokers` / `upnext.result_stores` entry
-point groups, called as ``factory(url)``.
+point groups, called as ``factory(url)``. What it offers beyond the mandatory
+contract it declares in `Capabilities` or by implementing a protocol: core
+never probes a broker for attributes.
 
 Errors: a backend raises only `BrokerUnavailable` (cannot reach the server),
 `LeaseLost` (reported per item, never raised for a whole batch) and
 `BrokerError` (anything else the server refused), mapping driver errors at
-its boundary; plus, where stated, `DeadLetterNotFound`, `ConfigurationError`
-(bad URL options, a cursor it did not make) and `UnsupportedOperation` (an
-operation behind a capability it lacks; core checks capabilities first).
-Messages never contain a password.
+its boundary; plus, where stated, `Busy`, `DeadLetterNotFound`,
+`ConfigurationError` (bad URL options) and
+`UnsupportedOperation` (an operation behind a capability it lacks; core checks
+capabilities first). Messages never contain a password.
 
 Time: every due time and lease is judged by the broker's own clock (Redis
 ``TIME``, PostgreSQL ``now()``, RabbitMQ TTL), never the producer's.
@@ -23,17 +26,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from upnext.broker.capabilities import Capabilities
+from upnext.broker.dead_letters import DeadLetterQuery
+from upnext.broker.optional import Prefetcher
 from upnext.errors import LeaseLost
 
 __all__ = [
+    "MAX_PRIORITY",
     "Ack",
     "Broker",
     "Capabilities",
     "DeadLetter",
     "DeadLetterAdmin",
     "DeadLetterPage",
+    "DeadLetterQuery",
     "DeadLetterRecord",
     "Delivery",
     "Envelope",
@@ -49,20 +57,26 @@ __all__ = [
 ]
 
 
+MAX_PRIORITY = 9  # 0 (the default) to 9, higher first: ten levels, as RabbitMQ advises
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One job on the wire: its id, its queue, core's opaque body, and a delay.
+    """One job on the wire: its id, its queue, core's opaque body, a delay, a priority.
 
     `delay` is in seconds from when the broker accepts the envelope, measured
     by the broker's clock. `id` is the job id and is unique per job: an
     envelope repeating the id of a job not yet settled changes nothing (see
-    `Broker.enqueue_many`).
+    `Broker.enqueue_many`). `priority` (0 to `MAX_PRIORITY`, checked by core)
+    stays with the job through `Retry`, `Release` and redelivery when the
+    backend declares `priority_levels` > 1.
     """
 
     id: str
     queue: str
     body: bytes
     delay: float = 0.0
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -129,8 +143,8 @@ class Ack:
 class Retry:
     """Replace the body and make the job due again after `delay` seconds.
 
-    The hand-out counter restarts: the next delivery has `redelivered=False`
-    and `deliveries == 1`.
+    The job keeps its id, queue and priority. The hand-out counter restarts:
+    the next delivery has `redelivered=False` and `deliveries == 1`.
     """
 
     delivery: Delivery
@@ -163,33 +177,8 @@ SettleOutcome = LeaseLost | None
 
 
 @dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a backend can do beyond the mandatory contract.
-
-    - `timed_leases`: a lease expires after `lease` seconds and the job becomes
-      runnable again; `extend` prolongs it.
-    - `counts_deliveries`: `Delivery.deliveries` is an exact count.
-    - `cancel_queued`: `cancel()` can remove a job that has not started.
-    - `dlq_access`: "indexed" (list/get by index), "scan" (the admin reads the
-      dead-letter queue sequentially, one admin at a time) or None.
-    - `dedupes_on_enqueue`: an enqueue whose id names a job of the same queue
-      that is not yet settled (queued, scheduled or held) changes nothing.
-    - `transactional_enqueue`: enqueue can join the caller's transaction.
-    - `delay_quantum`: delays are rounded up to a multiple of this (seconds).
-    """
-
-    timed_leases: bool = True
-    counts_deliveries: bool = True
-    cancel_queued: bool = True
-    dlq_access: Literal["indexed", "scan"] | None = "indexed"
-    dedupes_on_enqueue: bool = False
-    transactional_enqueue: bool = False
-    delay_quantum: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Counts for one queue; None where the broker cannot tell."""
+    """Counts for one queue; None where the broker cannot tell (estimates without `exact_stats`)."""
 
     ready: int | None
     scheduled: int | None
@@ -242,8 +231,9 @@ class Broker(Protocol):
         """Hand out up to `limit` due jobs from `queues`, each hidden for `lease` s.
 
         Blocks at most `wait` seconds when nothing is due, returning early
-        when a job arrives, and within 0.5 s of a delayed job falling due.
-        Returns an empty list on timeout. Never busy-polls.
+        when a job arrives, and within 0.15 s of a delayed job falling due (its
+        delay rounded up to `delay_quantum`). Returns an empty list on timeout.
+        Never busy-polls.
 
         May be a plain call: core never cancels a receive. It asks with a
         `wait` of at most 0.25 s, so a stopping worker never waits long for
@@ -263,7 +253,9 @@ class Broker(Protocol):
         when this broker is also the result store). An item whose lease
         expired, whose job another receiver now holds, or that was already
         settled, reports `LeaseLost` and changes nothing. A job whose lease
-        expired is runnable again within lease + 0.5 s.
+        expired is runnable again within lease + 0.5 s. A batch that raises
+        has changed nothing. (`checked_settles` and `atomic_settles` state
+        what a broker declaring them False guarantees instead.)
         """
         ...
 
@@ -279,24 +271,6 @@ class Broker(Protocol):
         """Close connections. Unsettled deliveries come back as redeliveries.
 
         A later call on the same object opens connections again.
-        """
-        ...
-
-
-@runtime_checkable
-class Prefetcher(Protocol):
-    """Optional: a broker that takes jobs from its server ahead of `receive`.
-
-    A prefetched job is held by the process as much as a handed-out one: if
-    the process dies it comes back redelivered, charged a lost run. Before a
-    job that already lost a run starts alone, core asks such a broker to hold
-    nothing else.
-    """
-
-    async def give_back_prefetched(self) -> None:
-        """Give back every job taken ahead of `receive`, uncounted (as by `Release`).
-
-        Take no more until the next `receive`.
         """
         ...
 
@@ -332,23 +306,21 @@ class ResultStore(Protocol):
 
 @runtime_checkable
 class DeadLetterAdmin(Protocol):
-    """Browse and manage the dead-letter queue."""
+    """Store and manage the dead-letter queue (`Busy` while another admin holds a scan).
 
-    async def dlq_list(
-        self,
-        *,
-        queue: str | None = None,
-        function: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> DeadLetterPage:
-        """Records newest first by a keyset cursor on (failed_at, id).
+    Core does paging, cursors and limits over `dlq_records`.
+    """
 
-        Stable under concurrent inserts and deletes: following cursors never
-        repeats a record and never skips one that existed throughout.
-        `next_cursor` is None when there is nothing after this page (a last,
-        empty page is allowed). A cursor this backend did not make raises
-        `ConfigurationError`. Records read back exactly as written.
+    async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """The `query.limit` newest records that `query` matches, newest first.
+
+        Newest first by ``(failed_at, id)``, ties in `failed_at` broken by id
+        in one fixed string order (`DeadLetterQuery.select` uses Python's).
+        Only records strictly older than `query.before` are returned, and none
+        that matches is left out ahead of the last one returned: so the pages
+        core builds never repeat or skip a record, whatever is added or
+        removed between them. Records read back exactly as written. A store
+        read by scan answers with `query.select(every record)`.
         """
         ...
 

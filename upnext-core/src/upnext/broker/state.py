@@ -4,7 +4,7 @@ Features that coordinate a fleet of workers keep their state here: idempotency
 and throttle keys, cron's last fired tick, rate-limit windows, concurrency
 slots, paused queues, the worker registry, progress, checkpoints, cancel
 markers, batch barriers. One `StateStore` serves them all; each feature is core
-policy over it, so a backend implements these five calls once.
+policy over it, so a backend implements these six calls once.
 
 Guarantees every implementation keeps:
 
@@ -37,6 +37,7 @@ from typing import Final, Literal, Protocol, runtime_checkable
 __all__ = [
     "STATE_VALUE_MAX",
     "Expect",
+    "SlotClaim",
     "SlotGrant",
     "StateEntry",
     "StatePage",
@@ -97,6 +98,20 @@ class SlotGrant:
     retry_after: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """One acquire of a `slots_acquire_many` batch: `member` takes or refreshes a slot of `key`.
+
+    The fields mean what `slots_acquire`'s arguments mean.
+    """
+
+    key: str
+    member: str
+    limit: int | None
+    ttl: float
+    scope: str | None = None
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """Shared key-value state with compare-and-set, and counted slots with TTLs."""
@@ -153,6 +168,16 @@ class StateStore(Protocol):
         Serves concurrency limits (ttl = lease, refreshed by the worker tick),
         sliding-window rate limits (a member per call, ttl = the window) and
         batch barriers.
+        """
+        ...
+
+    async def slots_acquire_many(self, claims: Sequence[SlotClaim]) -> list[SlotGrant]:
+        """`slots_acquire` for each claim, in one round trip; one grant per claim, in order.
+
+        Each claim is atomic on its key exactly as a lone `slots_acquire` is,
+        and claims of one key take effect in the order given; nothing is atomic
+        across keys. The worker tick refreshes every slot a worker holds with
+        one call, so its cost grows with workers, not with slots.
         """
         ...
 

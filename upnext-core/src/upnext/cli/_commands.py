@@ -11,8 +11,8 @@ from importlib.metadata import entry_points
 from upnext._discovery import BROKER_GROUP, RESULT_STORE_GROUP
 from upnext._run import run
 from upnext._task import Task
-from upnext._urls import redact_url
 from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
+from upnext.broker.redact import redact_url
 from upnext.cli._load import load_object, refuse_memory
 from upnext.cli._output import fail, print_json, table
 from upnext.errors import ConfigurationError

@@ -1,8 +1,8 @@
 """`upnext schema`: print the DDL a backend applies at connect.
 
 For teams that apply migrations with their own tool. A backend offers its
-DDL by giving its broker a ``schema_sql() -> str`` method (PostgreSQL does;
-Redis and RabbitMQ keep no schema).
+DDL by implementing `upnext.broker.SchemaProvider` (a ``schema_sql() -> str``
+method); a backend that keeps no schema does not.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from upnext._discovery import load_factory
 from upnext._urls import scheme_of
 from upnext._worker import ENV_BROKER
+from upnext.broker.optional import SchemaProvider
 from upnext.cli._output import fail
 
 __all__ = ["schema"]
@@ -25,8 +26,7 @@ def schema(args: argparse.Namespace) -> int:
     if not url:
         return fail("no broker: pass --broker URL or set UPNEXT_BROKER_URL", 2)
     broker = load_factory(url)(url)
-    ddl = getattr(broker, "schema_sql", None)
-    if not callable(ddl):
+    if not isinstance(broker, SchemaProvider):
         return fail(f"the {scheme_of(url)}:// backend keeps no schema: nothing to print")
-    sys.stdout.write(str(ddl()))
+    sys.stdout.write(broker.schema_sql())
     return 0

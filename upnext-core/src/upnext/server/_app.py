@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from upnext.errors import (
     BrokerError,
     BrokerUnavailable,
+    Busy,
     ConfigurationError,
     DeadLetterNotFound,
     SerializationError,
@@ -44,9 +45,10 @@ def _status_of(exc: UpNextError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(exc, BrokerUnavailable):
         return 503, "unavailable"
+    if isinstance(exc, Busy):
+        return 409, "busy"  # e.g. a scan-type DLQ serves one admin at a time
     if isinstance(exc, BrokerError):
-        # A scan-type DLQ (RabbitMQ) serves one admin at a time.
-        return (409, "busy") if "busy" in str(exc).lower() else (502, "broker_error")
+        return 502, "broker_error"
     if isinstance(exc, UnsupportedOperation):
         return 409, "unsupported"
     if isinstance(exc, ConfigurationError | SerializationError | ValueError):

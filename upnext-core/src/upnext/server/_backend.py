@@ -6,22 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from upnext._dlq import DeadLetterEntry, EntryPage
 from upnext._serializer import ResultRecord
-from upnext._urls import redact_url, scheme_of
+from upnext._urls import scheme_of
 from upnext._worker import Worker
-from upnext.broker.protocol import QueueAdmin
+from upnext.broker.optional import ManagementStats, QueueStatsReader
+from upnext.broker.protocol import Broker, QueueAdmin, QueueStats
+from upnext.broker.redact import redact
 from upnext.errors import (
     ConfigurationError,
     DeadLetterNotFound,
     UnsupportedOperation,
     UpNextError,
 )
-from upnext.server._management import ManagementAPI
 from upnext.server._models import BulkReplayResult, Health, JobInfo, QueueInfo, Replayed
 
 __all__ = ["Backend"]
@@ -29,6 +29,16 @@ __all__ = ["Backend"]
 
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _management(broker: Broker, url: str, scheme: str) -> QueueStatsReader:
+    """The reader of `broker`'s management API at `url`; ConfigurationError if it has none."""
+    if not isinstance(broker, ManagementStats):
+        raise ConfigurationError(
+            f"--management-url: the {scheme}:// backend offers no management API to read"
+            " queues from"
+        )
+    return broker.management_stats(url)
 
 
 class Backend:
@@ -49,25 +59,20 @@ class Backend:
         management_url: str | None = None,
     ) -> None:
         self.worker = Worker("upnext-server", broker_url, results=results_url, load_plugins=False)
-        self.worker.factories.build()  # fail now (not per request) on a store-less broker
+        # Fail now (not per request) on a store-less broker or a bad management URL.
+        built = self.worker.factories.build()
         self.dlq = self.worker.dlq
-        self.management = ManagementAPI(management_url, broker_url) if management_url else None
         self.scheme = scheme_of(broker_url)
+        self.management = (
+            _management(built.broker, management_url, self.scheme) if management_url else None
+        )
         self.queues = list(dict.fromkeys(queues))
         self._urls = [u for u in (broker_url, results_url, management_url) if u]
         self._serial = asyncio.Lock()
 
     def scrub(self, text: str) -> str:
-        """`text` with the configured URLs and their passwords hidden (a second guard)."""
-        for url in self._urls:
-            text = text.replace(url, redact_url(url))
-            try:
-                password = urlsplit(url).password
-            except ValueError:
-                password = None
-            if password:
-                text = text.replace(password, "***")
-        return text
+        """`text` with the configured URLs' passwords, and any URL's, hidden (a second guard)."""
+        return redact(text, *self._urls)
 
     @asynccontextmanager
     async def _admin(self) -> AsyncIterator[None]:
@@ -99,7 +104,7 @@ class Backend:
     async def known_queues(self) -> list[str]:
         """Queues given to the server, then those the broker (or management API) lists."""
         if self.management is not None:
-            listed = list(await self.management.counts())
+            listed = list(await self.management.all_stats())
             return list(dict.fromkeys([*self.queues, *listed]))
         async with self._admin():
             return await self._listed_queues()
@@ -133,17 +138,14 @@ class Backend:
     async def _managed_stats(self) -> list[QueueInfo]:
         """Every queue the management API lists, and those given, with its counts."""
         assert self.management is not None
-        counts = await self.management.counts()
+        counts = await self.management.all_stats()
         names = list(dict.fromkeys([*self.queues, *counts]))
+        unknown = QueueStats(ready=None, scheduled=None, in_flight=None, dead=None)
         return [
             QueueInfo(
-                name=n,
-                ready=c.ready if c else None,
-                scheduled=c.scheduled if c else None,
-                in_flight=c.in_flight if c else None,
-                dead=c.dead if c else None,
+                name=n, ready=s.ready, scheduled=s.scheduled, in_flight=s.in_flight, dead=s.dead
             )
-            for n, c in ((n, counts.get(n)) for n in names)
+            for n, s in ((n, counts.get(n, unknown)) for n in names)
         ]
 
     # -- the dead-letter queue, one admin call at a time where that matters ----

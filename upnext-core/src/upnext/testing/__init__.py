@@ -38,8 +38,8 @@ or strict mode with function-scoped event loops.
 Capabilities: a test that needs more than the mandatory contract skips
 itself, with the reason shown, when ``broker.capabilities`` does not declare
 it (``timed_leases``, ``counts_deliveries``, ``cancel_queued``,
-``dlq_access``, ``dedupes_on_enqueue``); ``delay_quantum`` widens the
-lateness allowed for delays.
+``dlq_access``, ``dedupes_on_enqueue``, ``priority_levels`` > 1);
+``delay_quantum`` widens the lateness allowed for delays.
 The suite never looks at a backend's name. It drives the broker through the
 protocol alone (no Worker): envelopes and dead-letter records are built by
 the tests, and records reach the DLQ through ``settle(DeadLetter(...))``.
@@ -90,6 +90,7 @@ from upnext.testing.semantics import (  # noqa: E402
     LeaseSemantics,
     LifecycleSemantics,
     PluginSemantics,
+    PrioritySemantics,
     ResultSemantics,
     RetrySemantics,
     SemanticsBase,
@@ -112,6 +113,7 @@ __all__ = [
     "LeaseSemantics",
     "LifecycleSemantics",
     "PluginSemantics",
+    "PrioritySemantics",
     "QueueAdminConformance",
     "ResultSemantics",
     "ResultStoreConformance",

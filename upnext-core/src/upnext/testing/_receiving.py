@@ -1,10 +1,10 @@
 """`ReceiveStopConformance`: core stops a receive on this backend without losing a job.
 
-Core never cancels a backend's `receive`: it receives through
-`upnext._receiving.receive_shielded`, which asks in short calls and, when
-its caller is cancelled, lets the call in flight return and releases what it
-handed out. These tests run that helper over the backend under test, so
-they hold for a plain `receive` with no cancellation handling of its own.
+Core never cancels a backend's `receive`: a worker receives in short calls
+(`upnext._receiving.receive_sliced`) from a task it ends with a flag, lets the
+call in flight return and releases what a stopped call handed out. These
+tests run that loop over the backend under test, so they hold for a plain
+`receive` with no cancellation handling of its own.
 Mixed into `BrokerConformance`.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from upnext._receiving import receive_shielded
+from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext.broker.protocol import Broker, Delivery
 from upnext.testing._support import (
     Timing,
@@ -38,17 +38,14 @@ class ReceiveStopConformance:
         """A receive core stops at any moment hands out nothing: the job comes back uncounted."""
         for round_number in range(20):
             envelope = make_envelope(upnext_queue)
-            call = asyncio.ensure_future(
-                receive_shielded(broker, [upnext_queue], limit=1, lease=30.0, wait=2.0)
-            )
+            receiver = _Receiver(broker, upnext_queue, wait=2.0)
             if round_number % 2:  # stop while blocked, or racing the hand-out
                 await broker.enqueue_many([envelope])
                 await asyncio.sleep(0.001 * (round_number % 4))
             else:
                 await asyncio.sleep(0.01)
                 await broker.enqueue_many([envelope])
-            call.cancel()
-            taken = await _taken_by(call)
+            taken = await receiver.stop()
             if taken:  # the receive finished before the cancel landed: a normal hand-out
                 await ack_all(broker, taken)
                 continue
@@ -74,22 +71,34 @@ class ReceiveStopConformance:
         self, broker: Broker, upnext_queue: str, timing: Timing
     ) -> None:
         """Stopping a receive blocked on an empty queue ends it at once, not after its wait."""
-        call = asyncio.ensure_future(
-            receive_shielded(broker, [upnext_queue], limit=1, lease=30.0, wait=10.0)
-        )
+        receiver = _Receiver(broker, upnext_queue, wait=10.0)
         await asyncio.sleep(0.1)
         started = time.monotonic()
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
+        assert await receiver.stop() == []
         took = time.monotonic() - started
         assert took < timing.tolerance(0.5), violated(
             f"a stopped receive must end at once (took {took:.2f} s of a 10 s wait)"
         )
 
 
-async def _taken_by(call: asyncio.Future[list[Delivery]]) -> list[Delivery]:
-    try:
-        return await call
-    except asyncio.CancelledError:
-        return []
+class _Receiver:
+    """A receive loop as a worker's: sliced calls, ended by a flag, a stopped take given back."""
+
+    def __init__(self, broker: Broker, queue: str, wait: float) -> None:
+        self.stopped = asyncio.Event()
+        self.got: list[Delivery] = []
+        self.task = asyncio.ensure_future(self._run(broker, queue, wait))
+
+    async def _run(self, broker: Broker, queue: str, wait: float) -> None:
+        got = await receive_sliced(
+            broker, [queue], limit=1, lease=30.0, wait=wait, stopped=self.stopped
+        )
+        if self.stopped.is_set():
+            await give_back(broker.settle, got)
+        else:
+            self.got = got
+
+    async def stop(self) -> list[Delivery]:
+        """End the loop; what it received before the stop (a normal hand-out), if anything."""
+        await stop_receiver(self.task, self.stopped)
+        return self.got

@@ -121,6 +121,7 @@ class LeaseAndSettleConformance:
     ) -> None:
         """extend/settle of a taken-over job report LeaseLost for it alone; others succeed."""
         require(broker, "timed_leases")
+        require(broker, "checked_settles")
         await broker.enqueue_many([make_envelope(upnext_queue), make_envelope(upnext_queue)])
         short = timing.delay(0.3)
         [lost] = await receive_exactly(
@@ -156,6 +157,7 @@ class LeaseAndSettleConformance:
     ) -> None:
         """Settling after the lease expired reports LeaseLost and changes nothing."""
         require(broker, "timed_leases")
+        require(broker, "checked_settles")
         envelope = make_envelope(upnext_queue)
         await broker.enqueue_many([envelope])
         lease = timing.delay(0.3)
@@ -172,6 +174,32 @@ class LeaseAndSettleConformance:
             "a LeaseLost settle must change nothing: the job stays due with its old body"
         )
         await ack_all(broker, got)
+
+    @pytest.mark.asyncio
+    async def test_unchecked_late_settle_touches_only_its_own_job(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """Without checked_settles a late Ack may act on its job, never on another, never raise."""
+        require(broker, "timed_leases")
+        require(broker, "checked_settles", False)
+        await broker.enqueue_many([make_envelope(upnext_queue), make_envelope(upnext_queue)])
+        short = timing.delay(0.3)
+        [late] = await receive_exactly(
+            broker, [upnext_queue], 1, within=timing.delay(2.0), lease=short
+        )
+        [kept] = await receive_exactly(broker, [upnext_queue], 1, within=timing.delay(2.0))
+        [taker] = await receive_exactly(broker, [upnext_queue], 1, within=timing.delay(5.0))
+        settled = await broker.settle([Ack(late), Ack(kept)])
+        assert settled[0] is None or isinstance(settled[0], LeaseLost), violated(
+            f"a late settle reports None or LeaseLost, got {settled[0]!r}"
+        )
+        assert settled[1] is None, violated(f"a late settle must not affect others: {settled}")
+        outcome = (await broker.settle([Ack(taker)]))[0]
+        assert outcome is None or isinstance(outcome, LeaseLost), violated(
+            f"the new holder's settle reports None or LeaseLost, got {outcome!r}"
+        )
+        got = await receive(broker, [upnext_queue], wait=short + timing.tolerance(0.5))
+        assert got == [], violated("a job acked (late or not) by every holder is gone")
 
     @pytest.mark.asyncio
     async def test_ack_removes_job(self, broker: Broker, upnext_queue: str, timing: Timing) -> None:

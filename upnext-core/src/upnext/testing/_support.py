@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pytest
@@ -79,11 +79,17 @@ def new_id() -> str:
 
 
 def make_envelope(
-    queue: str, *, body: bytes | None = None, delay: float = 0.0, job_id: str | None = None
+    queue: str,
+    *,
+    body: bytes | None = None,
+    delay: float = 0.0,
+    job_id: str | None = None,
+    priority: int = 0,
 ) -> Envelope:
     """An envelope for `queue`; the body defaults to bytes that name the job."""
     job_id = job_id or new_id()
-    return Envelope(job_id, queue, body if body is not None else f"body-{job_id}".encode(), delay)
+    body = body if body is not None else f"body-{job_id}".encode()
+    return Envelope(job_id, queue, body, delay, priority)
 
 
 def make_record(
@@ -107,10 +113,11 @@ def make_record(
     )
 
 
-def require(broker: object, capability: str, wanted: Any = True) -> None:
+def require(broker: Broker, capability: str, wanted: Any = True) -> None:
     """Skip the test unless `broker.capabilities.<capability>` is `wanted`."""
-    capabilities = getattr(broker, "capabilities", None)
-    value = getattr(capabilities, capability, None)
+    declared = asdict(broker.capabilities)
+    assert capability in declared, f"no capability named {capability!r}"  # a typo in the suite
+    value = declared[capability]
     if value != wanted:
         pytest.skip(
             f"needs capability {capability}={wanted!r}; "
@@ -118,9 +125,9 @@ def require(broker: object, capability: str, wanted: Any = True) -> None:
         )
 
 
-def require_dlq(broker: object) -> DeadLetterAdmin:
+def require_dlq(broker: Broker) -> DeadLetterAdmin:
     """The broker as a `DeadLetterAdmin`; skip if it declares no DLQ access."""
-    value = getattr(getattr(broker, "capabilities", None), "dlq_access", None)
+    value = broker.capabilities.dlq_access
     if value is None:
         pytest.skip(f"needs capability dlq_access; {type(broker).__name__} declares None")
     assert isinstance(broker, DeadLetterAdmin), violated(

@@ -1,4 +1,4 @@
-"""`DeadLetterAdminConformance`: listing, cursors, get, replay, delete, purge, count.
+"""`DeadLetterAdminConformance`: records, core's pages over them, get, replay, delete, purge, count.
 
 Records reach the dead-letter queue as a worker puts them there: through
 ``settle(DeadLetter(...))``. Every test skips unless the broker declares
@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
+from upnext.broker.cursor import dead_letter_page
+from upnext.broker.dead_letters import DeadLetterQuery
 from upnext.broker.protocol import Broker, DeadLetterAdmin, DeadLetterRecord
 from upnext.errors import DeadLetterNotFound
 from upnext.testing._support import (
@@ -49,14 +51,14 @@ async def _all_pages(
     """Follow cursors (from `cursor`) to the end, checking each page's size."""
     out: list[DeadLetterRecord] = []
     for _ in range(100):
-        page = await admin.dlq_list(queue=queue, limit=limit, cursor=cursor)
-        assert len(page.records) <= limit, violated("dlq_list must return at most `limit`")
+        page = await dead_letter_page(admin, queue=queue, limit=limit, cursor=cursor)
+        assert len(page.records) <= limit, violated("a page must hold at most `limit` records")
         out += page.records
         if page.next_cursor is None:
             return out
-        assert page.records, violated("only the last page of dlq_list may be empty")
+        assert page.records, violated("only the last page may be empty")
         cursor = page.next_cursor
-    pytest.fail(violated("following dlq_list cursors must come to an end"))
+    pytest.fail(violated("following cursors must come to an end"))
 
 
 async def _not_found(call: Awaitable[object], what: str) -> None:
@@ -67,18 +69,44 @@ async def _not_found(call: Awaitable[object], what: str) -> None:
     pytest.fail(violated(f"{what} must raise DeadLetterNotFound"))
 
 
+def _expected(records: Sequence[DeadLetterRecord], query: DeadLetterQuery) -> list[str]:
+    older = [r for r in records if query.before is None or (r.failed_at, r.id) < query.before]
+    return _newest_first([r for r in older if r.function == query.function])[: query.limit]
+
+
 class DeadLetterAdminConformance:
-    """The `DeadLetterAdmin` contract (DESIGN §4): keyset listing, atomic replay."""
+    """The `DeadLetterAdmin` contract: keyset records (paged by core), atomic replay."""
+
+    @pytest.mark.asyncio
+    async def test_dlq_records_answers_each_query(self, broker: Broker, upnext_queue: str) -> None:
+        """dlq_records gives the `limit` newest matches strictly older than `before`."""
+        admin = require_dlq(broker)
+        function = f"fn-{new_id()}"
+        records = _records(upnext_queue, [0, 1, 1, 1, 2, 3, -5], function=function)
+        other = _records(upnext_queue, [0.5, 1], function=f"fn-{new_id()}")
+        await dead_letter(broker, [*records, *other])
+        t1 = records[1].failed_at  # three records share it: ties go by id
+        keys = [(r.failed_at, r.id) for r in records]
+        # Ids are hex: "" sorts before and "zzzz" after them under any collation.
+        befores = [None, *keys, (t1, ""), (t1, "zzzz")]
+        for before in befores:
+            for limit in (1, 3, 50):
+                query = DeadLetterQuery(limit, before, upnext_queue, function)
+                got = [r.id for r in await admin.dlq_records(query)]
+                assert got == _expected(records, query), violated(
+                    "dlq_records must return the `limit` newest matching records strictly "
+                    f"older than `before`, newest first ({query})"
+                )
 
     @pytest.mark.asyncio
     async def test_dlq_list_newest_first(self, broker: Broker, upnext_queue: str) -> None:
-        """dlq_list returns records newest first by (failed_at, id), as they were stored."""
+        """A page holds records newest first by (failed_at, id), as they were stored."""
         admin = require_dlq(broker)
         records = _records(upnext_queue, [0, 1, 1, 1, 2, -5], function=f"fn-{new_id()}")
         await dead_letter(broker, records)
-        page = await admin.dlq_list(queue=upnext_queue, limit=50)
+        page = await dead_letter_page(admin, queue=upnext_queue, limit=50)
         assert [r.id for r in page.records] == _newest_first(records), violated(
-            "dlq_list must order records newest first by (failed_at, id)"
+            "dlq_records must order records newest first by (failed_at, id)"
         )
         by_id = {r.id: r for r in records}
         for stored in page.records:
@@ -89,7 +117,7 @@ class DeadLetterAdminConformance:
     async def test_dlq_list_filters(
         self, broker: Broker, upnext_queues: Callable[[int], list[str]]
     ) -> None:
-        """dlq_list filters by queue, by function, and by both."""
+        """Pages filter by queue, by function, and by both."""
         admin = require_dlq(broker)
         (q1, q2), f1, f2 = upnext_queues(2), f"fn-{new_id()}", f"fn-{new_id()}"
         records = [
@@ -100,7 +128,7 @@ class DeadLetterAdminConformance:
         await dead_letter(broker, records)
         cases: list[tuple[str | None, str | None]] = [(q1, None), (q2, None), (None, f1), (q1, f1)]
         for queue, function in cases:
-            page = await admin.dlq_list(queue=queue, function=function, limit=50)
+            page = await dead_letter_page(admin, queue=queue, function=function, limit=50)
             wanted = [
                 r
                 for r in records
@@ -108,17 +136,17 @@ class DeadLetterAdminConformance:
                 and (function is None or r.function == function)
             ]
             assert [r.id for r in page.records] == _newest_first(wanted), violated(
-                f"dlq_list(queue={queue}, function={function}) must return exactly its matches"
+                f"dlq_records(queue={queue}, function={function}) must return exactly its matches"
             )
 
     @pytest.mark.asyncio
     async def test_dlq_list_limit_and_cursor(self, broker: Broker, upnext_queue: str) -> None:
-        """dlq_list pages by `limit`; following next_cursor yields every record once."""
+        """Pages hold `limit` records; following next_cursor yields every record once."""
         admin = require_dlq(broker)
         records = _records(upnext_queue, [0, 1, 2, 3, 3, 4, 5], function="tests.fn")
         await dead_letter(broker, records)
-        first = await admin.dlq_list(queue=upnext_queue, limit=3)
-        assert len(first.records) == 3, violated("dlq_list must fill a page up to `limit`")
+        first = await dead_letter_page(admin, queue=upnext_queue, limit=3)
+        assert len(first.records) == 3, violated("dlq_records must fill a page up to `limit`")
         assert first.next_cursor is not None, violated("a page with more after it needs a cursor")
         listed = await _all_pages(admin, queue=upnext_queue, limit=3)
         assert [r.id for r in listed] == _newest_first(records), violated(
@@ -134,7 +162,7 @@ class DeadLetterAdminConformance:
         records = _records(upnext_queue, [float(i) for i in range(12)], function="tests.fn")
         await dead_letter(broker, records)
         seen: list[str] = []
-        page = await admin.dlq_list(queue=upnext_queue, limit=3)
+        page = await dead_letter_page(admin, queue=upnext_queue, limit=3)
         seen += [r.id for r in page.records]
         newer, older = (
             _records(upnext_queue, [20, 21], function="tests.fn"),
@@ -153,7 +181,7 @@ class DeadLetterAdminConformance:
             "following cursors must not skip a record that existed throughout"
         )
         assert set(seen) <= {r.id for r in [*records, *newer, *older]}, violated(
-            "dlq_list must return only this queue's records"
+            "dlq_records must return only this queue's records"
         )
 
     @pytest.mark.asyncio

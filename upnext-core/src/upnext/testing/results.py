@@ -34,7 +34,7 @@ async def _get(store: ResultStore, job_id: str, queue: str, *, wait: float) -> b
 
 
 class ResultStoreConformance:
-    """The `ResultStore` contract (DESIGN §4): non-destructive, multiplexed waits."""
+    """The `upnext.broker.ResultStore` contract: non-destructive, multiplexed waits."""
 
     @pytest.mark.asyncio
     async def test_put_then_get_roundtrip(

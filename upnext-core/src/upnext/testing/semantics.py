@@ -1,7 +1,8 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
-The classes drive a real `upnext.Worker` through the seed page's examples and
-every paragraph of DESIGN §3. A backend author provides the broker URL (and a
+The classes drive a real `upnext.Worker` through every behaviour the docs
+state (docs/semantics.md, retries, timeouts, results, hooks, errors and the
+dead-letter queue). A backend author provides the broker URL (and a
 result-store URL if results live elsewhere)::
 
     # conftest.py
@@ -22,8 +23,8 @@ defaults to None: the broker keeps results itself).
 Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
-`dlq_access`, `dedupes_on_enqueue`) skip with the reason shown when the
-connected broker lacks it.
+`dlq_access`, `dedupes_on_enqueue`, `priority_levels` > 1) skip with the
+reason shown when the connected broker lacks it.
 Subclass a single theme class instead to run only that part, and override a
 test by defining a method of the same name.
 """
@@ -39,7 +40,9 @@ from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
+from upnext.testing.semantics_middleware import MiddlewareSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
+from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
@@ -54,7 +57,9 @@ __all__ = [
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
+    "MiddlewareSemantics",
     "PluginSemantics",
+    "PrioritySemantics",
     "ResultSemantics",
     "RetrySemantics",
     "SemanticsBase",
@@ -79,5 +84,7 @@ class WorkerSemantics(
     LifecycleSemantics,
     ApiSemantics,
     JobIdSemantics,
+    MiddlewareSemantics,
+    PrioritySemantics,
 ):
-    """All of DESIGN §3 and the seed page, through a real worker on your broker."""
+    """Every behaviour the docs state, through a real worker on your broker."""

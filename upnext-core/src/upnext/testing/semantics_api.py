@@ -1,6 +1,6 @@
-"""`ApiSemantics`: the DESIGN §2 calls (sync twins, options, submit_many, limits) on a real worker.
+"""`ApiSemantics`: the public calls (sync twins, options, submit_many, limits) on a real worker.
 
-Covers DESIGN §2's public API and §3 "Sync twins" and "Limits": `*_sync`
+Covers docs/tasks.md ("Submitting", "Sync twins") and "Payload limit" of docs/semantics.md: `*_sync`
 work from a plain thread, call back into the worker's loop inside a sync
 task and refuse a thread running an event loop; a body over `max_payload`
 fails at submit with nothing enqueued; direct calls run with no queue;
@@ -38,7 +38,7 @@ LIMIT = 5.0
 
 
 class ApiSemantics(SemanticsBase):
-    """The public calls of DESIGN §2 and the limits of §3, through a real worker."""
+    """The public calls of docs/tasks.md and the payload limit, through a real worker."""
 
     @pytest.mark.asyncio
     async def test_sync_twins_work_from_a_plain_thread(

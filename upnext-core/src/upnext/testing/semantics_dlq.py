@@ -1,7 +1,7 @@
 """`DeadLetterSemantics`: what the DLQ keeps, and how replay behaves, through a real worker.
 
-Covers the seed page's "Dead-letter queue" (payload, final error, all
-attempt metadata) and DESIGN §3 "Dead-letter queue": replay makes a new job
+Covers docs/dead-letter-queue.md (payload, final error, all attempt
+metadata, replay): replay makes a new job
 with the same function, queue, arguments and lineage, `replay_of` set and
 attempt 1; the original result stays failed; of two concurrent replays one
 wins; an undecodable entry can't be replayed. Needs `dlq_access`.
@@ -42,7 +42,7 @@ async def _dead(worker: upnext.Worker, queue: str, job_id: str) -> upnext.DeadLe
 
 
 class DeadLetterSemantics(SemanticsBase):
-    """The dead-letter queue as the seed page and DESIGN §3 describe it."""
+    """The dead-letter queue as docs/dead-letter-queue.md describes it."""
 
     @pytest.mark.asyncio
     async def test_seed_dlq_keeps_payload_final_error_and_every_attempt(

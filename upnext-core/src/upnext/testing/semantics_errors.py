@@ -1,7 +1,7 @@
 """`ErrorSemantics`: what a caller sees when a job fails, and what is dead-lettered at once.
 
-Covers the seed page's "Error types", "Catching errors" and gather examples,
-and DESIGN §3's list of failures that skip retries: undecodable body, unknown
+Covers docs/errors.md (error types, catching errors, gather) and the
+failures that skip retries in docs/retries.md: undecodable body, unknown
 task, arguments that fail validation on the worker, an unserializable result.
 """
 

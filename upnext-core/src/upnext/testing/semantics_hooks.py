@@ -1,6 +1,6 @@
 """`HookSemantics`: per-task lifecycle hooks through a real worker.
 
-Covers the seed page's "Lifecycle hooks" example and DESIGN §3 "Hooks": order,
+Covers the per-task half of docs/hooks.md: order,
 arity (no argument or one `HookEvent`), isolation (a raising hook changes
 nothing), `hook_timeout`, and hooks after the settlement is durable (plugins
 are in `semantics_plugins`). `worker.join()` waits for pending hooks, so the
@@ -44,7 +44,7 @@ def _recorders(log: list[str]) -> dict[str, Any]:
 
 
 class HookSemantics(SemanticsBase):
-    """Per-task hooks as the seed page and DESIGN §3 describe them."""
+    """Per-task hooks as docs/hooks.md describes them."""
 
     @pytest.mark.asyncio
     async def test_seed_lifecycle_hooks_example(

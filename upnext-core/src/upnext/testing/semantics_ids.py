@@ -31,7 +31,7 @@ LIMIT = 5.0
 
 
 class JobIdSemantics(SemanticsBase):
-    """DESIGN §9 "A known job id never disturbs a job", via submit and submit_many."""
+    """A known job id never disturbs a job ("Job ids" in docs/semantics.md), via submit(_many)."""
 
     @pytest.mark.asyncio
     async def test_repeated_job_id_runs_a_queued_job_once(

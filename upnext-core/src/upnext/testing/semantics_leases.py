@@ -1,6 +1,6 @@
 """`LeaseSemantics`: heartbeats, lost runs and `max_lost_runs` through a real worker.
 
-Covers DESIGN §3 "Leases" and "Lost runs". A dead worker is simulated with
+Covers "Leases and heartbeats" and "Lost runs" of docs/semantics.md. A dead worker is simulated with
 the broker protocol itself: the test receives the job under a short lease
 and never settles it, as a worker killed mid-job would. Needs the
 `timed_leases` capability (a lease that expires on its own).
@@ -44,7 +44,7 @@ async def _hand_out_and_drop(worker: upnext.Worker, lease: float, within: float)
 
 
 class LeaseSemantics(SemanticsBase):
-    """Leases and lost runs as DESIGN §3 describes them."""
+    """Leases and lost runs as docs/semantics.md describes them."""
 
     @pytest.mark.asyncio
     async def test_default_lease_is_30_seconds(self, make_worker: WorkerFactory) -> None:

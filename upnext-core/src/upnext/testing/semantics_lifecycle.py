@@ -1,6 +1,6 @@
 """`LifecycleSemantics`: shutdown, and the stop's effect on jobs, through real workers.
 
-Covers DESIGN §3 "Shutdown": leaving ``async with worker:`` stops receiving at
+Covers "Shutdown" of docs/semantics.md: leaving ``async with worker:`` stops receiving at
 once (a blocked receive is not waited out), finishes in-flight jobs within
 `shutdown_grace`, then cancels and releases the rest; a released job is not
 an attempt and not a lost run, and another worker runs it at once.
@@ -46,7 +46,7 @@ def _handover_task(
 
 
 class LifecycleSemantics(SemanticsBase):
-    """Worker start and stop as DESIGN §3 "Shutdown" describes them."""
+    """Worker start and stop as "Shutdown" in docs/semantics.md describes them."""
 
     @pytest.mark.asyncio
     async def test_stop_does_not_wait_out_a_blocked_receive(

@@ -1,6 +1,6 @@
 """`PluginSemantics`: process-wide pluggy plugins, through a real worker.
 
-Covers DESIGN §3 "Hooks", plugin half: an object registered with
+Covers the plugin half of docs/hooks.md: an object registered with
 ``Worker(plugins=[...])`` whose methods carry ``@upnext.hooks.hookimpl`` gets
 every lifecycle event of every job, including enqueue and dead-letter, with
 the job's status after the event.
@@ -71,7 +71,7 @@ def _run_events(plugin: EventLog, job_id: str) -> list[tuple[str, str]]:
 
 
 class PluginSemantics(SemanticsBase):
-    """Plugins as DESIGN §3 describes them."""
+    """Plugins as docs/hooks.md describes them."""
 
     @pytest.mark.asyncio
     async def test_plugins_get_every_event_with_statuses(

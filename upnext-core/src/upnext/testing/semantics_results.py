@@ -1,6 +1,6 @@
 """`ResultSemantics`: results, waiting and cancellation through a real worker.
 
-Covers DESIGN §3 "Results and waiting" and "Cancellation (v1)": a result is
+Covers docs/results.md (results, waiting and cancelling a queued job): a result is
 written before its delivery is settled, reads are non-destructive,
 `result_ttl=0` stores nothing (so `.wait()` is refused), running out of a
 wait never touches the job, and `future.cancel()` removes a job that has not
@@ -33,7 +33,7 @@ LIMIT = 5.0
 
 
 class ResultSemantics(SemanticsBase):
-    """Results, waits and cancellation as DESIGN §3 describes them."""
+    """Results, waits and cancellation as docs/results.md describes them."""
 
     @pytest.mark.asyncio
     async def test_result_is_stored_before_the_delivery_is_settled(

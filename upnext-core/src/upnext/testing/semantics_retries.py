@@ -1,7 +1,7 @@
 """`RetrySemantics`: attempts, backoff, jitter, `Retry` and `Reject` through a real worker.
 
-Covers the seed page's "Retries", "Retry delay and backoff" and "Check
-attempt number" examples and DESIGN §3 "Attempts and retries". Delays are
+Covers docs/retries.md, its examples included (retries, delay and backoff,
+the attempt number). Delays are
 scaled down (tenths of a second) and measured between attempt starts: a
 retry must never start before its delay, and not much after it.
 """
@@ -32,7 +32,7 @@ LIMIT = 5.0  # seconds any single wait in these tests may take before it is a fa
 
 
 class RetrySemantics(SemanticsBase):
-    """Retries as the seed page and DESIGN §3 describe them."""
+    """Retries as docs/retries.md describes them."""
 
     @pytest.mark.asyncio
     async def test_seed_retries_3_runs_attempts_1_to_4(

@@ -1,7 +1,6 @@
 """`TimeoutSemantics`: per-attempt timeouts for async and sync tasks.
 
-Covers the seed page's "Timeouts" and "Handle timeout errors" examples and
-DESIGN §3 "Timeouts": an async task is cancelled at its deadline; a sync
+Covers docs/timeouts.md, its examples included: an async task is cancelled at its deadline; a sync
 task's thread is abandoned (not killed), its slot freed and its attempt
 counted as timed out on time; a timed-out attempt is retried like an error.
 """
@@ -30,7 +29,7 @@ LIMIT = 5.0
 
 
 class TimeoutSemantics(SemanticsBase):
-    """Timeouts as the seed page and DESIGN §3 describe them."""
+    """Timeouts as docs/timeouts.md describes them."""
 
     @pytest.mark.asyncio
     async def test_seed_default_timeout_is_30_minutes(self, make_worker: WorkerFactory) -> None:

@@ -1,7 +1,7 @@
 """`WorkflowSemantics`: tasks that submit and await tasks, through a real worker.
 
-Covers the seed page's "In workflows, a child failure bubbles up to the parent
-as an exception" and DESIGN §3 "Workflows": lineage (parent_id, root_id)
+Covers "Failures in workflows" of docs/errors.md (a child failure bubbles up
+to the parent as an exception) and the workflow rules of docs/tasks.md: lineage (parent_id, root_id)
 flows through the context; a waiting job lends its concurrency slot, so a
 full worker can't deadlock on its own children; the parent's timeout keeps
 running while it waits.
@@ -35,7 +35,7 @@ def _lineage() -> dict[str, Any]:
 
 
 class WorkflowSemantics(SemanticsBase):
-    """Workflows as the seed page and DESIGN §3 describe them."""
+    """Workflows as docs/errors.md and docs/tasks.md describe them."""
 
     @pytest.mark.asyncio
     async def test_lineage_flows_from_parent_to_child_to_grandchild(

@@ -12,7 +12,13 @@ import asyncio
 
 import pytest
 
-from upnext.broker.state import STATE_VALUE_MAX, StateEntry, StateStore, StateWrite
+from upnext.broker.state import (
+    STATE_VALUE_MAX,
+    SlotClaim,
+    StateEntry,
+    StateStore,
+    StateWrite,
+)
 from upnext.errors import ConfigurationError
 from upnext.testing._support import Timing, violated
 
@@ -236,3 +242,53 @@ class StateStoreConformance:
             "a barrier counts distinct live members (re-acquiring is idempotent)"
         )
         await state.slots_release(key, ["a", "b", "c"])
+
+    @pytest.mark.asyncio
+    async def test_slots_acquire_many_grants_each_claim_in_order(
+        self, state: StateStore, upnext_queue: str, timing: Timing
+    ) -> None:
+        """A batch answers each claim as a lone acquire would, in order, across keys and scopes."""
+        one, barrier, ttl = f"{upnext_queue}:one", f"{upnext_queue}:all", timing.delay(5.0)
+        scope = f"{upnext_queue}-s"
+        assert await state.slots_acquire_many([]) == [], violated("an empty batch grants nothing")
+        grants = await state.slots_acquire_many(
+            [
+                SlotClaim(one, "a", 1, ttl),
+                SlotClaim(one, "b", 1, ttl),
+                SlotClaim(barrier, "a", None, ttl, scope),
+                SlotClaim(barrier, "b", None, ttl, scope),
+                SlotClaim(one, "a", 1, ttl),
+            ]
+        )
+        assert [(g.acquired, g.count) for g in grants] == [
+            (True, 1),
+            (False, 1),
+            (True, 1),
+            (True, 2),
+            (True, 1),
+        ], violated("each claim of a batch must be granted as `slots_acquire`, in order")
+        assert 0 < grants[1].retry_after <= ttl, violated("a refused claim gives a retry hint")
+        alone = await state.slots_acquire(barrier, "c", limit=None, ttl=ttl, scope=scope)
+        assert alone.count == 3, violated("a batch's slots are the same slots a lone call sees")
+        await state.slots_release(one, ["a"])
+        await state.slots_release(barrier, ["a", "b", "c"], scope=scope)
+
+    @pytest.mark.asyncio
+    async def test_slots_acquire_many_refreshes_expiries(
+        self, state: StateStore, upnext_queue: str, timing: Timing
+    ) -> None:
+        """Re-acquiring held slots in a batch moves each one's expiry forward; others lapse."""
+        keys, ttl = [f"{upnext_queue}:r{i}" for i in range(3)], timing.delay(0.4)
+        for key in keys:
+            await state.slots_acquire(key, "kept", limit=2, ttl=ttl)
+            await state.slots_acquire(key, "lapsed", limit=2, ttl=ttl)
+        await asyncio.sleep(timing.delay(0.25))
+        refreshed = await state.slots_acquire_many([SlotClaim(k, "kept", 2, ttl) for k in keys])
+        assert all(g.acquired for g in refreshed), violated("a holder re-acquires its own slot")
+        await asyncio.sleep(timing.delay(0.25))
+        after = [await state.slots_acquire(k, "new", limit=2, ttl=ttl) for k in keys]
+        assert [(g.acquired, g.count) for g in after] == [(True, 2)] * 3, violated(
+            "every claim of a batch must refresh its slot, and unrefreshed members lapse"
+        )
+        for key in keys:
+            await state.slots_release(key, ["kept", "new"])

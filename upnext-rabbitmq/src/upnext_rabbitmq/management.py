@@ -1,13 +1,14 @@
 """RabbitMQ's queues and depths from its management HTTP API (``--management-url``).
 
 AMQP cannot list queues, and upnext's own catalog of them is best effort; the
-management plugin knows every queue. The server asks it for upnext's work and
-dead-letter queues (``upnext.q.<name>`` and ``upnext.dlq.<name>``) in the
-broker URL's vhost, 500 queues a request. Its counts are the plugin's samples
-(taken every ``collect_statistics_interval``, 5 s by default), so they lag by
-that much, but they include the jobs in flight (delivered, not yet
-acknowledged), which AMQP cannot count. Scheduled jobs wait in the queue's own
-delay levels (``upnext.ladder.<k>.<name>``); their sum is the scheduled count.
+management plugin knows every queue. `upnext server` asks it (through
+`RabbitBroker.management_stats`, core's `ManagementStats` protocol) for
+upnext's work and dead-letter queues in the broker URL's vhost, 500 queues a
+request. Its counts are the plugin's samples (taken every
+``collect_statistics_interval``, 5 s by default), so they lag by that much,
+but they include the jobs in flight (delivered, not yet acknowledged), which
+AMQP cannot count. Scheduled jobs wait in the queue's own delay levels; their
+sum is the scheduled count. A queue not sampled yet has None counts.
 
 Credentials come from the management URL (``http://user:pass@host:15672``),
 else from the broker URL. The password goes in a Basic auth header only: the
@@ -16,35 +17,22 @@ URL httpx sees and logs has none, and errors name the URL redacted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
-
-from upnext._urls import redact_url, scheme_of
+from upnext.broker.protocol import QueueStats
+from upnext.broker.redact import redact_url
 from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
-__all__ = ["ManagementAPI", "ManagementCounts"]
+from upnext_rabbitmq.topology import DEAD_PREFIX, LEVEL_PREFIX, PREFIX, WORK_PREFIX
 
-# The AMQP names of an upnext queue's work queue and DLQ (upnext_rabbitmq.topology).
-WORK_PREFIX = "upnext.q."
-DEAD_PREFIX = "upnext.dlq."
-LEVEL_PREFIX = "upnext.ladder."
+__all__ = ["ManagementAPI"]
+
 PAGE_SIZE = 500  # the management API's largest page
 TIMEOUT = 10.0
 _COLUMNS = "name,messages,messages_ready,messages_unacknowledged"
-_NAMES = r"^upnext\.(q|dlq|ladder\.[0-9]+)\."
-
-
-@dataclass(frozen=True, slots=True)
-class ManagementCounts:
-    """One upnext queue as the management API sees it (None: not sampled yet, or no queue)."""
-
-    ready: int | None
-    scheduled: int | None
-    in_flight: int | None
-    dead: int | None
+_NAMES = rf"^{PREFIX}\.(q|dlq|ladder\.[0-9]+)\."  # work queues, DLQs, delay levels
 
 
 def _scheduled(amqp: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -66,8 +54,6 @@ class ManagementAPI:
     """A client of one RabbitMQ management API, for one broker URL's vhost."""
 
     def __init__(self, url: str, broker_url: str) -> None:
-        if scheme_of(broker_url) not in ("amqp", "amqps"):
-            raise ConfigurationError("--management-url is for a RabbitMQ broker (amqp://)")
         self.shown = redact_url(url)
         try:
             parts = urlsplit(url)
@@ -140,7 +126,7 @@ class ManagementAPI:
                 return found
             number += 1
 
-    async def counts(self) -> dict[str, ManagementCounts]:
+    async def all_stats(self) -> dict[str, QueueStats]:
         """Every upnext queue of the vhost with its depths, by upnext queue name."""
         amqp = await self._amqp_queues()
         names = sorted(
@@ -152,10 +138,10 @@ class ManagementAPI:
             }
         )
         scheduled = _scheduled(amqp)
-        counts: dict[str, ManagementCounts] = {}
+        counts: dict[str, QueueStats] = {}
         for name in names:
             work, dead = amqp.get(WORK_PREFIX + name), amqp.get(DEAD_PREFIX + name)
-            counts[name] = ManagementCounts(
+            counts[name] = QueueStats(
                 ready=_count(work, "messages_ready"),
                 scheduled=scheduled.get(name, 0) if work is not None else None,
                 in_flight=_count(work, "messages_unacknowledged"),

@@ -1,0 +1,82 @@
+"""The worker registry's read side: which workers are alive and what they run.
+
+Every worker with a shared state store (`Worker(results=...)` for brokers that
+keep none) writes its entry once a tick; an entry disappears at a clean stop,
+or a few ticks after its worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from upnext._statekeys import WORKER_PREFIX
+
+if TYPE_CHECKING:
+    from upnext._worker import Worker
+    from upnext.broker.state import StateStore
+
+__all__ = ["RunningJob", "WorkerInfo", "live_workers", "read_registry"]
+
+log = logging.getLogger("upnext.worker")
+
+
+class RunningJob(BaseModel):
+    """A job a worker holds: its id, task, attempt, start (epoch seconds) and progress.
+
+    `started_at` is None (and `attempt` the attempts before it) while the job
+    waits in the worker for a slot or its turn.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    function: str
+    attempt: int
+    started_at: float | None
+    progress: float | None = None
+
+
+class WorkerInfo(BaseModel):
+    """A live worker as its last tick described it.
+
+    `started_at` and `beat_at` are epoch seconds by the worker's clock.
+    `running_count` counts every job it runs; `running` lists them, cut short
+    only when the list would not fit one state value (64 KiB).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    worker_id: str
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: float
+    beat_at: float
+    running_count: int
+    running: list[RunningJob]
+
+
+async def read_registry(state: StateStore) -> list[WorkerInfo]:
+    """Every live worker in `state`'s registry, ordered by worker id."""
+    found: list[WorkerInfo] = []
+    cursor: str | None = None
+    while True:
+        page = await state.state_scan(WORKER_PREFIX, limit=100, cursor=cursor)
+        for key, entry in page.entries:
+            try:
+                found.append(WorkerInfo.model_validate_json(entry.value))
+            except ValidationError:  # written by another upnext version: not ours to read
+                log.debug("skipping registry entry %s: not a WorkerInfo", key)
+        if (cursor := page.next_cursor) is None:
+            return found
+
+
+async def live_workers(worker: Worker) -> list[WorkerInfo]:
+    """The workers alive on `worker`'s broker (ConfigurationError if it keeps no state)."""
+    client = await worker.client()
+    return await read_registry(client.require_state("the worker registry"))
