@@ -1,21 +1,17 @@
 """RedisBroker: broker, result store, dead-letter admin and queue admin on Redis.
 
 Every state change is one Lua script (scripts.py) over one queue's keys
-(keys.py), and every operation is one round trip for a whole batch. A
-receiver with nothing to do blocks on ``XREAD`` of each queue's ``wake``
-stream from the entry id it last saw, so a wake-up between its script and
-its block is never missed; each block is capped at the next due time or lease
-deadline that the script reported from Redis ``TIME``.
+(keys.py), and every operation is one round trip for a whole batch.
+Receiving (the script, and blocking on the queues' wake streams between
+tries) is in `_receive`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import (
     MAX_PRIORITY,
     Ack,
@@ -35,19 +31,17 @@ from upnext.broker.protocol import (
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
+from upnext_redis._receive import Receiver
 from upnext_redis._replies import (
     Groups,
-    Taken,
-    deliveries,
     lost,
     receipt_of,
-    taken,
     unpart,
 )
-from upnext_redis._wire import Wire, pack, pack_args, read_replies, send
+from upnext_redis._wire import pack_args
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
-from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
+from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, SETTLE, STATS
 from upnext_redis.state import RedisStateStore
 
 __all__ = ["RedisBroker"]
@@ -80,6 +74,7 @@ class RedisBroker(RedisStateStore):
         self._client = RedisClient(self.options)
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
+        self._receiver = Receiver(self._client, self.options.recovery_interval, self.settle)
         self._known: set[str] = set()
         self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
@@ -156,131 +151,7 @@ class RedisBroker(RedisStateStore):
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
         """Hand out up to `limit` due jobs, blocking up to `wait` s for one."""
-        names = list(dict.fromkeys(queues))
-        if not names or limit <= 0:
-            return []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(wait, 0.0)
-        lease_ms = max(1, delay_ms(lease))
-        got, until_ms, seen = await self._take(names, limit, lease_ms)
-        while not got:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            block = min(remaining, self.options.recovery_interval)
-            if until_ms >= 0:
-                block = min(block, (until_ms + 1) / 1000)
-            if self._client.cluster:
-                await self._block(names, seen, block)
-                got, until_ms, seen = await self._take(names, limit, lease_ms)
-            else:
-                got, until_ms, seen = await self._block_then_take(
-                    names, seen, block, limit, lease_ms
-                )
-        return got
-
-    async def _take(self, names: list[str], limit: int, lease_ms: int) -> Taken:
-        """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
-
-        Standalone, one script serves every queue; on Cluster each queue gets
-        its own (two queues' keys never share a script there), in order.
-        """
-        batches = [[q] for q in names] if self._client.cluster else [names]
-        out: list[Delivery] = []
-        until_ms = -1
-        seen: list[bytes] = []
-        for batch in batches:
-            groups = [key for q in batch for key in self._client.keys.queue(q).group]
-            args = (limit - len(out), lease_ms, len(batch))
-            reply = await self._client.eval(RECEIVE, groups, args)
-            if len(reply) > 2 + 3 * len(batch):
-                out += deliveries(batch, reply)
-                if len(out) >= limit:
-                    break
-            # Each server has its own clock: keep the wait relative to it.
-            if int(reply[1]) >= 0:
-                wait_ms = int(reply[1]) - int(reply[0])
-                until_ms = wait_ms if until_ms < 0 else min(until_ms, wait_ms)
-            seen += [bytes(reply[2 + 3 * i]) for i in range(len(batch))]
-        return out, until_ms, seen
-
-    def _receive_call(self, names: list[str], limit: int, lease_ms: int) -> tuple[list[str], bytes]:
-        groups = [key for q in names for key in self._client.keys.queue(q).group]
-        return groups, pack(
-            ["EVALSHA", RECEIVE.sha, len(groups), *groups, limit, lease_ms, len(names)]
-        )
-
-    async def _block_then_take(
-        self, names: list[str], seen: list[bytes], seconds: float, limit: int, lease_ms: int
-    ) -> Taken:
-        """XREAD BLOCK and RECEIVE in one pipeline (standalone Redis): one round trip.
-
-        The script runs on the server as soon as the block ends, woken or
-        timed out, so the reply is exactly what `_take` would return then.
-        """
-        ms = max(1, int(seconds * 1000))
-        streams = [self._client.keys.queue(q).wake for q in names]
-        groups, receive = self._receive_call(names, limit, lease_ms)
-        block = pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
-        with self._client.errors.boundary():
-            node = await self._client.router.node_for(streams[0])
-            wire = node.block_wire
-            conn = await wire.take()
-            try:
-                xread, reply = await self._exchange_blocked(wire, conn, block + receive)
-            except _RETRIABLE:
-                # The connection was lost: take again the plain way (it reconnects with
-                # backoff, or fails as BrokerUnavailable); the next block is pipelined again.
-                return await self._take(names, limit, lease_ms)
-            if isinstance(xread, Exception):
-                if isinstance(reply, list):
-                    got = taken(names, reply)[0]
-                    if got:  # the block failed but the script ran: nobody will run these
-                        await self.settle([Release(d) for d in got])
-                raise xread
-            if isinstance(reply, rx.NoScriptError):
-                # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
-                reply = await self._client.eval(RECEIVE, groups, (limit, lease_ms, len(names)))
-            elif isinstance(reply, Exception):
-                raise reply
-        return taken(names, reply)
-
-    async def _exchange_blocked(
-        self, wire: Wire, conn: AbstractConnection, data: bytes
-    ) -> tuple[Any, Any]:
-        """Send the pipeline on `conn` (taken from `wire`) and read both replies."""
-        try:
-            await send(conn, data)
-            async with asyncio.timeout(conn.socket_timeout):
-                xread, reply = await read_replies(conn, 2)
-        except BaseException:
-            # A half-read reply stream must never reach the next user.
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            wire.give(conn)
-        return xread, reply
-
-    async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
-        # XREAD from the ids the script saw: an XADD since then returns at once.
-        ms = max(1, int(seconds * 1000))
-        streams = [self._client.keys.queue(q).wake for q in names]
-        if not self._client.cluster or len(streams) == 1:
-            await self._client.block(streams[0], ["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
-            return
-        # On Cluster one XREAD per queue (one slot each); the first to return wins.
-        tasks = [
-            asyncio.create_task(self._client.block(s, ["XREAD", "BLOCK", ms, "STREAMS", s, i]))
-            for s, i in zip(streams, seen, strict=True)
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()
+        return await self._receiver.receive(queues, limit=limit, lease=lease, wait=wait)
 
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:
