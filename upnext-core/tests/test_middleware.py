@@ -205,6 +205,10 @@ class Producer(Middleware):
             submission.dedupe(self.existing)
         elif submission.kwargs.get("mode") == "refused":
             raise ConfigurationError("refused by policy")
+        elif submission.kwargs.get("mode") == "urgent":
+            submission.priority = 8
+        elif submission.kwargs.get("mode") == "out of range":
+            submission.priority = 12
 
 
 async def test_before_enqueue_delays_dedupes_and_refuses() -> None:
@@ -227,6 +231,23 @@ async def test_before_enqueue_delays_dedupes_and_refuses() -> None:
     stats = await broker.stats(delayed.queue)
     assert (stats.ready, stats.scheduled) == (0, 1)
     assert [s.kwargs["mode"] for s in producer.seen] == ["refused", "dedupe", "delayed"]
+    await worker.aclose()
+
+
+async def test_before_enqueue_sets_the_priority_the_broker_gets() -> None:
+    """A priority a middleware sets travels in the envelope; one out of range is refused."""
+    worker = _worker(middleware=[Producer(uuid.uuid4().hex)])
+
+    @worker.task
+    async def job(mode: str) -> None: ...
+
+    broker = (await worker.client()).broker
+    urgent = await job.submit(mode="urgent")
+    [delivery] = await broker.receive([urgent.queue], limit=5, lease=30.0, wait=0.0)
+    assert (delivery.envelope.id, delivery.envelope.priority) == (urgent.job_id, 8)
+    with pytest.raises(ConfigurationError, match="invalid priority: 12"):
+        await job.submit(mode="out of range")
+    assert await broker.receive([urgent.queue], limit=5, lease=30.0, wait=0.0) == []
     await worker.aclose()
 
 

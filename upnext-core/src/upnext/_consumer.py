@@ -13,6 +13,7 @@ middleware drives it (docs/semantics.md, "Lost runs").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -22,10 +23,12 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
 from upnext._jobrun import JobRun
+from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext._settlement import Settlement
 from upnext._tick import WorkerTick
 from upnext.broker.protocol import (
@@ -80,6 +83,8 @@ class Consumer:
         )
         self.background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Set to end the receive loop (never cancelled: see `_receiving`).
+        self._receive_stopped = asyncio.Event()
         self.execution = JobExecutor(self)
         self.tick: WorkerTick | None = None
 
@@ -106,8 +111,7 @@ class Consumer:
     async def stop(self, grace: float) -> None:
         """Stop receiving, finish in-flight jobs within `grace`, release the rest."""
         self.stopping = True
-        self._loops[0].cancel()
-        await asyncio.gather(self._loops[0], return_exceptions=True)
+        await self.pause_receiving()
         await self.release_buffered()
         for run in list(self.runs.values()):
             if run.parked and run.task is not None:  # not started: give back at once
@@ -210,10 +214,11 @@ class Consumer:
         (half the prefetch, at least one), so a worker draining short jobs
         asks the broker for many at a time instead of one per finished job.
         """
-        backoff = 0.05
+        stopped = self._receive_stopped
+        backoff = Backoff(first=0.05, cap=5.0)
         wait = self.worker.receive_wait
         batch = max(1, self.prefetch // 2)
-        while not self.stopping:
+        while not stopped.is_set():
             if self._suspects_turn():
                 self.room.clear()
                 await self.room.wait()
@@ -224,17 +229,27 @@ class Consumer:
                 await self.room.wait()
                 continue
             try:
-                deliveries = await self.broker.receive(
-                    self.queues, limit=free, lease=self.lease, wait=wait
+                deliveries = await receive_sliced(
+                    self.broker,
+                    self.queues,
+                    limit=free,
+                    lease=self.lease,
+                    wait=wait,
+                    stopped=stopped,
                 )
             except Exception as exc:  # a backend bug must not wedge the worker either
+                pause = next(backoff)
                 log.warning(
-                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, backoff
+                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, pause
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(TimeoutError):  # a stop ends the pause
+                    async with asyncio.timeout(pause):
+                        await stopped.wait()
                 continue
-            backoff = 0.05
+            backoff.reset()
+            if stopped.is_set():  # no longer wanted: back at once, uncounted
+                await give_back(self.settler.submit_many, deliveries)
+                return
             started = self._take_in(deliveries)
             # Nothing of a batch stays alive here through the next receive (a
             # 10 MB body did, until that receive returned).
@@ -257,13 +272,13 @@ class Consumer:
         return bool(deliveries)
 
     async def pause_receiving(self) -> None:
-        """Cancel the receive loop (a cancelled receive hands out nothing)."""
-        receiver = self._loops[0]
-        receiver.cancel()
-        await asyncio.gather(receiver, return_exceptions=True)
+        """End the receive loop; its receive in flight returns, and what it took goes back."""
+        self.room.set()
+        await stop_receiver(self._loops[0], self._receive_stopped)
 
     def _resume_receiving(self) -> None:
         if not self.stopping and self._loops[0].done():
+            self._receive_stopped = asyncio.Event()
             self._loops[0] = self.loop.create_task(self._receive_loop(), name="upnext-receive")
 
     def _suspects_turn(self) -> bool:
@@ -308,22 +323,6 @@ class Consumer:
 
     # -- settle --------------------------------------------------------------
 
-    async def _write_result(self, settlement: Settlement) -> None:
-        """Store a result in the separate store, retrying while it is unreachable."""
-        assert settlement.result is not None
-        delay = 0.05
-        for _ in range(20):
-            try:
-                await self.client.results.submit(settlement.result)
-                return
-            except BrokerError as exc:
-                log.warning(
-                    "writing result of job %s failed: %s; retrying", settlement.result.job_id, exc
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        await self.client.results.submit(settlement.result)
-
     async def commit(self, run: JobRun, settlement: Settlement) -> SettleOutcome:
         """Write the result (if separate), then settle; None once durable, else LeaseLost."""
         item = settlement.item
@@ -335,7 +334,7 @@ class Consumer:
                 elif self.client.same and isinstance(item, DeadLetter):
                     item = DeadLetter(item.delivery, item.record, settlement.result)
                 else:
-                    await self._write_result(settlement)
+                    await self.client.write_result(settlement.result)
             outcome: SettleOutcome = await self.settler.submit(item)
         finally:
             self.runs.pop(run.delivery, None)

@@ -149,7 +149,7 @@ async def before_enqueue(
     """Each job's submission after every before_enqueue (in order) has seen it.
 
     What a middleware set is checked as the caller's options are: a bad delay
-    or priority is a `ConfigurationError` naming the job, before any I/O.
+    or priority is a one-line `ConfigurationError` before any I/O.
     """
     submissions = []
     for body in bodies:
