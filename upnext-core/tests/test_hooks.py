@@ -224,9 +224,9 @@ def test_misspelt_plugin_hook_is_refused() -> None:
 
 
 def test_every_event_is_a_documented_hookspec() -> None:
-    names = [n for n in dir(PluginSpec) if n.startswith("upnext_")]
-    assert len(names) == 7
-    for name in names:
+    events = [n for n in dir(PluginSpec) if n.startswith("upnext_job_")]
+    assert len(events) == 7
+    for name in [*events, "upnext_middleware"]:
         assert getattr(PluginSpec, name).__doc__
 
 

@@ -1,4 +1,4 @@
-"""Suspects run alone: a job one lost run away from the DLQ (DESIGN §3 lost runs).
+"""Suspects run alone: a job one lost run away from the DLQ (docs/semantics.md, "Lost runs").
 
 A worker that dies takes every delivery it holds with it, and each is
 charged a lost run. So a job that has lost `max_lost_runs` runs (one more

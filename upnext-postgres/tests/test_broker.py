@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 import pytest_asyncio
 from upnext.broker.protocol import (
     Ack,
@@ -160,34 +159,6 @@ async def test_statements_are_never_jit_compiled(
             await broker_conn.execute("RESET jit_above_cost")
     plan = "\n".join(r[0] for r in rows)
     assert "JIT" not in plan, plan
-
-
-async def test_cancelled_receive_gives_its_jobs_back(
-    pg_broker: PostgresBroker, upnext_queue: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A receive cancelled after its statement took jobs releases them, uncounted."""
-    await pg_broker.enqueue_many([Envelope(uuid.uuid4().hex, upnext_queue, b"x")])
-    taken = asyncio.Event()
-    real = pg_broker._fetch_take
-
-    async def slow_take(*args: Any) -> list[asyncpg.Record]:
-        rows = await real(*args)
-        taken.set()
-        await asyncio.sleep(0.5)  # the caller is cancelled while we hold the rows
-        return rows
-
-    monkeypatch.setattr(pg_broker, "_fetch_take", slow_take)
-    receiving = asyncio.create_task(
-        pg_broker.receive([upnext_queue], limit=5, lease=30.0, wait=5.0)
-    )
-    await asyncio.wait_for(taken.wait(), 2.0)
-    receiving.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await receiving
-    monkeypatch.setattr(pg_broker, "_fetch_take", real)
-    [again] = await pg_broker.receive([upnext_queue], limit=5, lease=30.0, wait=2.0)
-    assert (again.redelivered, again.deliveries) == (False, 1)
-    await pg_broker.settle([Ack(again)])
 
 
 async def test_expired_results_are_swept(pg_broker: PostgresBroker, upnext_queue: str) -> None:

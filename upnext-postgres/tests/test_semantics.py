@@ -1,4 +1,4 @@
-"""The semantic conformance suite: a real Worker on PostgreSQL, every paragraph of DESIGN §3."""
+"""The semantic suite: a real Worker on PostgreSQL, every paragraph of docs/semantics.md."""
 
 from __future__ import annotations
 

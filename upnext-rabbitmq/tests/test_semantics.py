@@ -1,4 +1,4 @@
-"""DESIGN §3 and the seed page through a real Worker on RabbitMQ."""
+"""docs/semantics.md and the seed page through a real Worker on RabbitMQ."""
 
 from __future__ import annotations
 

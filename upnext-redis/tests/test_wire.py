@@ -122,7 +122,7 @@ async def test_a_woken_receive_gets_its_job_in_the_same_round_trip(
 async def test_a_cancelled_blocked_receive_frees_its_connection_at_once(
     redis_broker: RedisBroker, raw_redis: aioredis.Redis
 ) -> None:
-    """Cancel unblocks the server side (CLIENT UNBLOCK): no block outlives its receive."""
+    """Cancel drops the blocking connection, which ends the block on the server too."""
     name = f"{redis_broker._client.name}-block"
     task = asyncio.create_task(redis_broker.receive(["idle"], limit=1, lease=30.0, wait=30.0))
     await asyncio.sleep(0.2)

@@ -9,13 +9,11 @@ import threading
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import pytest
 from upnext.broker import Ack, Broker, Envelope, ResultStore, SchemaProvider
 from upnext.errors import ConfigurationError
 from upnext_sqlite import SQLiteBroker
-from upnext_sqlite import broker as broker_module
 
 PRODUCER = """
 import asyncio, sys
@@ -120,34 +118,6 @@ async def test_same_process_brokers_wake_each_other_at_once(db_url: str) -> None
     await consumer.settle([Ack(got)])
     await consumer.aclose()
     await producer.aclose()
-
-
-async def test_receive_cancelled_mid_take_gives_the_job_back_uncounted(
-    sqlite_broker: SQLiteBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A receive cancelled mid-take hands out nothing; the job is due again, uncounted."""
-    await sqlite_broker.enqueue_many([Envelope("j", "q", b"x")])
-    in_take, go_on = threading.Event(), threading.Event()
-    take_rows = broker_module._take_rows
-
-    def slow_take(*args: Any) -> Any:
-        taken = take_rows(*args)
-        in_take.set()
-        go_on.wait(5.0)  # the transaction is open and the job taken when the cancel lands
-        return taken
-
-    monkeypatch.setattr(broker_module, "_take_rows", slow_take)
-    receiver = asyncio.create_task(sqlite_broker.receive(["q"], limit=1, lease=30, wait=5))
-    assert await asyncio.to_thread(in_take.wait, 5.0)
-    receiver.cancel()
-    await asyncio.sleep(0.05)
-    go_on.set()
-    with pytest.raises(asyncio.CancelledError):
-        await receiver
-    monkeypatch.setattr(broker_module, "_take_rows", take_rows)
-    [again] = await sqlite_broker.receive(["q"], limit=1, lease=30, wait=2.0)
-    assert (again.envelope.id, again.redelivered, again.deliveries) == ("j", False, 1)
-    await sqlite_broker.settle([Ack(again)])
 
 
 async def test_processes_draining_one_queue_never_share_a_job(

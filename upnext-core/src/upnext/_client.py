@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from upnext._backoff import Backoff
 from upnext._discovery import RESULT_STORE_GROUP, load_factory
 from upnext._logsafe import protect_logs
 from upnext._serializer import ResultRecord
@@ -143,6 +144,22 @@ class Client:
         if self.state is None:
             raise no_state(feature, self.name, self.results_url)
         return self.state
+
+    async def write_result(self, result: ResultWrite) -> None:
+        """Store a worker's result in the separate store, retrying while it is unreachable.
+
+        About 30 s of tries (pauses from 0.05 s doubling to 2 s), then the last
+        error propagates: the job is not settled and comes back after its lease.
+        """
+        pauses = Backoff(first=0.05, cap=2.0)
+        for _ in range(20):
+            try:
+                await self.results.submit(result)
+                return
+            except BrokerError as exc:
+                log.warning("writing result of job %s failed: %s; retrying", result.job_id, exc)
+                await asyncio.sleep(next(pauses))
+        await self.results.submit(result)
 
     async def put_result(self, job_id: str, queue: str, record: ResultRecord, ttl: float) -> None:
         """Store one result (batched with others written meanwhile)."""

@@ -1,34 +1,36 @@
-"""A running worker: receive, execute, settle and heartbeat, group-committed.
+"""A running worker: receive, dispatch, heartbeat and group commit.
 
 At most one `receive`, one `settle` and one `extend` are in flight per
 worker; whatever arrives meanwhile joins the next call. Jobs run as asyncio
-tasks owned by the consumer; sync tasks run on a thread pool. How one job is
-executed (decide, attempt, timeout, abandonment) is in `_execution.py`.
+tasks owned by the consumer; what one job goes through (the middleware
+pipeline, its body, its settlement) is `_execution.JobExecutor`'s.
 
-A job on its last chance (a *suspect*: it has lost `max_lost_runs` runs with
-its workers, so one more dead-letters it) runs alone: it starts only once
-this worker holds no other job, and nothing else is received or started
-until its body ends, so that if it takes the worker down again only it is
-charged the lost run (docs/semantics.md, "Lost runs").
+The consumer also keeps the state a job on its last chance (a *suspect*) needs
+to run alone (`parked`, `isolated`, `turn`); the built-in `LostRunIsolation`
+middleware drives it (docs/semantics.md, "Lost runs").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
-from upnext._execution import ABANDON_AFTER, JobExecution, JobRun
+from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
-from upnext._hooks import call_hook
+from upnext._jobrun import JobRun
+from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext._settlement import Settlement
-from upnext._threads import DaemonThreadPool
+from upnext._tick import WorkerTick
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -39,18 +41,19 @@ from upnext.broker.protocol import (
     SettleOutcome,
 )
 from upnext.errors import BrokerError, LeaseLost
-from upnext.hooks import HookEvent
+from upnext.middleware._builtins import ABANDON_AFTER
+from upnext.workers import RunningJob
 
 if TYPE_CHECKING:
-    from upnext._task import Task
     from upnext._worker import Worker
+    from upnext.middleware._types import CancelReason
 
 __all__ = ["Consumer"]
 
 log = logging.getLogger("upnext.worker")
 
 
-class Consumer(JobExecution):
+class Consumer:
     """Consumes a worker's queues until stopped."""
 
     def __init__(self, worker: Worker, client: Client) -> None:
@@ -79,47 +82,59 @@ class Consumer(JobExecution):
             GroupSettle(client, lambda: self.stopping)
         )
         self.background: set[asyncio.Task[Any]] = set()
-        self.abandoned_threads = 0
-        self.executor = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
-        self.plugins_active = worker.plugins.active
         self._loops: list[asyncio.Task[None]] = []
+        # Set to end the receive loop (never cancelled: see `_receiving`).
+        self._receive_stopped = asyncio.Event()
+        self.execution = JobExecutor(self)
+        self.tick: WorkerTick | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Begin receiving (and heartbeating, where leases are timed)."""
+        """Begin receiving (and heartbeating, where leases are timed; ticking, with state)."""
         self._loops.append(self.loop.create_task(self._receive_loop(), name="upnext-receive"))
         if self.broker.capabilities.timed_leases:
             self._loops.append(self.loop.create_task(self._heartbeat(), name="upnext-heartbeat"))
+        if self.client.state is not None:
+            self.tick = WorkerTick(
+                self.client.state,
+                worker_id=self.worker_id,
+                name=self.worker.name,
+                queues=self.queues,
+                concurrency=self.capacity,
+                running=self.running_jobs,
+                on_cancel=self.cancel_job,
+                slots=self.worker.held_slots,
+            )
+            self.tick.start()
 
     async def stop(self, grace: float) -> None:
         """Stop receiving, finish in-flight jobs within `grace`, release the rest."""
         self.stopping = True
-        self._loops[0].cancel()
-        await asyncio.gather(self._loops[0], return_exceptions=True)
-        await self._release_buffered()
+        await self.pause_receiving()
+        await self.release_buffered()
         for run in list(self.runs.values()):
             if run.parked and run.task is not None:  # not started: give back at once
-                run.released = True
-                run.task.cancel()
+                run.cancel("shutdown")
         pending = {run.task for run in self.runs.values() if run.task and not run.task.done()}
         if pending:
             await asyncio.wait(pending, timeout=grace)
         for run in list(self.runs.values()):
             if run.task is not None and not run.task.done():
-                run.released = True
-                run.task.cancel()
+                run.cancel("shutdown")
         leftovers = [run.task for run in self.runs.values() if run.task is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=ABANDON_AFTER)
         for task in self._loops[1:]:
             task.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self.tick is not None:
+            await self.tick.stop()
         if self.background:
             await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
-        self.executor.shutdown()
+        self.execution.threads.shutdown()
 
-    async def _release_buffered(self) -> None:
+    async def release_buffered(self) -> None:
         """Give back at once every delivery received but not started (not an attempt)."""
         buffered = [run for run in self.buffer if not run.lease_lost]
         self.buffer.clear()
@@ -161,7 +176,8 @@ class Consumer(JobExecution):
         """The waiting job resumes (possibly over capacity until a job ends)."""
         self.lent -= 1
 
-    def _free_slot(self, run: JobRun) -> None:
+    def free_slot(self, run: JobRun) -> None:
+        """The run's body ended (or never ran): its slot may start the next delivery."""
         if not run.slot_freed:
             run.slot_freed = True
             self.active -= 1
@@ -187,7 +203,7 @@ class Consumer(JobExecution):
                 self.runs.pop(run.delivery, None)
                 continue
             self.active += 1
-            run.task = self.loop.create_task(self._execute(run))
+            run.task = self.loop.create_task(self.execution.execute(run))
 
     # -- receive -------------------------------------------------------------
 
@@ -198,10 +214,11 @@ class Consumer(JobExecution):
         (half the prefetch, at least one), so a worker draining short jobs
         asks the broker for many at a time instead of one per finished job.
         """
-        backoff = 0.05
+        stopped = self._receive_stopped
+        backoff = Backoff(first=0.05, cap=5.0)
         wait = self.worker.receive_wait
         batch = max(1, self.prefetch // 2)
-        while not self.stopping:
+        while not stopped.is_set():
             if self._suspects_turn():
                 self.room.clear()
                 await self.room.wait()
@@ -212,17 +229,27 @@ class Consumer(JobExecution):
                 await self.room.wait()
                 continue
             try:
-                deliveries = await self.broker.receive(
-                    self.queues, limit=free, lease=self.lease, wait=wait
+                deliveries = await receive_sliced(
+                    self.broker,
+                    self.queues,
+                    limit=free,
+                    lease=self.lease,
+                    wait=wait,
+                    stopped=stopped,
                 )
             except Exception as exc:  # a backend bug must not wedge the worker either
+                pause = next(backoff)
                 log.warning(
-                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, backoff
+                    "receive from %s failed: %s; retrying in %.2fs", self.client.name, exc, pause
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(TimeoutError):  # a stop ends the pause
+                    async with asyncio.timeout(pause):
+                        await stopped.wait()
                 continue
-            backoff = 0.05
+            backoff.reset()
+            if stopped.is_set():  # no longer wanted: back at once, uncounted
+                await give_back(self.settler.submit_many, deliveries)
+                return
             started = self._take_in(deliveries)
             # Nothing of a batch stays alive here through the next receive (a
             # 10 MB body did, until that receive returned).
@@ -244,14 +271,14 @@ class Consumer(JobExecution):
         self._dispatch()
         return bool(deliveries)
 
-    async def _pause_receiving(self) -> None:
-        """Cancel the receive loop (a cancelled receive hands out nothing)."""
-        receiver = self._loops[0]
-        receiver.cancel()
-        await asyncio.gather(receiver, return_exceptions=True)
+    async def pause_receiving(self) -> None:
+        """End the receive loop; its receive in flight returns, and what it took goes back."""
+        self.room.set()
+        await stop_receiver(self._loops[0], self._receive_stopped)
 
     def _resume_receiving(self) -> None:
         if not self.stopping and self._loops[0].done():
+            self._receive_stopped = asyncio.Event()
             self._loops[0] = self.loop.create_task(self._receive_loop(), name="upnext-receive")
 
     def _suspects_turn(self) -> bool:
@@ -290,31 +317,14 @@ class Consumer(JobExecution):
             return
         run.lease_lost = True
         log.warning("job %s cancelled here: %s", run.delivery.envelope.id, why)
-        if run.task is not None:
-            run.task.cancel()
-        else:  # still buffered: drop it, another worker may hold it now
+        run.cancel("lease_lost")
+        if run.task is None:  # still buffered: drop it, another worker may hold it now
             self.runs.pop(run.delivery, None)
 
     # -- settle --------------------------------------------------------------
 
-    async def _write_result(self, settlement: Settlement) -> None:
-        """Store a result in the separate store, retrying while it is unreachable."""
-        assert settlement.result is not None
-        delay = 0.05
-        for _ in range(20):
-            try:
-                await self.client.results.submit(settlement.result)
-                return
-            except BrokerError as exc:
-                log.warning(
-                    "writing result of job %s failed: %s; retrying", settlement.result.job_id, exc
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        await self.client.results.submit(settlement.result)
-
-    async def _commit(self, run: JobRun, settlement: Settlement) -> None:
-        """Write the result (if separate), settle, then announce — in that order."""
+    async def commit(self, run: JobRun, settlement: Settlement) -> SettleOutcome:
+        """Write the result (if separate), then settle; None once durable, else LeaseLost."""
         item = settlement.item
         run.done = True
         try:  # leased meanwhile (the heartbeat extends every run in `runs`)
@@ -324,89 +334,62 @@ class Consumer(JobExecution):
                 elif self.client.same and isinstance(item, DeadLetter):
                     item = DeadLetter(item.delivery, item.record, settlement.result)
                 else:
-                    await self._write_result(settlement)
-            outcome = await self.settler.submit(item)
+                    await self.client.write_result(settlement.result)
+            outcome: SettleOutcome = await self.settler.submit(item)
         finally:
             self.runs.pop(run.delivery, None)
         if self.parked:
             self.turn.set()
         if isinstance(outcome, LeaseLost):
             log.warning("job %s: outcome discarded (%s)", run.delivery.envelope.id, outcome)
-            return
-        self._announce(settlement.events, self._task_of(settlement))
+        return outcome
 
-    def _task_of(self, settlement: Settlement) -> Task[Any, Any] | None:
-        if not settlement.events:
-            return None
-        return self.worker.tasks.get(settlement.events[0][2].function)
+    async def release(self, run: JobRun) -> None:
+        """Give a delivery back at once, uncounted (a failure is logged: its lease expires)."""
+        try:
+            await self.settler.submit(Release(run.delivery))
+        except BrokerError as exc:
+            log.warning(
+                "job %s: release failed (%s); it returns after its lease",
+                run.delivery.envelope.id,
+                exc,
+            )
+        run.done = True
 
-    def _announce(
-        self, events: list[tuple[str | None, str, HookEvent]], task: Task[Any, Any] | None
-    ) -> None:
-        calls = []
-        for hook_name, plugin_name, event in events:
-            hook = getattr(task.hooks, hook_name) if task and hook_name else None
-            if hook is not None:
-                calls.append((hook, event, f"{task.name if task else '?'}.{hook_name}"))
-            if plugin_name in self.plugins_active:
-                calls.append((None, event, plugin_name))
-        if calls:
-            bg = self.loop.create_task(self._run_hooks(calls))
-            self.background.add(bg)
-            bg.add_done_callback(self.background.discard)
-
-    async def _run_hooks(self, calls: list[tuple[Any, HookEvent, str]]) -> None:
-        timeout = self.worker.hook_timeout
-        for hook, event, label in calls:
-            if hook is None:
-                await self.worker.plugins.emit(label, event, timeout)
-            else:
-                await call_hook(hook, event, timeout, label)
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; `stop` waits up to hook_timeout for it."""
+        task = self.loop.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     # -- suspects ------------------------------------------------------------
 
-    async def _isolate(self, run: JobRun) -> bool:
-        """Wait until this suspect is the only job the worker holds; False if it must not start.
-
-        Jobs already running finish first; nothing new starts meanwhile. Then
-        every other delivery held here (prefetched, or suspects still waiting)
-        is released, uncounted, before the suspect's body starts: if it takes
-        the worker down again, it alone is charged the lost run.
-        """
-        run.parked = True
-        self.parked += 1
-        try:
-            while not (self.isolated is None and self._alone(run)) and not self._closing():
-                self.turn.clear()
-                await self.turn.wait()
-        finally:
-            run.parked = False
-            self.parked -= 1
-        if self._closing():
-            return False
-        self.isolated = run
-        log.info(
-            "job %s runs alone: one more lost run would dead-letter it", run.delivery.envelope.id
-        )
-        await self._pause_receiving()
-        waiting = [r.task for r in self.runs.values() if r.parked and r.task is not None]
-        for other in self.runs.values():
-            if other.parked and other.task is not None:
-                other.released = True
-                other.task.cancel()
-        await self._release_buffered()
-        if self.prefetcher is not None:
-            try:
-                await self.prefetcher.give_back_prefetched()
-            except Exception as exc:
-                log.warning("giving back prefetched jobs failed: %s", exc)
-        if waiting:
-            await asyncio.wait(waiting)
-        return True
-
-    def _closing(self) -> bool:
+    def closing(self) -> bool:
+        """Stopping, or failed for good: no suspect may start now."""
         return self.stopping or self.fatal is not None
 
-    def _alone(self, run: JobRun) -> bool:
-        """No delivery held here has started but `run` (and suspects still waiting)."""
-        return all(r is run or r.task is None or r.parked for r in self.runs.values())
+    # -- running jobs --------------------------------------------------------
+
+    def running_jobs(self) -> list[RunningJob]:
+        """Every job this worker holds and has decoded (the worker tick reports them)."""
+        return [
+            RunningJob(
+                job_id=run.job.id,
+                function=run.job.function,
+                attempt=run.job.attempt,
+                started_at=run.started,
+            )
+            for run in list(self.runs.values())
+            if run.job is not None and not run.done
+        ]
+
+    def cancel_job(self, job_id: str, reason: CancelReason = "user") -> bool:
+        """Stop the job `job_id` held here for `reason`; True if it was found and stopped.
+
+        A ``user`` cancel settles it ``cancelled`` (no retry, no dead letter),
+        at once if it runs, when it would start if it waits here.
+        """
+        for run in list(self.runs.values()):
+            if run.delivery.envelope.id == job_id and not run.done:
+                return run.cancel(reason)
+        return False

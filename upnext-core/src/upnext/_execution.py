@@ -1,10 +1,12 @@
-"""Running one delivered job: decide its settlement, run its body, enforce its timeout.
+"""Running one delivered job through the pipeline, from decode to its settlement.
 
-`JobExecution` is the half of the consumer that works on a single delivery:
-decode it, charge a lost run a redelivery reveals, run the body (async on the
-loop, sync on a daemon thread) under its timeout, and abandon a body that
-ignores its cancellation. Receiving, slots, heartbeats and settling live in
-`_consumer.py`, whose `Consumer` is the only class built on this one.
+The fixed head: decode the body, charge the lost runs a redelivery reveals,
+dead-letter an unknown task or invalid arguments. Then the middleware stages
+(before_run, around_run with the body's call at its centre, after_run), and
+the fixed tail: the settlement (retry or dead-letter per the task's policy,
+the result written with it), committed by the consumer, then after_settle.
+A sync body runs on a daemon thread and is abandoned, not killed, when it
+overruns its timeout.
 """
 
 from __future__ import annotations
@@ -14,123 +16,125 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future as ThreadFuture
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from upnext._context import Context, JobScope, current_scope
-from upnext._hooks import call_hook
+from upnext._pipeline import Pipeline, Stages
 from upnext._result import ErrorInfo
-from upnext._serializer import JobBody, UndecodableBody, decode_body, one_line
+from upnext._serializer import UndecodableBody, decode_body, one_line
 from upnext._settlement import (
-    Attempt,
     Settlement,
     dead_letter,
     settle_attempt,
+    settle_cancelled,
     settle_lost,
     settle_success,
     settle_unserializable_result,
 )
-from upnext.broker.protocol import Delivery, Release, SettleItem, SettleOutcome
+from upnext._threads import DaemonThreadPool
+from upnext.broker.protocol import Release as ReleaseItem
+from upnext.broker.protocol import Retry as RetryItem
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
-from upnext.errors import BrokerError, SerializationError
-from upnext.hooks import HookEvent
+from upnext.errors import SerializationError
+from upnext.middleware._builtins import (
+    ABANDON_AFTER,
+    Hooks,
+    JobContext,
+    LostRunIsolation,
+    Timeout,
+)
+from upnext.middleware._types import Decision, Delay, Job, Outcome, OutcomeKind, Release, Skip
 
 if TYPE_CHECKING:
-    from upnext._client import Batcher
-    from upnext._task import Task
-    from upnext._threads import DaemonThreadPool
-    from upnext._worker import Worker
+    from upnext._consumer import Consumer
+    from upnext._jobrun import JobRun
 
-__all__ = ["ABANDON_AFTER", "JobExecution", "JobRun"]
+__all__ = ["JobExecutor"]
 
 log = logging.getLogger("upnext.worker")
 
-ABANDON_AFTER = 5.0  # seconds an async task may ignore its cancellation before it is abandoned
 
+class JobExecutor:
+    """Executes a consumer's deliveries: the pipeline around each job's body."""
 
-@dataclass(slots=True, eq=False)
-class JobRun:
-    """One delivery being worked on, and why it might be stopped early."""
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.worker = worker = consumer.worker
+        self.loop = consumer.loop
+        builtins = (
+            LostRunIsolation(consumer),
+            JobContext(worker),
+            Hooks(worker),
+            Timeout(consumer.loop, self.abandon_task),
+        )
+        self.pipeline = Pipeline([*builtins, *worker.middleware], worker.hook_timeout)
+        self.call_body = self._call_body  # bound once: the hot path takes it per job
+        self.threads = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
+        self.abandoned_threads = 0
 
-    delivery: Delivery
-    lease_until: float
-    task: asyncio.Task[None] | None = None
-    timed_out: bool = False
-    lease_lost: bool = False
-    released: bool = False
-    parked: bool = False  # a suspect waiting until it can run alone
-    done: bool = False
-    slot_freed: bool = False
-    # (task, body, attempt number, start time) while the body runs
-    running: tuple[Task[Any, Any], JobBody, int, float] | None = None
-
-
-class JobExecution:
-    """Executes deliveries for a `Consumer`, which provides the state below."""
-
-    worker: Worker
-    worker_id: str
-    loop: asyncio.AbstractEventLoop
-    executor: DaemonThreadPool
-    plugins_active: frozenset[str]
-    settler: Batcher[SettleItem, SettleOutcome]
-    runs: dict[Delivery, JobRun]
-    background: set[asyncio.Task[Any]]
-    parked: int
-    turn: asyncio.Event
-    abandoned_threads: int
-    fatal: str | None
-
-    if TYPE_CHECKING:  # provided by Consumer
-
-        def _free_slot(self, run: JobRun) -> None: ...
-
-        async def _commit(self, run: JobRun, settlement: Settlement) -> None: ...
-
-        async def _isolate(self, run: JobRun) -> bool: ...
-
-    async def _execute(self, run: JobRun) -> None:
+    async def execute(self, run: JobRun) -> None:
+        """Run one delivery to its settlement; give it back or drop it if cancelled."""
+        consumer = self.consumer
         try:
-            settlement = await self._decide(run)
-            self._free_slot(run)
-            if settlement is not None and not run.done:
-                await self._commit(run, settlement)
+            settlement = await self._settlement_of(run)
+            consumer.free_slot(run)
+            if (
+                not run.done
+                and await consumer.commit(run, settlement) is None
+                and (settlement.events or self.pipeline.settles_without_events)
+            ):
+                self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
-            if run.released and not run.done:
-                await self._release(run)
+            await self._cancelled(run)
         except Exception:
             log.exception(
                 "job %s: internal error; it will be redelivered", run.delivery.envelope.id
             )
         finally:
-            self._free_slot(run)
-            self.runs.pop(run.delivery, None)
-            if self.parked:
-                self.turn.set()
+            run.job = None  # job and run refer to each other: let refcounting free them
+            consumer.free_slot(run)
+            consumer.runs.pop(run.delivery, None)
+            if consumer.parked:
+                consumer.turn.set()
 
-    async def _release(self, run: JobRun) -> None:
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
-        try:
-            await self.settler.submit(Release(run.delivery))
-        except BrokerError as exc:
-            log.warning(
-                "job %s: release failed (%s); it returns after its lease",
-                run.delivery.envelope.id,
-                exc,
-            )
-        run.done = True
+    async def _cancelled(self, run: JobRun) -> None:
+        """Stopped early: give back (shutdown), settle `cancelled` (user) or drop (lease lost)."""
+        if run.done:
+            return
+        if run.cancel_reason == "shutdown":
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
+            await self.consumer.release(run)
+        elif run.cancel_reason == "user" and run.job is not None and run.job.body is not None:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
+            self.consumer.free_slot(run)
+            await self.commit(run, run.job, self._cancelled_by_user(run.job, None))
 
-    async def _decide(self, run: JobRun) -> Settlement | None:
+    async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
+        """Commit through the consumer; once durable, hand the settlement to after_settle."""
+        if await self.consumer.commit(run, settlement) is None:
+            self._after_settle(job, settlement)
+
+    def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
+        if job is None:
+            return
+        stages = self.pipeline.stages(job.task)
+        if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
+            self.consumer.spawn(self.pipeline.after_settle(job, settlement, stages))
+
+    async def _settlement_of(self, run: JobRun) -> Settlement:
         delivery = run.delivery
         try:
             body = decode_body(delivery.envelope.body, self.worker.max_payload)
         except UndecodableBody as exc:
+            run.job = Job(run, function="", task=None, body=None)
             log.error("job %s dead-lettered: %s", delivery.envelope.id, exc)
             error = ErrorInfo(type="UndecodableBody", message=exc.detail)
             return dead_letter(delivery, reason=exc.reason, error=error, body=None)
         task = self.worker.tasks.get(body.fn)
+        job = run.job = Job(run, function=body.fn, task=task, body=body)
         if delivery.redelivered:
             max_lost = task.max_lost_runs if task is not None else self.worker.max_lost_runs
             settlement, dead = settle_lost(delivery, body, max_lost)
@@ -138,157 +142,202 @@ class JobExecution:
                 log.error("job %s dead-lettered: its worker was lost too often", body.id)
             return settlement
         if task is None:
-            error = ErrorInfo(
-                type="UnknownTask", message=f"no task named {body.fn!r} on this worker"
-            )
-            log.warning(
-                "job %s dead-lettered: no task named %r on worker %s (it knows: %s)",
-                body.id,
-                body.fn,
-                self.worker.name,
-                ", ".join(sorted(self.worker.tasks)) or "none",
-            )
-            return dead_letter(
-                delivery, reason="unknown task", error=error, body=body, attempts=body.attempts
-            )
+            return self._unknown_task(run, body.fn, job)
         try:
-            args, kwargs = task.signature.decode(body.args, body.kwargs)
+            job.args, job.kwargs = task.signature.decode(body.args, body.kwargs)
         except Exception as exc:
             detail = one_line(exc) if hasattr(exc, "errors") else str(exc)  # type: ignore[arg-type]
             error = ErrorInfo(type=type(exc).__name__, message=detail)
-            return dead_letter(
-                delivery,
-                reason="invalid arguments",
-                error=error,
-                body=body,
-                attempts=body.attempts,
-                max_attempts=task.policy.max_attempts,
-            )
-        # On its last chance (one more lost run dead-letters it), a job runs alone.
-        if 0 < task.max_lost_runs <= body.lost and not await self._isolate(run):
-            await self._release(run)  # the worker stops (or is fatal): it never started here
-            return None
-        attempt = await self._attempt(run, task, body, args, kwargs)
-        if attempt.kind == "success":
+            return self._dead_letter(job, "invalid arguments", error)
+        if run.cancel_reason == "user":  # cancelled while it waited here
+            return self._cancelled_by_user(job, None)
+        stages = self.pipeline.by_task.get(task) or self.pipeline.stages(task)
+        for middleware in (
+            stages.before_run if body.lost else stages.before_run_first
+        ):  # in order; the first decision wins
             try:
-                value_json = task.signature.dump_result(attempt.value)
-                return settle_success(delivery, attempt, value_json, task.announces)
+                decision = await middleware.before_run(job)
+            except Exception as exc:
+                now = time.time()
+                worker_id = self.consumer.worker_id
+                outcome = Outcome(task, body, job.attempt, worker_id, now, now, "error", None, exc)
+                return self._settle(job, outcome)
+            if decision is not None:
+                return self._decided(job, decision)
+        outcome = await self._attempt(run, job, stages)
+        if stages.after_run:
+            await self.pipeline.after_run(job, outcome, stages)
+        if outcome.kind == "success":  # the hot path, inline
+            try:
+                value_json = task.signature.dump_result(outcome.value)
+                return settle_success(delivery, outcome, value_json, task.announces)
             except SerializationError as exc:
-                return settle_unserializable_result(delivery, attempt, exc)
-        return settle_attempt(delivery, attempt)
+                return settle_unserializable_result(delivery, outcome, exc)
+        return self._settle(job, outcome)
 
-    async def _attempt(
-        self,
-        run: JobRun,
-        task: Task[Any, Any],
-        body: JobBody,
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> Attempt:
-        number = body.attempts + 1
-        context = Context(
-            job_id=body.id,
-            attempt=number,
-            max_attempts=task.policy.max_attempts,
-            function=body.fn,
-            queue=body.queue,
-            parent_id=body.parent_id,
-            root_id=body.root_id or body.id,
-            replay_of=body.replay_of,
+    def _unknown_task(self, run: JobRun, name: str, job: Job) -> Settlement:
+        log.warning(
+            "job %s dead-lettered: no task named %r on worker %s (it knows: %s)",
+            job.id,
+            name,
+            self.worker.name,
+            ", ".join(sorted(self.worker.tasks)) or "none",
         )
-        current_scope.set(JobScope(context, self.worker))
-        if task.hooks.on_start is not None or "upnext_job_started" in self.plugins_active:
-            await self._on_start(task, context)
-        started = time.time()
-        run.running = (task, body, number, started)
-        kind: Any = "success"
+        error = ErrorInfo(type="UnknownTask", message=f"no task named {name!r} on this worker")
+        return self._dead_letter(job, "unknown task", error)
+
+    def _dead_letter(self, job: Job, reason: str, error: ErrorInfo) -> Settlement:
+        """Dead-letter a decoded job before it ran (its remaining attempts unused)."""
+        assert job.body is not None
+        return dead_letter(
+            job.delivery,
+            reason=reason,
+            error=error,
+            body=job.body,
+            attempts=job.body.attempts,
+            max_attempts=job.max_attempts,
+        )
+
+    def _decided(self, job: Job, decision: Decision) -> Settlement:
+        """The settlement of a before_run decision (no attempt is charged)."""
+        delivery = job.delivery
+        if isinstance(decision, Skip):
+            assert job.body is not None
+            return settle_cancelled(
+                delivery,
+                job.body,
+                reason=decision.reason,
+                attempts=job.body.attempts,
+                max_attempts=job.max_attempts,
+            )
+        if isinstance(decision, Delay):
+            retry = RetryItem(delivery, delivery.envelope.body, decision.seconds)
+            return Settlement(retry, status="scheduled")
+        if isinstance(decision, Release):
+            return Settlement(ReleaseItem(delivery), status="released")
+        error = ErrorInfo(type="DeadLettered", message=decision.reason)
+        return self._dead_letter(job, decision.reason, error)
+
+    def _cancelled_by_user(self, job: Job, started: float | None) -> Settlement:
+        assert job.body is not None
+        attempts = job.attempt if started is not None else job.body.attempts
+        return settle_cancelled(
+            job.delivery,
+            job.body,
+            reason="cancelled by user",
+            attempts=attempts,
+            max_attempts=job.max_attempts,
+            started=started,
+        )
+
+    async def _attempt(self, run: JobRun, job: Job, stages: Stages) -> Outcome:
+        """Call the body inside the around_run chain; how it ended."""
+        run.started = started = time.time()
+        kind: OutcomeKind = "success"
         value: Any = None
         exception: BaseException | None = None
         try:
-            value = await self._invoke(run, task, args, kwargs)
+            call: Callable[[], Awaitable[Any]] = partial(self.call_body, job)
+            for around_run in stages.around_run_inside_out:  # the first middleware outermost
+                call = partial(around_run, job, call)
+            value = await call()
         except asyncio.CancelledError as exc:
-            if not run.timed_out:
+            reason = run.cancel_reason
+            if reason != "timeout" and reason != "user":
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
-            kind = "timeout"
-            exception = TimeoutError(f"{task.name} exceeded its {task.timeout}s timeout")
-            exception.__cause__ = exc
+            if reason == "timeout":
+                kind, exception = "timeout", self._timeout_error(job)
+                exception.__cause__ = exc
+            else:
+                kind, exception = "cancelled", exc
         except RetryRequest as exc:
             kind, exception = "retry", exc
         except Reject as exc:
             kind, exception = "rejected", exc
         except Exception as exc:
             kind, exception = "error", exc
-        return Attempt(
-            task, body, number, self.worker_id, started, time.time(), kind, value, exception
+        assert job.task is not None
+        assert job.body is not None
+        return Outcome(
+            job.task,
+            job.body,
+            job.attempt,
+            self.consumer.worker_id,
+            started,
+            time.time(),
+            kind,
+            value,
+            exception,
         )
 
-    async def _on_start(self, task: Task[Any, Any], context: Context) -> None:
-        event = HookEvent(
-            job_id=context.job_id,
-            function=context.function,
-            queue=context.queue,
-            attempt=context.attempt,
-            max_attempts=context.max_attempts,
-            status="active",
-        )
-        if task.hooks.on_start is not None:
-            await call_hook(
-                task.hooks.on_start, event, self.worker.hook_timeout, f"{task.name}.on_start"
-            )
-        if "upnext_job_started" in self.plugins_active:
-            await self.worker.plugins.emit("upnext_job_started", event, self.worker.hook_timeout)
+    @staticmethod
+    def _timeout_error(job: Job) -> TimeoutError:
+        assert job.task is not None
+        return TimeoutError(f"{job.task.name} exceeded its {job.task.timeout}s timeout")
 
-    async def _invoke(
-        self, run: JobRun, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
-    ) -> Any:
-        timer = self.loop.call_later(task.timeout, self._deadline, run, task)
-        try:
-            if task.is_async:
-                return await task.fn(*args, **kwargs)
-            ctx = contextvars.copy_context()
-            thread_future = self.executor.submit(ctx.run, task.fn, *args, **kwargs)
+    def _settle(self, job: Job, outcome: Outcome) -> Settlement:
+        """The fixed tail: what an outcome writes (result, retry or dead letter)."""
+        if outcome.kind == "success":
+            task = outcome.task
             try:
-                return await asyncio.wrap_future(thread_future)
-            except asyncio.CancelledError:
-                if not thread_future.done():
-                    self._abandon_thread(thread_future, task)
-                raise
-        finally:
-            timer.cancel()
+                value_json = task.signature.dump_result(outcome.value)
+                return settle_success(job._run.delivery, outcome, value_json, task.announces)
+            except SerializationError as exc:
+                return settle_unserializable_result(job.delivery, outcome, exc)
+        if outcome.kind == "cancelled":
+            return self._cancelled_by_user(job, outcome.started)
+        return settle_attempt(job.delivery, outcome)
 
-    def _deadline(self, run: JobRun, task: Task[Any, Any]) -> None:
-        if run.task is None or run.task.done() or run.done:
-            return
-        run.timed_out = True
-        run.task.cancel()
+    async def _call_body(self, job: Job) -> Any:
+        """The centre of the chain: the task's function with the job's arguments."""
+        task = job.task
+        assert task is not None
+        assert job.args is not None
+        assert job.kwargs is not None
         if task.is_async:
-            self.loop.call_later(ABANDON_AFTER, self._abandon_task, run, task)
+            return await task.fn(*job.args, **job.kwargs)
+        ctx = contextvars.copy_context()
+        thread_future = self.threads.submit(ctx.run, task.fn, *job.args, **job.kwargs)
+        try:
+            return await asyncio.wrap_future(thread_future)
+        except asyncio.CancelledError:
+            if not thread_future.done():
+                self._abandon_thread(thread_future, task.name)
+            raise
 
-    def _abandon_task(self, run: JobRun, task: Task[Any, Any]) -> None:
+    def abandon_task(self, run: JobRun) -> None:
         """The body ignored its cancellation: settle it as timed out without it."""
-        if run.task is None or run.task.done() or run.done or run.running is None:
+        job = run.job
+        if run.task is None or run.task.done() or run.done or run.started is None or job is None:
             return
         log.error(
             "job %s (%s) ignored its cancellation for %.0fs; abandoned, outcome discarded",
-            run.delivery.envelope.id,
-            task.name,
+            job.id,
+            job.function,
             ABANDON_AFTER,
         )
-        _, body, number, started = run.running
-        exc = TimeoutError(f"{task.name} exceeded its {task.timeout}s timeout")
-        attempt = Attempt(
-            task, body, number, self.worker_id, started, time.time(), "timeout", None, exc
+        assert job.task is not None
+        assert job.body is not None
+        error = self._timeout_error(job)
+        outcome = Outcome(
+            job.task,
+            job.body,
+            job.attempt,
+            self.consumer.worker_id,
+            run.started,
+            time.time(),
+            "timeout",
+            None,
+            error,
         )
-        self._free_slot(run)
-        bg = self.loop.create_task(self._commit(run, settle_attempt(run.delivery, attempt)))
-        self.background.add(bg)
-        bg.add_done_callback(self.background.discard)
+        self.consumer.free_slot(run)
+        self.consumer.spawn(self.commit(run, job, self._settle(job, outcome)))
 
-    def _abandon_thread(self, thread_future: ThreadFuture[Any], task: Task[Any, Any]) -> None:
+    def _abandon_thread(self, thread_future: ThreadFuture[Any], task_name: str) -> None:
         self.abandoned_threads += 1
         log.warning(
-            "sync task %s overran its timeout; its thread is abandoned, not killed", task.name
+            "sync task %s overran its timeout; its thread is abandoned, not killed", task_name
         )
 
         def finished(_: ThreadFuture[Any]) -> None:
@@ -297,12 +346,13 @@ class JobExecution:
                     self.loop.call_soon_threadsafe(self._thread_returned)
 
         thread_future.add_done_callback(finished)
-        if self.abandoned_threads > self.worker.concurrency:
-            self.fatal = (
+        concurrency = self.worker.concurrency
+        if self.abandoned_threads > concurrency:
+            self.consumer.fatal = (
                 f"{self.abandoned_threads} sync threads abandoned after timeouts"
-                f" (more than concurrency={self.worker.concurrency}); restart needed"
+                f" (more than concurrency={concurrency}); restart needed"
             )
-            log.critical("%s", self.fatal)
+            log.critical("%s", self.consumer.fatal)
             self.worker.request_stop()
 
     def _thread_returned(self) -> None:

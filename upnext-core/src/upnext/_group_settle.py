@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from upnext._backoff import Backoff
 from upnext._result import ErrorInfo
 from upnext._serializer import JobBody, UndecodableBody, decode_body
 from upnext._settlement import dead_letter
@@ -56,7 +57,7 @@ class GroupSettle:
 
     async def __call__(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """One outcome per item; LeaseLost (with the reason) for one settled some other way."""
-        delay = 0.05
+        backoff = Backoff(first=0.05, cap=2.0)
         while True:
             outcomes = await self._split(items)
             refused = [i for i, o in enumerate(outcomes) if isinstance(o, _Refused)]
@@ -71,11 +72,11 @@ class GroupSettle:
                 return [await self._release(items[i], o) for i, o in enumerate(outcomes)]
             error = outcomes[refused[0]]
             assert isinstance(error, _Refused)
-            if self.stopping() and delay > 1.0:
+            pause = next(backoff)
+            if self.stopping() and pause > 1.0:
                 raise error.error
             log.warning("the broker refuses every settle (%s); retrying", error.error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(pause)
 
     async def _split(self, items: Sequence[SettleItem]) -> list[SettleOutcome | _Refused]:
         """Settle the batch; if refused, its halves, down to the single items refused."""
@@ -92,16 +93,16 @@ class GroupSettle:
 
     async def _retrying(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Settle the batch, retrying with backoff while the broker is unreachable."""
-        delay = 0.05
+        backoff = Backoff(first=0.05, cap=2.0)
         while True:
             try:
                 return await self.client.broker.settle(items)
             except BrokerUnavailable as exc:
-                if self.stopping() and delay > 1.0:
+                pause = next(backoff)
+                if self.stopping() and pause > 1.0:
                     raise
                 log.warning("settle of %d items failed: %s; retrying", len(items), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(pause)
 
     async def _alone(self, item: SettleItem) -> SettleOutcome | _Refused:
         """The item alone once more, else its dead-letter; _Refused if both are refused."""

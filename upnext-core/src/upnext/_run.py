@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import Any
 
+from upnext._backoff import Backoff
 from upnext._memory import return_large_frees
 from upnext._worker import Worker
 from upnext.errors import BrokerUnavailable
@@ -93,7 +94,8 @@ async def connect(worker: Worker, stop: asyncio.Event | None = None) -> bool:
     loop = asyncio.get_running_loop()
     limit = worker.connect_timeout
     deadline = loop.time() + limit if math.isfinite(limit) else math.inf
-    url, delay, attempt = worker.safe_broker_url, CONNECT_BACKOFF, 0
+    url, attempt = worker.safe_broker_url, 0
+    backoff = Backoff(first=CONNECT_BACKOFF, cap=CONNECT_BACKOFF_MAX)
     while True:
         attempt += 1
         try:
@@ -106,7 +108,7 @@ async def connect(worker: Worker, stop: asyncio.Event | None = None) -> bool:
             reason = f"no connection within connect_timeout={limit:g} s"
         with suppress(Exception):  # drop the half-made client: the next attempt starts clean
             await worker.aclose()
-        pause = min(delay, deadline - loop.time())
+        pause = min(next(backoff), deadline - loop.time())
         if pause <= 0:
             log.error(
                 "connecting to %s failed (attempt %d, giving up after connect_timeout=%g s): %s",
@@ -131,4 +133,3 @@ async def connect(worker: Worker, stop: asyncio.Event | None = None) -> bool:
                 return False
         else:
             await asyncio.sleep(pause)
-        delay = min(delay * 2, CONNECT_BACKOFF_MAX)

@@ -11,7 +11,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic_core import to_json
 
@@ -20,10 +20,10 @@ from upnext._serializer import (
     AttemptRecord,
     DeadLetterData,
     JobBody,
-    Outcome,
     ResultRecord,
     check_finite,
 )
+from upnext._serializer import Outcome as RecordOutcome
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -36,15 +36,13 @@ from upnext.broker.protocol import (
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.hooks import HookEvent
-
-if TYPE_CHECKING:
-    from upnext._task import Task
+from upnext.middleware._types import Outcome
 
 __all__ = [
-    "Attempt",
     "Settlement",
     "dead_letter",
     "settle_attempt",
+    "settle_cancelled",
     "settle_lost",
     "settle_success",
 ]
@@ -53,29 +51,24 @@ TRACEBACK_LIMIT = 16 * 1024
 DEFAULT_RESULT_TTL = 3600.0
 
 
+SettledStatus = Literal["complete", "failed", "cancelled", "scheduled", "released"]
+
+
 @dataclass(slots=True)
 class Settlement:
-    """What to write for a delivery, and which events follow once it is durable."""
+    """What is written for a delivery, and which events follow once it is durable.
+
+    `item` is the broker's settle item (`Ack`, `Retry`, `DeadLetter`,
+    `Release`); `result` the result written with it, if any; `status` the
+    job's status after it (``scheduled``: due again later, ``released``:
+    given back unchanged); `events` the hook and plugin events it announces,
+    as (per-task hook attribute or None, plugin hook name, event).
+    """
 
     item: SettleItem
     result: ResultWrite | None = None
-    # (per-task hook attribute or None, plugin hook name, event)
     events: list[tuple[str | None, str, HookEvent]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One finished run of a task body."""
-
-    task: Task[Any, Any]
-    body: JobBody
-    number: int
-    worker_id: str
-    started: float
-    finished: float
-    kind: Literal["success", "error", "timeout", "retry", "rejected"]
-    value: Any = None
-    exception: BaseException | None = None
+    status: SettledStatus = "complete"
 
 
 def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
@@ -149,7 +142,7 @@ def dead_letter(
         (None, "upnext_job_dead_lettered", event),
         ("on_complete", "upnext_job_completed", event),
     ]
-    return Settlement(DeadLetter(delivery, record), result, events)
+    return Settlement(DeadLetter(delivery, record), result, events, "failed")
 
 
 def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[Settlement, bool]:
@@ -174,11 +167,12 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
         return dead_letter(
             delivery, reason="worker lost", error=error, body=updated, attempts=body.attempts
         ), True
-    return Settlement(Retry(delivery, updated.model_dump_json().encode(), 0.0)), False
+    retry = Retry(delivery, updated.model_dump_json().encode(), 0.0)
+    return Settlement(retry, status="scheduled"), False
 
 
 def settle_success(
-    delivery: Delivery, attempt: Attempt, value_json: Any, announce: bool
+    delivery: Delivery, attempt: Outcome, value_json: Any, announce: bool
 ) -> Settlement:
     """Ack a completed job with its result (the hot path: no models validated).
 
@@ -217,13 +211,13 @@ def settle_success(
     return Settlement(Ack(delivery), result, events)
 
 
-def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
+def settle_attempt(delivery: Delivery, attempt: Outcome) -> Settlement:
     """The settlement of a failed attempt: retry or dead-letter."""
-    task, body = attempt.task, attempt.body
+    task, body, kind = attempt.task, attempt.body, attempt.kind
+    assert kind != "cancelled"  # a cancelled attempt settles with settle_cancelled
     exc = attempt.exception
-    timed_out = attempt.kind == "timeout"
-    info = None if exc is None else error_info(exc, timed_out=timed_out)
-    history = _history(attempt, attempt.kind, info)
+    info = None if exc is None else error_info(exc, timed_out=kind == "timeout")
+    history = _history(attempt, kind, info)
     event = HookEvent(
         job_id=body.id,
         function=body.fn,
@@ -246,6 +240,7 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
         return Settlement(
             Retry(delivery, retry_body.model_dump_json().encode(), delay),
             events=[("on_retry", "upnext_job_retrying", retry_event)],
+            status="scheduled",
         )
     reason = "rejected" if isinstance(exc, Reject) else "retries exhausted"
     failed_body = body.model_copy(update={"attempts": attempt.number, "history": history})
@@ -262,7 +257,7 @@ def settle_attempt(delivery: Delivery, attempt: Attempt) -> Settlement:
 
 
 def settle_unserializable_result(
-    delivery: Delivery, attempt: Attempt, exc: BaseException
+    delivery: Delivery, attempt: Outcome, exc: BaseException
 ) -> Settlement:
     """A success whose value cannot be stored: the job failed, dead-lettered, never retried."""
     info = ErrorInfo(type="SerializationError", message=str(exc))
@@ -281,7 +276,48 @@ def settle_unserializable_result(
     )
 
 
-def _history(attempt: Attempt, outcome: Outcome, info: ErrorInfo | None) -> list[AttemptRecord]:
+def settle_cancelled(
+    delivery: Delivery,
+    body: JobBody,
+    *,
+    reason: str,
+    attempts: int,
+    max_attempts: int,
+    started: float | None = None,
+) -> Settlement:
+    """Ack a job that will not run (again) with a `cancelled` result: no retry, no DLQ."""
+    error = ErrorInfo(type="Cancelled", message=reason)
+    record = ResultRecord(
+        s="cancelled",
+        fn=body.fn,
+        at=attempts,
+        st=started,
+        ct=time.time(),
+        p=body.parent_id,
+        r=body.root_id or body.id,
+        e=error,
+    )
+    data = record.model_dump_json().encode()
+    result = ResultWrite(body.id, body.queue, data, body.result_ttl, body.reply_to)
+    event = HookEvent(
+        job_id=body.id,
+        function=body.fn,
+        queue=body.queue,
+        attempt=attempts,
+        max_attempts=max_attempts,
+        status="cancelled",
+        error=str(error),
+        reason=reason,
+    )
+    events: list[tuple[str | None, str, HookEvent]] = [
+        ("on_complete", "upnext_job_completed", event)
+    ]
+    return Settlement(Ack(delivery, None), result, events, "cancelled")
+
+
+def _history(
+    attempt: Outcome, outcome: RecordOutcome, info: ErrorInfo | None
+) -> list[AttemptRecord]:
     """The body's attempt history with this attempt appended."""
     record = AttemptRecord(
         number=attempt.number,

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from upnext._context import current_scope
 from upnext._durations import check_duration
 from upnext._future import Future
-from upnext._hooks import HookFn
+from upnext._hooks import HookFn, adapt_hook
+from upnext._modname import importable_name
 from upnext._result import TaskResult
 from upnext._retry import RetryPolicy
 from upnext._serializer import JobBody
@@ -23,7 +24,17 @@ from upnext.errors import ConfigurationError
 if TYPE_CHECKING:
     from upnext._worker import Worker
 
-__all__ = ["CallOptions", "Task", "TaskCall", "TaskHooks"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CallOptions",
+    "Task",
+    "TaskCall",
+    "TaskHooks",
+    "check_priority",
+    "define_task",
+]
+
+DEFAULT_TIMEOUT = 1800.0  # seconds a task may run (30 min, RabbitMQ's default consumer_timeout too)
 
 _SUCCESS_EVENTS = frozenset({"upnext_job_succeeded", "upnext_job_completed"})
 
@@ -146,7 +157,7 @@ def _merge(
     if delay is not None:
         delay = check_duration("delay", delay)
     if priority is not None:
-        _check_priority(priority)
+        check_priority(priority)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
@@ -157,7 +168,8 @@ def _merge(
     )
 
 
-def _check_priority(priority: object) -> None:
+def check_priority(priority: object) -> None:
+    """Refuse anything but an int from 0 to MAX_PRIORITY (a bool too), in one line."""
     # A bool is an int to Python, never a priority anyone meant.
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigurationError(f"invalid priority: {priority!r} (must be an int)")
@@ -258,3 +270,45 @@ class Task(_Submitter[P, R]):
             result_ttl=self.result_ttl,
             enqueued_at=time.time(),
         )
+
+
+def define_task(
+    worker: Worker,
+    fn: Callable[..., Any],
+    *,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 2.0,
+    retry_jitter: float = 0.0,
+    retry_delay_max: float = 3600.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    name: str | None = None,
+    queue: str | None = None,
+    result_ttl: float = 3600.0,
+    max_lost_runs: int | None = None,
+    on_start: Callable[..., Any] | None = None,
+    on_success: Callable[..., Any] | None = None,
+    on_failure: Callable[..., Any] | None = None,
+    on_retry: Callable[..., Any] | None = None,
+    on_complete: Callable[..., Any] | None = None,
+) -> Task[Any, Any]:
+    """A task of `worker` from `fn` and the options of ``@worker.task`` (not registered yet)."""
+    policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
+    hooks = TaskHooks(
+        on_start=adapt_hook(on_start, "on_start"),
+        on_success=adapt_hook(on_success, "on_success"),
+        on_failure=adapt_hook(on_failure, "on_failure"),
+        on_retry=adapt_hook(on_retry, "on_retry"),
+        on_complete=adapt_hook(on_complete, "on_complete"),
+    )
+    return Task(
+        worker,
+        fn,
+        name=name or f"{importable_name(fn.__module__)}.{fn.__qualname__}",
+        queue=queue or worker.name,
+        policy=policy,
+        timeout=timeout,
+        result_ttl=result_ttl,
+        max_lost_runs=worker.max_lost_runs if max_lost_runs is None else max_lost_runs,
+        hooks=hooks,
+    )

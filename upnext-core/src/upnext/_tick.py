@@ -97,7 +97,7 @@ class WorkerTick:
         queues: Sequence[str],
         concurrency: int,
         running: Callable[[], list[RunningJob]],
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str], object],
         slots: HeldSlots | None = None,
         interval: float = 1.0,
     ) -> None:

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
@@ -17,17 +16,20 @@ from upnext._consumer import Consumer
 from upnext._dlq import DeadLetterQueue
 from upnext._durations import check_duration
 from upnext._future import Future
-from upnext._hooks import Plugins, adapt_hook
-from upnext._modname import importable_name
+from upnext._hooks import Plugins
+from upnext._pipeline import before_enqueue, collect_middleware
 from upnext._portal import Portal
-from upnext._retry import RetryPolicy
 from upnext._serializer import encode_body
-from upnext._task import CallOptions, Task, TaskHooks
+from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, define_task
+from upnext._tick import HeldSlots
+from upnext._unconsumed import report_leftovers, warn_if_no_worker
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.optional import TransactionalEnqueue
 from upnext.broker.protocol import Envelope, QueueAdmin
 from upnext.errors import ConfigurationError, UnsupportedOperation
 from upnext.hooks import HookEvent
+from upnext.middleware import Middleware
+from upnext.middleware._base import overrides
 
 __all__ = ["Worker"]
 
@@ -39,8 +41,6 @@ R = TypeVar("R")
 ENV_BROKER = "UPNEXT_BROKER_URL"
 ENV_RESULTS = "UPNEXT_RESULTS_URL"
 MIB = 1024 * 1024
-NO_WORKER_GRACE = 1.0  # seconds before an unconsumed memory:// submit warns
-DEFAULT_TIMEOUT = 1800.0  # seconds a task may run (30 min, RabbitMQ's default consumer_timeout too)
 
 
 class Worker:
@@ -69,6 +69,7 @@ class Worker:
         connect_timeout: float = 60.0,
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -99,7 +100,12 @@ class Worker:
         # How long `upnext.run` keeps retrying an unreachable broker at start (inf: for ever).
         self.connect_timeout = connect_timeout
         self.plugins = Plugins(plugins, load_entry_points=load_plugins)
+        # After the built-ins: the plugins' middleware, then this worker's own.
+        self.middleware = collect_middleware(self.plugins, self, middleware)
+        self._enqueue_stage = [m for m in self.middleware if overrides(m, "before_enqueue")]
         self.tasks: dict[str, Task[Any, Any]] = {}
+        # Slots middleware holds for running jobs; the worker tick keeps them alive.
+        self.held_slots = HeldSlots()
         self.portal = Portal(self)
         self.dlq = DeadLetterQueue(self)
         self.consumer: Consumer | None = None
@@ -152,49 +158,11 @@ class Worker:
             return self._register(fn, **options)
         return lambda f: self._register(f, **options)
 
-    def _register(
-        self,
-        fn: Callable[..., Any],
-        *,
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        retry_backoff: float = 2.0,
-        retry_jitter: float = 0.0,
-        retry_delay_max: float = 3600.0,
-        timeout: float = DEFAULT_TIMEOUT,
-        name: str | None = None,
-        queue: str | None = None,
-        result_ttl: float = 3600.0,
-        max_lost_runs: int | None = None,
-        on_start: Callable[..., Any] | None = None,
-        on_success: Callable[..., Any] | None = None,
-        on_failure: Callable[..., Any] | None = None,
-        on_retry: Callable[..., Any] | None = None,
-        on_complete: Callable[..., Any] | None = None,
-    ) -> Task[Any, Any]:
-        wire_name = name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
-        if wire_name in self.tasks:
-            raise ConfigurationError(f"worker {self.name!r} already has a task named {wire_name!r}")
-        policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
-        hooks = TaskHooks(
-            on_start=adapt_hook(on_start, "on_start"),
-            on_success=adapt_hook(on_success, "on_success"),
-            on_failure=adapt_hook(on_failure, "on_failure"),
-            on_retry=adapt_hook(on_retry, "on_retry"),
-            on_complete=adapt_hook(on_complete, "on_complete"),
-        )
-        task: Task[Any, Any] = Task(
-            self,
-            fn,
-            name=wire_name,
-            queue=queue or self.name,
-            policy=policy,
-            timeout=timeout,
-            result_ttl=result_ttl,
-            max_lost_runs=self.max_lost_runs if max_lost_runs is None else max_lost_runs,
-            hooks=hooks,
-        )
-        self.tasks[wire_name] = task
+    def _register(self, fn: Callable[..., Any], **options: Any) -> Task[Any, Any]:
+        task = define_task(self, fn, **options)
+        if task.name in self.tasks:
+            raise ConfigurationError(f"worker {self.name!r} already has a task named {task.name!r}")
+        self.tasks[task.name] = task
         return task
 
     def consumed_queues(self) -> list[str]:
@@ -223,6 +191,20 @@ class Worker:
         if options.job_id is not None and len(calls) > 1:
             raise ConfigurationError("a fixed job_id applies to a single submit")
         bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
+        futures = [Future(task, body.id, body.queue) for body in bodies]
+        delays = [options.delay] * len(bodies)
+        priorities = [options.priority] * len(bodies)
+        if self._enqueue_stage:
+            submissions = await before_enqueue(
+                self._enqueue_stage, task, bodies, options.delay, options.priority
+            )
+            futures = [Future(task, s.dedupe_to or s.job_id, s.queue) for s in submissions]
+            kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
+            bodies = [bodies[i] for i in kept]
+            delays = [submissions[i].delay for i in kept]
+            priorities = [submissions[i].priority for i in kept]
+            if not bodies:
+                return futures
         client = self._clients.get(asyncio.get_running_loop())
         if client is None or not client.connected:
             # Bad input (unencodable, too large) fails before any I/O.
@@ -236,10 +218,10 @@ class Worker:
                 body.reply_to = reply_to
         encoded = [encode_body(body, self.max_payload) for body in bodies]
         envelopes = [
-            Envelope(body.id, body.queue, data, options.delay, options.priority)
-            for body, data in zip(bodies, encoded, strict=True)
+            Envelope(body.id, body.queue, data, delay, priority)
+            for body, data, delay, priority in zip(bodies, encoded, delays, priorities, strict=True)
         ]
-        self._warn_if_no_worker(client)
+        warn_if_no_worker(client.broker)
         if options.connection is None:
             await client.broker.enqueue_many(envelopes)
         elif isinstance(client.broker, TransactionalEnqueue):
@@ -247,27 +229,11 @@ class Worker:
         else:
             raise UnsupportedOperation(f"{client.name} cannot enqueue in your transaction")
         if "upnext_job_enqueued" in self.plugins.active:
-            status = "scheduled" if options.delay > 0 else "queued"
-            for body in bodies:
+            for body, delay in zip(bodies, delays, strict=True):
+                status = "scheduled" if delay > 0 else "queued"
                 event = HookEvent(body.id, body.fn, body.queue, 0, task.policy.max_attempts, status)
                 await self.plugins.emit("upnext_job_enqueued", event, self.hook_timeout)
-        return [Future(task, body.id, body.queue) for body in bodies]
-
-    def _warn_if_no_worker(self, client: Client) -> None:
-        """Arm a one-time check: a memory:// job nobody in this process consumes is lost.
-
-        Checked a second later, so submitting just before starting the worker
-        (a common pattern in tests and scripts) does not warn.
-        """
-        broker = client.broker
-        if (
-            isinstance(broker, MemoryBroker)
-            and not broker.workers_attached
-            and not broker.warned_no_worker
-            and not broker.no_worker_check_armed
-        ):
-            broker.no_worker_check_armed = True
-            asyncio.get_running_loop().call_later(NO_WORKER_GRACE, _warn_unconsumed, broker)
+        return futures
 
     # -- running -------------------------------------------------------------
 
@@ -390,7 +356,7 @@ class Worker:
                 await consumer.stop(self.shutdown_grace)
             finally:
                 self.consumer = None
-                self._report_leftovers(consumer)
+                report_leftovers(consumer.broker)
         await self._aclose_client()
         if self.portal.started and not self.portal.owns(asyncio.get_running_loop()):
             await asyncio.to_thread(self.portal.close)
@@ -400,31 +366,6 @@ class Worker:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
-
-    def _report_leftovers(self, consumer: Consumer) -> None:
-        broker = consumer.broker
-        if isinstance(broker, MemoryBroker):
-            broker.workers_attached -= 1
-            left = broker.pending()
-            if left and not broker.workers_attached:
-                log.warning(
-                    "%d job(s) still queued on %s are lost when this process exits",
-                    left,
-                    broker.url,
-                )
-
-
-def _warn_unconsumed(broker: MemoryBroker) -> None:
-    broker.no_worker_check_armed = False
-    if broker.workers_attached or broker.warned_no_worker or not broker.pending():
-        return
-    broker.warned_no_worker = True
-    warnings.warn(
-        f"jobs were submitted to {broker.url} but no worker runs in this process:"
-        " memory:// jobs never leave the process",
-        RuntimeWarning,
-        stacklevel=1,
-    )
 
 
 class _Decorator(Protocol):

@@ -7,17 +7,22 @@ decoration. Plugins implement the hookspecs of `PluginSpec` with
 ``@upnext.hooks.hookimpl`` and are registered with ``Worker(plugins=[...])``
 or by the entry point group ``upnext.plugins``. A hook or plugin that raises
 is logged and changes nothing; each call is bounded by the worker's
-`hook_timeout`. Hooks other than `on_start` run after the job's settlement
+`hook_timeout`. A plugin may also add middleware to every worker it is loaded
+into (`PluginSpec.upnext_middleware`). Hooks other than `on_start` run after the job's settlement
 is durable, so they are at-most-once and never delay or duplicate a job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from upnext._worker import Worker
+    from upnext.middleware import Middleware
 
 __all__ = ["HookEvent", "PluginSpec", "hookimpl", "hookspec"]
 
@@ -82,3 +87,11 @@ class PluginSpec:
     @hookspec
     def upnext_job_dead_lettered(self, event: HookEvent) -> Awaitable[None] | None:
         """The job was written to the dead-letter queue; `event.reason` says why."""
+
+    @hookspec
+    def upnext_middleware(self, worker: Worker) -> Sequence[Middleware] | None:
+        """Middleware to add to `worker`'s pipeline (after the built-ins, before its own).
+
+        Called once, when the worker is built (its tasks may not be registered
+        yet). Plugins' lists follow pluggy's call order (`tryfirst` first).
+        """

@@ -24,14 +24,18 @@ log = logging.getLogger("upnext.worker")
 
 
 class RunningJob(BaseModel):
-    """A job a worker is running: its id, task, attempt, start (epoch seconds) and progress."""
+    """A job a worker holds: its id, task, attempt, start (epoch seconds) and progress.
+
+    `started_at` is None (and `attempt` the attempts before it) while the job
+    waits in the worker for a slot or its turn.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     job_id: str
     function: str
     attempt: int
-    started_at: float
+    started_at: float | None
     progress: float | None = None
 
 

@@ -98,19 +98,6 @@ WHERE NOT EXISTS (SELECT 1 FROM taken)
 """
 
 
-def _give_back(n: Names) -> str:
-    # Undo a receive whose caller was cancelled: as Release, uncounted.
-    return f"""
-WITH back AS (
-    UPDATE {n.jobs} AS j SET lease_until = NULL, token = NULL, hand_outs = j.hand_outs - 1
-    WHERE j.id = ANY($1::text[]) AND j.token = $2
-    RETURNING j.queue
-)
-SELECT pg_notify($3, '0 ' || queue)::text FROM (SELECT DISTINCT queue FROM back) AS q
-WHERE {_ASYNC_COMMIT}
-"""
-
-
 def _settle(n: Names) -> str:
     # `j.id = ANY(ids)` pins each lookup to the primary key: joined to unnest()
     # alone, the planner may hash-join against a sequential scan of the table.
@@ -203,7 +190,6 @@ class Queries:
 
     enqueue: str
     receive: str
-    give_back: str
     settle: str
     put_results: str
     extend: str
@@ -217,7 +203,6 @@ class Queries:
         return cls(
             enqueue=_enqueue(n),
             receive=_receive(n),
-            give_back=_give_back(n),
             settle=_settle(n),
             put_results=_put_results(n),
             extend=_extend(n),

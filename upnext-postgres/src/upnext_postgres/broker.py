@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from upnext.broker import Backoff
 from upnext.broker.protocol import (
     MAX_PRIORITY,
     Capabilities,
@@ -230,7 +231,7 @@ class PostgresBroker(AdminMixin, StateMixin):
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
-        """Take up to `limit` due jobs, blocking up to `wait` s; cancellation-safe."""
+        """Take up to `limit` due jobs, blocking up to `wait` s."""
         names = list(dict.fromkeys(queues))
         if not names or limit <= 0:
             return []
@@ -239,7 +240,11 @@ class PostgresBroker(AdminMixin, StateMixin):
         if wait <= 0:
             return (await self._take(names, limit, lease))[0]
         await self._listener.ensure()
-        floor, generation = 0.01, self._generation
+        # A due row skipped because someone holds a row lock on it (a
+        # concurrent taker, for a moment): look again soon, backing off so a
+        # long lock is no spin.
+        locked = Backoff(first=0.01, cap=max(self.options.lease_recovery_interval, 0.01))
+        generation = self._generation
         with self._listener.watching_queues(names) as waiter:
             while True:
                 got, next_in = await self._take(names, limit, lease)
@@ -247,12 +252,11 @@ class PostgresBroker(AdminMixin, StateMixin):
                 if got or left <= 0 or generation != self._generation:
                     return got
                 nap = min(left, self.options.lease_recovery_interval)
-                if next_in is not None:
-                    # next_in <= 0 means a due row was skipped because someone
-                    # holds a row lock on it (a concurrent taker, for a moment):
-                    # look again soon, backing off so a long lock is no spin.
-                    nap = min(nap, max(next_in, floor) + 0.002)
-                    floor = floor * 2 if next_in <= 0 else 0.01
+                if next_in is not None and next_in <= 0:  # a due row is locked
+                    nap = min(nap, next(locked) + 0.002)
+                elif next_in is not None:
+                    locked.reset()
+                    nap = min(nap, max(next_in, locked.first) + 0.002)
                 await self._listener.ensure()
                 await waiter.wait(nap)
                 if generation != self._generation:
@@ -262,13 +266,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         self, names: list[str], limit: int, lease: float
     ) -> tuple[list[Delivery], float | None]:
         token = secrets.randbits(63)
-        fetch = asyncio.ensure_future(self._fetch_take(names, limit, lease, token))
-        try:
-            rows = await asyncio.shield(fetch)
-        except asyncio.CancelledError:
-            # The statement may have committed: give back whatever it took.
-            self._spawn(self._give_back(fetch, token))
-            raise
+        rows = await self._fetch_take(names, limit, lease, token)
         taken = [r for r in rows if r["id"] is not None]
         if not taken:
             next_in = rows[0]["next_in"] if rows else None
@@ -289,22 +287,6 @@ class PostgresBroker(AdminMixin, StateMixin):
     ) -> list[asyncpg.Record]:
         async with self._io("receive"):
             return await (await self._pool()).fetch(self._q.receive, names, limit, lease, token)
-
-    async def _give_back(self, fetch: asyncio.Future[list[asyncpg.Record]], token: int) -> None:
-        try:
-            rows = await fetch
-        except Exception:
-            return  # nothing was taken (or the server will expire the lease)
-        ids = [r["id"] for r in rows if r["id"] is not None]
-        if not ids:
-            return
-        try:
-            pool = await self._pool()
-            await pool.fetch(self._q.give_back, ids, token, self._names.jobs_channel)
-        except Exception:
-            # Unreachable now: the leases expire instead, and the jobs come back
-            # as redeliveries (at least once still holds).
-            return
 
     # -- settle and extend ---------------------------------------------------
 

@@ -21,6 +21,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import AbstractConnection as RawConnection
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+from upnext.broker import Backoff
 from upnext.broker.protocol import DeadLetterQuery, DeadLetterRecord, Envelope, QueueStats
 from upnext.errors import Busy, DeadLetterNotFound
 
@@ -127,7 +128,7 @@ class AdminMixin:
         # or in another process, waits for the first: up to CATALOG_WAIT, as a
         # read that prunes checks every name (about a second per 100 names).
         deadline = time.monotonic() + max(self.options.dlq_busy_wait, CATALOG_WAIT)
-        pause = 0.01
+        backoff = Backoff(first=0.01, cap=0.2)
         with map_errors(self.url, "reading the queue catalog"):
             while True:
                 async with self._channel_lock:
@@ -141,10 +142,10 @@ class AdminMixin:
                         read = None
                 try:
                     if read is None:
+                        pause = next(backoff)
                         if time.monotonic() + pause > deadline:
                             raise Busy("queue catalog busy: another admin is reading it; try again")
                         await asyncio.sleep(pause)
-                        pause = min(pause * 2, 0.2)
                         continue
                     copies = await read.snapshot(channel)
                     alive = await self._existing(list(copies))

@@ -1,28 +1,19 @@
-"""RedisBroker's script plumbing: group indexes, receipts, RECEIVE replies, blocked reads."""
+"""RedisBroker's script plumbing: group indexes, receipts, RECEIVE replies."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import Delivery, Envelope
 from upnext.errors import LeaseLost
 
 if TYPE_CHECKING:
     from upnext_redis._client import RedisClient
 
-__all__ = ["Blocked", "Groups", "Taken", "deliveries", "lost", "receipt_of", "taken", "unpart"]
+__all__ = ["Groups", "Taken", "deliveries", "lost", "receipt_of", "taken", "unpart"]
 
 # One standalone RECEIVE: deliveries, ms to the next event, the wake ids seen.
 Taken = tuple[list[Delivery], int, list[bytes]]
-
-
-class Blocked:
-    """One pipelined XREAD + RECEIVE in flight on a blocking connection."""
-
-    def __init__(self, conn: AbstractConnection, client_id: int | None) -> None:
-        self.conn = conn
-        self.client_id = client_id
 
 
 class Groups:

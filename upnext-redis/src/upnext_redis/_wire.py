@@ -17,13 +17,13 @@ swallowed (the task's `cancelling()` count still shows it).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from upnext.broker import Backoff
 
 __all__ = ["Wire", "pack", "pack_args", "read_replies", "send"]
 
@@ -126,11 +126,13 @@ class Wire:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.budget
         attempt = 0
+        backoff: Backoff | None = None  # made on the first failure: the common call has none
         while True:
             try:
                 return await self._once(commands, deadline)
             except _RETRIABLE:
-                pause = min(1.0, 0.05 * 2 ** (attempt + 1)) * (0.5 + random.random() / 2)
+                backoff = backoff or Backoff(first=0.1, cap=1.0, jitter=0.5)
+                pause = next(backoff)
                 if attempt >= self._retries or loop.time() + pause >= deadline:
                     raise
                 attempt += 1

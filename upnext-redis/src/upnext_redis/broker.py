@@ -1,17 +1,13 @@
 """RedisBroker: broker, result store, dead-letter admin and queue admin on Redis.
 
 Every state change is one Lua script (scripts.py) over one queue's keys
-(keys.py), and every operation is one round trip for a whole batch. A
-receiver with nothing to do blocks on ``XREAD`` of each queue's ``wake``
-stream from the entry id it last saw, so a wake-up between its script and
-its block is never missed; each block is capped at the next due time or lease
-deadline that the script reported from Redis ``TIME``.
+(keys.py), and every operation is one round trip for a whole batch.
+Receiving (the script, and blocking on the queues' wake streams between
+tries) is in `_receive`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,21 +31,17 @@ from upnext.broker.protocol import (
 
 from upnext_redis._client import RedisClient
 from upnext_redis._config import parse_url
+from upnext_redis._receive import Receiver
 from upnext_redis._replies import (
-    Blocked,
     Groups,
-    Taken,
-    deliveries,
     lost,
     receipt_of,
-    taken,
     unpart,
 )
-from upnext_redis._routing import Node
-from upnext_redis._wire import Wire, pack, pack_args, read_replies
+from upnext_redis._wire import pack_args
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
-from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, RECEIVE, SETTLE, STATS
+from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, SETTLE, STATS
 from upnext_redis.state import RedisStateStore
 
 __all__ = ["RedisBroker"]
@@ -59,8 +51,6 @@ __all__ = ["RedisBroker"]
 _ENQUEUE_CHUNK = 2_000
 # Items per settle script: Lua's unpack() takes at most ~8,000 values.
 _SETTLE_CHUNK = 1_000
-# How long a cancelled receive's background reader waits between CLIENT UNBLOCKs.
-_UNBLOCK_PAUSES = (0.002, 0.005, 0.02, 0.1)
 
 _RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -84,13 +74,10 @@ class RedisBroker(RedisStateStore):
         self._client = RedisClient(self.options)
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
+        self._receiver = Receiver(self._client, self.options.recovery_interval, self.settle)
         self._known: set[str] = set()
         self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
-        self._background: set[asyncio.Future[Any]] = set()
-        # CLIENT ID of each blocking connection, by its current stream (a
-        # reconnect makes a new stream, and the server a new id).
-        self._client_ids: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -111,9 +98,6 @@ class RedisBroker(RedisStateStore):
     async def aclose(self) -> None:
         """Stop the result listener and close every connection."""
         self._connected = False
-        if self._background:
-            # Cancelled receives giving their jobs back: a moment, no longer.
-            await asyncio.wait(set(self._background), timeout=self.options.socket_timeout)
         await self._results.listener.aclose()
         await self._client.aclose()
 
@@ -167,198 +151,7 @@ class RedisBroker(RedisStateStore):
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
     ) -> list[Delivery]:
         """Hand out up to `limit` due jobs, blocking up to `wait` s for one."""
-        names = list(dict.fromkeys(queues))
-        if not names or limit <= 0:
-            return []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(wait, 0.0)
-        lease_ms = max(1, delay_ms(lease))
-        got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
-        while not got:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            block = min(remaining, self.options.recovery_interval)
-            if until_ms >= 0:
-                block = min(block, (until_ms + 1) / 1000)
-            if self._client.cluster:
-                await self._block(names, seen, block)
-                got, until_ms, seen = await self._take_shielded(names, limit, lease_ms)
-            else:
-                got, until_ms, seen = await self._block_then_take(
-                    names, seen, block, limit, lease_ms
-                )
-        return got
-
-    async def _take_shielded(self, names: list[str], limit: int, lease_ms: int) -> Taken:
-        """`_take`, finished even if the caller is cancelled; then what it took goes back.
-
-        The script may already have run when a cancellation lands; its jobs
-        are released (uncounted) as soon as the reply arrives, so a stopping
-        worker never strands them until their lease ends.
-        """
-        take = asyncio.ensure_future(self._take(names, limit, lease_ms))
-        try:
-            return await asyncio.shield(take)
-        except asyncio.CancelledError:
-            take.add_done_callback(self._give_back)
-            raise
-
-    def _give_back(self, take: asyncio.Future[Taken]) -> None:
-        if take.cancelled() or take.exception() is not None:
-            return
-        self._release(take.result()[0])
-
-    def _release(self, got: list[Delivery]) -> None:
-        """Give back, uncounted and in the background, jobs nobody will run."""
-        if got:
-            self._track(asyncio.ensure_future(self.settle([Release(d) for d in got])))
-
-    async def _take(self, names: list[str], limit: int, lease_ms: int) -> Taken:
-        """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.
-
-        Standalone, one script serves every queue; on Cluster each queue gets
-        its own (two queues' keys never share a script there), in order.
-        """
-        batches = [[q] for q in names] if self._client.cluster else [names]
-        out: list[Delivery] = []
-        until_ms = -1
-        seen: list[bytes] = []
-        for batch in batches:
-            groups = [key for q in batch for key in self._client.keys.queue(q).group]
-            args = (limit - len(out), lease_ms, len(batch))
-            reply = await self._client.eval(RECEIVE, groups, args)
-            if len(reply) > 2 + 3 * len(batch):
-                out += deliveries(batch, reply)
-                if len(out) >= limit:
-                    break
-            # Each server has its own clock: keep the wait relative to it.
-            if int(reply[1]) >= 0:
-                wait_ms = int(reply[1]) - int(reply[0])
-                until_ms = wait_ms if until_ms < 0 else min(until_ms, wait_ms)
-            seen += [bytes(reply[2 + 3 * i]) for i in range(len(batch))]
-        return out, until_ms, seen
-
-    def _receive_call(self, names: list[str], limit: int, lease_ms: int) -> tuple[list[str], bytes]:
-        groups = [key for q in names for key in self._client.keys.queue(q).group]
-        return groups, pack(
-            ["EVALSHA", RECEIVE.sha, len(groups), *groups, limit, lease_ms, len(names)]
-        )
-
-    async def _block_then_take(
-        self, names: list[str], seen: list[bytes], seconds: float, limit: int, lease_ms: int
-    ) -> Taken:
-        """XREAD BLOCK and RECEIVE in one pipeline (standalone Redis): one round trip.
-
-        The script runs on the server as soon as the block ends, woken or
-        timed out, so the reply is exactly what `_take` would return then.
-        """
-        ms = max(1, int(seconds * 1000))
-        streams = [self._client.keys.queue(q).wake for q in names]
-        groups, receive = self._receive_call(names, limit, lease_ms)
-        block = pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
-        with self._client.errors.boundary():
-            node = await self._client.router.node_for(streams[0])
-            wire = node.block_wire
-            conn = await wire.take()
-            writer = conn._writer
-            client_id = self._client_ids.get(writer) if writer is not None else None
-            blocked = Blocked(conn, client_id)
-            run = asyncio.ensure_future(self._exchange_blocked(wire, blocked, block + receive))
-            try:
-                xread, reply = await asyncio.shield(run)
-            except asyncio.CancelledError:
-                self._track(asyncio.ensure_future(self._abandon(node, blocked, run, names)))
-                raise
-            except _RETRIABLE:
-                # The connection was lost: take again the plain way (it reconnects with
-                # backoff, or fails as BrokerUnavailable); the next block is pipelined again.
-                return await self._take_shielded(names, limit, lease_ms)
-            if isinstance(xread, Exception):
-                if isinstance(reply, list):
-                    self._release(taken(names, reply)[0])
-                raise xread
-            if isinstance(reply, rx.NoScriptError):
-                # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
-                reply = await self._client.eval(RECEIVE, groups, (limit, lease_ms, len(names)))
-            elif isinstance(reply, Exception):
-                raise reply
-        return taken(names, reply)
-
-    async def _exchange_blocked(self, wire: Wire, blocked: Blocked, data: bytes) -> tuple[Any, Any]:
-        """Send the pipeline (asking the connection's CLIENT ID first, once); read both replies."""
-        conn = blocked.conn
-        try:
-            writer = conn._writer
-            if writer is None:
-                raise rx.ConnectionError("connection closed before sending")
-            if blocked.client_id is None:
-                writer.write(pack(["CLIENT", "ID"]) + data)
-                async with asyncio.timeout(conn.socket_timeout):
-                    (client_id,) = await read_replies(conn, 1)
-                if isinstance(client_id, int):
-                    blocked.client_id = client_id
-                    self._client_ids[writer] = client_id
-            else:
-                writer.write(data)
-            async with asyncio.timeout(conn.socket_timeout):
-                xread, reply = await read_replies(conn, 2)
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            wire.give(conn)
-        return xread, reply
-
-    async def _abandon(
-        self, node: Node, blocked: Blocked, run: asyncio.Future[tuple[Any, Any]], names: list[str]
-    ) -> None:
-        """A cancelled `_block_then_take`: unblock it, read its replies, give back what it took."""
-        for pause in _UNBLOCK_PAUSES:
-            if run.done():
-                break
-            if blocked.client_id is not None:
-                try:
-                    (ok,) = await node.wire.run([pack(["CLIENT", "UNBLOCK", blocked.client_id])])
-                except Exception:
-                    ok = None
-                if isinstance(ok, Exception):
-                    break  # not allowed here (ACL): drop the connection instead
-            await asyncio.wait([run], timeout=pause)
-        if not run.done():
-            # Still blocked: closing the connection drops the pending script unrun.
-            run.cancel()
-        try:
-            _, reply = await run
-        except BaseException:
-            return
-        if isinstance(reply, list):
-            self._release(taken(names, reply)[0])
-
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
-
-    async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
-        # XREAD from the ids the script saw: an XADD since then returns at once.
-        ms = max(1, int(seconds * 1000))
-        streams = [self._client.keys.queue(q).wake for q in names]
-        if not self._client.cluster or len(streams) == 1:
-            await self._client.block(streams[0], ["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
-            return
-        # On Cluster one XREAD per queue (one slot each); the first to return wins.
-        tasks = [
-            asyncio.create_task(self._client.block(s, ["XREAD", "BLOCK", ms, "STREAMS", s, i]))
-            for s, i in zip(streams, seen, strict=True)
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()
+        return await self._receiver.receive(queues, limit=limit, lease=lease, wait=wait)
 
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:

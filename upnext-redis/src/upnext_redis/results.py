@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
+from upnext.broker import Backoff
 from upnext.broker.protocol import ResultWrite
 from upnext.errors import BrokerUnavailable
 
@@ -109,7 +110,7 @@ class ResultListener:
             await send(conn, pack([command, channel]))
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(first=0.05, cap=2.0)
         while True:
             conn = self._make()
             try:
@@ -118,7 +119,7 @@ class ResultListener:
                 # a channel watched after this line sends its own SUBSCRIBE.
                 self._conn = conn
                 await send(conn, pack(["SUBSCRIBE", self._control, *self._channels]))
-                backoff = 0.05
+                backoff.reset()
                 await self._read(conn)
             except asyncio.CancelledError:
                 raise
@@ -130,8 +131,7 @@ class ResultListener:
                     state.subscribed.clear()
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            await asyncio.sleep(next(backoff))
 
     async def _read(self, conn: AbstractConnection) -> None:
         pinged = False

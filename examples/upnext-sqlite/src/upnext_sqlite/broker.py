@@ -14,13 +14,10 @@ indexed read per `poll`, and a job enqueued by another process waits up to
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import astuple
 from sqlite3 import Connection
 from urllib.parse import parse_qsl, urlsplit
@@ -122,14 +119,8 @@ class SQLiteBroker(AdminMixin, StateMixin):
         return await watch(self._jobs_bell, take, wait=wait, poll=self.poll) or []
 
     async def _take(self, queues: list[str], limit: int, lease: float) -> _Taken:
-        """Take due jobs; if cancelled meanwhile, give back whatever was taken."""
-        taking = self._db.submit(lambda: self._take_now(queues, limit, lease))
-        try:
-            return await asyncio.wrap_future(taking)
-        except asyncio.CancelledError:
-            # A transaction cannot be stopped halfway: undo its take once it ends.
-            taking.add_done_callback(self._give_back)
-            raise
+        """Take due jobs (one transaction on the database thread)."""
+        return await self._db.run(lambda: self._take_now(queues, limit, lease))
 
     def _take_now(self, queues: list[str], limit: int, lease: float) -> _Taken:
         # Queue by queue, so each look is one index seek whatever the backlog;
@@ -142,17 +133,6 @@ class SQLiteBroker(AdminMixin, StateMixin):
         if first is None or first > time.time():
             return None, first
         return self._db.tx(lambda c: _take_rows(c, queues, limit, lease)) or None, None
-
-    def _give_back(self, taking: Future[_Taken]) -> None:
-        if taking.cancelled() or taking.exception() is not None:
-            return
-        releases = [Release(d) for d in taking.result()[0] or []]
-        # Queued behind the take on the same thread. Should the thread be shutting
-        # down, the leases run out instead (counted: the only way left).
-        with contextlib.suppress(RuntimeError):
-            self._db.submit(
-                lambda: self._db.tx(lambda c: self._apply(c, releases), self._jobs_bell)
-            )
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Apply the batch in one transaction; LeaseLost for items no longer held."""

@@ -1,9 +1,11 @@
 """The broker contract (`upnext.broker.protocol`, `.optional`, `.state`) and memory://.
 
 Helpers for backends: `cursor` (the dead-letter page core builds, state-scan
-cursors) and `redact` (passwords out of every message).
+cursors) `redact` (passwords out of every message) and
+`Backoff` (one schedule for every retry pause).
 """
 
+from upnext._backoff import Backoff
 from upnext._discovery import register
 from upnext.broker import cursor, redact
 from upnext.broker.memory import MemoryBroker
@@ -48,6 +50,7 @@ from upnext.broker.state import (
 # Sorted plainly (test_exported_members), where ruff would put constants first.
 __all__ = [  # noqa: RUF022
     "Ack",
+    "Backoff",
     "Broker",
     "Capabilities",
     "DeadLetter",

@@ -235,9 +235,14 @@ class Broker(Protocol):
         delay rounded up to `delay_quantum`). Returns an empty list on timeout.
         Never busy-polls.
 
-        Cancellation-safe: a receive cancelled before it returns hands out
-        nothing; a job it had already taken goes back at once, uncounted (as
-        by `Release`). Core cancels a blocked receive when a worker stops.
+        May be a plain call: core never cancels a receive. It asks with a
+        `wait` of at most 0.25 s, so a stopping worker never waits long for
+        one; when it no longer wants the jobs (the worker stops, or a job on
+        its last chance is about to run alone) it lets the call return and
+        gives back whatever it handed out with `Release`, at once. Only a call
+        still running 2 s past its `wait` (a server that stopped answering) is
+        cancelled, as a last resort: what it took comes back when its lease
+        ends.
         """
         ...
 

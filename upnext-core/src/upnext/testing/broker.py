@@ -1,9 +1,10 @@
 """`BrokerConformance`: enqueue, receive, waking, delays, concurrency and cancel.
 
 Lease and settle tests live in `upnext.testing._settle`, known-id tests in
-`upnext.testing._ids`, priority tests in `upnext.testing._priority`; all are
-mixed in, so `BrokerConformance` is the one class a backend subclasses. Every
-test takes the `broker` fixture (override it) and the plugin's `upnext_queue`,
+`upnext.testing._ids`, priority tests in `upnext.testing._priority`,
+stopped-receive tests in `upnext.testing._receiving`; all are mixed in, so
+`BrokerConformance` is the one class a backend subclasses. Every test takes
+the `broker` fixture (override it) and the plugin's `upnext_queue`,
 `upnext_queues` and `timing` fixtures.
 """
 
@@ -22,6 +23,7 @@ from upnext.broker.protocol import Ack, Broker, Delivery
 from upnext.testing._ids import KnownIdConformance
 from upnext.testing._isolation import SettleIsolationConformance
 from upnext.testing._priority import PriorityConformance
+from upnext.testing._receiving import ReceiveStopConformance
 from upnext.testing._settle import LeaseAndSettleConformance
 from upnext.testing._support import (
     Timing,
@@ -45,6 +47,7 @@ class BrokerConformance(
     LeaseAndSettleConformance,
     KnownIdConformance,
     SettleIsolationConformance,
+    ReceiveStopConformance,
     PriorityConformance,
 ):
     """The `Broker` contract (`upnext.broker.protocol`), checked through the protocol alone."""
@@ -277,63 +280,6 @@ class BrokerConformance(
         )
         assert not await broker.cancel(upnext_queue, "no-such-job"), violated(
             "cancel() of an unknown job must return False"
-        )
-
-    @pytest.mark.asyncio
-    async def test_cancelled_receive_loses_and_counts_nothing(
-        self, broker: Broker, upnext_queue: str, timing: Timing
-    ) -> None:
-        """A receive cancelled at any moment hands out nothing: the job comes back uncounted."""
-        for round_number in range(20):
-            envelope = make_envelope(upnext_queue)
-            call = asyncio.ensure_future(
-                broker.receive([upnext_queue], limit=1, lease=30.0, wait=2.0)
-            )
-            if round_number % 2:  # cancel while blocked, or racing the hand-out
-                await broker.enqueue_many([envelope])
-                await asyncio.sleep(0.001 * (round_number % 4))
-            else:
-                await asyncio.sleep(0.01)
-                await broker.enqueue_many([envelope])
-            call.cancel()
-            try:
-                taken = await call
-            except asyncio.CancelledError:
-                taken = []
-            if taken:  # the receive finished before the cancel landed: a normal hand-out
-                await ack_all(broker, taken)
-                continue
-            [got] = await receive_exactly(
-                broker,
-                [upnext_queue],
-                1,
-                within=timing.tolerance(2.0),
-                what="a job taken by a cancelled receive must come back at once",
-            )
-            assert got.envelope.id == envelope.id
-            assert not got.redelivered, violated(
-                "a job taken by a cancelled receive must come back with redelivered=False"
-            )
-            if broker.capabilities.counts_deliveries:
-                assert got.deliveries == 1, violated(
-                    "a cancelled receive's hand-out must not be counted"
-                )
-            await ack_all(broker, [got])
-
-    @pytest.mark.asyncio
-    async def test_blocked_receive_cancels_promptly(
-        self, broker: Broker, upnext_queue: str, timing: Timing
-    ) -> None:
-        """Cancelling a receive blocked on an empty queue ends it at once, not after `wait`."""
-        call = asyncio.ensure_future(broker.receive([upnext_queue], limit=1, lease=30.0, wait=10.0))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        took = time.monotonic() - started
-        assert took < timing.tolerance(0.5), violated(
-            f"a cancelled receive must end at once (took {took:.2f} s of a 10 s wait)"
         )
 
 

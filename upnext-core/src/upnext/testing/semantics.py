@@ -40,6 +40,7 @@ from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
+from upnext.testing.semantics_middleware import MiddlewareSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
@@ -56,6 +57,7 @@ __all__ = [
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
+    "MiddlewareSemantics",
     "PluginSemantics",
     "PrioritySemantics",
     "ResultSemantics",
@@ -82,6 +84,7 @@ class WorkerSemantics(
     LifecycleSemantics,
     ApiSemantics,
     JobIdSemantics,
+    MiddlewareSemantics,
     PrioritySemantics,
 ):
     """Every behaviour the docs state, through a real worker on your broker."""

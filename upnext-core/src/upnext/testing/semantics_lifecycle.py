@@ -1,7 +1,7 @@
 """`LifecycleSemantics`: shutdown, and the stop's effect on jobs, through real workers.
 
 Covers "Shutdown" of docs/semantics.md: leaving ``async with worker:`` stops receiving at
-once (a blocked receive is cancelled), finishes in-flight jobs within
+once (a blocked receive is not waited out), finishes in-flight jobs within
 `shutdown_grace`, then cancels and releases the rest; a released job is not
 an attempt and not a lost run, and another worker runs it at once.
 """
@@ -52,21 +52,21 @@ class LifecycleSemantics(SemanticsBase):
     async def test_stop_does_not_wait_out_a_blocked_receive(
         self, make_worker: WorkerFactory, timing: Timing
     ) -> None:
-        """Leaving `async with worker:` cancels a blocked receive instead of waiting for it."""
+        """Leaving `async with worker:` does not wait out a blocked receive's `receive_wait`."""
         worker = make_worker(receive_wait=30.0)
         async with worker:
             await asyncio.sleep(timing.delay(0.1))  # the receiver is now blocked
             leaving = time.monotonic()
         took = time.monotonic() - leaving
         assert took <= timing.tolerance(0.5), violated(
-            f"a stopping worker cancels its blocked receive (stop took {took:.3f} s)"
+            f"a stopping worker does not wait out its blocked receive (stop took {took:.3f} s)"
         )
 
     @pytest.mark.asyncio
     async def test_stop_right_after_a_submit_is_prompt(
         self, make_worker: WorkerFactory, timing: Timing
     ) -> None:
-        """A stop racing a wake-up of the blocked receive still ends the receive at once."""
+        """A stop racing a wake-up of the blocked receive still ends the receive promptly."""
         # a short receive_wait bounds what the bug costs; still far above the 0.5 s allowed
         worker = make_worker(receive_wait=2.0)
 
@@ -79,7 +79,7 @@ class LifecycleSemantics(SemanticsBase):
             leaving = time.monotonic()
         took = time.monotonic() - leaving
         assert took <= timing.tolerance(0.5), violated(
-            f"a stop racing a wake-up still cancels the receive (stop took {took:.3f} s)"
+            f"a stop racing a wake-up still ends the receive promptly (stop took {took:.3f} s)"
         )
 
     @pytest.mark.asyncio
@@ -99,7 +99,7 @@ class LifecycleSemantics(SemanticsBase):
             leaving = time.monotonic()
         took = time.monotonic() - leaving
         assert took <= timing.tolerance(0.5), violated(
-            f"a stop after a finished job cancels the next receive at once (took {took:.3f} s)"
+            f"a stop after a finished job ends the next receive promptly (took {took:.3f} s)"
         )
 
     @pytest.mark.asyncio

@@ -1,0 +1,41 @@
+"""`JobRun`: one delivery held by a consumer, and what is known about its run."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from upnext.broker.protocol import Delivery
+    from upnext.middleware._types import CancelReason, Job
+
+__all__ = ["JobRun"]
+
+
+@dataclass(slots=True, eq=False)
+class JobRun:
+    """One delivery being worked on, and why it might be stopped early."""
+
+    delivery: Delivery
+    lease_until: float
+    task: asyncio.Task[None] | None = None
+    job: Job | None = None
+    cancel_reason: CancelReason | None = None
+    lease_lost: bool = False
+    parked: bool = False  # a suspect waiting until it can run alone
+    done: bool = False
+    slot_freed: bool = False
+    started: float | None = None  # Unix time the attempt's body started
+
+    def cancel(self, reason: CancelReason) -> bool:
+        """Stop this run for `reason` (the first reason wins, but a lost lease always does).
+
+        True if the reason was taken.
+        """
+        if self.done or (self.cancel_reason is not None and reason != "lease_lost"):
+            return False
+        self.cancel_reason = reason
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        return True
