@@ -18,6 +18,7 @@ from upnext_redis._config import RedisOptions
 from upnext_redis._errors import ErrorMapper
 from upnext_redis._routing import Node, Router
 from upnext_redis._wire import pack, pack_args
+from upnext_redis.dlq_scripts import DLQ_SCRIPTS
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
 from upnext_redis.state_scripts import STATE_SCRIPTS
@@ -109,7 +110,7 @@ class RedisClient:
             if self.cluster:
                 await self.router.refresh()
             commands = [pack(["PING"])] + [
-                pack(["SCRIPT", "LOAD", s.source]) for s in (*SCRIPTS, *STATE_SCRIPTS)
+                pack(["SCRIPT", "LOAD", s.source]) for s in (*SCRIPTS, *DLQ_SCRIPTS, *STATE_SCRIPTS)
             ]
             commands.append(pack(["CONFIG", "GET", "maxmemory-policy"]))
             for node in self.router.nodes:

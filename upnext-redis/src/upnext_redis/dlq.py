@@ -17,7 +17,7 @@ from upnext.errors import DeadLetterNotFound
 
 from upnext_redis._client import RedisClient
 from upnext_redis._millis import whole_ms
-from upnext_redis.scripts import DLQ_DELETE, DLQ_LIST, DLQ_PURGE, DLQ_REPLAY
+from upnext_redis.dlq_scripts import DLQ_DELETE, DLQ_LIST, DLQ_PURGE, DLQ_REPLAY
 
 __all__ = ["DeadLetters", "delay_ms", "pack_record", "unpack_record"]
 

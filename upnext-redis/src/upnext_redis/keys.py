@@ -45,7 +45,7 @@ from upnext.errors import ConfigurationError
 
 __all__ = ["GROUP_SIZE", "STATE_BUCKETS", "KeySpace", "QueueKeys", "StateKeys"]
 
-# The order is the layout of KEYS in every Lua script (see scripts.py).
+# The order is the layout of KEYS in every queue script (scripts.py, dlq_scripts.py).
 _SUFFIXES = (
     "ready",
     "delayed",

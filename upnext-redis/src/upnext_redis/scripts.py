@@ -1,4 +1,7 @@
-"""The Lua scripts behind every state change, each atomic on the server.
+"""The Lua scripts behind every change to a queue's jobs, each atomic on the server.
+
+Dead-letter admin has its own in dlq_scripts.py, the state store in
+state_scripts.py; all three are loaded together on connect.
 
 KEYS is always a run of queue key groups (keys.py order, `GROUP_SIZE` keys
 each); ``k(q, n)`` is key `n` of group `q`. Times are integer milliseconds
@@ -16,10 +19,6 @@ from upnext_redis.keys import GROUP_SIZE
 
 __all__ = [
     "CANCEL",
-    "DLQ_DELETE",
-    "DLQ_LIST",
-    "DLQ_PURGE",
-    "DLQ_REPLAY",
     "ENQUEUE",
     "EXTEND",
     "PURGE",
@@ -28,6 +27,7 @@ __all__ = [
     "SETTLE",
     "STATS",
     "Script",
+    "queue_script",
 ]
 
 
@@ -60,7 +60,8 @@ end
 """
 
 
-def _script(name: str, body: str) -> Script:
+def queue_script(name: str, body: str) -> Script:
+    """A script over queue key groups: `body` after the prelude (k, now, wake, place)."""
     return Script(name, _PRELUDE + body)
 
 
@@ -68,7 +69,7 @@ def _script(name: str, body: str) -> Script:
 # body is stored (queued, scheduled or held: not yet settled) is left as it is.
 # A priority is stored only when not 0; every script that deletes a body
 # deletes its priority too. Returns how many envelopes were new.
-ENQUEUE = _script(
+ENQUEUE = queue_script(
     "enqueue",
     """
 local woke, added = {}, 0
@@ -91,7 +92,7 @@ return added
 # then per queue: wake stream id, receipt, number of deliveries; then per
 # delivery, queue by queue: id, body, hand-out count, priority}. One receipt per queue
 # per call suffices: two hand-outs of one job never share a call.
-RECEIVE = _script(
+RECEIVE = queue_script(
     "receive",
     """
 local limit, lease, nq = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -192,7 +193,7 @@ return header
 # Leases are checked for the whole batch first (ZMSCORE, HMGET), then each
 # item applies; a job named twice in one batch is held only by the first.
 # Returns 1 (done) or 0 (lease lost) per item.
-SETTLE = _script(
+SETTLE = queue_script(
     "settle",
     """
 local arity = {A = 0, a = 4, D = 5, d = 9, R = 2, L = 0}
@@ -280,7 +281,7 @@ return res
 )
 
 # ARGV: lease ms, then (queue index, id, receipt) per delivery. 1 or 0 each.
-EXTEND = _script(
+EXTEND = queue_script(
     "extend",
     """
 local deadline = now + tonumber(ARGV[1])
@@ -300,7 +301,7 @@ return res
 )
 
 # ARGV: job id. 1 if it was queued or scheduled and not held.
-CANCEL = _script(
+CANCEL = queue_script(
     "cancel",
     """
 local id = ARGV[1]
@@ -317,7 +318,7 @@ return 1
 )
 
 # Drops ready and scheduled jobs that nobody holds; returns how many.
-PURGE = _script(
+PURGE = queue_script(
     "purge",
     """
 local seen, n = {}, 0
@@ -337,7 +338,7 @@ return n
 )
 
 # {ready, scheduled, in flight, dead}; an expired lease counts as ready.
-STATS = _script(
+STATS = queue_script(
     "stats",
     """
 return {
@@ -350,91 +351,6 @@ return {
 """,
 )
 
-# ARGV: limit, cursor failed_at ('' for none), cursor id, function ('' for any).
-# Up to limit + 1 packed records, newest first by (failed_at, id). Ids of equal
-# failed_at compare bytewise, as Redis orders them (Lua's `<` uses the locale).
-DLQ_LIST = _script(
-    "dlq_records",
-    """
-local limit, cs, cid, fn = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local out = {}
-local function before(a, b)
-  for p = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, p), string.byte(b, p)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-local function add(eid)
-  if fn == '' or redis.call('HGET', k(1, 11), eid) == fn then
-    local rec = redis.call('HGET', k(1, 10), eid)
-    if rec then out[#out + 1] = rec end
-  end
-end
-local max = '+inf'
-if cs ~= '' then
-  for _, eid in ipairs(redis.call('ZREVRANGEBYSCORE', k(1, 9), cs, cs)) do
-    if #out >= limit then break end
-    if before(eid, cid) then add(eid) end
-  end
-  max = '(' .. cs
-end
-local offset = 0
-while #out < limit do
-  local ids = redis.call('ZREVRANGEBYSCORE', k(1, 9), max, '-inf', 'LIMIT', offset, 256)
-  if #ids == 0 then break end
-  offset = offset + #ids
-  for _, eid in ipairs(ids) do
-    if #out >= limit then break end
-    add(eid)
-  end
-end
-return out
-""",
-)
-
-# ARGV: entry id. 1 if removed.
-DLQ_DELETE = _script(
-    "dlq_delete",
-    """
-if redis.call('HDEL', k(1, 10), ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', k(1, 9), ARGV[1])
-redis.call('HDEL', k(1, 11), ARGV[1])
-return 1
-""",
-)
-
-# Group 1 holds the entry, group 2 receives the job. ARGV: entry id, job id,
-# body, delay ms, priority. 1 if replayed; 0 if the entry is gone (another
-# replay won).
-DLQ_REPLAY = _script(
-    "dlq_replay",
-    """
-if redis.call('HDEL', k(1, 10), ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', k(1, 9), ARGV[1])
-redis.call('HDEL', k(1, 11), ARGV[1])
-redis.call('HSET', k(2, 4), ARGV[2], ARGV[3])
-redis.call('HDEL', k(2, 5), ARGV[2])
-if ARGV[5] ~= '0' then
-  redis.call('HSET', k(2, 12), ARGV[2], ARGV[5])
-else
-  redis.call('HDEL', k(2, 12), ARGV[2])
-end
-place(2, ARGV[2], tonumber(ARGV[4]))
-wake(2)
-return 1
-""",
-)
-
-DLQ_PURGE = _script(
-    "dlq_purge",
-    """
-local n = redis.call('ZCARD', k(1, 9))
-redis.call('DEL', k(1, 9), k(1, 10), k(1, 11))
-return n
-""",
-)
-
 SCRIPTS = (
     ENQUEUE,
     RECEIVE,
@@ -443,8 +359,4 @@ SCRIPTS = (
     CANCEL,
     PURGE,
     STATS,
-    DLQ_LIST,
-    DLQ_DELETE,
-    DLQ_REPLAY,
-    DLQ_PURGE,
 )

@@ -7,20 +7,19 @@ several event loops at once (the sync twins use a background loop).
 
 Brokers live in a per-process registry keyed by URL, so a producer and a
 worker in one process that name the same URL share one broker. Nothing
-survives the process.
+survives the process. This module holds the lock, the waiting and the
+results; the jobs and their leases are a `JobTable` (`memory_jobs`), the
+shared state a `MemoryStateStore` (`memory_state`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
+from upnext.broker.memory_jobs import JobTable
 from upnext.broker.memory_state import MemoryStateStore
 from upnext.broker.protocol import (
     MAX_PRIORITY,
@@ -45,23 +44,6 @@ __all__ = ["MemoryBroker"]
 
 _REGISTRY: dict[str, MemoryBroker] = {}
 _REGISTRY_LOCK = threading.Lock()
-
-
-@dataclass(slots=True)
-class _Job:
-    envelope: Envelope
-    due: float = 0.0
-    hand_outs: int = 0
-    token: int = 0
-    held: bool = False
-    lease_until: float = 0.0
-
-
-@dataclass(slots=True)
-class _Queue:
-    ready: deque[str] = field(default_factory=deque)
-    delayed: list[tuple[float, int, str]] = field(default_factory=list)
-    leased: list[tuple[float, int, str]] = field(default_factory=list)
 
 
 class _Waiters:
@@ -125,9 +107,7 @@ class MemoryBroker(MemoryStateStore):
         super().__init__()
         self.url = url
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._jobs: dict[str, _Job] = {}
-        self._queues: dict[str, _Queue] = {}
+        self._jobs = JobTable()
         self._receivers = _Waiters()
         self._results: dict[str, tuple[bytes, float]] = {}
         self._result_waiters: dict[str, _Waiters] = {}
@@ -160,25 +140,6 @@ class MemoryBroker(MemoryStateStore):
 
     # -- broker --------------------------------------------------------------
 
-    def _queue(self, name: str) -> _Queue:
-        queue = self._queues.get(name)
-        if queue is None:
-            queue = self._queues[name] = _Queue()
-        return queue
-
-    def _place(self, job: _Job, delay: float, now: float, *, front: bool = False) -> None:
-        queue = self._queue(job.envelope.queue)
-        job.held = False
-        if delay > 0:
-            job.due = now + delay
-            heapq.heappush(queue.delayed, (job.due, next(self._seq), job.envelope.id))
-        else:
-            job.due = now
-            if front:
-                queue.ready.appendleft(job.envelope.id)
-            else:
-                queue.ready.append(job.envelope.id)
-
     async def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Store the envelopes and wake receivers; an id not yet settled is left alone."""
         now = time.monotonic()
@@ -186,52 +147,8 @@ class MemoryBroker(MemoryStateStore):
             for envelope in envelopes:
                 if envelope.id in self._jobs:
                     continue  # queued, scheduled or held: a known id never disturbs its job
-                job = _Job(envelope)
-                self._jobs[envelope.id] = job
-                self._place(job, envelope.delay, now)
+                self._jobs.add(envelope, now)
             self._receivers.wake_all()
-
-    def _promote(self, queue: _Queue, now: float) -> None:
-        while queue.delayed and queue.delayed[0][0] <= now:
-            _, _, job_id = heapq.heappop(queue.delayed)
-            job = self._jobs.get(job_id)
-            if job is not None and not job.held and job.due <= now:
-                queue.ready.append(job_id)
-        while queue.leased and queue.leased[0][0] <= now:
-            _, token, job_id = heapq.heappop(queue.leased)
-            job = self._jobs.get(job_id)
-            if job is not None and job.held and job.token == token and job.lease_until <= now:
-                job.held = False
-                queue.ready.append(job_id)
-
-    def _next_event(self, names: Sequence[str]) -> float | None:
-        times = [
-            heap[0][0]
-            for name in names
-            if (queue := self._queues.get(name)) is not None
-            for heap in (queue.delayed, queue.leased)
-            if heap
-        ]
-        return min(times) if times else None
-
-    def _take(self, names: Sequence[str], limit: int, lease: float, now: float) -> list[Delivery]:
-        out: list[Delivery] = []
-        for name in names:
-            queue = self._queues.get(name)
-            if queue is None:
-                continue
-            self._promote(queue, now)
-            while queue.ready and len(out) < limit:
-                job = self._jobs.get(queue.ready.popleft())
-                if job is None or job.held or job.due > now:
-                    continue
-                job.hand_outs += 1
-                job.token = next(self._seq)
-                job.held = True
-                job.lease_until = now + lease
-                heapq.heappush(queue.leased, (job.lease_until, job.token, job.envelope.id))
-                out.append(Delivery(job.envelope, job.token, job.hand_outs > 1, job.hand_outs))
-        return out
 
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
@@ -241,10 +158,10 @@ class MemoryBroker(MemoryStateStore):
         while True:
             now = time.monotonic()
             with self._lock:
-                out = self._take(queues, limit, lease, now)
+                out = self._jobs.take(queues, limit, lease, now)
                 if out or now >= deadline:
                     return out
-                next_event = self._next_event(queues)
+                next_event = self._jobs.next_event(queues)
                 fut = self._receivers.add()
             until = deadline if next_event is None else min(deadline, next_event)
             try:
@@ -253,11 +170,20 @@ class MemoryBroker(MemoryStateStore):
                 with self._lock:
                     self._receivers.discard(fut)
 
-    def _holds(self, delivery: Delivery, now: float) -> _Job | None:
-        job = self._jobs.get(delivery.envelope.id)
-        if job is None or not job.held or job.token != delivery.receipt or job.lease_until < now:
-            return None
-        return job
+    def _settle_one(self, item: SettleItem, now: float) -> bool:
+        """Apply one item to its held job; False if the lease is gone."""
+        delivery = item.delivery
+        if isinstance(item, Retry):
+            return self._jobs.retry(delivery, item.body, item.delay, now)
+        if isinstance(item, Release):
+            return self._jobs.release(delivery, now)
+        if not self._jobs.finish(delivery, now):
+            return False
+        if isinstance(item, DeadLetter):
+            self._dead[item.record.id] = item.record
+        if item.result is not None:
+            self._store_result(item.result, now)
+        return True
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Apply each item atomically; LeaseLost where the lease is gone."""
@@ -266,28 +192,12 @@ class MemoryBroker(MemoryStateStore):
         woken: list[str] = []
         with self._lock:
             for item in items:
-                job = self._holds(item.delivery, now)
-                if job is None:
+                if not self._settle_one(item, now):
                     outcomes.append(LeaseLost(f"lease lost for job {item.delivery.envelope.id}"))
                     continue
                 outcomes.append(None)
-                job_id = job.envelope.id
-                if isinstance(item, Ack | DeadLetter):
-                    del self._jobs[job_id]
-                    if isinstance(item, DeadLetter):
-                        self._dead[item.record.id] = item.record
-                    if item.result is not None:
-                        self._store_result(item.result, now)
-                        woken.append(item.result.job_id)
-                elif isinstance(item, Retry):
-                    job.envelope = replace(job.envelope, body=item.body, delay=item.delay)
-                    job.hand_outs = 0
-                    job.token = next(self._seq)
-                    self._place(job, item.delay, now)
-                elif isinstance(item, Release):
-                    job.hand_outs -= 1
-                    job.token = next(self._seq)
-                    self._place(job, 0.0, now, front=True)
+                if isinstance(item, Ack | DeadLetter) and item.result is not None:
+                    woken.append(item.result.job_id)
             self._receivers.wake_all()
             for job_id in woken:
                 self._wake_result(job_id)
@@ -299,24 +209,16 @@ class MemoryBroker(MemoryStateStore):
         outcomes: list[SettleOutcome] = []
         with self._lock:
             for delivery in deliveries:
-                job = self._holds(delivery, now)
-                if job is None:
+                if self._jobs.extend(delivery, lease, now):
+                    outcomes.append(None)
+                else:
                     outcomes.append(LeaseLost(f"lease lost for job {delivery.envelope.id}"))
-                    continue
-                job.lease_until = now + lease
-                queue = self._queue(job.envelope.queue)
-                heapq.heappush(queue.leased, (job.lease_until, job.token, job.envelope.id))
-                outcomes.append(None)
         return outcomes
 
     async def cancel(self, queue: str, job_id: str) -> bool:
         """Remove a job that is not held; True if it was queued or scheduled."""
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.held or job.envelope.queue != queue:
-                return False
-            del self._jobs[job_id]
-            return True
+            return self._jobs.cancel(queue, job_id)
 
     # -- results -------------------------------------------------------------
 
@@ -391,9 +293,7 @@ class MemoryBroker(MemoryStateStore):
         with self._lock:
             if self._dead.pop(entry_id, None) is None:
                 raise DeadLetterNotFound(entry_id)
-            job = _Job(envelope)
-            self._jobs[envelope.id] = job
-            self._place(job, envelope.delay, now)
+            self._jobs.add(envelope, now)
             self._receivers.wake_all()
 
     async def dlq_delete(self, entry_id: str) -> None:
@@ -420,36 +320,20 @@ class MemoryBroker(MemoryStateStore):
     async def queues(self) -> list[str]:
         """Every queue that has seen a job."""
         with self._lock:
-            return sorted(self._queues)
+            return self._jobs.queue_names()
 
     async def stats(self, queue: str) -> QueueStats:
         """Exact counts."""
         now = time.monotonic()
-        ready = scheduled = in_flight = 0
         with self._lock:
-            for job in self._jobs.values():
-                if job.envelope.queue != queue:
-                    continue
-                if job.held and job.lease_until > now:
-                    in_flight += 1
-                elif job.held or job.due <= now:
-                    ready += 1
-                else:
-                    scheduled += 1
+            ready, scheduled, in_flight = self._jobs.counts(queue, now)
             dead = sum(1 for r in self._dead.values() if r.queue == queue)
         return QueueStats(ready, scheduled, in_flight, dead)
 
     async def purge(self, queue: str) -> int:
         """Drop ready and scheduled jobs of `queue`; held ones stay."""
         with self._lock:
-            doomed = [k for k, j in self._jobs.items() if j.envelope.queue == queue and not j.held]
-            for key in doomed:
-                del self._jobs[key]
-            q = self._queues.get(queue)
-            if q is not None:
-                q.ready.clear()
-                q.delayed.clear()
-        return len(doomed)
+            return self._jobs.purge(queue)
 
     def pending(self) -> int:
         """Jobs not yet settled, all queues (for the shutdown warning)."""
