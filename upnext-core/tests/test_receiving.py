@@ -10,11 +10,12 @@ from collections.abc import Sequence
 import pytest
 import upnext
 from upnext import _receiving
-from upnext._receiving import RECEIVE_SLICE, give_back, receive_sliced, stop_receiver
+from upnext._receiving import RECEIVE_SLICE, receive_sliced
 from upnext.broker import register
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Delivery, Envelope
 from upnext.errors import BrokerError
+from upnext.testing._receiving import StoppableReceiver
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,33 +54,11 @@ def plain_broker(url: str) -> PlainBroker:
     return PlainBroker(f"memory://{uuid.uuid4().hex}")
 
 
-class Receiver:
-    """A receive loop as the worker's: sliced, ended by a flag, giving back what a stop got."""
-
-    def __init__(self, broker: MemoryBroker, wait: float) -> None:
-        self.stopped = asyncio.Event()
-        self.got: list[Delivery] = []
-        self.task = asyncio.ensure_future(self._run(broker, wait))
-
-    async def _run(self, broker: MemoryBroker, wait: float) -> None:
-        got = await receive_sliced(
-            broker, ["q"], limit=1, lease=30.0, wait=wait, stopped=self.stopped
-        )
-        if self.stopped.is_set():
-            await give_back(broker.settle, got)
-        else:
-            self.got = got
-
-    async def stop(self) -> list[Delivery]:
-        await stop_receiver(self.task, self.stopped)
-        return self.got
-
-
 async def test_a_stop_while_a_job_is_taken_gives_it_back_uncounted() -> None:
     """Stopped after the take, the call returns and the job is released, uncounted."""
     broker = PlainBroker()
     await broker.enqueue_many([Envelope("j", "q", b"x")])
-    receiver = Receiver(broker, wait=5.0)
+    receiver = StoppableReceiver(broker, "q", wait=5.0)
     await asyncio.sleep(broker.lag / 2)  # taken, not yet returned
     assert await receiver.stop() == []
     assert broker.cancelled == 0
@@ -92,7 +71,7 @@ async def test_a_stop_on_an_idle_queue_ends_within_a_slice() -> None:
     """A receiver blocked on an empty queue (wait 30 s) ends within one slice of its stop."""
     broker = PlainBroker()
     broker.lag = 0.0
-    receiver = Receiver(broker, wait=30.0)
+    receiver = StoppableReceiver(broker, "q", wait=30.0)
     await asyncio.sleep(0.1)
     started = time.monotonic()
     assert await receiver.stop() == []
@@ -148,7 +127,7 @@ async def test_a_call_stuck_past_its_wait_is_cancelled_at_last(
     broker = PlainBroker()
     broker.lag = 60.0
     await broker.enqueue_many([Envelope("j", "q", b"x")])
-    receiver = Receiver(broker, wait=0.0)
+    receiver = StoppableReceiver(broker, "q", wait=0.0)
     await asyncio.sleep(0.05)
     started = time.monotonic()
     assert await receiver.stop() == []

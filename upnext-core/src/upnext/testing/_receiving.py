@@ -25,7 +25,7 @@ from upnext.testing._support import (
     violated,
 )
 
-__all__ = ["ReceiveStopConformance"]
+__all__ = ["ReceiveStopConformance", "StoppableReceiver"]
 
 
 class ReceiveStopConformance:
@@ -38,7 +38,7 @@ class ReceiveStopConformance:
         """A receive core stops at any moment hands out nothing: the job comes back uncounted."""
         for round_number in range(20):
             envelope = make_envelope(upnext_queue)
-            receiver = _Receiver(broker, upnext_queue, wait=2.0)
+            receiver = StoppableReceiver(broker, upnext_queue, wait=2.0)
             if round_number % 2:  # stop while blocked, or racing the hand-out
                 await broker.enqueue_many([envelope])
                 await asyncio.sleep(0.001 * (round_number % 4))
@@ -71,7 +71,7 @@ class ReceiveStopConformance:
         self, broker: Broker, upnext_queue: str, timing: Timing
     ) -> None:
         """Stopping a receive blocked on an empty queue ends it at once, not after its wait."""
-        receiver = _Receiver(broker, upnext_queue, wait=10.0)
+        receiver = StoppableReceiver(broker, upnext_queue, wait=10.0)
         await asyncio.sleep(0.1)
         started = time.monotonic()
         assert await receiver.stop() == []
@@ -81,10 +81,10 @@ class ReceiveStopConformance:
         )
 
 
-class _Receiver:
+class StoppableReceiver:
     """A receive loop as a worker's: sliced calls, ended by a flag, a stopped take given back."""
 
-    def __init__(self, broker: Broker, queue: str, wait: float) -> None:
+    def __init__(self, broker: Broker, queue: str, *, wait: float) -> None:
         self.stopped = asyncio.Event()
         self.got: list[Delivery] = []
         self.task = asyncio.ensure_future(self._run(broker, queue, wait))
