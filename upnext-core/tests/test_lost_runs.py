@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 
 import pytest
 import upnext
+from upnext._serializer import JobBody, encode_body
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.protocol import Envelope
 from upnext.testing._support import receive_exactly
+from upnext.testing.semantics_base import wait_until
 
 LEASE = 0.2
 
@@ -190,3 +193,34 @@ async def test_stopping_gives_back_a_waiting_suspect_uncounted() -> None:
     [again] = await receive_exactly(broker, [worker.name], 1, within=2.0, lease=LEASE)
     assert again.envelope.id == lost.job_id
     assert (again.redelivered, again.deliveries) == (False, 1), "a release is not a lost run"
+
+
+async def test_a_suspect_cancelled_while_receiving_pauses_leaves_receiving_on() -> None:
+    """Cancelled while its worker stops receiving for it, a suspect leaves receiving resumed.
+
+    A job runs; the suspect waits behind it while the receive loop blocks in
+    a receive. When the suspect's turn comes, that loop ends at its next
+    slice; cancelling the suspect meanwhile frees the isolation, so receiving
+    must start again once the loop has ended (it stayed off for good before).
+    """
+    worker = _worker(f"memory://{uuid.uuid4().hex}", concurrency=1, prefetch=2, max_lost_runs=1)
+    watch = Watch()
+    work, _ = _tasks(worker, watch)
+    async with worker:
+        consumer = worker.consumer
+        assert consumer is not None
+        await work.submit(name="first", ms=300)
+        await wait_until(lambda: "first" in watch.running, within=5.0, what="first runs")
+        body = JobBody(
+            id="suspect", fn="lost.work", queue=worker.name, kwargs={"name": "S"}, lost=1
+        )
+        broker = (await worker.client()).broker
+        await broker.enqueue_many([Envelope("suspect", worker.name, encode_body(body, 2**20))])
+        await wait_until(
+            lambda: consumer.isolated is not None, within=5.0, what="the suspect's turn", step=0
+        )
+        assert consumer.cancel_job("suspect")
+        later = await work.submit(name="after", ms=1)
+        await later.result(timeout=5.0)
+    assert "after" in watch.done
+    assert "S" not in watch.done

@@ -277,9 +277,14 @@ class Consumer:
         await stop_receiver(self._loops[0], self._receive_stopped)
 
     def _resume_receiving(self) -> None:
-        if not self.stopping and self._loops[0].done():
+        if self.stopping or self.isolated is not None:
+            return
+        receiver = self._loops[0]
+        if receiver.done():
             self._receive_stopped = asyncio.Event()
             self._loops[0] = self.loop.create_task(self._receive_loop(), name="upnext-receive")
+        elif self._receive_stopped.is_set():  # still ending (a pause cut short): after it
+            receiver.add_done_callback(lambda _: self._resume_receiving())
 
     def _suspects_turn(self) -> bool:
         """A suspect waits for its turn or runs alone: receive nothing meanwhile."""

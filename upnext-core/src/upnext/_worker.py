@@ -198,7 +198,10 @@ class Worker:
             submissions = await before_enqueue(
                 self._enqueue_stage, task, bodies, options.delay, options.priority
             )
-            futures = [Future(task, s.dedupe_to or s.job_id, s.queue) for s in submissions]
+            futures = [
+                Future(task, s.dedupe_to or body.id, body.queue)
+                for s, body in zip(submissions, bodies, strict=True)
+            ]
             kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
             bodies = [bodies[i] for i in kept]
             delays = [submissions[i].delay for i in kept]

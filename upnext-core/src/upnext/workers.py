@@ -26,8 +26,9 @@ log = logging.getLogger("upnext.worker")
 class RunningJob(BaseModel):
     """A job a worker holds: its id, task, attempt, start (epoch seconds) and progress.
 
-    `started_at` is None (and `attempt` the attempts before it) while the job
-    waits in the worker for a slot or its turn.
+    `attempt` is the attempt it runs (or is about to run); `started_at` is
+    None until that attempt's body starts (while a `before_run` holds it, or
+    it waits for its turn to run alone).
     """
 
     model_config = ConfigDict(frozen=True)
