@@ -36,3 +36,27 @@ async def test_a_finished_jobs_body_is_not_kept_by_the_receive_loop() -> None:
             tracemalloc.stop()
     # The job's body (its bytes, kept by a delivery) would show up as 4 MiB.
     assert held < MIB, f"{held / MIB:.1f} MiB still held after the job finished"
+
+
+async def test_stopping_cancels_again_a_body_that_swallowed_its_timeout() -> None:
+    """A body that caught its timeout's cancellation is cancelled again at stop, not waited out."""
+    worker = upnext.Worker(
+        "again", broker=f"memory://{uuid.uuid4().hex}", shutdown_grace=0.1, load_plugins=False
+    )
+    swallowed = asyncio.Event()
+
+    @worker.task(timeout=0.1)
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.sleep(30)  # keeps going after its timeout
+
+    await worker.start()
+    await stubborn.submit()
+    await asyncio.wait_for(swallowed.wait(), 5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await worker.aclose()
+    assert loop.time() - started < 2.0  # not ABANDON_AFTER (5 s) or the body's 30 s

@@ -120,8 +120,8 @@ class Consumer:
         if pending:
             await asyncio.wait(pending, timeout=grace)
         for run in list(self.runs.values()):
-            if run.task is not None and not run.task.done():
-                run.cancel("shutdown")
+            if run.task is not None and not run.task.done() and not run.cancel("shutdown"):
+                run.task.cancel()  # already cancelled (timeout, user), still running: again
         leftovers = [run.task for run in self.runs.values() if run.task is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=ABANDON_AFTER)
