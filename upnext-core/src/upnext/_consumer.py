@@ -27,6 +27,7 @@ from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
+from upnext._joblog import JOB_LOG, log_received
 from upnext._jobrun import JobRun
 from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext._settlement import Settlement
@@ -268,6 +269,8 @@ class Consumer:
             run = JobRun(delivery, lease_until)
             self.runs[delivery] = run
             self.buffer.append(run)
+        if deliveries and JOB_LOG.isEnabledFor(logging.DEBUG):  # once per batch
+            log_received(deliveries)
         self._dispatch()
         return bool(deliveries)
 

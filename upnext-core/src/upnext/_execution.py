@@ -21,6 +21,7 @@ from concurrent.futures import Future as ThreadFuture
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from upnext._joblog import JOB_LOG, log_given_back, log_settled, log_started
 from upnext._pipeline import Pipeline, Stages
 from upnext._result import ErrorInfo
 from upnext._serializer import UndecodableBody, decode_body, one_line
@@ -78,15 +79,16 @@ class JobExecutor:
     async def execute(self, run: JobRun) -> None:
         """Run one delivery to its settlement; give it back or drop it if cancelled."""
         consumer = self.consumer
+        # Asked once per job: the line costs nothing more while INFO is off.
+        run.logged = logged = JOB_LOG.isEnabledFor(logging.INFO)
         try:
             settlement = await self._settlement_of(run)
             consumer.free_slot(run)
-            if (
-                not run.done
-                and await consumer.commit(run, settlement) is None
-                and (settlement.events or self.pipeline.settles_without_events)
-            ):
-                self._after_settle(run.job, settlement)
+            if not run.done and await consumer.commit(run, settlement) is None:
+                if logged and run.job is not None:
+                    log_settled(run.job, run, settlement)
+                if settlement.events or self.pipeline.settles_without_events:
+                    self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -107,6 +109,8 @@ class JobExecutor:
         if run.cancel_reason == "shutdown":
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
             await self.consumer.release(run)
+            if run.logged and run.started is not None:
+                log_given_back(run.job, run, "the worker is stopping")
         elif run.cancel_reason == "user" and run.job is not None and run.job.body is not None:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
             self.consumer.free_slot(run)
@@ -115,6 +119,8 @@ class JobExecutor:
     async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
         """Commit through the consumer; once durable, hand the settlement to after_settle."""
         if await self.consumer.commit(run, settlement) is None:
+            if JOB_LOG.isEnabledFor(logging.INFO):
+                log_settled(job, run, settlement)
             self._after_settle(job, settlement)
 
     def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
@@ -233,6 +239,8 @@ class JobExecutor:
     async def _attempt(self, run: JobRun, job: Job, stages: Stages) -> Outcome:
         """Call the body inside the around_run chain; how it ended."""
         run.started = started = time.time()
+        if run.logged:
+            log_started(job)
         kind: OutcomeKind = "success"
         value: Any = None
         exception: BaseException | None = None
@@ -268,13 +276,14 @@ class JobExecutor:
                 timer.cancel()
         assert job.task is not None
         assert job.body is not None
+        run.finished = finished = time.time()
         return Outcome(
             job.task,
             job.body,
             job.attempt,
             self.consumer.worker_id,
             started,
-            time.time(),
+            finished,
             kind,
             value,
             exception,
@@ -329,13 +338,14 @@ class JobExecutor:
         assert job.task is not None
         assert job.body is not None
         error = self._timeout_error(job)
+        run.finished = time.time()
         outcome = Outcome(
             job.task,
             job.body,
             job.attempt,
             self.consumer.worker_id,
             run.started,
-            time.time(),
+            run.finished,
             "timeout",
             None,
             error,

@@ -27,6 +27,8 @@ class JobRun:
     done: bool = False
     slot_freed: bool = False
     started: float | None = None  # Unix time the attempt's body started
+    finished: float | None = None  # ... and ended
+    logged: bool = False  # INFO is on for `upnext.job` (asked once per job, at its start)
 
     def cancel(self, reason: CancelReason) -> bool:
         """Stop this run for `reason` (the first reason wins, but a lost lease always does).

@@ -78,7 +78,6 @@ async def _main(worker: Worker) -> int:
         if stop.is_set():  # a signal came while connecting
             worker.request_stop()
         await worker.wait_stopped()
-        log.info("worker %s draining", worker.name)
         fatal = worker.fatal
     return EXIT_RESTART if fatal else 0
 

@@ -269,7 +269,22 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self.consumer = Consumer(self, client)
         self.consumer.start()
-        log.info("worker %s consuming %s from %s", self.name, self.consumer.queues, client.name)
+        self._log_banner(self.consumer)
+
+    def _log_banner(self, consumer: Consumer) -> None:
+        """INFO: who this worker is and what it consumes (passwords hidden)."""
+        from upnext.broker.redact import redact_url
+
+        log.info(
+            "worker %s started: id %s, queues %s, broker %s%s, concurrency %d, tasks: %s",
+            self.name,
+            consumer.worker_id,
+            ", ".join(consumer.queues),
+            self.safe_broker_url,
+            f", results {redact_url(self.results_url)}" if self.results_url else "",
+            self.concurrency,
+            ", ".join(sorted(self.tasks)) or "none",
+        )
 
     def _check_delivery_limit(self, client: Client) -> None:
         """Warn (or refuse, with `delivery_limit_strict`) about tasks the server would revoke.
@@ -355,11 +370,21 @@ class Worker:
         if consumer is not None:
             consumer.stopping = True
             self.consumer = consumer
+            began = time.monotonic()
+            log.info(
+                "worker %s draining: %d running (given up to %g s to finish),"
+                " %d received but not started (given back)",
+                self.name,
+                sum(1 for run in consumer.runs.values() if run.task is not None),
+                self.shutdown_grace,
+                len(consumer.buffer),
+            )
             try:
                 await consumer.stop(self.shutdown_grace)
             finally:
                 self.consumer = None
                 report_leftovers(consumer.broker)
+            log.info("worker %s stopped (drained in %.2f s)", self.name, time.monotonic() - began)
         await self._aclose_client()
         if self.portal.started and not self.portal.owns(asyncio.get_running_loop()):
             await asyncio.to_thread(self.portal.close)

@@ -18,6 +18,7 @@ from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
 from upnext.cli import _commands
 from upnext.cli._dlq import confirm_purge, run_dlq
 from upnext.cli._load import refuse_memory
+from upnext.cli._logging import LEVELS
 from upnext.cli._output import fail
 from upnext.cli._schema import schema
 from upnext.errors import UpNextError
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="keep retrying an unreachable broker this long, then exit 69 (default 60)",
+    )
+    wrk.add_argument(
+        "--log-level", default="info", choices=LEVELS, help="upnext's log level (default info)"
+    )
+    wrk.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default text)",
     )
     srv = sub.add_parser("server", help="serve the REST API and dashboard (server extra)")
     srv.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")

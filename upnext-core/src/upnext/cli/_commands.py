@@ -14,6 +14,7 @@ from upnext._task import Task
 from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
 from upnext.broker.redact import redact_url
 from upnext.cli._load import load_object, refuse_memory
+from upnext.cli._logging import worker_logging
 from upnext.cli._output import fail, print_json, table
 from upnext.errors import ConfigurationError
 
@@ -43,7 +44,8 @@ def worker(args: argparse.Namespace) -> int:
         target.connect_timeout = args.connect_timeout
     if args.queues:
         target.queues = [q for q in ",".join(args.queues).split(",") if q]
-    return run(target)
+    with worker_logging(args.log_level, args.log_format):
+        return run(target)
 
 
 def server(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
+from upnext.testing.semantics_logging import LoggingSemantics
 from upnext.testing.semantics_middleware import MiddlewareSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_priority import PrioritySemantics
@@ -57,6 +58,7 @@ __all__ = [
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
+    "LoggingSemantics",
     "MiddlewareSemantics",
     "PluginSemantics",
     "PrioritySemantics",
@@ -82,6 +84,7 @@ class WorkerSemantics(
     WorkflowSemantics,
     ResultSemantics,
     LifecycleSemantics,
+    LoggingSemantics,
     ApiSemantics,
     JobIdSemantics,
     MiddlewareSemantics,

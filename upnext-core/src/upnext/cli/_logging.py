@@ -1,0 +1,110 @@
+"""How `upnext worker` logs: a level, text or JSON lines, written off the event loop.
+
+Only the command configures logging; upnext used as a library adds no
+handler (its loggers, ``upnext`` and below, reach whatever the application
+set up). The command's handler is a `QueueHandler` on the root logger: the
+event loop only merges a record's message and puts it on a queue, and a
+`QueueListener` thread formats it and writes it to stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import queue
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, TextIO
+
+from upnext._joblog import JOB_FIELDS
+from upnext._logsafe import LIBRARY_LOGGERS
+
+__all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, message, and the job's fields.
+
+    The job fields (`job_id`, `task`, `queue`, `attempt`, `duration_ms`,
+    `outcome`, ...) are written when the record carries them; a traceback
+    goes in `exception`.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        data: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in JOB_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                data[field] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exception"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = record.stack_info
+        return json.dumps(data, default=str)
+
+
+class _MergingQueueHandler(QueueHandler):
+    """Puts records on an in-process queue, leaving formatting to the listener's thread.
+
+    The stdlib's `prepare` formats the whole record (for queues that pickle);
+    this one only merges the message with its arguments, which may change
+    once the call returns.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        merged = copy.copy(record)
+        merged.msg = merged.message = record.getMessage()
+        merged.args = None
+        return merged
+
+
+@contextmanager
+def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterator[None]:
+    """Log upnext's records at `level` and above as `fmt` ("text" or "json") lines.
+
+    Other libraries' records are shown from WARNING (or `level`, if higher).
+    When the application already gave the root logger a handler, only the
+    levels are set: its handlers stay the only ones.
+    """
+    threshold = logging.getLevelName(level.upper())
+    if not isinstance(threshold, int):
+        raise ValueError(f"unknown log level {level!r}")
+    for name in LIBRARY_LOGGERS:
+        if name.startswith("upnext"):
+            logging.getLogger(name).setLevel(threshold)
+    root = logging.getLogger()
+    root.setLevel(max(threshold, logging.WARNING))
+    if root.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queued = _MergingQueueHandler(records)
+    listener = QueueListener(records, handler)
+    listener.start()
+    root.addHandler(queued)
+    try:
+        yield
+    finally:
+        root.removeHandler(queued)
+        listener.stop()  # writes what is queued, then ends its thread
+        handler.flush()
