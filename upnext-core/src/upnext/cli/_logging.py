@@ -86,14 +86,26 @@ def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterat
     threshold = logging.getLevelName(level.upper())
     if not isinstance(threshold, int):
         raise ValueError(f"unknown log level {level!r}")
-    for name in LIBRARY_LOGGERS:
-        if name.startswith("upnext"):
-            logging.getLogger(name).setLevel(threshold)
     root = logging.getLogger()
+    loggers = [logging.getLogger(n) for n in LIBRARY_LOGGERS if n.startswith("upnext")] + [root]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers[:-1]:
+        logger.setLevel(threshold)
     root.setLevel(max(threshold, logging.WARNING))
-    if root.handlers:
-        yield
-        return
+    try:
+        if root.handlers:
+            yield
+        else:
+            with _queued_handler(root, fmt, stream):
+                yield
+    finally:
+        for logger, saved in zip(loggers, levels, strict=True):
+            logger.setLevel(saved)
+
+
+@contextmanager
+def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> Iterator[None]:
+    """A stream handler fed through a queue and a listener thread, on `root` meanwhile."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
