@@ -9,7 +9,6 @@ event loop only merges a record's message and puts it on a queue, and a
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import queue
@@ -64,15 +63,15 @@ class _MergingQueueHandler(QueueHandler):
     """Puts records on an in-process queue, leaving formatting to the listener's thread.
 
     The stdlib's `prepare` formats the whole record (for queues that pickle);
-    this one only merges the message with its arguments, which may change
-    once the call returns.
+    this one only merges the message with its arguments (which may change
+    once the call returns), in place: the merged record reads the same.
     """
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        merged = copy.copy(record)
-        merged.msg = merged.message = record.getMessage()
-        merged.args = None
-        return merged
+        # In place, not on a copy: a merged record reads the same to any other handler.
+        record.msg = record.message = record.getMessage()
+        record.args = None
+        return record
 
 
 @contextmanager
