@@ -105,6 +105,7 @@ class Consumer:
                 running=self.running_jobs,
                 on_cancel=self.cancel_job,
                 slots=self.worker.held_slots,
+                metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
             )
             self.tick.start()
 

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from upnext._client import Client, Factories
 from upnext._consumer import Consumer
@@ -31,6 +31,10 @@ from upnext.hooks import HookEvent
 from upnext.middleware import Middleware
 from upnext.middleware._base import overrides
 
+if TYPE_CHECKING:
+    from upnext.metrics import JobMetrics, MetricsSnapshot
+    from upnext.metrics.prometheus import MetricsExporter
+
 __all__ = ["Worker"]
 
 log = logging.getLogger("upnext.worker")
@@ -48,7 +52,8 @@ class Worker:
 
     `name` is also the default queue of its tasks. `broker` is a URL
     (default: ``$UPNEXT_BROKER_URL``, else ``memory://``); `results` a
-    separate result-store URL when the broker keeps none.
+    separate result-store URL when the broker keeps none. `metrics=True`
+    counts jobs (`enable_metrics`); `metrics_port` also serves them over HTTP.
     """
 
     def __init__(
@@ -70,6 +75,9 @@ class Worker:
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         middleware: Sequence[Middleware] = (),
+        metrics: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -112,6 +120,10 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
         self._stop_requested: asyncio.Event | None = None
+        self.metrics: JobMetrics | None = None
+        self.metrics_exporter: MetricsExporter | None = None
+        if metrics or metrics_port is not None:
+            self.enable_metrics(port=metrics_port, host=metrics_host)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} broker={self.factories.broker_url and self.safe_broker_url}>"
@@ -122,6 +134,38 @@ class Worker:
         from upnext.broker.redact import redact_url
 
         return redact_url(self.broker_url)
+
+    def enable_metrics(self, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        """Count jobs per (queue, task) (`upnext.metrics.JobMetrics`); with `port`, serve them.
+
+        The counts go to the state store on each worker tick (the server's
+        ``GET /metrics`` reads them); `port` also serves them in the Prometheus
+        text format on `host`:`port` while the worker runs, which needs
+        ``prometheus-client`` (``upnext[metrics]``). Call it before `start`.
+        """
+        if self.consumer is not None:
+            raise ConfigurationError("enable_metrics() must be called before the worker starts")
+        if port is not None:
+            if not 0 <= port <= 65535:
+                raise ConfigurationError(f"metrics port must be 0..65535, got {port}")
+            try:
+                from upnext.metrics.prometheus import MetricsExporter
+            except ImportError:
+                raise ConfigurationError(
+                    "a metrics port needs prometheus-client: pip install 'upnext[metrics]'"
+                ) from None
+            self.metrics_exporter = MetricsExporter(self._metrics_now, host=host, port=port)
+        if self.metrics is None:
+            from upnext.metrics import JobMetrics
+
+            self.metrics = JobMetrics()
+            # First after the built-ins: its run time covers the other middleware.
+            self.middleware = (self.metrics, *self.middleware)
+
+    def _metrics_now(self) -> MetricsSnapshot:
+        assert self.metrics is not None
+        worker_id = self.consumer.worker_id if self.consumer is not None else self.name
+        return self.metrics.snapshot(worker_id)
 
     # -- registration --------------------------------------------------------
 
@@ -263,6 +307,12 @@ class Worker:
             raise ConfigurationError(f"worker {self.name!r} is already running")
         client = await self.client()
         self._check_delivery_limit(client)
+        if self.metrics_exporter is not None:  # first: a port in use stops nothing running
+            try:
+                self.metrics_exporter.start()
+            except OSError as exc:
+                where = f"{self.metrics_exporter.host}:{self.metrics_exporter.requested_port}"
+                raise ConfigurationError(f"cannot serve metrics on {where}: {exc}") from None
         if isinstance(client.broker, MemoryBroker):
             client.broker.workers_attached += 1
         self.loop = asyncio.get_running_loop()
@@ -360,6 +410,8 @@ class Worker:
             finally:
                 self.consumer = None
                 report_leftovers(consumer.broker)
+                if self.metrics_exporter is not None:
+                    await asyncio.to_thread(self.metrics_exporter.close)
         await self._aclose_client()
         if self.portal.started and not self.portal.owns(asyncio.get_running_loop()):
             await asyncio.to_thread(self.portal.close)
