@@ -86,7 +86,7 @@ class JobExecutor:
                 and await consumer.commit(run, settlement) is None
                 and (settlement.events or self.pipeline.settles_without_events)
             ):
-                self._after_settle(run.job, settlement)
+                await self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -115,12 +115,14 @@ class JobExecutor:
     async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
         """Commit through the consumer; once durable, hand the settlement to after_settle."""
         if await self.consumer.commit(run, settlement) is None:
-            self._after_settle(job, settlement)
+            await self._after_settle(job, settlement)
 
-    def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
+    async def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
         if job is None:
             return
         stages = self.pipeline.stages(job.task)
+        if stages.after_settle_inline:
+            await self.pipeline.after_settle_inline(job, settlement, stages)
         if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
             self.consumer.spawn(self.pipeline.after_settle(job, settlement, stages))
 
