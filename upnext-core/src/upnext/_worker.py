@@ -159,7 +159,7 @@ class Worker:
             from upnext.metrics import JobMetrics
 
             self.metrics = JobMetrics()
-            # First after the built-ins: its run time covers the other middleware.
+            # First after the built-ins: the last after_run and after_settle to see a job.
             self.middleware = (self.metrics, *self.middleware)
 
     def _metrics_now(self) -> MetricsSnapshot:

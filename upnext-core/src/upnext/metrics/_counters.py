@@ -7,12 +7,15 @@ snapshot each worker writes into the state store on its tick.
 
 What is counted, per (queue, task):
 
-- `started`: bodies called (the `around_run` stage was entered);
+- `started`: attempts whose body was called and ended with an outcome (a
+  run given back at shutdown or cut off by a lost lease has none, and is
+  counted when it runs again);
 - `succeeded`, `dead_lettered`, `cancelled`: settlements by their status;
 - `retried`: attempts that ran and were settled for another try;
-- `failed`: attempts that ran and did not succeed (`retried` + those
-  dead-lettered after running; a user cancel is not a failure);
-- `run_seconds`: how long each body's call took (inside the task's timeout);
+- `failed`: attempts that ran and did not succeed (error, timeout, `Retry`,
+  `Reject`; a user cancel is not a failure);
+- `run_seconds`: how long each body's call took, the other middleware's
+  `around_run` included (inside the task's timeout);
 - `wait_seconds`: from the time the job became waiting (its enqueue, or the
   end of its previous attempt) to its start; a delay it was submitted or
   retried with is part of it.
@@ -24,17 +27,17 @@ import bisect
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict
 
 from upnext.broker.state import STATE_VALUE_MAX
-from upnext.middleware._base import CallNext, Middleware
+from upnext.middleware._base import Middleware
 
 if TYPE_CHECKING:
     from upnext._serializer import JobBody
     from upnext._settlement import Settlement
-    from upnext.middleware._types import Job
+    from upnext.middleware._types import Job, Outcome
 
 __all__ = [
     "RUN_BUCKETS",
@@ -51,7 +54,7 @@ RUN_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 WAIT_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 """Upper bounds (seconds) of the wait-time histogram's buckets (+Inf is implied)."""
 
-_RAN: Final = "upnext.metrics.ran"  # job.state key: the body was called
+_FAILED: Final = "upnext.metrics.failed"  # job.state key: the attempt ran and failed
 
 log = logging.getLogger("upnext.metrics")
 
@@ -141,13 +144,13 @@ def _waiting_since(body: JobBody | None) -> float | None:
 class JobMetrics(Middleware):
     """Counts started, succeeded, failed, retried, dead-lettered and cancelled jobs per task.
 
-    Added by `Worker(metrics=True)` (right after the built-ins, so its run
-    duration covers the other middleware too); `snapshot()` reads the counts.
-    Counting is a few integer additions per job on the event loop: no lock,
-    no I/O, no dependency.
+    Added by `Worker(metrics=True)`; `snapshot()` reads the counts. It reads
+    each attempt's `Outcome` in `after_run` and each settlement inline in
+    `after_settle` (`settles_inline`): a few integer additions per job on the
+    event loop, no lock, no I/O, no dependency.
     """
 
-    bounds_its_calls: ClassVar[bool] = True  # counting never awaits: no timeout needed
+    settles_inline: ClassVar[bool] = True  # counting never awaits: no background task per job
 
     def __init__(
         self,
@@ -170,34 +173,28 @@ class JobMetrics(Middleware):
             series = self._series[key] = _Series(self.run_buckets, self.wait_buckets)
         return series
 
-    async def around_run(self, job: Job, call_next: CallNext) -> Any:
-        """Count the start and its wait, then time the call."""
+    async def after_run(self, job: Job, outcome: Outcome) -> None:
+        """Count the attempt, its wait and run time, and (from its kind) a failure."""
         series = self._of(job)
         series.started += 1
-        job.state[_RAN] = True
-        since = _waiting_since(job.body)
+        series.run.observe(max(outcome.finished - outcome.started, 0.0))
+        since = _waiting_since(outcome.body)
         if since is not None:
-            series.wait.observe(max(time.time() - since, 0.0))
-        began = time.perf_counter()
-        try:
-            return await call_next()
-        finally:
-            series.run.observe(time.perf_counter() - began)
+            series.wait.observe(max(outcome.started - since, 0.0))
+        if outcome.kind != "success" and outcome.kind != "cancelled":
+            series.failed += 1
+            job.state[_FAILED] = True  # only failures make a state dict: not the hot path
 
     async def after_settle(self, job: Job, settlement: Settlement) -> None:
-        """Count the settlement by its status (a failure only if the body ran)."""
+        """Count the settlement by its status (a retry only after a failed attempt)."""
         series = self._of(job)
         status = settlement.status
-        ran = job.state.get(_RAN, False)
         if status == "complete":
             series.succeeded += 1
         elif status == "failed":
             series.dead_lettered += 1
-            if ran:
-                series.failed += 1
-        elif status == "scheduled" and ran:  # not a Delay decision or a lost-run write-back
-            series.retried += 1
-            series.failed += 1
+        elif status == "scheduled" and job.state.get(_FAILED, False):
+            series.retried += 1  # not a Delay decision or a lost-run write-back
         elif status == "cancelled":
             series.cancelled += 1
 
