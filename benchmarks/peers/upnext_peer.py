@@ -2,11 +2,14 @@
 
 Burst and retry jobs keep no result (``result_ttl=0``), like the peers that store
 none; the latency run keeps results so submit→result can be shown beside.
+``UPNEXT_BENCH_METRICS=1`` runs the worker with job metrics on (`Worker(metrics=True)`),
+to measure what counting costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import warnings
@@ -24,7 +27,10 @@ def build(
     config: _probe.Config, probe: _probe.Probe
 ) -> tuple[upnext.Worker, upnext.Task[[int], None]]:
     """The worker and its one task, configured for this run's workload."""
-    worker = upnext.Worker(config.queue, broker=config.url, concurrency=config.concurrency)
+    metrics = os.environ.get("UPNEXT_BENCH_METRICS") == "1"
+    worker = upnext.Worker(
+        config.queue, broker=config.url, concurrency=config.concurrency, metrics=metrics
+    )
 
     async def noop(i: int) -> None:
         probe.hit(i)

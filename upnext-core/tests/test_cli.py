@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import upnext
 from upnext.cli import main
 from upnext.cli._commands import _kwargs
 from upnext.cli._output import Progress, table
@@ -187,3 +188,29 @@ def test_schema_needs_a_backend_that_keeps_one() -> None:
     done = _run("schema", "--broker", "memory://x")
     assert done.returncode == 1
     assert done.stderr.strip() == "error: the memory:// backend keeps no schema: nothing to print"
+
+
+def test_worker_metrics_flags_turn_metrics_on_before_the_worker_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upnext.cli import _commands
+    from upnext.metrics import JobMetrics
+
+    (tmp_path / "metricsapp.py").write_text(
+        "import upnext\nworker = upnext.Worker('m', broker='redis://127.0.0.1:6379/15')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran: list[upnext.Worker] = []
+
+    def run(worker: upnext.Worker) -> int:
+        ran.append(worker)
+        return 0
+
+    monkeypatch.setattr(_commands, "run", run)
+    args = ["worker", "metricsapp:worker", "--metrics-port", "0", "--metrics-host", "::1"]
+    assert main(args) == 0
+    (worker,) = ran
+    assert isinstance(worker.metrics, JobMetrics)
+    exporter = worker.metrics_exporter
+    assert exporter is not None
+    assert (exporter.host, exporter.requested_port) == ("::1", 0)

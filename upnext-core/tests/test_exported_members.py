@@ -21,6 +21,8 @@ MODULES = [
     "upnext.hooks",
     "upnext.control",
     "upnext.workers",
+    "upnext.metrics",
+    "upnext.metrics.prometheus",
 ]
 
 

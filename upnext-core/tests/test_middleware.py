@@ -412,3 +412,38 @@ async def test_leading_builtins_run_inline_with_their_order_kept() -> None:
         await (await plain.submit()).value(LIMIT)
         await (await hooked.submit()).value(LIMIT)
     assert [job_id == seen for job_id, seen in seer.seen] == [True, True]
+
+
+class WhereSettled(Middleware):
+    """Records, per settlement, whether its after_settle ran in a background task."""
+
+    def __init__(self, worker: upnext.Worker, inline: bool) -> None:
+        self.worker = worker
+        self.settles_inline = inline  # type: ignore[misc]  # per instance, for the test
+        self.in_background: list[bool] = []
+
+    async def after_settle(self, job: Job, settlement: Settlement) -> None:
+        assert self.worker.consumer is not None
+        self.in_background.append(asyncio.current_task() in self.worker.consumer.background)
+        if self.settles_inline:
+            raise RuntimeError("inline after_settle broke")
+
+
+async def test_settles_inline_runs_in_the_jobs_task_and_a_raise_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = _worker()
+    inline, background = WhereSettled(worker, True), WhereSettled(worker, False)
+    worker.middleware = (inline, background)
+
+    @worker.task
+    async def job(n: int) -> int:
+        return n
+
+    with caplog.at_level(logging.ERROR, logger="upnext.worker"):
+        async with worker:
+            assert [await (await job.submit(n)).value(LIMIT) for n in range(3)] == [0, 1, 2]
+            await worker.join(timeout=LIMIT)
+    assert inline.in_background == [False, False, False]
+    assert background.in_background == [True, True, True]
+    assert "inline after_settle broke" in caplog.text

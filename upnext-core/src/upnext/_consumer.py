@@ -27,8 +27,8 @@ from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
-from upnext._joblog import JOB_LOG, log_received
-from upnext._jobrun import JobRun
+from upnext._joblog import log_received
+from upnext._jobrun import JobRun, running_jobs
 from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext._settlement import Settlement
 from upnext._tick import WorkerTick
@@ -106,6 +106,7 @@ class Consumer:
                 running=self.running_jobs,
                 on_cancel=self.cancel_job,
                 slots=self.worker.held_slots,
+                metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
             )
             self.tick.start()
 
@@ -269,8 +270,7 @@ class Consumer:
             run = JobRun(delivery, lease_until)
             self.runs[delivery] = run
             self.buffer.append(run)
-        if deliveries and JOB_LOG.isEnabledFor(logging.DEBUG):  # once per batch
-            log_received(deliveries)
+        log_received(deliveries)  # DEBUG only, asked once per batch
         self._dispatch()
         return bool(deliveries)
 
@@ -380,16 +380,7 @@ class Consumer:
 
     def running_jobs(self) -> list[RunningJob]:
         """Every job this worker holds and has decoded (the worker tick reports them)."""
-        return [
-            RunningJob(
-                job_id=run.job.id,
-                function=run.job.function,
-                attempt=run.job.attempt,
-                started_at=run.started,
-            )
-            for run in list(self.runs.values())
-            if run.job is not None and not run.done
-        ]
+        return running_jobs(self.runs.values())
 
     def cancel_job(self, job_id: str, reason: CancelReason = "user") -> bool:
         """Stop the job `job_id` held here for `reason`; True if it was found and stopped.

@@ -88,7 +88,7 @@ class JobExecutor:
                 if logged and run.job is not None:
                     log_settled(run.job, run, settlement)
                 if settlement.events or self.pipeline.settles_without_events:
-                    self._after_settle(run.job, settlement)
+                    await self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -121,12 +121,14 @@ class JobExecutor:
         if await self.consumer.commit(run, settlement) is None:
             if JOB_LOG.isEnabledFor(logging.INFO):
                 log_settled(job, run, settlement)
-            self._after_settle(job, settlement)
+            await self._after_settle(job, settlement)
 
-    def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
+    async def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
         if job is None:
             return
         stages = self.pipeline.stages(job.task)
+        if stages.after_settle_inline:
+            await self.pipeline.after_settle_inline(job, settlement, stages)
         if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
             self.consumer.spawn(self.pipeline.after_settle(job, settlement, stages))
 

@@ -46,7 +46,9 @@ _ERROR_CHARS = 300  # an error's first line, cut here: one line a person reads
 
 
 def log_received(deliveries: list[Delivery]) -> None:
-    """DEBUG: each delivery just received (the caller checked DEBUG is on)."""
+    """DEBUG: each delivery just received (nothing is done while DEBUG is off)."""
+    if not deliveries or not JOB_LOG.isEnabledFor(logging.DEBUG):
+        return
     for delivery in deliveries:
         envelope = delivery.envelope
         JOB_LOG.debug(

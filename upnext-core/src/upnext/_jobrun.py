@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from upnext.workers import RunningJob
 
 if TYPE_CHECKING:
     from upnext.broker.protocol import Delivery
     from upnext.middleware._types import CancelReason, Job
 
-__all__ = ["JobRun"]
+__all__ = ["JobRun", "running_jobs"]
 
 
 @dataclass(slots=True, eq=False)
@@ -41,3 +44,17 @@ class JobRun:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         return True
+
+
+def running_jobs(runs: Iterable[JobRun]) -> list[RunningJob]:
+    """The decoded, unsettled jobs among `runs` (what the worker tick reports)."""
+    return [
+        RunningJob(
+            job_id=run.job.id,
+            function=run.job.function,
+            attempt=run.job.attempt,
+            started_at=run.started,
+        )
+        for run in list(runs)
+        if run.job is not None and not run.done
+    ]

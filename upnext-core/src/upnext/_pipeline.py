@@ -48,7 +48,8 @@ class Stages(NamedTuple):
     # from the inside)
     around_run_inside_out: tuple[Callable[[Job, CallNext], Awaitable[Any]], ...]
     after_run: tuple[Middleware, ...]  # reversed
-    after_settle: tuple[Middleware, ...]  # reversed
+    after_settle: tuple[Middleware, ...]  # reversed; run in a background task
+    after_settle_inline: tuple[Middleware, ...]  # reversed; `settles_inline` ones
 
 
 class Pipeline:
@@ -83,7 +84,8 @@ class Pipeline:
                 timeout,
                 tuple(m.around_run for m in reversed(chained)),
                 of("after_run")[::-1],
-                of("after_settle")[::-1],
+                tuple(m for m in of("after_settle")[::-1] if not m.settles_inline),
+                tuple(m for m in of("after_settle")[::-1] if m.settles_inline),
             )
         return stages
 
@@ -96,6 +98,19 @@ class Pipeline:
             except Exception:
                 log.exception(
                     "middleware %r after_run for job %s raised; ignored", middleware, job.id
+                )
+
+    @staticmethod
+    async def after_settle_inline(job: Job, settlement: Settlement, stages: Stages) -> None:
+        """Each `settles_inline` after_settle (reverse order); one that raises is logged."""
+        for middleware in stages.after_settle_inline:
+            if middleware.settles_with_events_only and not settlement.events:
+                continue
+            try:
+                await middleware.after_settle(job, settlement)
+            except Exception:
+                log.exception(
+                    "middleware %r after_settle for job %s raised; ignored", middleware, job.id
                 )
 
     def wants_after_settle(self, stages: Stages, settlement: Settlement) -> bool:

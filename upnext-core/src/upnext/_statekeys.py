@@ -4,18 +4,23 @@ Core's keys are unscoped and start with ``upnext:``, a prefix core owns; a
 store's own namespace (a Redis ``prefix=``, a PostgreSQL ``schema=``) keeps
 deployments apart. Features added later put their keys here too.
 
-=============================  ===============================  ==========================
-key                            value                            lifetime
-=============================  ===============================  ==========================
-``upnext:worker:<worker_id>``  a `WorkerInfo` as JSON           written every tick with a
-                                                                TTL of `REGISTRY_TICKS`
-                                                                ticks; deleted at a clean
-                                                                stop
-``upnext:cancel:<job_id>``     why the job is to be cancelled   set by whoever cancels,
-                               (UTF-8, e.g. ``user``)           with a TTL; read by the
-                                                                tick of the worker that
-                                                                runs the job
-=============================  ===============================  ==========================
+==============================  ===============================  ==========================
+key                             value                            lifetime
+==============================  ===============================  ==========================
+``upnext:worker:<worker_id>``   a `WorkerInfo` as JSON           written every tick with a
+                                                                 TTL of `REGISTRY_TICKS`
+                                                                 ticks; deleted at a clean
+                                                                 stop
+``upnext:cancel:<job_id>``      why the job is to be cancelled   set by whoever cancels,
+                                (UTF-8, e.g. ``user``)           with a TTL; read by the
+                                                                 tick of the worker that
+                                                                 runs the job
+``upnext:metrics:<worker_id>``  the worker's job counts, a       written every tick (with
+                                `MetricsSnapshot` as JSON        the registry entry, same
+                                                                 TTL) by workers with
+                                                                 metrics on; deleted at a
+                                                                 clean stop
+==============================  ===============================  ==========================
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from typing import Final
 __all__ = [
     "CANCEL_PREFIX",
     "CORE_PREFIX",
+    "METRICS_PREFIX",
     "REGISTRY_TICKS",
     "WORKER_PREFIX",
     "cancel_key",
+    "metrics_key",
     "worker_key",
 ]
 
 CORE_PREFIX: Final = "upnext:"
 WORKER_PREFIX: Final = f"{CORE_PREFIX}worker:"
 CANCEL_PREFIX: Final = f"{CORE_PREFIX}cancel:"
+METRICS_PREFIX: Final = f"{CORE_PREFIX}metrics:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -46,3 +54,8 @@ def worker_key(worker_id: str) -> str:
 def cancel_key(job_id: str) -> str:
     """The key of a job's cancel marker."""
     return f"{CANCEL_PREFIX}{job_id}"
+
+
+def metrics_key(worker_id: str) -> str:
+    """The key of a worker's metrics snapshot."""
+    return f"{METRICS_PREFIX}{worker_id}"

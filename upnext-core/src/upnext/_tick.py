@@ -5,7 +5,8 @@ timed), each tick makes at most three calls, at once, whatever the number of
 jobs or slots:
 
 1. one registry write: this worker's `WorkerInfo` under ``upnext:worker:<id>``
-   with a TTL of `REGISTRY_TICKS` ticks, so a dead worker's entry lapses;
+   with a TTL of `REGISTRY_TICKS` ticks, so a dead worker's entry lapses (with
+   metrics on, its `MetricsSnapshot` under ``upnext:metrics:<id>`` in the same call);
 2. one read of the cancel markers of the jobs it runs (``upnext:cancel:<job>``),
    calling `on_cancel(job_id)` once per marked job;
 3. one refresh of the slots it holds (`HeldSlots`), re-acquiring each so it
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from upnext._durations import check_duration
-from upnext._statekeys import REGISTRY_TICKS, cancel_key, worker_key
+from upnext._statekeys import REGISTRY_TICKS, cancel_key, metrics_key, worker_key
 from upnext.broker.state import STATE_VALUE_MAX, SlotClaim, StateStore, StateWrite
 from upnext.errors import ConfigurationError
 from upnext.workers import RunningJob, WorkerInfo
@@ -99,6 +100,7 @@ class WorkerTick:
         running: Callable[[], list[RunningJob]],
         on_cancel: Callable[[str], object],
         slots: HeldSlots | None = None,
+        metrics: Callable[[str], bytes] | None = None,
         interval: float = 1.0,
     ) -> None:
         self.interval = check_duration("tick interval", interval, positive=True)
@@ -106,6 +108,9 @@ class WorkerTick:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         self.state = state
         self.key = worker_key(worker_id)
+        self.worker_id = worker_id
+        # The job metrics snapshot (given the worker id), written beside the registry entry.
+        self.metrics = metrics
         self.identity = {
             "worker_id": worker_id,
             "name": name,
@@ -137,7 +142,10 @@ class WorkerTick:
         if deregister:
             try:
                 async with asyncio.timeout(self.interval):
-                    await self.state.state_put([StateWrite(self.key, None)])
+                    deletes = [StateWrite(self.key, None)]
+                    if self.metrics is not None:
+                        deletes.append(StateWrite(metrics_key(self.worker_id), None))
+                    await self.state.state_put(deletes)
             except Exception as exc:
                 log.warning("could not remove worker %s from the registry: %s", self.key, exc)
 
@@ -175,7 +183,12 @@ class WorkerTick:
             {**self.identity, "beat_at": time.time(), "running_count": len(jobs), "running": jobs}
         )
         ttl = REGISTRY_TICKS * self.interval
-        await self.state.state_put([StateWrite(self.key, encode_registry_entry(info), ttl)])
+        writes = [StateWrite(self.key, encode_registry_entry(info), ttl)]
+        if self.metrics is not None:  # same call: no extra round trip per tick
+            writes.append(
+                StateWrite(metrics_key(self.worker_id), self.metrics(self.worker_id), ttl)
+            )
+        await self.state.state_put(writes)
 
     async def _read_cancels(self, jobs: list[RunningJob]) -> None:
         ids = [job.job_id for job in jobs]

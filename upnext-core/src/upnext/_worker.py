@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from upnext._client import Client, Factories
 from upnext._consumer import Consumer
@@ -23,6 +22,7 @@ from upnext._serializer import encode_body
 from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, define_task
 from upnext._tick import HeldSlots
 from upnext._unconsumed import report_leftovers, warn_if_no_worker
+from upnext._worker_lines import check_delivery_limit, log_banner, log_draining, log_stopped
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.optional import TransactionalEnqueue
 from upnext.broker.protocol import Envelope, QueueAdmin
@@ -31,9 +31,11 @@ from upnext.hooks import HookEvent
 from upnext.middleware import Middleware
 from upnext.middleware._base import overrides
 
-__all__ = ["Worker"]
+if TYPE_CHECKING:
+    from upnext.metrics import JobMetrics, MetricsSnapshot
+    from upnext.metrics.prometheus import MetricsExporter
 
-log = logging.getLogger("upnext.worker")
+__all__ = ["Worker"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +50,8 @@ class Worker:
 
     `name` is also the default queue of its tasks. `broker` is a URL
     (default: ``$UPNEXT_BROKER_URL``, else ``memory://``); `results` a
-    separate result-store URL when the broker keeps none.
+    separate result-store URL when the broker keeps none. `metrics=True`
+    counts jobs (`enable_metrics`); `metrics_port` also serves them over HTTP.
     """
 
     def __init__(
@@ -70,6 +73,9 @@ class Worker:
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         middleware: Sequence[Middleware] = (),
+        metrics: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -112,6 +118,10 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
         self._stop_requested: asyncio.Event | None = None
+        self.metrics: JobMetrics | None = None
+        self.metrics_exporter: MetricsExporter | None = None
+        if metrics or metrics_port is not None:
+            self.enable_metrics(port=metrics_port, host=metrics_host)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} broker={self.factories.broker_url and self.safe_broker_url}>"
@@ -122,6 +132,26 @@ class Worker:
         from upnext.broker.redact import redact_url
 
         return redact_url(self.broker_url)
+
+    def enable_metrics(self, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        """Count jobs per (queue, task) (`upnext.metrics.JobMetrics`); with `port`, serve them.
+
+        The counts go to the state store on each worker tick (the server's
+        ``GET /metrics`` reads them); `port` also serves them in the Prometheus
+        text format on `host`:`port` while the worker runs, which needs
+        ``prometheus-client`` (``upnext[metrics]``). Call it before `start`.
+        """
+        if self.consumer is not None:
+            raise ConfigurationError("enable_metrics() must be called before the worker starts")
+        from upnext.metrics._attach import attach_metrics
+
+        attach_metrics(self, port, host)
+
+    def metrics_now(self) -> MetricsSnapshot:
+        """This worker's counts now (its exporter serves them)."""
+        assert self.metrics is not None
+        worker_id = self.consumer.worker_id if self.consumer is not None else self.name
+        return self.metrics.snapshot(worker_id)
 
     # -- registration --------------------------------------------------------
 
@@ -262,54 +292,20 @@ class Worker:
         if self.consumer is not None:
             raise ConfigurationError(f"worker {self.name!r} is already running")
         client = await self.client()
-        self._check_delivery_limit(client)
+        check_delivery_limit(self.tasks.values(), client.broker.capabilities)
+        if self.metrics_exporter is not None:  # first: a port in use stops nothing running
+            try:
+                self.metrics_exporter.start()
+            except OSError as exc:
+                where = f"{self.metrics_exporter.host}:{self.metrics_exporter.requested_port}"
+                raise ConfigurationError(f"cannot serve metrics on {where}: {exc}") from None
         if isinstance(client.broker, MemoryBroker):
             client.broker.workers_attached += 1
         self.loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         self.consumer = Consumer(self, client)
         self.consumer.start()
-        self._log_banner(self.consumer)
-
-    def _log_banner(self, consumer: Consumer) -> None:
-        """INFO: who this worker is and what it consumes (passwords hidden)."""
-        from upnext.broker.redact import redact_url
-
-        log.info(
-            "worker %s started: id %s, queues %s, broker %s%s, concurrency %d, tasks: %s",
-            self.name,
-            consumer.worker_id,
-            ", ".join(consumer.queues),
-            self.safe_broker_url,
-            f", results {redact_url(self.results_url)}" if self.results_url else "",
-            self.concurrency,
-            ", ".join(sorted(self.tasks)) or "none",
-        )
-
-    def _check_delivery_limit(self, client: Client) -> None:
-        """Warn (or refuse, with `delivery_limit_strict`) about tasks the server would revoke.
-
-        A broker may declare a `delivery_limit`: the seconds after which its
-        server takes back an unsettled delivery (RabbitMQ's consumer_timeout).
-        A task whose timeout reaches it would be redelivered while it still
-        runs. Both at their defaults (30 min each, RabbitMQ's own default) is
-        no choice the user made, and no warning: every default worker would give it.
-        """
-        capabilities = client.broker.capabilities
-        limit = capabilities.delivery_limit
-        if limit is None:
-            return
-        for task in self.tasks.values():
-            if task.timeout >= limit and not task.timeout == limit == DEFAULT_TIMEOUT:
-                message = (
-                    f"task {task.name} has timeout={task.timeout}s, which reaches the broker's"
-                    f" delivery limit of {limit}s (the longest a delivery may stay unsettled): the"
-                    " server would take the job back mid-run (lower the task's timeout or raise"
-                    " the limit in the broker URL)"
-                )
-                if capabilities.delivery_limit_strict:
-                    raise ConfigurationError(message)
-                log.warning("%s", message)
+        log_banner(self, self.consumer)
 
     def request_stop(self) -> None:
         """Ask a running worker to stop (what SIGTERM does under `upnext.run`)."""
@@ -371,20 +367,15 @@ class Worker:
             consumer.stopping = True
             self.consumer = consumer
             began = time.monotonic()
-            log.info(
-                "worker %s draining: %d running (given up to %g s to finish),"
-                " %d received but not started (given back)",
-                self.name,
-                sum(1 for run in consumer.runs.values() if run.task is not None),
-                self.shutdown_grace,
-                len(consumer.buffer),
-            )
+            log_draining(self, consumer)
             try:
                 await consumer.stop(self.shutdown_grace)
             finally:
                 self.consumer = None
                 report_leftovers(consumer.broker)
-            log.info("worker %s stopped (drained in %.2f s)", self.name, time.monotonic() - began)
+                if self.metrics_exporter is not None:
+                    await asyncio.to_thread(self.metrics_exporter.close)
+            log_stopped(self, time.monotonic() - began)
         await self._aclose_client()
         if self.portal.started and not self.portal.owns(asyncio.get_running_loop()):
             await asyncio.to_thread(self.portal.close)

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="text lines, or one JSON object per line (default text)",
     )
+    wrk.add_argument("--metrics", action="store_true", help="count jobs for the server's /metrics")
+    wrk.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="count jobs and serve them in Prometheus format on this port (metrics extra)",
+    )
+    wrk.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of --metrics-port (default 127.0.0.1)"
+    )
     srv = sub.add_parser("server", help="serve the REST API and dashboard (server extra)")
     srv.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
     srv.add_argument("--results", help="result-store URL when the broker keeps none")

@@ -44,6 +44,8 @@ def worker(args: argparse.Namespace) -> int:
         target.connect_timeout = args.connect_timeout
     if args.queues:
         target.queues = [q for q in ",".join(args.queues).split(",") if q]
+    if args.metrics or args.metrics_port is not None:
+        target.enable_metrics(port=args.metrics_port, host=args.metrics_host)
     with worker_logging(args.log_level, args.log_format):
         return run(target)
 

@@ -45,6 +45,11 @@ class Middleware:
     bounds_its_calls: ClassVar[bool] = False
     """True: `after_settle` bounds each of its own calls (not bounded as a whole)."""
 
+    settles_inline: ClassVar[bool] = False
+    """True: `after_settle` never waits (it counts or records): it is awaited in the job's
+    own task right after the settle, before any background `after_settle`, with no
+    background task and no timeout of its own."""
+
     def applies_to(self, task: Task[Any, Any] | None) -> bool:
         """Whether this middleware takes part in jobs of `task` (None: an unknown task).
 

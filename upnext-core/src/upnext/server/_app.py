@@ -31,6 +31,7 @@ from upnext.server._api import router
 from upnext.server._backend import Backend
 from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
 from upnext.server._hosts import HostGuard, served_hosts
+from upnext.server._metrics import metrics_router
 
 __all__ = ["ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]
 
@@ -138,6 +139,8 @@ def create_app(
 ) -> FastAPI:
     """Build the server app: REST API under /api/v1, OpenAPI at /openapi.json, dashboard at /.
 
+    ``GET /metrics`` serves the job metrics workers publish (Prometheus text).
+
     `token` (default ``$UPNEXT_API_TOKEN``) makes every route require
     ``Authorization: Bearer <token>``. `queues` are listed by /api/v1/queues
     besides those the broker knows (AMQP cannot list queues). On RabbitMQ,
@@ -168,6 +171,7 @@ def create_app(
     )
     app.state.backend = backend
     app.include_router(router)
+    app.include_router(metrics_router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
