@@ -1,4 +1,4 @@
-"""The lean command path: packing, lost scripts, lost connections, cancellation."""
+"""The command path on redis-py: lost scripts, lost connections, deadlines, cancellation."""
 
 from __future__ import annotations
 
@@ -10,29 +10,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
 from upnext.broker.protocol import Ack, Envelope
 from upnext.errors import BrokerUnavailable
 from upnext.testing import Timing
 from upnext_redis import RedisBroker
-from upnext_redis._wire import pack
 
 Server = Callable[..., AbstractContextManager[int]]
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["GET", "k"],
-        ["SET", b"\x00\xff\r\n", "é", 12, -3],
-        ["EVALSHA", "abc", 0, 1.5, b""],
-    ],
-)
-def test_pack_matches_redis_py(args: list[Any]) -> None:
-    """Our packer writes the same RESP bytes as redis-py's."""
-    ours = pack(args)
-    theirs = b"".join(Connection().pack_command(*args))
-    assert ours == theirs
 
 
 async def test_lost_scripts_are_reloaded(private_redis: Server) -> None:
