@@ -1,4 +1,4 @@
-"""Redis Sentinel: a private master and sentinel on free ports, jobs run through the sentinel URL."""
+"""Redis Sentinel: a private master and sentinel on free ports; jobs run via the sentinel URL."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ async def _master_known(port: int, within: float = 10.0) -> None:
     while True:
         client = aioredis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
-            if await client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE):
+            if await client.sentinel_get_master_addr_by_name(SERVICE):
                 return
         except (OSError, aioredis.RedisError):
             if time.monotonic() > deadline:
