@@ -12,12 +12,15 @@ Two guards sit around each call:
   within `socket_connect_timeout + socket_timeout` (a blocking one also gets
   `recovery_interval`), so a server that accepts connections and never
   answers (a frozen host) fails a call on time.
-- Cancellation: on Python 3.11 redis-py's ``asyncio.wait_for`` around a send
-  can swallow a cancellation that arrives as the send completes (CPython
-  gh-86296). A call whose task was cancelled meanwhile (its `cancelling()`
-  count grew) raises CancelledError when redis-py returns; a blocking call
-  runs in a task of its own that is cancelled until it stops, so a cancelled
-  receive never goes on blocking.
+  redis-py itself gets no read timeout (see `_connect`).
+- Cancellation: on Python 3.11 ``asyncio.wait_for`` can swallow a
+  cancellation that arrives as the awaited call completes (CPython
+  gh-86296). redis-py wraps sends in it when a connection has a read
+  timeout (ours have none), and Sentinel's master lookup still does. So a
+  call whose task was cancelled meanwhile (its `cancelling()` count grew)
+  raises CancelledError when redis-py returns, and a blocking call runs in
+  a task of its own that is cancelled until it stops: a cancelled receive
+  never goes on blocking.
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ class RedisClient:
         self._execute: Callable[..., Awaitable[Any]] = self.redis.execute_command
         self._block: Callable[..., Awaitable[Any]] = self.clients.blocking.execute_command
         self.budget = options.socket_connect_timeout + options.socket_timeout
+        # Callers beyond the pool's max_connections queue here, first come first
+        # served, within their deadline. redis-py's BlockingConnectionPool does
+        # the same with a condition and a timeout per checkout, which cost
+        # ~15 us of CPU per call here (docs/benchmarks.md); a free semaphore
+        # costs nothing. (Cluster and Sentinel: redis-py's pools, unbounded.)
+        self._slots = asyncio.Semaphore(options.max_connections)
 
     @property
     def cluster(self) -> bool:
@@ -97,14 +106,24 @@ class RedisClient:
 
     # -- guards ----------------------------------------------------------------
 
-    async def _guarded(self, call: Callable[[], Awaitable[T]], budget: float) -> T:
-        """`call()` within `budget` seconds, driver errors mapped, no cancellation lost."""
+    async def _guarded(
+        self, call: Callable[[], Awaitable[T]], budget: float, slots: asyncio.Semaphore | None
+    ) -> T:
+        """`call()` within `budget` seconds, driver errors mapped, no cancellation lost.
+
+        A command call waits for one of `slots` (the command pool's size);
+        a blocking one passes None (the blocking pool has no cap).
+        """
         task = asyncio.current_task()
         before = task.cancelling() if task is not None else 0
         with self.errors.boundary():
             try:
                 async with asyncio.timeout(budget) as limit:
-                    result = await call()
+                    if slots is None:
+                        result = await call()
+                    else:
+                        async with slots:
+                            result = await call()
                     if task is not None and task.cancelling() > before:
                         raise asyncio.CancelledError  # one redis-py swallowed (gh-86296)
             except TimeoutError:
@@ -112,10 +131,6 @@ class RedisClient:
                     raise
                 raise rx.TimeoutError(
                     f"no answer within {budget:g}s, reconnects included"
-                ) from None
-            except rx.TimeoutError as exc:
-                raise rx.TimeoutError(
-                    f"no reply within {self.options.socket_timeout:g}s ({exc})"
                 ) from None
             return result
 
@@ -161,14 +176,16 @@ class RedisClient:
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script by SHA, loading it if the server lost it."""
-        return await self._guarded(lambda: self._eval_once(script, keys, args), self.budget)
+        return await self._guarded(
+            lambda: self._eval_once(script, keys, args), self.budget, self._slots
+        )
 
     async def commands(self, commands: Sequence[Command]) -> list[Any]:
         """Run plain commands in one round trip (per server); errors raised."""
         if len(commands) == 1:
             command = commands[0]
-            return [await self._guarded(lambda: self._execute(*command), self.budget)]
-        replies = await self._guarded(lambda: self._pipeline(commands), self.budget)
+            return [await self._guarded(lambda: self._execute(*command), self.budget, self._slots)]
+        replies = await self._guarded(lambda: self._pipeline(commands), self.budget, self._slots)
         with self.errors.boundary():
             _first_error(replies)
         return replies
@@ -183,7 +200,9 @@ class RedisClient:
         if len(calls) == 1 and not extra:
             return [await self.eval(*calls[0])]
         commands = [_evalsha(*call) for call in calls] + [tuple(c) for c in extra]
-        return await self._guarded(lambda: self._eval_pipeline(calls, commands), self.budget)
+        return await self._guarded(
+            lambda: self._eval_pipeline(calls, commands), self.budget, self._slots
+        )
 
     async def _eval_pipeline(self, calls: Sequence[Call], commands: Sequence[Command]) -> list[Any]:
         replies = await self._pipeline(commands)
@@ -199,13 +218,13 @@ class RedisClient:
     async def block(self, command: Command) -> Any:
         """Run a blocking command (XREAD BLOCK) on the blocking connections."""
         budget = self.budget + self.options.recovery_interval
-        return await self._guarded(lambda: self._apart(lambda: self._block(*command)), budget)
+        return await self._guarded(lambda: self._apart(lambda: self._block(*command)), budget, None)
 
     async def block_pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """A blocking command and what follows it, in one pipeline: replies, errors as values."""
         budget = self.budget + self.options.recovery_interval
         return await self._guarded(
-            lambda: self._apart(lambda: self._pipeline(commands, blocking=True)), budget
+            lambda: self._apart(lambda: self._pipeline(commands, blocking=True)), budget, None
         )
 
     # -- connect and close ---------------------------------------------------------
