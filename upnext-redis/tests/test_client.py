@@ -214,3 +214,56 @@ async def test_a_closed_broker_reconnects_with_its_whole_pool(prefixed_url: str)
             assert await asyncio.wait_for(calls, 5.0) == [0] * 20
         finally:
             await broker.aclose()
+
+
+async def _kill_connections(raw: aioredis.Redis, name: str) -> int:
+    """CLIENT KILL every connection named `name` (the broker's command connections)."""
+    killed = 0
+    for client in await raw.client_list():
+        if client.get("name") == name:
+            killed += await raw.client_kill_filter(_id=client["id"])
+    return killed
+
+
+async def test_held_connections_killed_by_the_server_reconnect_with_replies_in_order(
+    prefixed_url: str, raw_redis: aioredis.Redis
+) -> None:
+    """Command connections stay checked out between calls (lanes): after the server
+    killed them, single calls and pipelines reconnect through Retry, and every caller
+    reads its own reply (each queue holds a different number of jobs)."""
+    broker = RedisBroker.from_url(prefixed_url + "&max_connections=3")
+    await broker.connect()
+    try:
+        queues = [f"k{n}" for n in range(6)]
+        for n, queue in enumerate(queues):
+            await broker.enqueue_many([Envelope(f"{queue}-{i}", queue, b"x") for i in range(n)])
+        for _ in range(3):
+            await asyncio.gather(*(broker.stats(q) for q in queues))  # lanes hold connections
+            assert await _kill_connections(raw_redis, broker._client.name) >= 1
+            ready = await asyncio.gather(*(broker.stats(q) for q in queues * 3))
+            assert [s.ready for s in ready] == list(range(6)) * 3
+            assert await broker.queues() == queues[1:]  # k0 never had a job
+            assert await broker.dlq_count() == 0
+    finally:
+        await broker.aclose()
+
+
+async def test_pipelines_and_lanes_share_max_connections(
+    prefixed_url: str, raw_redis: aioredis.Redis
+) -> None:
+    """Single calls (lanes keep their connection) and pipelines (checked out of the pool)
+    together never open more than max_connections, and none waits for ever."""
+    broker = RedisBroker.from_url(prefixed_url + "&max_connections=4")  # the least allowed
+    await broker.connect()
+    try:
+        envelopes = [Envelope(f"j{i}", f"q{i % 3}", b"x") for i in range(30)]
+        await broker.enqueue_many(envelopes)  # three queues: a pipeline with SADD
+        for _ in range(3):
+            calls = [broker.stats("q0") for _ in range(40)]
+            calls += [broker.enqueue_many([Envelope(f"m{i}", f"n{i}", b"x")]) for i in range(40)]
+            await asyncio.wait_for(asyncio.gather(*calls), 10.0)
+            names = [c.get("name") for c in await raw_redis.client_list()]
+            assert names.count(broker._client.name) <= 4
+        assert (await broker.stats("q0")).ready == 10
+    finally:
+        await broker.aclose()

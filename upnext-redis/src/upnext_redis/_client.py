@@ -39,6 +39,7 @@ from upnext.errors import BrokerError
 from upnext_redis._config import RedisOptions
 from upnext_redis._connect import build_clients
 from upnext_redis._errors import ErrorMapper
+from upnext_redis._lanes import Lanes
 from upnext_redis.dlq_scripts import DLQ_SCRIPTS
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
@@ -85,16 +86,13 @@ class RedisClient:
         except (ValueError, rx.RedisError) as exc:
             raise self.errors.error(exc) from None
         self.redis = self.clients.commands
+        # Scripts and commands run on lanes: see `_lanes` (callers beyond
+        # max_connections queue there, first come first served).
+        self.lanes = Lanes(self.redis, options.max_connections)
+        self._execute = self.lanes.run
         # redis-py leaves execute_command unannotated: typed once here.
-        self._execute: Callable[..., Awaitable[Any]] = self.redis.execute_command
         self._block: Callable[..., Awaitable[Any]] = self.clients.blocking.execute_command
         self.budget = options.socket_connect_timeout + options.socket_timeout
-        # Callers beyond the pool's max_connections queue here, first come first
-        # served, within their deadline. redis-py's BlockingConnectionPool does
-        # the same with a condition and a timeout per checkout, which cost
-        # ~15 us of CPU per call here (docs/benchmarks.md); a free semaphore
-        # costs nothing. (Cluster and Sentinel: redis-py's pools, unbounded.)
-        self._slots = asyncio.Semaphore(options.max_connections)
 
     @property
     def cluster(self) -> bool:
@@ -106,24 +104,14 @@ class RedisClient:
 
     # -- guards ----------------------------------------------------------------
 
-    async def _guarded(
-        self, call: Callable[[], Awaitable[T]], budget: float, slots: asyncio.Semaphore | None
-    ) -> T:
-        """`call()` within `budget` seconds, driver errors mapped, no cancellation lost.
-
-        A command call waits for one of `slots` (the command pool's size);
-        a blocking one passes None (the blocking pool has no cap).
-        """
+    async def _guarded(self, call: Callable[[], Awaitable[T]], budget: float) -> T:
+        """`call()` within `budget` seconds, driver errors mapped, no cancellation lost."""
         task = asyncio.current_task()
         before = task.cancelling() if task is not None else 0
         with self.errors.boundary():
             try:
                 async with asyncio.timeout(budget) as limit:
-                    if slots is None:
-                        result = await call()
-                    else:
-                        async with slots:
-                            result = await call()
+                    result = await call()
                     if task is not None and task.cancelling() > before:
                         raise asyncio.CancelledError  # one redis-py swallowed (gh-86296)
             except TimeoutError:
@@ -153,8 +141,9 @@ class RedisClient:
 
     async def _pipeline(self, commands: Sequence[Command], *, blocking: bool = False) -> list[Any]:
         """Run `commands` in one non-transactional pipeline; replies in order, errors as values."""
-        client = self.clients.blocking if blocking else self.redis
-        pipe = client.pipeline(transaction=False)
+        if not blocking:
+            return await self.lanes.pipeline(commands)
+        pipe = self.clients.blocking.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -176,16 +165,14 @@ class RedisClient:
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script by SHA, loading it if the server lost it."""
-        return await self._guarded(
-            lambda: self._eval_once(script, keys, args), self.budget, self._slots
-        )
+        return await self._guarded(lambda: self._eval_once(script, keys, args), self.budget)
 
     async def commands(self, commands: Sequence[Command]) -> list[Any]:
         """Run plain commands in one round trip (per server); errors raised."""
         if len(commands) == 1:
             command = commands[0]
-            return [await self._guarded(lambda: self._execute(*command), self.budget, self._slots)]
-        replies = await self._guarded(lambda: self._pipeline(commands), self.budget, self._slots)
+            return [await self._guarded(lambda: self._execute(*command), self.budget)]
+        replies = await self._guarded(lambda: self._pipeline(commands), self.budget)
         with self.errors.boundary():
             _first_error(replies)
         return replies
@@ -200,9 +187,7 @@ class RedisClient:
         if len(calls) == 1 and not extra:
             return [await self.eval(*calls[0])]
         commands = [_evalsha(*call) for call in calls] + [tuple(c) for c in extra]
-        return await self._guarded(
-            lambda: self._eval_pipeline(calls, commands), self.budget, self._slots
-        )
+        return await self._guarded(lambda: self._eval_pipeline(calls, commands), self.budget)
 
     async def _eval_pipeline(self, calls: Sequence[Call], commands: Sequence[Command]) -> list[Any]:
         replies = await self._pipeline(commands)
@@ -218,13 +203,13 @@ class RedisClient:
     async def block(self, command: Command) -> Any:
         """Run a blocking command (XREAD BLOCK) on the blocking connections."""
         budget = self.budget + self.options.recovery_interval
-        return await self._guarded(lambda: self._apart(lambda: self._block(*command)), budget, None)
+        return await self._guarded(lambda: self._apart(lambda: self._block(*command)), budget)
 
     async def block_pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """A blocking command and what follows it, in one pipeline: replies, errors as values."""
         budget = self.budget + self.options.recovery_interval
         return await self._guarded(
-            lambda: self._apart(lambda: self._pipeline(commands, blocking=True)), budget, None
+            lambda: self._apart(lambda: self._pipeline(commands, blocking=True)), budget
         )
 
     # -- connect and close ---------------------------------------------------------
@@ -281,4 +266,5 @@ class RedisClient:
 
     async def aclose(self) -> None:
         """Close every client and its connections (they reopen on the next call)."""
+        await self.lanes.aclose()
         await self.clients.aclose()
