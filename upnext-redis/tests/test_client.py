@@ -259,7 +259,7 @@ async def test_pipelines_and_lanes_share_max_connections(
         envelopes = [Envelope(f"j{i}", f"q{i % 3}", b"x") for i in range(30)]
         await broker.enqueue_many(envelopes)  # three queues: a pipeline with SADD
         for _ in range(3):
-            calls = [broker.stats("q0") for _ in range(40)]
+            calls: list[Awaitable[object]] = [broker.stats("q0") for _ in range(40)]
             calls += [broker.enqueue_many([Envelope(f"m{i}", f"n{i}", b"x")]) for i in range(40)]
             await asyncio.wait_for(asyncio.gather(*calls), 10.0)
             names = [c.get("name") for c in await raw_redis.client_list()]
