@@ -5,7 +5,7 @@ Everything here is redis-py's public API: its pools, `Redis.from_pool`,
 clients with their own connections:
 
 - `commands`: scripts and plain commands, on a `ConnectionPool` of
-  `max_connections` (the client queues callers beyond it: see `RedisClient`).
+  `max_connections`, run on lanes (see `_lanes`).
 - `blocking`: ``XREAD BLOCK`` (and the RECEIVE piggybacked on it): a
   receiver waiting for work never holds a connection settle needs.
 - `listener`: the result listener's pub/sub connection. Its health checks
@@ -23,7 +23,6 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
-    AbstractConnection,
     Connection,
     ConnectionPool,
     SSLConnection,
@@ -103,24 +102,6 @@ def _common(options: RedisOptions) -> dict[str, Any]:
     }
 
 
-class CheckedPool(ConnectionPool):
-    """redis-py's pool, without its readiness probe on every checkout.
-
-    redis-py 7.x probes a pooled connection for unread data with a read
-    under ``timeout(0)``: a trip round the event loop per command, which
-    cost ~0.1 ms of submit latency here (docs/benchmarks.md; 8.x checks its
-    buffer without yielding). Nothing can be left unread on our connections:
-    redis-py drops a connection on any error or cancellation while reading,
-    and every call reads all its replies. A connection the server closed
-    fails its next command with ConnectionError, which `Retry` answers by
-    reconnecting, and one idle past `health_check_interval` is pinged first.
-    """
-
-    async def ensure_connection(self, connection: AbstractConnection) -> None:
-        """Connect `connection` if it is not connected."""
-        await connection.connect()  # type: ignore[no-untyped-call]  # untyped upstream
-
-
 def _listener_settings(options: RedisOptions, name: str) -> dict[str, Any]:
     return {
         **_common(options),
@@ -139,10 +120,10 @@ def build_clients(options: RedisOptions, name: str) -> Clients:
     common = _common(options)
     tls = options.driver_url.startswith("rediss:")
     common["connection_class"] = HiredisSSLConnection if tls else HiredisConnection
-    pool = CheckedPool.from_url(
+    pool = ConnectionPool.from_url(
         options.driver_url, max_connections=options.max_connections, client_name=name, **common
     )
-    block_pool = CheckedPool.from_url(options.driver_url, client_name=f"{name}-block", **common)
+    block_pool = ConnectionPool.from_url(options.driver_url, client_name=f"{name}-block", **common)
     listener_pool = ConnectionPool.from_url(options.driver_url, **_listener_settings(options, name))
     return Clients(
         Redis.from_pool(pool), Redis.from_pool(block_pool), Redis.from_pool(listener_pool)
