@@ -374,3 +374,41 @@ async def test_cancel_job_settles_a_job_waiting_here_when_it_would_start() -> No
 def test_delay_refuses_what_is_not_a_duration(seconds: float) -> None:
     with pytest.raises(ValueError, match="invalid Delay"):
         Delay(seconds)
+
+
+class SeesContext(Middleware):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def around_run(self, job: Job, call_next: CallNext) -> Any:
+        self.seen.append((job.id, upnext.get_current_context().job_id))
+        return await call_next()
+
+
+async def test_leading_builtins_run_inline_with_their_order_kept() -> None:
+    """JobContext and Timeout lead around_run inline; one behind Hooks stays in the chain."""
+    from upnext._pipeline import Pipeline
+    from upnext.middleware._builtins import Hooks, JobContext, Timeout
+
+    seer = SeesContext()
+    worker = _worker(middleware=[seer])
+
+    @worker.task(name="mw.plain")
+    async def plain() -> None: ...
+
+    @worker.task(name="mw.hooked", on_start=lambda: None)
+    async def hooked() -> None: ...
+
+    loop = asyncio.get_running_loop()
+    context, timeout = JobContext(worker), Timeout(loop, lambda run: None)
+    pipeline = Pipeline([context, Hooks(worker), timeout, seer], hook_timeout=1.0)
+    bare = pipeline.stages(plain)
+    assert (bare.context, bare.timeout) == (context, timeout)
+    assert bare.around_run_inside_out == (seer.around_run,)
+    with_hooks = pipeline.stages(hooked)
+    assert (with_hooks.context, with_hooks.timeout) == (context, None)
+    assert len(with_hooks.around_run_inside_out) == 3  # seer, Timeout, Hooks (inside out)
+    async with worker:
+        await (await plain.submit()).value(LIMIT)
+        await (await hooked.submit()).value(LIMIT)
+    assert [job_id == seen for job_id, seen in seer.seen] == [True, True]

@@ -236,11 +236,17 @@ class JobExecutor:
         kind: OutcomeKind = "success"
         value: Any = None
         exception: BaseException | None = None
+        if stages.context is not None:
+            stages.context.enter(job)
+        timer = stages.timeout.arm(job) if stages.timeout is not None else None
         try:
-            call: Callable[[], Awaitable[Any]] = partial(self.call_body, job)
-            for around_run in stages.around_run_inside_out:  # the first middleware outermost
-                call = partial(around_run, job, call)
-            value = await call()
+            if stages.around_run_inside_out:
+                call: Callable[[], Awaitable[Any]] = partial(self.call_body, job)
+                for around_run in stages.around_run_inside_out:  # the first one outermost
+                    call = partial(around_run, job, call)
+                value = await call()
+            else:
+                value = await self.call_body(job)
         except asyncio.CancelledError as exc:
             reason = run.cancel_reason
             if reason != "timeout" and reason != "user":
@@ -257,6 +263,9 @@ class JobExecutor:
             kind, exception = "rejected", exc
         except Exception as exc:
             kind, exception = "error", exc
+        finally:
+            if timer is not None:
+                timer.cancel()
         assert job.task is not None
         assert job.body is not None
         return Outcome(

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from upnext._backoff import Backoff
 from upnext._result import ErrorInfo
@@ -57,12 +57,12 @@ class GroupSettle:
 
     async def __call__(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """One outcome per item; LeaseLost (with the reason) for one settled some other way."""
-        backoff = Backoff(first=0.05, cap=2.0)
+        backoff: Backoff | None = None  # made on the first refusal only (every settle comes here)
         while True:
             outcomes = await self._split(items)
             refused = [i for i, o in enumerate(outcomes) if isinstance(o, _Refused)]
             if not refused:
-                return [o for o in outcomes if not isinstance(o, _Refused)]
+                return cast("list[SettleOutcome]", outcomes)
             await asyncio.sleep(RETRY_ALONE_AFTER)  # a refusal that passes was not the item's
             healthy = len(refused) < len(items)
             for i in refused:
@@ -72,6 +72,7 @@ class GroupSettle:
                 return [await self._release(items[i], o) for i, o in enumerate(outcomes)]
             error = outcomes[refused[0]]
             assert isinstance(error, _Refused)
+            backoff = backoff or Backoff(first=0.05, cap=2.0)
             pause = next(backoff)
             if self.stopping() and pause > 1.0:
                 raise error.error
@@ -93,11 +94,12 @@ class GroupSettle:
 
     async def _retrying(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Settle the batch, retrying with backoff while the broker is unreachable."""
-        backoff = Backoff(first=0.05, cap=2.0)
+        backoff: Backoff | None = None  # made on the first failure only
         while True:
             try:
                 return await self.client.broker.settle(items)
             except BrokerUnavailable as exc:
+                backoff = backoff or Backoff(first=0.05, cap=2.0)
                 pause = next(backoff)
                 if self.stopping() and pause > 1.0:
                     raise

@@ -19,6 +19,7 @@ from upnext._durations import check_duration
 from upnext._task import check_priority
 from upnext.errors import ConfigurationError
 from upnext.middleware._base import CallNext, Middleware, overrides
+from upnext.middleware._builtins import JobContext, Timeout
 from upnext.middleware._types import Job, Outcome, Submission
 
 if TYPE_CHECKING:
@@ -39,7 +40,12 @@ class Stages(NamedTuple):
     before_run: tuple[Middleware, ...]
     before_run_first: tuple[Middleware, ...]  # for jobs that never lost a run
     around_run: tuple[Middleware, ...]
-    # their around_run bound methods, innermost first (the chain is built from the inside)
+    # The built-ins that lead around_run, which the executor runs inline (no
+    # coroutine or partial per job): the job's context, then its timeout.
+    context: JobContext | None
+    timeout: Timeout | None
+    # the around_run bound methods after those, innermost first (the chain is built
+    # from the inside)
     around_run_inside_out: tuple[Callable[[Job, CallNext], Awaitable[Any]], ...]
     after_run: tuple[Middleware, ...]  # reversed
     after_settle: tuple[Middleware, ...]  # reversed
@@ -68,11 +74,14 @@ class Pipeline:
 
             before_run = of("before_run")
             around_run = of("around_run")
+            context, timeout, chained = _inline_builtins(around_run)
             stages = self.by_task[task] = Stages(
                 before_run,
                 tuple(m for m in before_run if not m.lost_runs_only),
                 around_run,
-                tuple(m.around_run for m in reversed(around_run)),
+                context,
+                timeout,
+                tuple(m.around_run for m in reversed(chained)),
                 of("after_run")[::-1],
                 of("after_settle")[::-1],
             )
@@ -115,6 +124,24 @@ class Pipeline:
                 log.exception(
                     "middleware %r after_settle for job %s raised; ignored", middleware, job.id
                 )
+
+
+def _inline_builtins(
+    around_run: tuple[Middleware, ...],
+) -> tuple[JobContext | None, Timeout | None, tuple[Middleware, ...]]:
+    """The leading `JobContext` and `Timeout` (each only where it leads), and the rest.
+
+    Running them inline keeps their order: the context is set first, the
+    timeout armed next, and whatever follows them runs inside both.
+    """
+    rest = around_run
+    context = rest[0] if rest and type(rest[0]) is JobContext else None
+    if context is not None:
+        rest = rest[1:]
+    timeout = rest[0] if rest and type(rest[0]) is Timeout else None
+    if timeout is not None:
+        rest = rest[1:]
+    return context, timeout, rest
 
 
 def collect_middleware(

@@ -31,7 +31,6 @@ from upnext.broker.protocol import (
     Delivery,
     Envelope,
     QueueStats,
-    Release,
     ResultWrite,
     Retry,
     SettleItem,
@@ -44,6 +43,7 @@ __all__ = ["MemoryBroker"]
 
 _REGISTRY: dict[str, MemoryBroker] = {}
 _REGISTRY_LOCK = threading.Lock()
+_FINISHING = (Ack, DeadLetter)  # settle items that remove their job
 
 
 class _Waiters:
@@ -145,8 +145,7 @@ class MemoryBroker(MemoryStateStore):
         now = time.monotonic()
         with self._lock:
             for envelope in envelopes:
-                if envelope.id in self._jobs:
-                    continue  # queued, scheduled or held: a known id never disturbs its job
+                # queued, scheduled or held: a known id never disturbs its job
                 self._jobs.add(envelope, now)
             self._receivers.wake_all()
 
@@ -170,20 +169,24 @@ class MemoryBroker(MemoryStateStore):
                 with self._lock:
                     self._receivers.discard(fut)
 
-    def _settle_one(self, item: SettleItem, now: float) -> bool:
-        """Apply one item to its held job; False if the lease is gone."""
+    def _settle_one(self, item: SettleItem, now: float, woken: list[str]) -> bool:
+        """Apply one item to its held job; False if the lease is gone.
+
+        The job id of a result written is appended to `woken`.
+        """
         delivery = item.delivery
+        if isinstance(item, _FINISHING):
+            if not self._jobs.finish(delivery, now):
+                return False
+            if isinstance(item, DeadLetter):
+                self._dead[item.record.id] = item.record
+            if item.result is not None:
+                self._store_result(item.result, now)
+                woken.append(item.result.job_id)
+            return True
         if isinstance(item, Retry):
             return self._jobs.retry(delivery, item.body, item.delay, now)
-        if isinstance(item, Release):
-            return self._jobs.release(delivery, now)
-        if not self._jobs.finish(delivery, now):
-            return False
-        if isinstance(item, DeadLetter):
-            self._dead[item.record.id] = item.record
-        if item.result is not None:
-            self._store_result(item.result, now)
-        return True
+        return self._jobs.release(delivery, now)
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Apply each item atomically; LeaseLost where the lease is gone."""
@@ -192,12 +195,10 @@ class MemoryBroker(MemoryStateStore):
         woken: list[str] = []
         with self._lock:
             for item in items:
-                if not self._settle_one(item, now):
+                if self._settle_one(item, now, woken):
+                    outcomes.append(None)
+                else:
                     outcomes.append(LeaseLost(f"lease lost for job {item.delivery.envelope.id}"))
-                    continue
-                outcomes.append(None)
-                if isinstance(item, Ack | DeadLetter) and item.result is not None:
-                    woken.append(item.result.job_id)
             self._receivers.wake_all()
             for job_id in woken:
                 self._wake_result(job_id)

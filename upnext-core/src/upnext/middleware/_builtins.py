@@ -111,6 +111,11 @@ class JobContext(Middleware):
 
     async def around_run(self, job: Job, call_next: CallNext) -> Any:
         """Set the context, then run the rest."""
+        self.enter(job)
+        return await call_next()
+
+    def enter(self, job: Job) -> None:
+        """Set `job`'s context in the current task (the executor calls it inline, see `Stages`)."""
         body = job.body
         assert body is not None  # only decoded jobs run
         context = Context(
@@ -124,7 +129,6 @@ class JobContext(Middleware):
             body.replay_of,
         )
         current_scope.set(JobScope(context, self.worker))
-        return await call_next()
 
 
 class Hooks(Middleware):
@@ -191,13 +195,17 @@ class Timeout(Middleware):
 
     async def around_run(self, job: Job, call_next: CallNext) -> Any:
         """Arm the deadline, run the rest, disarm it."""
-        task = job.task
-        assert task is not None  # only known tasks run
-        timer = self.loop.call_later(task.timeout, self._deadline, job._run, task.is_async)
+        timer = self.arm(job)
         try:
             return await call_next()
         finally:
             timer.cancel()
+
+    def arm(self, job: Job) -> asyncio.TimerHandle:
+        """The timer that cancels `job` at its task's timeout (the caller cancels it after)."""
+        task = job.task
+        assert task is not None  # only known tasks run
+        return self.loop.call_later(task.timeout, self._deadline, job._run, task.is_async)
 
     def _deadline(self, run: JobRun, is_async: bool) -> None:
         if run.task is None or run.task.done() or run.done:
