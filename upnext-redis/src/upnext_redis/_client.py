@@ -18,9 +18,9 @@ Two guards sit around each call:
   gh-86296). redis-py wraps sends in it when a connection has a read
   timeout (ours have none), and Sentinel's master lookup still does. So a
   call whose task was cancelled meanwhile (its `cancelling()` count grew)
-  raises CancelledError when redis-py returns, and a blocking call runs in
-  a task of its own that is cancelled until it stops: a cancelled receive
-  never goes on blocking.
+  raises CancelledError when redis-py returns, and on Sentinel a blocking
+  call runs in a task of its own that is cancelled until it stops: a
+  cancelled receive never goes on blocking.
 """
 
 from __future__ import annotations
@@ -123,7 +123,16 @@ class RedisClient:
             return result
 
     async def _apart(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` in a task of its own, cancelled until it stops if we are cancelled."""
+        """`call()` in a task of its own, cancelled until it stops if we are cancelled.
+
+        Only on Sentinel: there a reconnect asks the sentinels through redis-py's
+        ``wait_for`` (their socket timeout). Elsewhere no ``wait_for`` lies on a
+        blocking call's path (no read timeout, see `_connect`), so the call runs
+        in our task: the task and the loop hop per wake-up cost ~14 us of a
+        woken receive's hand-over (docs/benchmarks.md).
+        """
+        if not self.options.sentinels:
+            return await call()
         inner = asyncio.ensure_future(call())
         try:
             await asyncio.wait({inner})
