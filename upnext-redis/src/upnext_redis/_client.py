@@ -161,10 +161,10 @@ class RedisClient:
     async def _eval_once(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         command = _evalsha(script, keys, args)
         try:
-            return await self._execute(*command)
+            return await self.lanes.script(*command)
         except rx.NoScriptError:
             await self._load([script])
-            return await self._execute(*command)
+            return await self.lanes.script(*command)
 
     async def _load(self, scripts: Sequence[Script]) -> None:
         """SCRIPT LOAD each of `scripts` (on Cluster: on every primary)."""
