@@ -53,6 +53,8 @@ log = logging.getLogger("upnext.redis")
 _EVICTING = ("allkeys-", "volatile-")
 
 Call = tuple[Script, Sequence[str], Sequence[Any]]
+# Lanes for blocking reads: one per receiver blocked at once, however many.
+_UNCAPPED = 1 << 20
 T = TypeVar("T")
 Command = Sequence[Any]
 
@@ -90,6 +92,9 @@ class RedisClient:
         # max_connections queue there, first come first served).
         self.lanes = Lanes(self.redis, options.max_connections)
         self._execute = self.lanes.run
+        # Blocking reads (standalone and Sentinel) on lanes of their own; the
+        # blocking pool has no cap, nor has this.
+        self.block_lanes = Lanes(self.clients.blocking, _UNCAPPED)
         # redis-py leaves execute_command unannotated: typed once here.
         self._block: Callable[..., Awaitable[Any]] = self.clients.blocking.execute_command
         self.budget = options.socket_connect_timeout + options.socket_timeout
@@ -148,15 +153,9 @@ class RedisClient:
 
     # -- calls -------------------------------------------------------------------
 
-    async def _pipeline(self, commands: Sequence[Command], *, blocking: bool = False) -> list[Any]:
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """Run `commands` in one non-transactional pipeline; replies in order, errors as values."""
-        if not blocking:
-            return await self.lanes.pipeline(commands)
-        pipe = self.clients.blocking.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return await self.lanes.pipeline(commands)
 
     async def _eval_once(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         command = _evalsha(script, keys, args)
@@ -218,7 +217,7 @@ class RedisClient:
         """A blocking command and what follows it, in one pipeline: replies, errors as values."""
         budget = self.budget + self.options.recovery_interval
         return await self._guarded(
-            lambda: self._apart(lambda: self._pipeline(commands, blocking=True)), budget
+            lambda: self._apart(lambda: self.block_lanes.exchange(commands)), budget
         )
 
     # -- connect and close ---------------------------------------------------------
@@ -276,4 +275,5 @@ class RedisClient:
     async def aclose(self) -> None:
         """Close every client and its connections (they reopen on the next call)."""
         await self.lanes.aclose()
+        await self.block_lanes.aclose()
         await self.clients.aclose()
