@@ -4,15 +4,22 @@ redis-py checks a connection out of its pool for every command and back in
 after it: a lock, its observability hooks and an event per checkout, ~8 us
 of CPU per call here (docs/benchmarks.md), on every receive and settle. A
 lane is redis-py's own single-connection client (`Redis.client()`): it keeps
-one pooled connection and runs `execute_command` on it, with redis-py's
-`Retry`, reconnects and health checks unchanged. Idle lanes wait in a list
-for the next call.
+one pooled connection between calls, with redis-py's `Retry`, reconnects and
+health checks unchanged. Idle lanes wait in a list for the next call.
 
-Pipelines (batches of several commands) still check a connection out of the
-pool. The pool holds `size` connections, so a pipeline that finds it full
-retires an idle lane first, giving its connection back: lanes plus pipelines
-in flight never exceed `size`, and callers beyond `size` queue on a
-semaphore, first come first served.
+- A plain command is the lane's `execute_command` (redis-py's reply callbacks
+  apply).
+- A script (``EVALSHA``: redis-py has no reply callback for it) and the
+  blocking ``XREAD`` with the script behind it are sent and read on the lane's
+  connection with its public `send_command`/`send_packed_command` and
+  `read_response`, inside the connection's `Retry`, which disconnects before
+  each retry as `execute_command` does. Cancelled or failed mid-way, redis-py
+  drops the connection, so no reply is ever left for the next call.
+- Pipelines (batches of several commands) still check a connection out of
+  the pool. The pool holds `size` connections, so a pipeline that finds it
+  full retires an idle lane first, giving its connection back: lanes plus
+  pipelines in flight never exceed `size`, and callers beyond `size` queue on
+  a semaphore, first come first served.
 
 On Redis Cluster redis-py routes each command to its node's pool: commands
 run on the cluster client itself, no lanes.
@@ -67,36 +74,22 @@ class Lanes:
                 self._idle.append(lane)
 
     async def script(self, *command: Any) -> Any:
-        """An ``EVALSHA`` (no reply callback in redis-py) on a lane's connection.
-
-        Its `send_command` and `read_response` inside the connection's `Retry`,
-        which disconnects before each retry as `execute_command` does: the
-        lane's client would add a lock, an event and observability hooks per
-        call (~9 us of CPU, docs/benchmarks.md).
-        """
+        """An ``EVALSHA`` sent and read on a lane's connection (see the module docstring)."""
         if self.cluster:
             return await self.run(*command)
-        async with self._slots:
-            lane = self._take()
-            try:
-                conn = lane.connection or (await lane.initialize()).connection
-                assert conn is not None  # a single-connection client has one once initialized
-
-                async def drop(_: Exception) -> None:
-                    await conn.disconnect()
-
-                return await conn.retry.call_with_retry(lambda: _send_read(conn, command), drop)
-            finally:
-                self._idle.append(lane)
+        return await self._on_connection(lambda conn: _send_read(conn, command))
 
     async def exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """`commands` in one write on a lane's connection; replies in order, errors as values.
 
-        For the blocking ``XREAD`` and the script that follows it: redis-py's
-        pipeline would check a connection out and back in around every block
-        (~50 us more per woken receive, docs/benchmarks.md). An error reply
-        is read whole before the next, so the replies stay in step.
+        For the blocking ``XREAD`` and the script behind it: a redis-py pipeline
+        would check a connection out and back in around every block.
         """
+        replies: list[Any] = await self._on_connection(lambda conn: _exchange(conn, commands))
+        return replies
+
+    async def _on_connection(self, call: Callable[[Connection], Awaitable[Any]]) -> Any:
+        """`call(connection)` on a lane's connection, inside the connection's Retry."""
         async with self._slots:
             lane = self._take()
             try:
@@ -106,7 +99,7 @@ class Lanes:
                 async def drop(_: Exception) -> None:
                     await conn.disconnect()
 
-                return await conn.retry.call_with_retry(lambda: _exchange(conn, commands), drop)
+                return await conn.retry.call_with_retry(lambda: call(conn), drop)
             finally:
                 self._idle.append(lane)
 
