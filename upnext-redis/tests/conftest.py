@@ -171,15 +171,22 @@ def prefixed_url(redis_url: str, key_prefix: str) -> Iterator[str]:
 
 @pytest.fixture
 def sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Everything written to any socket stream: one entry per round trip."""
+    """Everything written to any socket stream: one entry per write (one round trip)."""
     seen: list[bytes] = []
-    original = asyncio.StreamWriter.write
+    write = asyncio.StreamWriter.write
+    writelines = asyncio.StreamWriter.writelines
 
     def counting(self: asyncio.StreamWriter, data: Any) -> None:
         seen.append(bytes(data))
-        original(self, data)
+        write(self, data)
+
+    def counting_lines(self: asyncio.StreamWriter, data: Any) -> None:
+        chunks = [bytes(chunk) for chunk in data]
+        seen.append(b"".join(chunks))
+        writelines(self, chunks)
 
     monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
+    monkeypatch.setattr(asyncio.StreamWriter, "writelines", counting_lines)
     return seen
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from redis.asyncio.cluster import RedisCluster
 from upnext.broker.protocol import Envelope
 from upnext.testing import BrokerConformance, StateStoreConformance, WorkerSemantics
 from upnext_redis import RedisBroker
@@ -30,12 +31,17 @@ class TestClusterSemantics(WorkerSemantics):
 
 
 async def test_a_stale_slot_map_is_reloaded_on_moved(cluster_broker: RedisBroker) -> None:
-    """Commands sent to the wrong master come back MOVED; the map reloads and they succeed."""
-    router = cluster_broker._client.router
-    await router.refresh()
-    router._slots = [router._slots[0]] * len(router._slots)  # every slot on one master
+    """Commands sent to the wrong master come back MOVED; redis-py reloads the map."""
+    cluster = cluster_broker._client.redis
+    assert isinstance(cluster, RedisCluster)
+    await cluster.initialize()
+    slots = cluster.nodes_manager.slots_cache
+    first = slots[0]
+    for slot in slots:
+        slots[slot] = first  # every slot on one master
     queues = [f"q{i}" for i in range(12)]
     await cluster_broker.enqueue_many([Envelope(f"j-{q}", q, b"x") for q in queues])
     got = await cluster_broker.receive(queues, limit=20, lease=30.0, wait=1.0)
     assert sorted(d.envelope.queue for d in got) == sorted(queues)
-    assert len({id(node) for node in router._slots}) == 3, "the real map is back"
+    masters = {nodes[0].name for nodes in cluster.nodes_manager.slots_cache.values()}
+    assert len(masters) == 3, "the real map is back"

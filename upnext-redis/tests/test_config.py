@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 from upnext._discovery import BROKER_GROUP, RESULT_STORE_GROUP, load_factory
 from upnext.errors import ConfigurationError
 from upnext_redis import RedisBroker
@@ -36,15 +37,46 @@ def test_tls_verifies_certificates_by_default() -> None:
     assert options.driver_kwargs["ssl_cert_reqs"] == "required"
     assert options.driver_kwargs["ssl_check_hostname"] is True
     broker = RedisBroker.from_url("rediss://h:6380/0?ssl_ca_certs=/tmp/ca.pem")
-    assert broker._client.pool.connection_kwargs["ssl_cert_reqs"] == "required"
-    assert broker._client.pool.connection_kwargs["ssl_ca_certs"] == "/tmp/ca.pem"
+    assert isinstance(broker._client.redis, Redis)
+    kwargs = broker._client.redis.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == "required"
+    assert kwargs["ssl_ca_certs"] == "/tmp/ca.pem"
 
 
 def test_keepalive_is_on() -> None:
     """TCP keepalive with short probes, so a half-open connection is detected."""
-    kwargs = RedisBroker.from_url("redis://h/0")._client.pool.connection_kwargs
+    client = RedisBroker.from_url("redis://h/0")._client.redis
+    assert isinstance(client, Redis)
+    kwargs = client.connection_pool.connection_kwargs
     assert kwargs["socket_keepalive"] is True
     assert kwargs["socket_keepalive_options"]
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
+    """redis+sentinel://[auth@]host[:port],.../service[/db]: ports default to 26379."""
+    options = parse_url("redis+sentinel://:pw@s1:5000,s2/mymaster/3?prefix=app&socket_timeout=2")
+    assert options.sentinels == (("s1", 5000), ("s2", 26379))
+    assert options.service_name == "mymaster"
+    assert (options.prefix, options.socket_timeout) == ("app", 2.0)
+    assert options.driver_url == "redis://:pw@s1/3"
+    assert "pw" not in options.safe_url
+    assert parse_url("redis+sentinel://s1/svc").driver_url == "redis://s1"
+    assert parse_url("rediss+sentinel://s1/svc").driver_kwargs["ssl_cert_reqs"] == "required"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://s1:5000/",
+        "redis+sentinel://s1:x/svc",
+        "redis+sentinel://s1,/svc",
+        "redis+sentinel://s1/svc?cluster=true",
+    ],
+)
+def test_bad_sentinel_urls_are_configuration_errors(url: str) -> None:
+    """No service name, a bad port, an empty address, or Cluster: refused at construction."""
+    with pytest.raises(ConfigurationError):
+        parse_url(url)
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,22 @@
-"""Parse a ``redis://`` / ``rediss://`` URL into typed options.
+"""Parse a ``redis://`` / ``rediss://`` / ``redis+sentinel://`` URL into typed options.
 
 upnext's own query options are taken out here; the rest (db, TLS files,
 username/password) goes to redis-py. Unknown options are an error, so a typo
 never passes silently.
+
+A Sentinel URL names the sentinels, then the service (the master's name) and
+an optional database::
+
+    redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?options]
+
+The port defaults to 26379. Credentials and TLS (``rediss+sentinel://``) are
+the master's; the sentinels are asked without credentials.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -63,6 +71,8 @@ class RedisOptions:
     - `max_connections`: size of the command pool (callers queue when all are busy).
     - `retries`: reconnect attempts (exponential backoff) per command.
     - `cluster`: the URL names a seed node of a Redis Cluster.
+    - `sentinels` / `service_name`: set for a Sentinel URL; the master is
+      whatever the sentinels name for the service, asked again on reconnect.
     """
 
     url: str
@@ -78,6 +88,8 @@ class RedisOptions:
     retries: int = 3
     cluster: bool = False
     driver_kwargs: dict[str, Any] = field(default_factory=dict)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service_name: str = ""
 
 
 def _bool(name: str, value: str) -> bool:
@@ -105,13 +117,50 @@ def _keepalive_options() -> dict[int, int]:
     return {getattr(socket, k): v for k, v in wanted.items() if hasattr(socket, k)}
 
 
+_SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+_SENTINEL_PORT = 26379
+
+
+def _sentinel_parts(url: str, safe: str) -> tuple[str, tuple[tuple[str, int], ...], str]:
+    """A Sentinel URL as (the master's redis:// URL, the sentinels, the service name)."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+        if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+            raise ConfigurationError(f"bad sentinel address {entry!r} in {safe!r}: write host:port")
+        sentinels.append((host, int(port) if port else _SENTINEL_PORT))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ConfigurationError(f"no service name in {safe!r}: write .../service_name[/db]")
+    netloc = f"{userinfo}@{sentinels[0][0]}" if userinfo else sentinels[0][0]
+    scheme = _SENTINEL_SCHEMES[parts.scheme]
+    master = urlunsplit((scheme, netloc, f"/{db}" if db else "", parts.query, ""))
+    return master, tuple(sentinels), service
+
+
 def parse_url(url: str) -> RedisOptions:
     """Split `url` into upnext options and what redis-py should see."""
     safe = redact_url(url)
-    parts = urlsplit(url)
-    if parts.scheme not in {"redis", "rediss"}:
-        raise ConfigurationError(f"not a redis:// or rediss:// URL: {safe!r}")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in _SENTINEL_SCHEMES:
+        # Several hosts in one netloc: core's check_url reads one port only.
+        if not url[len(scheme) + 1 :].startswith("//"):
+            raise ConfigurationError(f"malformed URL {safe!r}: write {scheme}://host/service")
+        master, sentinels, service = _sentinel_parts(url, safe)
+        options = _parse_plain(master, safe)
+        if options.cluster:
+            raise ConfigurationError(f"a Sentinel URL cannot be a cluster seed: {safe!r}")
+        return replace(options, url=url, sentinels=sentinels, service_name=service)
+    if scheme not in {"redis", "rediss"}:
+        raise ConfigurationError(f"not a redis://, rediss:// or redis+sentinel:// URL: {safe!r}")
     check_url(url)
+    return _parse_plain(url, safe)
+
+
+def _parse_plain(url: str, safe: str) -> RedisOptions:
+    parts = urlsplit(url)
     ours: dict[str, Any] = {}
     passthrough: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import AbstractConnection
 from upnext.broker.protocol import Delivery, Release
 
 from upnext_redis._client import RedisClient
 from upnext_redis._replies import Taken, deliveries, taken
-from upnext_redis._wire import Wire, pack, read_replies, send
 from upnext_redis.dlq import delay_ms
 from upnext_redis.scripts import RECEIVE
 
 __all__ = ["Receiver"]
-
-_RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class Receiver:
@@ -95,12 +90,6 @@ class Receiver:
             seen += [bytes(reply[2 + 3 * i]) for i in range(len(batch))]
         return out, until_ms, seen
 
-    def _receive_call(self, names: list[str], limit: int, lease_ms: int) -> tuple[list[str], bytes]:
-        groups = [key for q in names for key in self.client.keys.queue(q).group]
-        return groups, pack(
-            ["EVALSHA", RECEIVE.sha, len(groups), *groups, limit, lease_ms, len(names)]
-        )
-
     async def _block_then_take(
         self, names: list[str], seen: list[bytes], seconds: float, limit: int, lease_ms: int
     ) -> Taken:
@@ -111,57 +100,39 @@ class Receiver:
         """
         ms = max(1, int(seconds * 1000))
         streams = [self.client.keys.queue(q).wake for q in names]
-        groups, receive = self._receive_call(names, limit, lease_ms)
-        block = pack(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
-        with self.client.errors.boundary():
-            node = await self.client.router.node_for(streams[0])
-            wire = node.block_wire
-            conn = await wire.take()
-            try:
-                xread, reply = await self._exchange_blocked(wire, conn, block + receive)
-            except _RETRIABLE:
-                # The connection was lost: take again the plain way (it reconnects with
-                # backoff, or fails as BrokerUnavailable); the next block is pipelined again.
-                return await self._take(names, limit, lease_ms)
-            if isinstance(xread, Exception):
-                if isinstance(reply, list):
-                    got = taken(names, reply)[0]
-                    if got:  # the block failed but the script ran: nobody will run these
-                        await self.release([Release(d) for d in got])
+        groups = [key for q in names for key in self.client.keys.queue(q).group]
+        args = (limit, lease_ms, len(names))
+        xread, reply = await self.client.block_pipeline(
+            [
+                ("XREAD", "BLOCK", ms, "STREAMS", *streams, *seen),
+                ("EVALSHA", RECEIVE.sha, len(groups), *groups, *args),
+            ]
+        )
+        if isinstance(xread, Exception):
+            if isinstance(reply, list):
+                got = taken(names, reply)[0]
+                if got:  # the block failed but the script ran: nobody will run these
+                    await self.release([Release(d) for d in got])
+            with self.client.errors.boundary():
                 raise xread
-            if isinstance(reply, rx.NoScriptError):
-                # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
-                reply = await self.client.eval(RECEIVE, groups, (limit, lease_ms, len(names)))
-            elif isinstance(reply, Exception):
+        if isinstance(reply, rx.NoScriptError):
+            # The server lost the script (restart, SCRIPT FLUSH): load it and take again.
+            reply = await self.client.eval(RECEIVE, groups, args)
+        elif isinstance(reply, Exception):
+            with self.client.errors.boundary():
                 raise reply
         return taken(names, reply)
-
-    async def _exchange_blocked(
-        self, wire: Wire, conn: AbstractConnection, data: bytes
-    ) -> tuple[Any, Any]:
-        """Send the pipeline on `conn` (taken from `wire`) and read both replies."""
-        try:
-            await send(conn, data)
-            async with asyncio.timeout(conn.socket_timeout):
-                xread, reply = await read_replies(conn, 2)
-        except BaseException:
-            # A half-read reply stream must never reach the next user.
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            wire.give(conn)
-        return xread, reply
 
     async def _block(self, names: list[str], seen: list[bytes], seconds: float) -> None:
         # XREAD from the ids the script saw: an XADD since then returns at once.
         ms = max(1, int(seconds * 1000))
         streams = [self.client.keys.queue(q).wake for q in names]
         if not self.client.cluster or len(streams) == 1:
-            await self.client.block(streams[0], ["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
+            await self.client.block(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
             return
         # On Cluster one XREAD per queue (one slot each); the first to return wins.
         tasks = [
-            asyncio.create_task(self.client.block(s, ["XREAD", "BLOCK", ms, "STREAMS", s, i]))
+            asyncio.create_task(self.client.block(["XREAD", "BLOCK", ms, "STREAMS", s, i]))
             for s, i in zip(streams, seen, strict=True)
         ]
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as rx
 from upnext.broker.protocol import (
     MAX_PRIORITY,
     Ack,
@@ -38,7 +37,6 @@ from upnext_redis._replies import (
     receipt_of,
     unpart,
 )
-from upnext_redis._wire import pack_args
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, SETTLE, STATS
@@ -51,8 +49,6 @@ __all__ = ["RedisBroker"]
 _ENQUEUE_CHUNK = 2_000
 # Items per settle script: Lua's unpack() takes at most ~8,000 values.
 _SETTLE_CHUNK = 1_000
-
-_RETRIABLE = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class RedisBroker(RedisStateStore):
@@ -76,7 +72,6 @@ class RedisBroker(RedisStateStore):
         self._dlq = DeadLetters(self._client)
         self._receiver = Receiver(self._client, self.options.recovery_interval, self.settle)
         self._known: set[str] = set()
-        self._enqueue_heads: dict[str, bytes] = {}
         self._connected = False
 
     @classmethod
@@ -122,17 +117,11 @@ class RedisBroker(RedisStateStore):
         """Store every envelope in one pipelined round trip; wake receivers."""
         if not envelopes:
             return
-        if len(envelopes) == 1 and envelopes[0].queue in self._known and not self._client.cluster:
-            # One job to a queue seen before (the common submit): a prebuilt head.
+        if len(envelopes) == 1 and envelopes[0].queue in self._known:
+            # One job to a queue seen before (the common submit): one script, no SADD.
             env = envelopes[0]
-            head = self._enqueue_heads.get(env.queue)
-            if head is None:
-                count, fixed = self._client.script_head(
-                    ENQUEUE, self._client.keys.queue(env.queue).group
-                )
-                head = self._enqueue_heads[env.queue] = b"*%d\r\n" % (count + 5) + fixed
-            tail = pack_args((1, env.id, env.body, delay_ms(env.delay), env.priority))
-            await self._client.eval_packed(ENQUEUE, head + tail)
+            job = (1, env.id, env.body, delay_ms(env.delay), env.priority)
+            await self._client.eval(ENQUEUE, self._client.keys.queue(env.queue).group, job)
             return
         calls = []
         for part in self._parts([e.queue for e in envelopes], _ENQUEUE_CHUNK):

@@ -39,7 +39,7 @@ PEXPIRE) and ``s:<key>`` (zset: member -> slot expiry in microseconds).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from upnext.errors import ConfigurationError
 
@@ -71,11 +71,12 @@ class QueueKeys:
     """The keys of one queue, in script order."""
 
     base: str
+    # Every structural key of the queue, in the order scripts expect: built
+    # once (KeySpace keeps these objects), as every script call passes it.
+    group: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def group(self) -> tuple[str, ...]:
-        """Every structural key of the queue, in the order scripts expect."""
-        return tuple(f"{self.base}{suffix}" for suffix in _SUFFIXES)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", tuple(f"{self.base}{s}" for s in _SUFFIXES))
 
     @property
     def wake(self) -> str:

@@ -14,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from upnext.broker import Backoff
 from upnext.broker.protocol import ResultWrite
 from upnext.errors import BrokerUnavailable
 
 from upnext_redis._client import RedisClient
 from upnext_redis._millis import whole_ms
-from upnext_redis._wire import pack, send
 
 __all__ = ["ResultListener", "Results", "ttl_ms"]
 
@@ -49,14 +49,14 @@ class _Channel:
 
 
 class ResultListener:
-    """One pub/sub connection that wakes every local waiter of a result."""
+    """One redis-py pub/sub connection that wakes every local waiter of a result."""
 
-    def __init__(self, make: Callable[[], AbstractConnection], control: str, ping: float) -> None:
-        self._make = make
+    def __init__(self, client: Redis, control: str, ping: float) -> None:
+        self._client = client
         self._control = control.encode()
         self._ping = ping
         self._channels: dict[bytes, _Channel] = {}
-        self._conn: AbstractConnection | None = None
+        self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
 
@@ -95,65 +95,70 @@ class ResultListener:
             self._send("UNSUBSCRIBE", channel)
 
     def _send(self, command: str, channel: bytes) -> None:
-        conn = self._conn
-        if conn is None:
+        pubsub = self._pubsub
+        if pubsub is None:
             return  # the listener subscribes to every watched channel when it connects
-        task = asyncio.get_running_loop().create_task(self._write(conn, command, channel))
+        task = asyncio.get_running_loop().create_task(self._write(pubsub, command, channel))
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
 
-    async def _write(self, conn: AbstractConnection, command: str, channel: bytes) -> None:
-        # Skip an unsubscribe made stale by a new waiter in the meantime.
-        if command == "UNSUBSCRIBE" and channel in self._channels:
-            return
+    async def _write(self, pubsub: PubSub, command: str, channel: bytes) -> None:
         with contextlib.suppress(Exception):
-            await send(conn, pack([command, channel]))
+            if command == "SUBSCRIBE":
+                await pubsub.subscribe(channel)
+            elif channel not in self._channels:  # not made stale by a new waiter meanwhile
+                await pubsub.unsubscribe(channel)
 
     async def _run(self) -> None:
         backoff = Backoff(first=0.05, cap=2.0)
         while True:
-            conn = self._make()
+            pubsub = self._client.pubsub()
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                # No await between publishing the connection and the snapshot:
-                # a channel watched after this line sends its own SUBSCRIBE.
-                self._conn = conn
-                await send(conn, pack(["SUBSCRIBE", self._control, *self._channels]))
+                await self._subscribe(pubsub)
                 backoff.reset()
-                await self._read(conn)
+                await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("result listener lost its Redis connection (%s); reconnecting", exc)
             finally:
-                self._conn = None
+                self._pubsub = None
                 for state in self._channels.values():
                     state.subscribed.clear()
                 with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
+                    await pubsub.aclose()
             await asyncio.sleep(next(backoff))
 
-    async def _read(self, conn: AbstractConnection) -> None:
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        """Subscribe to the control channel and every watched one (the first send connects)."""
+        first = list(self._channels)
+        await pubsub.subscribe(self._control, *first)
+        # No await between publishing the pub/sub and the snapshot below: a
+        # channel watched after this line sends its own SUBSCRIBE.
+        self._pubsub = pubsub
+        since = [channel for channel in self._channels if channel not in first]
+        if since:
+            await pubsub.subscribe(*since)
+
+    async def _read(self, pubsub: PubSub) -> None:
         pinged = False
         while True:
-            reply: Any = await conn.read_response(timeout=self._ping, disconnect_on_error=False)
-            if reply is None:
+            message: Any = await pubsub.get_message(timeout=self._ping)
+            if message is None:
                 if pinged:
                     raise ConnectionError("no answer to PING on the pub/sub connection")
-                await send(conn, pack(["PING"]))
+                await pubsub.ping()
                 pinged = True
                 continue
             pinged = False
-            if not isinstance(reply, list) or len(reply) < 2:
-                continue
-            kind, channel = reply[0], reply[1]
-            state = self._channels.get(channel)
-            if kind == b"message" and state is not None:
+            kind, channel = message.get("type"), message.get("channel")
+            state = self._channels.get(channel) if isinstance(channel, bytes) else None
+            if kind == "message" and state is not None:
                 state.wake()
-            elif kind == b"subscribe" and state is not None:
+            elif kind == "subscribe" and state is not None:
                 state.subscribed.set()
                 state.wake()  # re-read: a result may have landed while unsubscribed
-            elif kind == b"unsubscribe" and state is not None:
+            elif kind == "unsubscribe" and state is not None:
                 state.subscribed.clear()
                 self._send("SUBSCRIBE", channel)
 
@@ -179,7 +184,7 @@ class Results:
     def __init__(self, client: RedisClient) -> None:
         self._client = client
         self.listener = ResultListener(
-            client.new_connection,
+            client.clients.listener,
             client.keys.listener_channel,
             client.options.health_check_interval,
         )
