@@ -25,7 +25,13 @@ key                             value                            lifetime
 
 from __future__ import annotations
 
-from typing import Final
+import logging
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from upnext.broker.state import StateStore
 
 __all__ = [
     "CANCEL_PREFIX",
@@ -35,8 +41,12 @@ __all__ = [
     "WORKER_PREFIX",
     "cancel_key",
     "metrics_key",
+    "read_prefix",
     "worker_key",
 ]
+
+log = logging.getLogger("upnext.state")
+M = TypeVar("M", bound=BaseModel)
 
 CORE_PREFIX: Final = "upnext:"
 WORKER_PREFIX: Final = f"{CORE_PREFIX}worker:"
@@ -59,3 +69,22 @@ def cancel_key(job_id: str) -> str:
 def metrics_key(worker_id: str) -> str:
     """The key of a worker's metrics snapshot."""
     return f"{METRICS_PREFIX}{worker_id}"
+
+
+async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:
+    """Every live value under `prefix` read as `model`, in key order.
+
+    A value that is not a `model` (written by another upnext version) is
+    skipped: not ours to read.
+    """
+    found: list[M] = []
+    cursor: str | None = None
+    while True:
+        page = await state.state_scan(prefix, limit=100, cursor=cursor)
+        for key, entry in page.entries:
+            try:
+                found.append(model.model_validate_json(entry.value))
+            except ValidationError:
+                log.debug("skipping state entry %s: not a %s", key, model.__name__)
+        if (cursor := page.next_cursor) is None:
+            return found

@@ -7,20 +7,17 @@ or a few ticks after its worker died.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from upnext._statekeys import WORKER_PREFIX
+from upnext._statekeys import WORKER_PREFIX, read_prefix
 
 if TYPE_CHECKING:
     from upnext._worker import Worker
     from upnext.broker.state import StateStore
 
 __all__ = ["RunningJob", "WorkerInfo", "live_workers", "read_registry"]
-
-log = logging.getLogger("upnext.worker")
 
 
 class RunningJob(BaseModel):
@@ -64,17 +61,7 @@ class WorkerInfo(BaseModel):
 
 async def read_registry(state: StateStore) -> list[WorkerInfo]:
     """Every live worker in `state`'s registry, ordered by worker id."""
-    found: list[WorkerInfo] = []
-    cursor: str | None = None
-    while True:
-        page = await state.state_scan(WORKER_PREFIX, limit=100, cursor=cursor)
-        for key, entry in page.entries:
-            try:
-                found.append(WorkerInfo.model_validate_json(entry.value))
-            except ValidationError:  # written by another upnext version: not ours to read
-                log.debug("skipping registry entry %s: not a WorkerInfo", key)
-        if (cursor := page.next_cursor) is None:
-            return found
+    return await read_prefix(state, WORKER_PREFIX, WorkerInfo)
 
 
 async def live_workers(worker: Worker) -> list[WorkerInfo]:
