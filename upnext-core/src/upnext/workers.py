@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from upnext._statekeys import WORKER_PREFIX, read_prefix
+from upnext._statekeys import WORKER_PREFIX
+from upnext._statekeys import read_prefix as _read_prefix
 
 if TYPE_CHECKING:
     from upnext._worker import Worker
@@ -61,7 +62,7 @@ class WorkerInfo(BaseModel):
 
 async def read_registry(state: StateStore) -> list[WorkerInfo]:
     """Every live worker in `state`'s registry, ordered by worker id."""
-    return await read_prefix(state, WORKER_PREFIX, WorkerInfo)
+    return await _read_prefix(state, WORKER_PREFIX, WorkerInfo)
 
 
 async def live_workers(worker: Worker) -> list[WorkerInfo]:
