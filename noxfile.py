@@ -20,8 +20,9 @@ nox.options.sessions = ["lint", "typecheck", "tests", "examples", "sqlite_exampl
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).resolve().parent
-# The meta distribution's extras that pull in every in-tree backend and the server.
-BACKENDS = ("redis", "rabbitmq", "postgres", "server")
+# The meta distribution's extras that pull in every in-tree backend, the server and
+# OpenTelemetry (so TracingSemantics runs, never skips, in the tests sessions).
+BACKENDS = ("redis", "rabbitmq", "postgres", "server", "otel")
 # Checked one group at a time: each package has its own tests/conftest.py.
 SOURCE_GROUPS = [
     ["upnext-core"],

@@ -447,3 +447,49 @@ async def test_settles_inline_runs_in_the_jobs_task_and_a_raise_is_only_logged(
     assert inline.in_background == [False, False, False]
     assert background.in_background == [True, True, True]
     assert "inline after_settle broke" in caplog.text
+
+
+class Headers(Middleware):
+    """Sets a header at submit; each attempt notes the headers it got and adds its own."""
+
+    def __init__(self, header: object = "sent") -> None:
+        self.header = header
+        self.seen: list[dict[str, str]] = []
+
+    async def before_enqueue(self, submission: Submission) -> None:
+        submission.headers["origin"] = self.header  # type: ignore[assignment]
+
+    async def around_run(self, job: Job, call_next: CallNext) -> Any:
+        self.seen.append(dict(job.headers))
+        job.headers[f"attempt-{job.attempt}"] = "ran"
+        return await call_next()
+
+
+async def test_headers_travel_to_the_worker_and_through_a_retry() -> None:
+    """Submission.headers reach Job.headers; what attempt 1 adds, attempt 2 reads."""
+    headers = Headers()
+    worker = _worker(middleware=[headers])
+
+    @worker.task(retries=1, retry_delay=0.01)
+    async def flaky() -> str:
+        if len(headers.seen) == 1:
+            raise ValueError("first attempt fails")
+        return "ok"
+
+    async with worker:
+        assert (await (await flaky.submit()).result(LIMIT)).value == "ok"
+    assert headers.seen == [{"origin": "sent"}, {"origin": "sent", "attempt-1": "ran"}]
+
+
+async def test_headers_that_are_not_strings_are_refused_before_any_io() -> None:
+    worker = _worker(middleware=[Headers(header=3)])
+
+    @worker.task
+    async def job() -> None: ...
+
+    broker = (await worker.client()).broker
+    assert isinstance(broker, MemoryBroker)
+    with pytest.raises(ConfigurationError, match="headers must map str to str"):
+        await job.submit()
+    assert broker.pending() == 0
+    await worker.aclose()

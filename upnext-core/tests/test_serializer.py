@@ -70,6 +70,21 @@ def test_body_round_trips() -> None:
     assert decode_body(data, 10_000) == body
 
 
+def test_a_body_without_headers_has_no_headers_key() -> None:
+    """No headers: the bytes are those of a body from before the field existed."""
+    body = _body()
+    assert "headers" not in json.loads(encode_body(body, 10_000))
+    assert "headers" not in json.loads(DeadLetterData(reason="r", body=body).to_json())["body"]
+    assert decode_body(encode_body(body, 10_000), 10_000).headers is None
+
+
+def test_headers_round_trip_in_bodies_and_dead_letter_entries() -> None:
+    body = _body(headers={"traceparent": "00-ab-cd-01"})
+    assert decode_body(encode_body(body, 10_000), 10_000) == body
+    entry = DeadLetterData(reason="r", body=body).to_json()
+    assert DeadLetterData.model_validate_json(entry).body == body
+
+
 def test_check_size_at_the_limit() -> None:
     assert check_size(b"x" * 10, 10, "it") == b"x" * 10
     with pytest.raises(PayloadTooLarge) as info:

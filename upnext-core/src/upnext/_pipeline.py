@@ -181,6 +181,16 @@ def collect_middleware(
     return tuple(checked)
 
 
+def _checked_headers(headers: dict[str, str], job_id: str) -> dict[str, str]:
+    """`headers` themselves if every key and value is a str, else a one-line error."""
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigurationError(
+                f"job {job_id}: headers must map str to str, got {key!r}: {value!r}"
+            )
+    return headers
+
+
 async def before_enqueue(
     stage: Sequence[Middleware],
     task: Task[Any, Any],
@@ -200,5 +210,7 @@ async def before_enqueue(
             await middleware.before_enqueue(submission)
         submission.delay = check_duration("delay", submission.delay, owner=f"job {body.id}")
         check_priority(submission.priority)
+        if submission.headers:
+            body.headers = _checked_headers(submission.headers, body.id)
         submissions.append(submission)
     return submissions

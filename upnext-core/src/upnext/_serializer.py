@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetterData",
     "JobBody",
     "ResultRecord",
+    "body_json",
     "check_finite",
     "check_size",
     "decode_body",
@@ -73,6 +74,20 @@ class JobBody(BaseModel):  # type: ignore[no-redef]  # a field named kwargs vs t
     reply_to: str | None = None
     result_ttl: float = Field(default=3600.0, ge=0.0, le=MAX_DURATION)
     enqueued_at: float = 0.0
+    # Set by middleware (a trace context, say), carried through retries; no
+    # backend reads them. Left out of the JSON while None (see `body_json`).
+    headers: dict[str, str] | None = None
+
+
+# `exclude` arguments that leave out headers that are None: a body without
+# headers is the same bytes as before the field existed (and as small).
+_NO_HEADERS = {"headers"}
+_NO_BODY_HEADERS = {"body": {"headers"}}
+
+
+def body_json(body: JobBody) -> bytes:
+    """The body as JSON bytes, without a `headers` key when it has none (unchecked)."""
+    return body.model_dump_json(exclude=_NO_HEADERS if body.headers is None else None).encode()
 
 
 class _Version(BaseModel):
@@ -102,6 +117,11 @@ class DeadLetterData(BaseModel):
     raw: str | None = None  # base64 of an undecodable body
     priority: int = 0  # the envelope's, for a replay
 
+    def to_json(self) -> bytes:
+        """The entry as JSON bytes; its body without a `headers` key when it has none."""
+        bare = self.body is None or self.body.headers is None
+        return self.model_dump_json(exclude=_NO_BODY_HEADERS if bare else None).encode()
+
     @classmethod
     def for_raw(cls, reason: str, error: ErrorInfo, raw: bytes) -> DeadLetterData:
         """An entry for bytes that never decoded into a job."""
@@ -118,7 +138,7 @@ def check_size(data: bytes, limit: int, what: str) -> bytes:
 def encode_body(body: JobBody, limit: int) -> bytes:
     """The body as bytes, checked against `limit` (and for NaN/Infinity) before any I/O."""
     what = f"job {body.id} ({body.fn})"
-    return check_size(check_finite(body.model_dump_json().encode(), what), limit, what)
+    return check_size(check_finite(body_json(body), what), limit, what)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -21,6 +21,7 @@ from upnext._serializer import (
     DeadLetterData,
     JobBody,
     ResultRecord,
+    body_json,
     check_finite,
 )
 from upnext._serializer import Outcome as RecordOutcome
@@ -107,7 +108,7 @@ def dead_letter(
         function=body.fn if body is not None else function,
         reason=reason,
         failed_at=now,
-        data=data.model_dump_json().encode(),
+        data=data.to_json(),
     )
     result_record = ResultRecord(
         s="failed",
@@ -167,7 +168,7 @@ def settle_lost(delivery: Delivery, body: JobBody, max_lost_runs: int) -> tuple[
         return dead_letter(
             delivery, reason="worker lost", error=error, body=updated, attempts=body.attempts
         ), True
-    retry = Retry(delivery, updated.model_dump_json().encode(), 0.0)
+    retry = Retry(delivery, body_json(updated), 0.0)
     return Settlement(retry, status="scheduled"), False
 
 
@@ -238,7 +239,7 @@ def settle_attempt(delivery: Delivery, attempt: Outcome) -> Settlement:
         retry_body = body.model_copy(update={"attempts": attempt.number, "history": history})
         retry_event = _with(event, status="scheduled", next_delay=delay)
         return Settlement(
-            Retry(delivery, retry_body.model_dump_json().encode(), delay),
+            Retry(delivery, body_json(retry_body), delay),
             events=[("on_retry", "upnext_job_retrying", retry_event)],
             status="scheduled",
         )

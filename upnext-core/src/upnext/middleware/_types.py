@@ -9,7 +9,7 @@ stage may answer with a `Decision`: `Skip`, `Delay`, `Release` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from upnext._durations import duration_problem
@@ -95,7 +95,9 @@ class Job:
     are the decoded arguments (None when the body could not be decoded or
     validated); `task` is None when no task of that name is registered here.
     `state` is a dict for middleware to carry data from one stage to the next
-    of the same job (a span, a slot it holds).
+    of the same job (a span, a slot it holds); `headers` are the job's own (a
+    trace context), and what a middleware writes there before the settle
+    travels with the job's retry.
     """
 
     __slots__ = (
@@ -152,6 +154,21 @@ class Job:
         return self._run.cancel_reason
 
     @property
+    def headers(self) -> dict[str, str]:
+        """The job's headers (made on first use; empty for an undecodable body).
+
+        Written before the settle, they are part of the retry's body: that is
+        how one attempt leaves something for the next.
+        """
+        body = self.body
+        if body is None:
+            kept: dict[str, str] = self.state.setdefault("_headers", {})
+            return kept
+        if body.headers is None:
+            body.headers = {}
+        return body.headers
+
+    @property
     def state(self) -> dict[str, Any]:
         """Scratch space of this job's run, shared by the stages (made on first use)."""
         if self._state is None:
@@ -187,7 +204,9 @@ class Submission:
 
     `delay` (seconds) and `priority` may be changed; `dedupe_to` makes the
     caller get a Future for that existing job id instead of enqueuing this one.
-    `args` and `kwargs` are the encoded (JSON-ready) arguments.
+    `args` and `kwargs` are the encoded (JSON-ready) arguments. `headers`
+    (strings to strings, a trace context say) travel with the job to the
+    worker's `Job.headers`, and through its retries.
     """
 
     task: Task[Any, Any]
@@ -198,6 +217,7 @@ class Submission:
     delay: float = 0.0
     priority: int = 0
     dedupe_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def dedupe(self, job_id: str) -> None:
         """Do not enqueue this job: the caller gets a Future for `job_id` instead."""

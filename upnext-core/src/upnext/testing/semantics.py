@@ -24,7 +24,8 @@ Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
 `dlq_access`, `dedupes_on_enqueue`, `priority_levels` > 1) skip with the
-reason shown when the connected broker lacks it.
+reason shown when the connected broker lacks it; `TracingSemantics` skips
+without ``upnext[otel]`` installed.
 Subclass a single theme class instead to run only that part, and override a
 test by defining a method of the same name.
 """
@@ -47,6 +48,7 @@ from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
+from upnext.testing.semantics_tracing import TracingSemantics
 from upnext.testing.semantics_workflows import WorkflowSemantics
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "RetrySemantics",
     "SemanticsBase",
     "TimeoutSemantics",
+    "TracingSemantics",
     "WorkerFactory",
     "WorkerSemantics",
     "WorkflowSemantics",
@@ -89,5 +92,6 @@ class WorkerSemantics(
     JobIdSemantics,
     MiddlewareSemantics,
     PrioritySemantics,
+    TracingSemantics,
 ):
     """Every behaviour the docs state, through a real worker on your broker."""
