@@ -4,7 +4,13 @@ Only the command configures logging; upnext used as a library adds no
 handler (its loggers, ``upnext`` and below, reach whatever the application
 set up). The command's handler is a `QueueHandler` on the root logger: the
 event loop only merges a record's message and puts it on a queue, and a
-`QueueListener` thread formats it and writes it to stderr.
+listener thread formats it and writes it to stderr.
+
+The listener wakes every `FLUSH_INTERVAL` seconds, not once per record: a
+thread woken on every put would contend for the GIL with the event loop for
+each job line. Each wake-up writes what was queued as one write and one
+flush; stopping writes the rest. A process killed outright loses the lines
+of its last interval at most.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import json
 import logging
 import queue
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
 from upnext._joblog import JOB_FIELDS
@@ -26,6 +33,7 @@ __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+FLUSH_INTERVAL = 0.1  # seconds between the listener's wake-ups: how late a line may appear
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +82,52 @@ class _MergingQueueHandler(QueueHandler):
         return record
 
 
+class _BatchListener:
+    """Writes queued records through `handler`'s formatter and stream, in batches, on a thread."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.StreamHandler[TextIO]
+    ) -> None:
+        self._records = records
+        self._handler = handler
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upnext-log-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every record queued so far, then end the thread."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(FLUSH_INTERVAL):
+            self._write_queued()
+        self._write_queued()
+
+    def _write_queued(self) -> None:
+        lines: list[str] = []
+        last: logging.LogRecord | None = None
+        while True:
+            try:
+                last = self._records.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                lines.append(self._handler.format(last) + self._handler.terminator)
+            except Exception:  # a broken record: reported the stdlib's way, the rest written
+                self._handler.handleError(last)
+        if lines and last is not None:
+            try:
+                stream = self._handler.stream
+                stream.write("".join(lines))
+                stream.flush()
+            except Exception:
+                self._handler.handleError(last)
+
+
 @contextmanager
 def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterator[None]:
     """Log upnext's records at `level` and above as `fmt` ("text" or "json") lines.
@@ -110,7 +164,7 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
     handler.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     queued = _MergingQueueHandler(records)
-    listener = QueueListener(records, handler)
+    listener = _BatchListener(records, handler)
     listener.start()
     root.addHandler(queued)
     try:
@@ -118,4 +172,3 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
     finally:
         root.removeHandler(queued)
         listener.stop()  # writes what is queued, then ends its thread
-        handler.flush()
