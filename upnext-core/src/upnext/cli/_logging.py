@@ -20,6 +20,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FLUSH_INTERVAL = 0.1  # seconds between the listener's wake-ups: how late a line may appear
+_ENCODER = json.JSONEncoder(default=str)  # json.dumps(..., default=str) builds one per call
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,12 +46,14 @@ class JsonFormatter(logging.Formatter):
     goes in `exception`.
     """
 
+    _second = -1  # the second `_date_time` and `_zone` were computed for
+    _date_time = ""
+    _zone = ""
+
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
         data: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "timestamp": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -64,7 +68,39 @@ class JsonFormatter(logging.Formatter):
             data["exception"] = record.exc_text
         if record.stack_info:
             data["stack"] = record.stack_info
-        return json.dumps(data, default=str)
+        return _ENCODER.encode(data)
+
+    def _timestamp(self, created: float) -> str:
+        """`created` as ISO 8601 UTC to the millisecond; the date and time part cached per second.
+
+        Reads as ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``
+        (microseconds rounded half-even, then cut to milliseconds).
+        """
+        second = int(created)
+        micro = round((created - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second:
+            stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+            self._second, self._date_time, self._zone = second, stamp[:19], stamp[19:]
+        return f"{self._date_time}.{micro // 1000:03d}{self._zone}"
+
+
+class _TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, with the local date and time part of `asctime` cached per second."""
+
+    _second = -1
+    _date_time = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As `logging.Formatter.formatTime`, strftime run once per second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            local = self.converter(record.created)
+            self._second, self._date_time = second, time.strftime(self.default_time_format, local)
+        return self.default_msec_format % (self._date_time, record.msecs)
 
 
 class _MergingQueueHandler(QueueHandler):
@@ -160,7 +196,7 @@ def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterat
 def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> Iterator[None]:
     """A stream handler fed through a queue and a listener thread, on `root` meanwhile."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     queued = _MergingQueueHandler(records)
