@@ -100,7 +100,8 @@ class _TextFormatter(logging.Formatter):
         if second != self._second:
             local = self.converter(record.created)
             self._second, self._date_time = second, time.strftime(self.default_time_format, local)
-        return self.default_msec_format % (self._date_time, record.msecs)
+        with_msecs = self.default_msec_format
+        return with_msecs % (self._date_time, record.msecs) if with_msecs else self._date_time
 
 
 class _MergingQueueHandler(QueueHandler):
@@ -116,6 +117,15 @@ class _MergingQueueHandler(QueueHandler):
         record.msg = record.message = record.getMessage()
         record.args = None
         return record
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As `logging.Handler.handle`, without its lock: the queue is thread-safe already."""
+        passed: object = self.filter(record)
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = passed
+        if passed:
+            self.emit(record)
+        return bool(passed)
 
 
 class _BatchListener:
