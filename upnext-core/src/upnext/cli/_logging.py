@@ -35,6 +35,7 @@ __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FLUSH_INTERVAL = 0.1  # seconds between the listener's wake-ups: how late a line may appear
+_BATCH = 10_000  # records per write at most: a backlog is written in pieces, not held whole
 _ENCODER = json.JSONEncoder(default=str)  # json.dumps(..., default=str) builds one per call
 
 
@@ -149,18 +150,25 @@ class _BatchListener:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stopping.wait(FLUSH_INTERVAL):
-            self._write_queued()
-        self._write_queued()
+        while True:
+            stopping = self._stopping.is_set()  # read first: what is queued now gets written
+            while self._write_queued() == _BATCH:  # a backlog: write on, no wait
+                pass
+            if stopping:
+                return
+            self._stopping.wait(FLUSH_INTERVAL)
 
-    def _write_queued(self) -> None:
+    def _write_queued(self) -> int:
+        """Write up to `_BATCH` queued records; how many were taken."""
         lines: list[str] = []
         last: logging.LogRecord | None = None
-        while True:
+        taken = 0
+        while taken < _BATCH:
             try:
                 last = self._records.get_nowait()
             except queue.Empty:
                 break
+            taken += 1
             try:
                 lines.append(self._handler.format(last) + self._handler.terminator)
             except Exception:  # a broken record: reported the stdlib's way, the rest written
@@ -172,6 +180,7 @@ class _BatchListener:
                 stream.flush()
             except Exception:
                 self._handler.handleError(last)
+        return taken
 
 
 @contextmanager
