@@ -220,7 +220,9 @@ def _fields(job: Job, outcome: str, **more: Any) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "outcome": outcome,
     }
-    fields.update((key, value) for key, value in more.items() if value is not None)
+    for key, value in more.items():  # a loop, not a generator: once per job line
+        if value is not None:
+            fields[key] = value
     return fields
 
 

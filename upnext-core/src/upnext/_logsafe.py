@@ -4,8 +4,9 @@ Client libraries log connection URLs themselves (aiormq: "Reconnect attempt
 failed amqp:/guest:secret@..." for a URL it cannot parse), and a user's
 handlers print whatever reaches them. So upnext attaches one filter to the
 loggers of every library it drives, not to handlers: it rewrites a record's
-message (and traceback text) with URL passwords, and every password a
-broker URL of this process carries, replaced by ``***`` (`upnext.broker.redact`).
+message (its traceback text, and its `error` and `reason` attributes) with
+URL passwords, and every password a broker URL of this process carries,
+replaced by ``***`` (`upnext.broker.redact`).
 
 A logger filter sees only records logged on that very logger, not those
 propagated from its children; so the filter goes on each existing logger
@@ -38,6 +39,9 @@ LIBRARY_LOGGERS = (
     "starlette",
     "asyncio",
 )
+# Free-text fields upnext's records carry as attributes (`upnext._joblog`): a structured
+# formatter writes them beside the message, so they are scrubbed as it is.
+_TEXT_FIELDS = ("error", "reason")
 _SHORTEST_SECRET = 8  # shorter ones would blank out ordinary words (guest:guest)
 
 
@@ -47,6 +51,8 @@ class PasswordFilter(logging.Filter):
     def __init__(self) -> None:
         super().__init__("upnext-passwords")
         self._secrets: frozenset[str] = frozenset()
+        # longest first (a password inside another), rebuilt on `remember`, not per record
+        self._ordered: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def remember(self, url: str) -> None:
@@ -54,10 +60,15 @@ class PasswordFilter(logging.Filter):
         found = {s for s in url_secrets(url) if len(s) >= _SHORTEST_SECRET}
         with self._lock:
             self._secrets |= found
+            self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
         """`text` with URL passwords and remembered secrets replaced by ``***``."""
-        return redact(text, secrets=self._secrets)
+        text = redact(text)  # URL passwords
+        for secret in self._ordered:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -67,6 +78,10 @@ class PasswordFilter(logging.Filter):
         clean = self.scrub(message)
         if clean != message:
             record.msg, record.args = clean, None
+        for field in _TEXT_FIELDS:
+            value = getattr(record, field, None)
+            if isinstance(value, str):
+                setattr(record, field, self.scrub(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

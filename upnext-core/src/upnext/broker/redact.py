@@ -63,7 +63,13 @@ def url_secrets(url: str) -> frozenset[str]:
 
 def redact(text: str, *urls: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every URL password, and each password of `urls` and `secrets`, as ``***``."""
-    text = _QUERY_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+    # Each pattern needs its literal character: the common text without one skips the regex.
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1:***@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(r"\1***", text)
+    if not urls and not secrets:  # URL passwords only (the log filter's path, once per record)
+        return text
     hidden = set(secrets).union(*(url_secrets(url) for url in urls))
     for secret in sorted(hidden, key=len, reverse=True):  # a password inside another: longest first
         if secret:

@@ -4,7 +4,13 @@ Only the command configures logging; upnext used as a library adds no
 handler (its loggers, ``upnext`` and below, reach whatever the application
 set up). The command's handler is a `QueueHandler` on the root logger: the
 event loop only merges a record's message and puts it on a queue, and a
-`QueueListener` thread formats it and writes it to stderr.
+listener thread formats it and writes it to stderr.
+
+The listener wakes every `FLUSH_INTERVAL` seconds, not once per record: a
+thread woken on every put would contend for the GIL with the event loop for
+each job line. Each wake-up writes what was queued as one write and one
+flush; stopping writes the rest. A process killed outright loses the lines
+of its last interval at most.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import json
 import logging
 import queue
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
 from upnext._joblog import JOB_FIELDS
@@ -26,6 +34,9 @@ __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+FLUSH_INTERVAL = 0.1  # seconds between the listener's wake-ups: how late a line may appear
+_BATCH = 10_000  # records per write at most: a backlog is written in pieces, not held whole
+_ENCODER = json.JSONEncoder(default=str)  # json.dumps(..., default=str) builds one per call
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,12 +47,14 @@ class JsonFormatter(logging.Formatter):
     goes in `exception`.
     """
 
+    _second = -1  # the second `_date_time` and `_zone` were computed for
+    _date_time = ""
+    _zone = ""
+
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
         data: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "timestamp": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -56,7 +69,40 @@ class JsonFormatter(logging.Formatter):
             data["exception"] = record.exc_text
         if record.stack_info:
             data["stack"] = record.stack_info
-        return json.dumps(data, default=str)
+        return _ENCODER.encode(data)
+
+    def _timestamp(self, created: float) -> str:
+        """`created` as ISO 8601 UTC to the millisecond; the date and time part cached per second.
+
+        Reads as ``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``
+        (microseconds rounded half-even, then cut to milliseconds).
+        """
+        second = int(created)
+        micro = round((created - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second:
+            stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+            self._second, self._date_time, self._zone = second, stamp[:19], stamp[19:]
+        return f"{self._date_time}.{micro // 1000:03d}{self._zone}"
+
+
+class _TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, with the local date and time part of `asctime` cached per second."""
+
+    _second = -1
+    _date_time = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As `logging.Formatter.formatTime`, strftime run once per second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            local = self.converter(record.created)
+            self._second, self._date_time = second, time.strftime(self.default_time_format, local)
+        with_msecs = self.default_msec_format
+        return with_msecs % (self._date_time, record.msecs) if with_msecs else self._date_time
 
 
 class _MergingQueueHandler(QueueHandler):
@@ -72,6 +118,69 @@ class _MergingQueueHandler(QueueHandler):
         record.msg = record.message = record.getMessage()
         record.args = None
         return record
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As `logging.Handler.handle`, without its lock: the queue is thread-safe already."""
+        passed: object = self.filter(record)
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = passed
+        if passed:
+            self.emit(record)
+        return bool(passed)
+
+
+class _BatchListener:
+    """Writes queued records through `handler`'s formatter and stream, in batches, on a thread."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.StreamHandler[TextIO]
+    ) -> None:
+        self._records = records
+        self._handler = handler
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upnext-log-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every record queued so far, then end the thread."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stopping.is_set()  # read first: what is queued now gets written
+            while self._write_queued() == _BATCH:  # a backlog: write on, no wait
+                pass
+            if stopping:
+                return
+            self._stopping.wait(FLUSH_INTERVAL)
+
+    def _write_queued(self) -> int:
+        """Write up to `_BATCH` queued records; how many were taken."""
+        lines: list[str] = []
+        last: logging.LogRecord | None = None
+        taken = 0
+        while taken < _BATCH:
+            try:
+                last = self._records.get_nowait()
+            except queue.Empty:
+                break
+            taken += 1
+            try:
+                lines.append(self._handler.format(last) + self._handler.terminator)
+            except Exception:  # a broken record: reported the stdlib's way, the rest written
+                self._handler.handleError(last)
+        if lines and last is not None:
+            try:
+                stream = self._handler.stream
+                stream.write("".join(lines))
+                stream.flush()
+            except Exception:
+                self._handler.handleError(last)
+        return taken
 
 
 @contextmanager
@@ -106,11 +215,11 @@ def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterat
 def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> Iterator[None]:
     """A stream handler fed through a queue and a listener thread, on `root` meanwhile."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     queued = _MergingQueueHandler(records)
-    listener = QueueListener(records, handler)
+    listener = _BatchListener(records, handler)
     listener.start()
     root.addHandler(queued)
     try:
@@ -118,4 +227,3 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
     finally:
         root.removeHandler(queued)
         listener.stop()  # writes what is queued, then ends its thread
-        handler.flush()

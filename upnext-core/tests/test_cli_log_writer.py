@@ -1,0 +1,109 @@
+"""The CLI's log writer thread: lines appear while the worker idles, none lost at a stop.
+
+And the job fields a JSON line writes (`error`, `reason`) are scrubbed of
+passwords like the message is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import upnext
+from upnext.cli._logging import worker_logging
+from upnext.testing.semantics_base import wait_until
+
+LIMIT = 5.0
+SECRET = "writer-canary-" + uuid.uuid4().hex[:8]
+
+
+def _worker(monkeypatch: pytest.MonkeyPatch) -> upnext.Worker:
+    # pytest's capture handlers on the root (set per test phase) would make
+    # `worker_logging` add none of its own
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    return upnext.Worker(
+        f"writer-{uuid.uuid4().hex[:8]}", broker=f"memory://{uuid.uuid4().hex}", load_plugins=False
+    )
+
+
+def _job_lines(path: Path, job_ids: set[str]) -> list[str]:
+    return [
+        line
+        for line in path.read_text().splitlines()
+        if line.split()[4:5] == ["job"] and line.split()[5] in job_ids
+    ]
+
+
+async def test_a_line_written_while_the_worker_idles_is_in_the_file_within_half_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer flushes on its own schedule, not only at a stop."""
+    worker = _worker(monkeypatch)
+
+    @worker.task
+    async def work() -> int:
+        return 1
+
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "text", stream=out):
+        async with worker:
+            job = await work.submit()
+            await job.value(timeout=LIMIT)
+            done = time.monotonic()
+            await wait_until(
+                lambda: len(_job_lines(path, {job.job_id})) == 1, within=LIMIT, what="the line"
+            )
+            assert time.monotonic() - done < 0.5
+    assert "succeeded in" in _job_lines(path, {job.job_id})[0]
+
+
+async def test_every_line_is_in_the_file_after_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 jobs drained, the worker stopped: 300 job lines, then the stop line last."""
+    worker = _worker(monkeypatch)
+
+    @worker.task
+    async def work(n: int) -> int:
+        return n
+
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "text", stream=out):
+        async with worker:
+            jobs = await work.submit_many([{"n": n} for n in range(300)])
+            for job in jobs:
+                await job.value(timeout=LIMIT)
+    lines = path.read_text().splitlines()
+    assert len(_job_lines(path, {job.job_id for job in jobs})) == 300
+    assert "upnext.worker: worker" in lines[-1]
+    assert "stopped" in lines[-1]
+
+
+async def test_a_password_in_a_jobs_error_is_hidden_in_the_message_and_the_error_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead-letter line's JSON `error` field is scrubbed as its message is."""
+    worker = _worker(monkeypatch)
+
+    @worker.task(retries=0)
+    async def connect() -> None:
+        raise ConnectionError(f"redis://app:{SECRET}@cache:6379/0 refused")
+
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "json", stream=out):
+        async with worker:
+            job = await connect.submit()
+            with pytest.raises(Exception):  # noqa: B017, PT011  # the job's failure, any type
+                await job.value(timeout=LIMIT)
+            await worker.join(timeout=LIMIT)
+    text = path.read_text()
+    assert SECRET not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    [line] = [r for r in records if r.get("job_id") == job.job_id]
+    assert line["outcome"] == "dead_lettered"
+    assert "redis://app:***@cache:6379/0 refused" in line["error"]
+    assert "redis://app:***@cache:6379/0 refused" in line["message"]
