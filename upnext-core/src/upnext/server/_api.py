@@ -1,4 +1,4 @@
-"""The REST API under /api/v1: dead-letter queue, job results, queues, health."""
+"""The REST API under /api/v1: dead-letter queue, jobs, workers, queues, health."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from upnext.server._models import (
     Purged,
     QueueList,
     Replayed,
+    WorkerList,
 )
 
 __all__ = ["router"]
@@ -106,8 +107,17 @@ async def delete_entry(backend: BackendDep, entry_id: EntryId) -> Response:
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 async def job(backend: BackendDep, job_id: EntryId, queue: QueueFilter = None) -> JobInfo:
-    """A job's final status and result from the result store, else status "unknown"."""
+    """A job's final status and result, else "active" with the live worker running it.
+
+    "unknown" when neither the result store nor a live worker knows the id.
+    """
     return await backend.job(job_id, queue)
+
+
+@router.get("/workers", tags=["workers"])
+async def workers(backend: BackendDep) -> WorkerList:
+    """Every live worker: queues, concurrency, heartbeat age and running jobs."""
+    return await backend.workers()
 
 
 @router.get("/queues", tags=["queues"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,13 +23,51 @@ from upnext.errors import (
     UnsupportedOperation,
     UpNextError,
 )
-from upnext.server._models import BulkReplayResult, Health, JobInfo, QueueInfo, Replayed
+from upnext.server._models import (
+    BulkReplayResult,
+    Health,
+    JobInfo,
+    QueueInfo,
+    Replayed,
+    RunningJobInfo,
+    WorkerEntry,
+    WorkerList,
+)
+from upnext.workers import WorkerInfo, read_registry
 
 __all__ = ["Backend"]
 
 
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _entry(info: WorkerInfo, now: float) -> WorkerEntry:
+    """`info` for the API: datetimes, and the age of its last tick (never below 0)."""
+    running = [
+        RunningJobInfo(
+            job_id=r.job_id,
+            function=r.function,
+            attempt=r.attempt,
+            started_at=_ts(r.started_at),
+            progress=r.progress,
+        )
+        for r in info.running
+    ]
+    return WorkerEntry(
+        worker_id=info.worker_id,
+        name=info.name,
+        host=info.host,
+        pid=info.pid,
+        queues=info.queues,
+        concurrency=info.concurrency,
+        started_at=datetime.fromtimestamp(info.started_at, UTC),
+        beat_at=datetime.fromtimestamp(info.beat_at, UTC),
+        # Clocks of other hosts may run ahead of this one's: a beat is never in the future.
+        heartbeat_age=round(max(0.0, now - info.beat_at), 3),
+        running_count=info.running_count,
+        running=running,
+    )
 
 
 def _management(broker: Broker, url: str, scheme: str) -> QueueStatsReader:
@@ -202,7 +241,43 @@ class Backend:
                 started_at=_ts(record.st),
                 completed_at=_ts(record.ct),
             )
-        return JobInfo(job_id=job_id, status="unknown", queue=queue)
+        return await self._active(job_id, queue) or JobInfo(
+            job_id=job_id, status="unknown", queue=queue
+        )
+
+    async def _registry(self) -> list[WorkerInfo]:
+        """Every live worker; ConfigurationError when neither broker nor store keeps state."""
+        client = await self.worker.client()
+        return await read_registry(client.require_state("the worker registry"))
+
+    async def _active(self, job_id: str, queue: str | None) -> JobInfo | None:
+        """`job_id` as a live worker runs it, or None if no live worker lists it."""
+        try:
+            infos = await self._registry()
+        except ConfigurationError:
+            return None  # no registry: a running job stays "unknown"
+        for info in infos:
+            for run in info.running:
+                if run.job_id == job_id:
+                    return JobInfo(
+                        job_id=job_id,
+                        status="active",
+                        queue=queue,
+                        function=run.function,
+                        started_at=_ts(run.started_at),
+                        worker_id=info.worker_id,
+                        attempt=run.attempt,
+                    )
+        return None
+
+    async def workers(self) -> WorkerList:
+        """Every live worker with its running jobs; "unavailable" where no state is kept."""
+        try:
+            infos = await self._registry()
+        except ConfigurationError as exc:
+            return WorkerList(workers=[], registry="unavailable", reason=self.scrub(str(exc)))
+        now = time.time()
+        return WorkerList(workers=[_entry(i, now) for i in infos], registry="available")
 
     async def replay_matching(
         self, queue: str | None, function: str | None, limit: int

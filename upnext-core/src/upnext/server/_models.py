@@ -19,6 +19,9 @@ __all__ = [
     "QueueInfo",
     "QueueList",
     "Replayed",
+    "RunningJobInfo",
+    "WorkerEntry",
+    "WorkerList",
 ]
 
 MAX_LIMIT = 500
@@ -66,10 +69,15 @@ class Purged(BaseModel):
 
 
 class JobInfo(BaseModel):
-    """A job's final state from the result store, or status "unknown"."""
+    """A job's final state from the result store, its run on a live worker, or "unknown".
+
+    Status "active": no final result yet and a live worker runs it; then
+    `worker_id` and `attempt` say who runs which attempt, and `started_at` when
+    that attempt's body started (null while it waits to start).
+    """
 
     job_id: str
-    status: Literal["complete", "failed", "cancelled", "unknown"]
+    status: Literal["complete", "failed", "cancelled", "active", "unknown"]
     queue: str | None = None
     function: str | None = None
     result: Any = None
@@ -77,6 +85,8 @@ class JobInfo(BaseModel):
     attempts: int | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    worker_id: str | None = None
+    attempt: int | None = None
 
 
 class QueueInfo(BaseModel):
@@ -101,3 +111,41 @@ class Health(BaseModel):
     status: Literal["ok"]
     scheme: str
     dlq_access: Literal["indexed", "scan"] | None
+
+
+class RunningJobInfo(BaseModel):
+    """A job a live worker runs: its attempt, start (null until its body starts), progress."""
+
+    job_id: str
+    function: str
+    attempt: int
+    started_at: datetime | None
+    progress: float | None
+
+
+class WorkerEntry(BaseModel):
+    """A live worker as its last tick described it; `heartbeat_age` is seconds since that tick.
+
+    `running_count` counts every job it runs; `running` lists them, cut short
+    only when the list would not fit one registry entry.
+    """
+
+    worker_id: str
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    beat_at: datetime
+    heartbeat_age: float
+    running_count: int
+    running: list[RunningJobInfo]
+
+
+class WorkerList(BaseModel):
+    """Every live worker; `registry` is "unavailable" (and the list empty) without a state store."""
+
+    workers: list[WorkerEntry]
+    registry: Literal["available", "unavailable"]
+    reason: str | None = None
