@@ -1,4 +1,4 @@
-"""The `upnext` command: run workers and the server, manage the dead-letter queue, submit jobs.
+"""The `upnext` command: run workers and the server, see workers, manage the DLQ, submit jobs.
 
 Built on argparse, so every command but `upnext server` works without the
 ``server`` extra. Exit codes: 0 success, 1 failure (one ``error:`` line on
@@ -21,6 +21,7 @@ from upnext.cli._load import refuse_memory
 from upnext.cli._logging import LEVELS
 from upnext.cli._output import fail
 from upnext.cli._schema import schema
+from upnext.cli._workers import run_workers
 from upnext.errors import UpNextError
 
 __all__ = ["build_parser", "main"]
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _dlq_parser(sub)
+    wks = sub.add_parser("workers", help="live workers: heartbeats and running jobs")
+    wks.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
+    wks.add_argument("--results", help="result-store URL (default: $UPNEXT_RESULTS_URL)")
+    wks.add_argument("--json", action="store_true", help="print JSON")
     bk = sub.add_parser("backends", help="installed URL schemes and their distributions")
     bk.add_argument("--json", action="store_true", help="print JSON")
     sbm = sub.add_parser("submit", help="submit one job of a task (module:task)")
@@ -152,6 +157,20 @@ def _dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run_dlq(args, worker))
 
 
+def _workers(args: argparse.Namespace) -> int:
+    broker = args.broker or os.environ.get(ENV_BROKER)
+    if not broker:
+        return fail("no broker: pass --broker URL or set UPNEXT_BROKER_URL", 2)
+    refuse_memory(broker, "upnext workers")
+    worker = Worker(
+        "upnext-cli",
+        broker,
+        results=args.results or os.environ.get(ENV_RESULTS),
+        load_plugins=False,
+    )
+    return asyncio.run(run_workers(args, worker))
+
+
 def _scrub(message: str, urls: Sequence[str | None]) -> str:
     """Hide any password of the URLs in use (backends already do; this is a second guard)."""
     for url in urls:
@@ -171,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _commands.worker,
         "server": _commands.server,
         "dlq": _dlq,
+        "workers": _workers,
         "backends": _commands.backends,
         "submit": _commands.submit,
         "schema": schema,
