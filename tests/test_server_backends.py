@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -183,6 +184,13 @@ def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixt
         assert out.startswith("ID")
         assert first in out
         assert second in out
+        code, out = cli("list", "--queue", queue, "--function", "cli.fail", "--limit", "1")
+        more = shlex.split(out.splitlines()[-1].removeprefix("more: "))
+        assert more[:3] == ["upnext", "dlq", "list"]  # the next page keeps every filter
+        assert more[3:9] == ["--limit", "1", "--queue", queue, "--function", "cli.fail"]
+        code, out = cli(*more[2:])
+        assert code == 0
+        assert out.count("cli.fail") == 1
         code, out = cli("show", first)
         assert "card declined" in out
         assert "OUTCOME" in out
@@ -192,6 +200,9 @@ def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixt
         assert cli("replay", first)[0] == 1
         assert cli("delete", second) == (0, f"deleted {second}\n")
         assert cli("delete", second)[0] == 1
+        assert main(["dlq", "--broker", url, "show", second]) == 1
+        missing = f"no dead-letter entry with id {second} (already replayed or deleted?)"
+        assert capsys.readouterr().err.strip() == f"error: {missing}"
         assert json.loads(cli("list", "--queue", queue, "--json")[1])["items"] == []
     finally:
         asyncio.run(_cleanup(url, queue))

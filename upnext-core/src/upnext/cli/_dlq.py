@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import AsyncIterator
 
@@ -57,8 +58,17 @@ async def _list(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     headers = ["ID", "FAILED AT (UTC)", "QUEUE", "FUNCTION", "ATTEMPTS", "ERROR"]
     print(table(headers, [_summary(e) for e in page.items]))
     if page.next_cursor:
-        print(f"\nmore: upnext dlq list --cursor {page.next_cursor}")
+        print(f"\nmore: {_next_page(args, page.next_cursor)}")
     return 0
+
+
+def _next_page(args: argparse.Namespace, cursor: str) -> str:
+    """The command for the next page: this one's filters and limit kept (never a URL)."""
+    words = ["upnext", "dlq", "list", "--limit", str(args.limit)]
+    for flag, value in (("--queue", args.queue), ("--function", args.function)):
+        if value:
+            words += [flag, value]
+    return shlex.join([*words, "--cursor", cursor])
 
 
 def _details(entry: DeadLetterEntry) -> str:
@@ -97,7 +107,10 @@ def _details(entry: DeadLetterEntry) -> str:
 
 
 async def _show(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
-    entry = await dlq.get(args.id)
+    try:
+        entry = await dlq.get(args.id)
+    except DeadLetterNotFound:
+        return fail(f"no dead-letter entry with id {args.id} (already replayed or deleted?)")
     if args.json:
         print_json(entry.model_dump(mode="json"))
     else:
