@@ -185,6 +185,27 @@ async def test_a_frozen_server_fails_each_call_within_its_budget(
         await broker.aclose()
 
 
+async def test_a_blocked_receive_on_a_frozen_server_fails_within_its_block_time_and_budget(
+    outage_proxy: Any, via_proxy: Callable[[str, int], str], prefixed_url: str
+) -> None:
+    """A receive blocked when the server goes silent fails within connect + read timeout plus
+    the time it blocks, not `recovery_interval` later (it held a worker's receive loop 5 s)."""
+    url = via_proxy(prefixed_url, outage_proxy.port) + "&socket_timeout=0.5"
+    broker = RedisBroker.from_url(url + "&socket_connect_timeout=0.5")
+    await broker.connect()
+    try:
+        started = time.monotonic()
+        receive = asyncio.ensure_future(broker.receive(["q"], limit=1, lease=30.0, wait=0.25))
+        await asyncio.sleep(0.05)  # its script has run: it is blocked on XREAD
+        outage_proxy.blackhole()
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(receive, 10.0)
+        assert time.monotonic() - started <= 1.0 + 0.25 + 0.4
+    finally:
+        outage_proxy.blackhole(False)
+        await broker.aclose()
+
+
 async def test_more_callers_than_connections_share_the_ones_the_wire_holds(
     prefixed_url: str,
 ) -> None:

@@ -10,7 +10,7 @@ Two guards sit around each call:
 
 - A deadline: a whole call, redis-py's reconnects and retries included, ends
   within `socket_connect_timeout + socket_timeout` (a blocking one also gets
-  `recovery_interval`), so a server that accepts connections and never
+  the time it blocks), so a server that accepts connections and never
   answers (a frozen host) fails a call on time.
   redis-py itself gets no read timeout (see `_connect`).
 - Cancellation: on Python 3.11 ``asyncio.wait_for`` can swallow a
@@ -123,7 +123,7 @@ class RedisClient:
                 if not limit.expired():
                     raise
                 raise rx.TimeoutError(
-                    f"no answer within {budget:g}s, reconnects included"
+                    f"no answer within {round(budget, 2):g}s, reconnects included"
                 ) from None
             return result
 
@@ -208,14 +208,17 @@ class RedisClient:
         _first_error(replies)
         return replies[: len(calls)]
 
-    async def block(self, command: Command) -> Any:
-        """Run a blocking command (XREAD BLOCK) on the blocking connections."""
-        budget = self.budget + self.options.recovery_interval
+    async def block(self, command: Command, seconds: float) -> Any:
+        """Run a command that blocks up to `seconds` (XREAD BLOCK) on the blocking connections."""
+        budget = self.budget + seconds
         return await self._guarded(lambda: self._apart(lambda: self._block(*command)), budget)
 
-    async def block_pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        """A blocking command and what follows it, in one pipeline: replies, errors as values."""
-        budget = self.budget + self.options.recovery_interval
+    async def block_pipeline(self, commands: Sequence[Command], seconds: float) -> list[Any]:
+        """A command blocking up to `seconds` and what follows it, in one pipeline.
+
+        Replies in order, errors as values.
+        """
+        budget = self.budget + seconds
         return await self._guarded(
             lambda: self._apart(lambda: self.block_lanes.exchange(commands)), budget
         )

@@ -106,7 +106,8 @@ class Receiver:
             [
                 ("XREAD", "BLOCK", ms, "STREAMS", *streams, *seen),
                 ("EVALSHA", RECEIVE.sha, len(groups), *groups, *args),
-            ]
+            ],
+            seconds,
         )
         if isinstance(xread, Exception):
             if isinstance(reply, list):
@@ -128,11 +129,11 @@ class Receiver:
         ms = max(1, int(seconds * 1000))
         streams = [self.client.keys.queue(q).wake for q in names]
         if not self.client.cluster or len(streams) == 1:
-            await self.client.block(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen])
+            await self.client.block(["XREAD", "BLOCK", ms, "STREAMS", *streams, *seen], seconds)
             return
         # On Cluster one XREAD per queue (one slot each); the first to return wins.
         tasks = [
-            asyncio.create_task(self.client.block(["XREAD", "BLOCK", ms, "STREAMS", s, i]))
+            asyncio.create_task(self.client.block(["XREAD", "BLOCK", ms, "STREAMS", s, i], seconds))
             for s, i in zip(streams, seen, strict=True)
         ]
         try:
