@@ -10,10 +10,13 @@ from upnext._discovery import register
 from upnext.broker import cursor, redact
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.optional import (
+    JobBrowser,
     ManagementStats,
     QueueStatsReader,
     SchemaProvider,
     TransactionalEnqueue,
+    WaitingJob,
+    WaitingPage,
 )
 from upnext.broker.protocol import (
     MAX_PRIORITY,
@@ -61,6 +64,7 @@ __all__ = [  # noqa: RUF022
     "Delivery",
     "Envelope",
     "Expect",
+    "JobBrowser",
     "MAX_PRIORITY",
     "ManagementStats",
     "MemoryBroker",
@@ -82,6 +86,8 @@ __all__ = [  # noqa: RUF022
     "StateStore",
     "StateWrite",
     "TransactionalEnqueue",
+    "WaitingJob",
+    "WaitingPage",
     "cursor",
     "redact",
     "register",

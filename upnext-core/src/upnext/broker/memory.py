@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from upnext.broker.memory_jobs import JobTable
 from upnext.broker.memory_state import MemoryStateStore
+from upnext.broker.optional import WaitingJob, WaitingPage
 from upnext.broker.protocol import (
     MAX_PRIORITY,
     Ack,
@@ -44,6 +45,15 @@ __all__ = ["MemoryBroker"]
 _REGISTRY: dict[str, MemoryBroker] = {}
 _REGISTRY_LOCK = threading.Lock()
 _FINISHING = (Ack, DeadLetter)  # settle items that remove their job
+
+
+def _offset(cursor: str | None) -> int:
+    """The count of jobs a `waiting_jobs` cursor says were shown; ConfigurationError if bad."""
+    if cursor is None:
+        return 0
+    if not cursor.isdecimal() or len(cursor) > 18:
+        raise ConfigurationError(f"malformed waiting-jobs cursor: {cursor[:80]!r}")
+    return int(cursor)
 
 
 class _Waiters:
@@ -330,6 +340,21 @@ class MemoryBroker(MemoryStateStore):
             ready, scheduled, in_flight = self._jobs.counts(queue, now)
             dead = sum(1 for r in self._dead.values() if r.queue == queue)
         return QueueStats(ready, scheduled, in_flight, dead)
+
+    async def waiting_jobs(
+        self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
+    ) -> WaitingPage:
+        """Jobs no receiver holds, by due time; the cursor is the count already shown."""
+        start = _offset(cursor)
+        now, wall = time.monotonic(), time.time()
+        with self._lock:
+            found = self._jobs.waiting(queue, scheduled=scheduled, now=now)
+        page = [
+            WaitingJob(e.id, e.queue, e.body, e.priority, wall + due - now if scheduled else None)
+            for due, e in found[start : start + limit]
+        ]
+        more = start + limit < len(found)
+        return WaitingPage(page, str(start + limit) if more else None)
 
     async def purge(self, queue: str) -> int:
         """Drop ready and scheduled jobs of `queue`; held ones stay."""

@@ -198,6 +198,22 @@ class JobTable:
                 scheduled += 1
         return ready, scheduled, in_flight
 
+    def waiting(self, queue: str, *, scheduled: bool, now: float) -> list[tuple[float, Envelope]]:
+        """Jobs of `queue` no receiver holds, with due times, in the order they would run.
+
+        Ready ones (due, or their lease ran out) by due time, else scheduled
+        ones soonest first.
+        """
+        found: list[tuple[float, Envelope]] = []
+        for job in self._jobs.values():  # in insertion order: the sort below keeps it on ties
+            if job.envelope.queue != queue or (job.held and job.lease_until > now):
+                continue
+            due = job.lease_until if job.held else job.due
+            if (due > now) == scheduled:
+                found.append((due, job.envelope))
+        found.sort(key=lambda item: item[0])
+        return found
+
     def purge(self, queue: str) -> int:
         """Drop the ready and scheduled jobs of `queue`; held ones stay."""
         doomed = [k for k, j in self._jobs.items() if j.envelope.queue == queue and not j.held]

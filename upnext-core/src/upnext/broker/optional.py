@@ -10,10 +10,13 @@ implement it, and core answers with a one-line error where a user asked for it.
 - `SchemaProvider`: the DDL the backend applies at connect (``upnext schema``).
 - `ManagementStats`: queue depths from a separate management API
   (``upnext server --management-url``), read by a `QueueStatsReader`.
+- `JobBrowser`: the jobs waiting in a queue, ready or scheduled, read without
+  taking them (``GET /api/v1/jobs?status=queued``, ``upnext jobs list``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -22,11 +25,14 @@ if TYPE_CHECKING:
     from upnext.broker.protocol import Envelope, QueueStats
 
 __all__ = [
+    "JobBrowser",
     "ManagementStats",
     "Prefetcher",
     "QueueStatsReader",
     "SchemaProvider",
     "TransactionalEnqueue",
+    "WaitingJob",
+    "WaitingPage",
 ]
 
 
@@ -116,5 +122,54 @@ class ManagementStats(Protocol):
 
         Credentials come from `url`, else from the broker's own URL. A URL it
         cannot use raises `ConfigurationError` (with the password hidden).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingJob:
+    """A job waiting in its queue: ready to hand out, or scheduled for `due_at`.
+
+    `due_at` is a Unix timestamp in seconds by the broker's clock; None for a
+    ready job (due now, or a lease that ran out). `body` is core's, as enqueued
+    or as the last `Retry` wrote it.
+    """
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int = 0
+    due_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingPage:
+    """One page of waiting jobs; `cursor` continues it (None on the last page)."""
+
+    jobs: list[WaitingJob]
+    cursor: str | None
+
+
+@runtime_checkable
+class JobBrowser(Protocol):
+    """A broker that can show the jobs waiting in a queue without taking them.
+
+    Only for operators' views: it is never on a job's path. A broker that can
+    read its queues only by consuming them (RabbitMQ) does not implement it;
+    its queues show counts only.
+    """
+
+    async def waiting_jobs(
+        self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
+    ) -> WaitingPage:
+        """Up to `limit` jobs of `queue` that no receiver holds, in the order they would run.
+
+        `scheduled=False`: the ready ones (due now), in hand-out order as far
+        as the broker keeps one. `scheduled=True`: the ones due later,
+        soonest first. `cursor` is this method's own, from the previous page
+        of the same query; the format is the broker's. Pages are a view of a
+        moving queue: a job that moved between two pages may be missed or
+        shown twice, never invented. `ConfigurationError` for a cursor the
+        broker did not make.
         """
         ...
