@@ -195,6 +195,20 @@ class Broken(MemoryBroker):
         every = await super().dlq_records(replace(query, limit=10**6))
         return every[-query.limit :]
 """,
+    "dlq_exact_function_only": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        # The filter before this release: the whole dotted name only.
+        every = await super().dlq_records(replace(query, function=None, limit=10**6))
+        return [r for r in every if query.function in (None, r.function)][: query.limit]
+""",
+    "dlq_newest_entry_per_job": """
+class Broken(MemoryBroker):
+    async def dlq_records(self, query):
+        # An index that keeps one entry per job id: the newest.
+        found = await super().dlq_records(query)
+        return found[:1] if query.job_id is not None else found
+""",
     "sound": """
 class Broken(MemoryBroker):
     pass
@@ -268,6 +282,16 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "dlq_records_any_matches",
             "test_dlq_cursor_stable_under_concurrent_changes",
             "following cursors must not skip a record",
+        ),
+        (
+            "dlq_exact_function_only",
+            "test_dlq_function_filter_matches_dotted_suffixes",
+            "must match a dotted name whole or by a dotted suffix",
+        ),
+        (
+            "dlq_newest_entry_per_job",
+            "test_dlq_records_by_job_id",
+            "must find every entry of that job and no other",
         ),
         ("destructive_get", "test_get_is_non_destructive", "(reads are non-destructive)"),
         (

@@ -56,10 +56,15 @@ class AdminMixin:
         """The records `query` asks for, by a keyset scan of an index."""
         conds: list[str] = []
         args: list[object] = []
-        for column, value in (("queue", query.queue), ("function", query.function)):
+        for column, value in (("queue", query.queue), ("job_id", query.job_id)):
             if value is not None:
                 args.append(value)
                 conds.append(f"{column} = ${len(args)}")
+        if query.function is not None:
+            # The dotted name or a dotted suffix of it (DeadLetterQuery.function).
+            args.append(query.function)
+            f = f"${len(args)}::text"
+            conds.append(f"(function = {f} OR right(function, length({f}) + 1) = '.' || {f})")
         if query.before is not None:
             args.extend(query.before)
             conds.append(f"(failed_at, id) < (${len(args) - 1}::float8, ${len(args)}::text)")

@@ -38,7 +38,7 @@ __all__ = ["SCHEMA_VERSION", "Names", "migrate", "schema_sql"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +187,13 @@ def _v3(n: Names) -> list[str]:
     return [f"ALTER TABLE {n.jobs} ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 0"]
 
 
+def _v4(n: Names) -> list[str]:
+    # Dead letters by job id (``upnext dlq show JOB_ID``, ``GET /api/v1/dlq?job_id=``).
+    return [f"CREATE INDEX IF NOT EXISTS dead_letters_job ON {n.dead_letters} (job_id)"]
+
+
 # (version, DDL builder), in order. A new migration appends; none is ever edited.
-_MIGRATIONS = [(1, _v1), (2, state_ddl), (3, _v3)]
+_MIGRATIONS = [(1, _v1), (2, state_ddl), (3, _v3), (4, _v4)]
 
 
 def _record(n: Names, version: int) -> str:

@@ -64,12 +64,31 @@ class DeadLetters:
 
     async def records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
         """The records `query` asks for: each queue's newest, merged."""
+        if query.job_id is not None:
+            return query.select(await self._of_job(query.job_id, query.queue))
         args: list[Any] = [query.limit, "", "", query.function or ""]
         if query.before is not None:
             args[1:3] = [repr(query.before[0]), query.before[1]]
         names = await self._queues(query.queue)
         replies = await self._client.eval_many([(DLQ_LIST, self._group(q), args) for q in names])
         return query.select(unpack_record(packed) for reply in replies for packed in reply)
+
+    async def _of_job(self, job_id: str, queue: str | None) -> list[DeadLetterRecord]:
+        """Every entry of `job_id`, by the index settle keeps (NUL-separated entry ids)."""
+        names = await self._queues(queue)
+        if not names:
+            return []
+        keys = [self._client.keys.queue(name) for name in names]
+        found = await self._client.commands([("HGET", k.dlq_fn, "\0" + job_id) for k in keys])
+        reads = [
+            ("HMGET", k.dlq_records, *ids.split(b"\0"))
+            for k, ids in zip(keys, found, strict=True)
+            if ids
+        ]
+        if not reads:
+            return []
+        replies = await self._client.commands(reads)
+        return [unpack_record(p) for reply in replies for p in reply if p is not None]
 
     async def _locate(self, entry_id: str) -> tuple[str, bytes] | None:
         names = await self._queues(None)

@@ -1,7 +1,8 @@
 """The Lua scripts of dead-letter admin: list, delete, replay and purge.
 
 They run over the same queue key groups as scripts.py (keys 9-11 of a group
-are its dead-letter index, records and functions) and start with its prelude.
+are its dead-letter index, records and functions; the functions hash also maps
+NUL + job id to the job's entry ids, NUL-separated) and start with its prelude.
 Settle writes the entries; these list and remove them, and replay puts one's
 job back on its queue in the same script.
 """
@@ -12,9 +13,10 @@ from upnext_redis.scripts import queue_script
 
 __all__ = ["DLQ_DELETE", "DLQ_LIST", "DLQ_PURGE", "DLQ_REPLAY", "DLQ_SCRIPTS"]
 
-# ARGV: limit, cursor failed_at ('' for none), cursor id, function ('' for any).
-# Up to limit + 1 packed records, newest first by (failed_at, id). Ids of equal
-# failed_at compare bytewise, as Redis orders them (Lua's `<` uses the locale).
+# ARGV: limit, cursor failed_at ('' for none), cursor id, function ('' for any:
+# else the dotted name or a dotted suffix of it). Up to limit packed records,
+# newest first by (failed_at, id). Ids of equal failed_at compare bytewise, as
+# Redis orders them (Lua's `<` uses the locale).
 DLQ_LIST = queue_script(
     "dlq_records",
     """
@@ -27,8 +29,12 @@ local function before(a, b)
   end
   return #a < #b
 end
+local dotted = '.' .. fn
+local function named(f)
+  return f == fn or (f and #f > #dotted and string.sub(f, -#dotted) == dotted)
+end
 local function add(eid)
-  if fn == '' or redis.call('HGET', k(1, 11), eid) == fn then
+  if fn == '' or named(redis.call('HGET', k(1, 11), eid)) then
     local rec = redis.call('HGET', k(1, 10), eid)
     if rec then out[#out + 1] = rec end
   end
@@ -55,13 +61,36 @@ return out
 """,
 )
 
+# unfile(eid): removes entry `eid` of group 1, and its id from its job's list;
+# false if there is none. Shared by delete and replay.
+_UNFILE = """
+local function unfile(eid)
+  local rec = redis.call('HGET', k(1, 10), eid)
+  if not rec then return false end
+  local header = string.sub(rec, 1, (string.find(rec, '\\n', 1, true) or 0) - 1)
+  local job = '\\0' .. cjson.decode(header)[2]
+  local ids, keep = redis.call('HGET', k(1, 11), job), {}
+  for other in string.gmatch(ids or '', '[^%z]+') do
+    if other ~= eid then keep[#keep + 1] = other end
+  end
+  if #keep > 0 then
+    redis.call('HSET', k(1, 11), job, table.concat(keep, '\\0'))
+  else
+    redis.call('HDEL', k(1, 11), job)
+  end
+  redis.call('HDEL', k(1, 10), eid)
+  redis.call('ZREM', k(1, 9), eid)
+  redis.call('HDEL', k(1, 11), eid)
+  return true
+end
+"""
+
 # ARGV: entry id. 1 if removed.
 DLQ_DELETE = queue_script(
     "dlq_delete",
-    """
-if redis.call('HDEL', k(1, 10), ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', k(1, 9), ARGV[1])
-redis.call('HDEL', k(1, 11), ARGV[1])
+    _UNFILE
+    + """
+if not unfile(ARGV[1]) then return 0 end
 return 1
 """,
 )
@@ -71,10 +100,9 @@ return 1
 # replay won).
 DLQ_REPLAY = queue_script(
     "dlq_replay",
-    """
-if redis.call('HDEL', k(1, 10), ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', k(1, 9), ARGV[1])
-redis.call('HDEL', k(1, 11), ARGV[1])
+    _UNFILE
+    + """
+if not unfile(ARGV[1]) then return 0 end
 redis.call('HSET', k(2, 4), ARGV[2], ARGV[3])
 redis.call('HDEL', k(2, 5), ARGV[2])
 if ARGV[5] ~= '0' then

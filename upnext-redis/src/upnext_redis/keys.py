@@ -17,7 +17,8 @@ key                type    holds
 ``wake``           stream  one entry, re-added whenever work appears
 ``dlq``            zset    entry id -> failed_at (s); the dead-letter index
 ``dlq:rec``        hash    entry id -> packed record
-``dlq:fn``         hash    entry id -> function (filtering without unpacking)
+``dlq:fn``         hash    entry id -> function (filtering without unpacking);
+                           NUL + job id -> the job's entry ids, NUL-separated
 ``prio``           hash    id -> priority, only for a non-zero one; gone with the body
 ``result:<job>``   string  a final result, with a TTL
 =================  ======  =====================================================
@@ -87,6 +88,11 @@ class QueueKeys:
     def dlq_records(self) -> str:
         """The hash of packed dead-letter records."""
         return f"{self.base}dlq:rec"
+
+    @property
+    def dlq_fn(self) -> str:
+        """The hash of dead-letter functions by entry id, and entry ids by NUL + job id."""
+        return f"{self.base}dlq:fn"
 
     @property
     def dlq_index(self) -> str:

@@ -256,7 +256,10 @@ for _, it in ipairs(items) do
       local d = tonumber(ARGV[a])
       redis.call('ZADD', k(d, 9), ARGV[a + 2], ARGV[a + 1])
       redis.call('HSET', k(d, 10), ARGV[a + 1], ARGV[a + 4])
-      redis.call('HSET', k(d, 11), ARGV[a + 1], ARGV[a + 3])
+      -- NUL + job id -> its entry ids, NUL-separated (a job id may die more than once).
+      local job, eid = '\\0' .. id, ARGV[a + 1]
+      local had = redis.call('HGET', k(d, 11), job)
+      redis.call('HSET', k(d, 11), eid, ARGV[a + 3], job, had and (had .. '\\0' .. eid) or eid)
       a = a + 5
     end
     if it.op == 'a' or it.op == 'd' then

@@ -50,9 +50,13 @@ class AdminMixin:
 
     async def dlq_records(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
         """The records `query` asks for, by a keyset scan of an index."""
-        given = [("queue = ?", query.queue), ("function = ?", query.function)]
+        given = [("queue = ?", query.queue), ("job_id = ?", query.job_id)]
         where = [cond for cond, value in given if value is not None]
         args: list[object] = [value for _, value in given if value is not None]
+        if query.function is not None:
+            # The dotted name or a dotted suffix of it (DeadLetterQuery.function).
+            where.append("(function = ? OR substr(function, -length(?) - 1) = '.' || ?)")
+            args.extend([query.function] * 3)
         if query.before is not None:
             where.append("(failed_at, id) < (?, ?)")
             args.extend(query.before)

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS upnext_dead (
 );
 CREATE INDEX IF NOT EXISTS upnext_dead_order ON upnext_dead (failed_at, id);
 CREATE INDEX IF NOT EXISTS upnext_dead_queue ON upnext_dead (queue, failed_at, id);
+CREATE INDEX IF NOT EXISTS upnext_dead_job ON upnext_dead (job_id);
 CREATE TABLE IF NOT EXISTS upnext_results (
     job_id TEXT PRIMARY KEY, data BLOB NOT NULL, expires REAL NOT NULL
 );

@@ -66,20 +66,21 @@ async def dead_letter_page(
     function: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    job_id: str | None = None,
 ) -> DeadLetterPage:
-    """Up to `limit` records newest first, after `cursor`, of `queue`/`function` if given.
+    """Up to `limit` records newest first, after `cursor`, of `queue`/`function`/`job_id`.
 
-    `next_cursor` is None on the last page. Stable under concurrent inserts
-    and deletes as far as `admin.dlq_records` keeps its guarantees: following
-    cursors never repeats a record and never skips one that existed
-    throughout. ValueError for a `limit` below 1; ConfigurationError for a
-    cursor core did not make.
+    The filters are `DeadLetterQuery`'s. `next_cursor` is None on the last
+    page. Stable under concurrent inserts and deletes as far as
+    `admin.dlq_records` keeps its guarantees: following cursors never repeats
+    a record and never skips one that existed throughout. ValueError for a
+    `limit` below 1; ConfigurationError for a cursor core did not make.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     before = parse_dlq_cursor(cursor) if cursor is not None else None
     # One more than a page: whether it comes back says whether a next page exists.
-    query = DeadLetterQuery(limit + 1, before, queue, function)
+    query = DeadLetterQuery(limit + 1, before, queue, function, job_id)
     records = await admin.dlq_records(query)
     page = records[:limit]
     return DeadLetterPage(page, dlq_cursor(page[-1]) if len(records) > limit else None)

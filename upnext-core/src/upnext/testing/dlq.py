@@ -297,3 +297,79 @@ class DeadLetterAdminConformance:
         assert await admin.dlq_count() - before == 4, violated("dlq_count() must count them all")
         await admin.dlq_delete(records[0].id)
         assert await admin.dlq_count(q1) == 2, violated("dlq_count must drop deleted entries")
+
+    @pytest.mark.asyncio
+    async def test_dlq_function_filter_matches_dotted_suffixes(
+        self, broker: Broker, upnext_queue: str
+    ) -> None:
+        """`function` matches the whole dotted name or a dotted suffix of it, nothing else."""
+        admin = require_dlq(broker)
+        u = new_id()
+        names = {
+            "whole": f"app.{u}.billing.charge",
+            "deeper": f"x.app.{u}.billing.charge",
+            "longer_word": f"app.{u}.billing.recharge",
+            "prefix_only": f"app.{u}.billing.charge.later",
+            "glued": f"app.x{u}.billing.charge",
+        }
+        records = {
+            k: _records(upnext_queue, [i], function=f)[0] for i, (k, f) in enumerate(names.items())
+        }
+        await dead_letter(broker, list(records.values()))
+        cases = {
+            f"app.{u}.billing.charge": ["whole", "deeper"],
+            f"{u}.billing.charge": ["whole", "deeper"],
+            "billing.charge": ["whole", "deeper", "glued"],
+            "charge": ["whole", "deeper", "glued"],
+            "harge": [],
+            f"app.{u}.billing": [],
+            f"app.{u}.billing.charge.later": ["prefix_only"],
+        }
+        for wanted, keys in cases.items():
+            page = await dead_letter_page(admin, queue=upnext_queue, function=wanted, limit=50)
+            expected = _newest_first([records[k] for k in keys])
+            assert [r.id for r in page.records] == expected, violated(
+                f"function={wanted!r} must match a dotted name whole or by a dotted suffix"
+            )
+
+    @pytest.mark.asyncio
+    async def test_dlq_records_by_job_id(
+        self, broker: Broker, upnext_queues: Callable[[int], list[str]]
+    ) -> None:
+        """`job_id` finds every entry of one job (a job id may die twice), in any queue."""
+        admin = require_dlq(broker)
+        q1, q2 = upnext_queues(2)
+        job, other = new_id(), new_id()
+        base = round(time.time(), 3)
+        first = make_record(q1, failed_at=base, job_id=job, function="tests.fn")
+        second = make_record(q1, failed_at=base + 1, job_id=job, function="tests.fn")
+        elsewhere = make_record(q2, failed_at=base + 2, job_id=job, function="tests.fn")
+        unrelated = make_record(q1, failed_at=base + 3, job_id=other, function="tests.fn")
+        for batch in ([first, unrelated], [second], [elsewhere]):
+            await dead_letter(broker, batch)  # one job id per settle: it died again later
+        cases: list[tuple[str | None, list[DeadLetterRecord]]] = [
+            (q1, [first, second]),
+            (q2, [elsewhere]),
+            (None, [first, second, elsewhere]),
+        ]
+        for queue, wanted in cases:
+            page = await dead_letter_page(admin, queue=queue, job_id=job, limit=50)
+            assert [r.id for r in page.records] == _newest_first(wanted), violated(
+                f"job_id (queue={queue}) must find every entry of that job and no other"
+            )
+        first_page = await dead_letter_page(admin, queue=q1, job_id=job, limit=1)
+        assert [r.id for r in first_page.records] == [second.id], violated("paging by job_id")
+        assert first_page.next_cursor is not None, violated("a second page must follow")
+        rest = await dead_letter_page(
+            admin, queue=q1, job_id=job, limit=1, cursor=first_page.next_cursor
+        )
+        assert [r.id for r in rest.records] == [first.id], violated("paging by job_id")
+        await admin.dlq_delete(second.id)
+        await admin.dlq_replay(first.id, make_envelope(q1))
+        page = await dead_letter_page(admin, job_id=job, limit=50)
+        assert [r.id for r in page.records] == [elsewhere.id], violated(
+            "a deleted or replayed entry must no longer be found by its job id"
+        )
+        missing = await dead_letter_page(admin, job_id=new_id(), limit=50)
+        assert missing.records == [], violated("an unknown job id must find nothing")
+        await ack_all(broker, await receive_exactly(broker, [q1], 1, within=10.0))
