@@ -184,16 +184,23 @@ def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixt
         assert out.startswith("ID")
         assert first in out
         assert second in out
-        code, out = cli("list", "--queue", queue, "--function", "cli.fail", "--limit", "1")
+        # A dotted suffix of the function's name matches it ("fail" of "cli.fail").
+        code, out = cli("list", "--queue", queue, "--function", "fail", "--limit", "1")
         more = shlex.split(out.splitlines()[-1].removeprefix("more: "))
         assert more[:3] == ["upnext", "dlq", "list"]  # the next page keeps every filter
-        assert more[3:9] == ["--limit", "1", "--queue", queue, "--function", "cli.fail"]
+        assert more[3:9] == ["--limit", "1", "--queue", queue, "--function", "fail"]
         code, out = cli(*more[2:])
         assert code == 0
         assert out.count("cli.fail") == 1
+        assert "cli.fail" not in cli("list", "--queue", queue, "--function", "ail")[1]
         code, out = cli("show", first)
         assert "card declined" in out
         assert "OUTCOME" in out
+        # By the id of the job that died: the same entry.
+        job = json.loads(cli("show", first, "--json")[1])["job_id"]
+        assert json.loads(cli("show", job, "--queue", queue, "--json")[1])["id"] == first
+        listed = json.loads(cli("list", "--job-id", job, "--json")[1])["items"]
+        assert [item["id"] for item in listed] == [first]
         code, out = cli("replay", first)
         assert code == 0
         assert f"replayed {first} as job" in out
@@ -201,8 +208,10 @@ def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixt
         assert cli("delete", second) == (0, f"deleted {second}\n")
         assert cli("delete", second)[0] == 1
         assert main(["dlq", "--broker", url, "show", second]) == 1
-        missing = f"no dead-letter entry with id {second} (already replayed or deleted?)"
+        missing = f"no dead-letter entry with id or job id {second} (already replayed or deleted?)"
         assert capsys.readouterr().err.strip() == f"error: {missing}"
+        assert main(["dlq", "--broker", url, "show", second, "--queue", queue]) == 1
+        assert f"job id {second} in queue {queue} (already" in capsys.readouterr().err
         assert json.loads(cli("list", "--queue", queue, "--json")[1])["items"] == []
     finally:
         asyncio.run(_cleanup(url, queue))

@@ -109,6 +109,11 @@ async def test_filters_and_paging(env: Env) -> None:
     assert [i["function"] for i in only] == ["other"]
     by_fn = await env.client.get("/api/v1/dlq", params={"function": "boom"})
     assert len(by_fn.json()["items"]) == 3
+    job_id = by_fn.json()["items"][1]["job_id"]
+    by_job = (await env.client.get("/api/v1/dlq", params={"job_id": job_id})).json()["items"]
+    assert [i["job_id"] for i in by_job] == [job_id]
+    none = await env.client.get("/api/v1/dlq", params={"job_id": "no-such-job"})
+    assert none.json()["items"] == []
     seen: list[str] = []
     cursor: str | None = None
     while True:

@@ -120,13 +120,19 @@ class DeadLetterQueue:
         cursor: str | None = None,
         queue: str | None = None,
         function: str | None = None,
+        job_id: str | None = None,
     ) -> EntryPage:
-        """Entries newest first; pass `next_cursor` back for the next page."""
+        """Entries newest first; pass `next_cursor` back for the next page.
+
+        `function` matches the dotted name or a dotted suffix of it
+        (``charge_card`` finds ``app.charge_card``); `job_id` finds the
+        entries of one job (the one it died as, not a replay's new id).
+        """
         if not 1 <= limit <= 500:
             raise ValueError(f"limit must be between 1 and 500, got {limit}")
         admin = await self._admin()
         page = await dead_letter_page(
-            admin, queue=queue, function=function, limit=limit, cursor=cursor
+            admin, queue=queue, function=function, limit=limit, cursor=cursor, job_id=job_id
         )
         return EntryPage(
             items=[DeadLetterEntry.from_record(r) for r in page.records],

@@ -47,7 +47,11 @@ def _summary(entry: DeadLetterEntry) -> list[str]:
 
 async def _list(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     page = await dlq.list(
-        limit=args.limit, cursor=args.cursor, queue=args.queue, function=args.function
+        limit=args.limit,
+        cursor=args.cursor,
+        queue=args.queue,
+        function=args.function,
+        job_id=args.job_id,
     )
     if args.json:
         print_json(page.model_dump(mode="json"))
@@ -65,7 +69,8 @@ async def _list(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
 def _next_page(args: argparse.Namespace, cursor: str) -> str:
     """The command for the next page: this one's filters and limit kept (never a URL)."""
     words = ["upnext", "dlq", "list", "--limit", str(args.limit)]
-    for flag, value in (("--queue", args.queue), ("--function", args.function)):
+    kept = (("--queue", args.queue), ("--function", args.function), ("--job-id", args.job_id))
+    for flag, value in kept:
         if value:
             words += [flag, value]
     return shlex.join([*words, "--cursor", cursor])
@@ -106,11 +111,30 @@ def _details(entry: DeadLetterEntry) -> str:
     return "\n".join(lines)
 
 
-async def _show(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
+async def _find(args: argparse.Namespace, dlq: DeadLetterQueue) -> DeadLetterEntry | None:
+    """The entry `args.id` names, else the newest entry of the job with that id."""
     try:
-        entry = await dlq.get(args.id)
+        return await dlq.get(args.id)
     except DeadLetterNotFound:
-        return fail(f"no dead-letter entry with id {args.id} (already replayed or deleted?)")
+        pass
+    page = await dlq.list(limit=2, queue=args.queue, job_id=args.id)
+    if len(page.items) > 1:
+        print(
+            f"job {args.id} died more than once; showing its newest entry"
+            f" (all: upnext dlq list --job-id {shlex.quote(args.id)})",
+            file=sys.stderr,
+        )
+    return page.items[0] if page.items else None
+
+
+async def _show(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
+    entry = await _find(args, dlq)
+    if entry is None:
+        where = f" in queue {args.queue}" if args.queue else ""
+        return fail(
+            f"no dead-letter entry with id or job id {args.id}{where}"
+            " (already replayed or deleted?)"
+        )
     if args.json:
         print_json(entry.model_dump(mode="json"))
     else:
@@ -119,10 +143,16 @@ async def _show(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
 
 
 async def _matching(args: argparse.Namespace, dlq: DeadLetterQueue) -> AsyncIterator[str]:
-    """Ids of every entry matching --queue/--function, page by page."""
+    """Ids of every entry matching --queue/--function/--job-id, page by page."""
     cursor = None
     while True:
-        page = await dlq.list(limit=PAGE, cursor=cursor, queue=args.queue, function=args.function)
+        page = await dlq.list(
+            limit=PAGE,
+            cursor=cursor,
+            queue=args.queue,
+            function=args.function,
+            job_id=args.job_id,
+        )
         for entry in page.items:
             yield entry.id
         cursor = page.next_cursor
@@ -132,7 +162,7 @@ async def _matching(args: argparse.Namespace, dlq: DeadLetterQueue) -> AsyncIter
 
 async def _replay(args: argparse.Namespace, dlq: DeadLetterQueue) -> int:
     if bool(args.ids) == bool(args.all):
-        return fail("give entry ids, or --all (with --queue/--function to narrow it)", 2)
+        return fail("give entry ids, or --all (with --queue/--function/--job-id to narrow it)", 2)
     ids = args.ids or [i async for i in _matching(args, dlq)]
     progress = Progress("replaying", len(ids))
     replayed: dict[str, str] = {}

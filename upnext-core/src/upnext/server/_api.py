@@ -35,7 +35,16 @@ QueueFilter = Annotated[
     str | None, Query(max_length=200, pattern=PRINTABLE, description="only this queue")
 ]
 FunctionFilter = Annotated[
-    str | None, Query(max_length=500, pattern=PRINTABLE, description="only this function")
+    str | None,
+    Query(
+        max_length=500,
+        pattern=PRINTABLE,
+        description="only this function: its dotted name or a dotted suffix of it",
+    ),
+]
+JobIdFilter = Annotated[
+    str | None,
+    Query(max_length=200, pattern=PRINTABLE, description="only the entries of this job (its id)"),
 ]
 EntryId = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)]
 
@@ -67,11 +76,12 @@ async def list_entries(
     backend: BackendDep,
     queue: QueueFilter = None,
     function: FunctionFilter = None,
+    job_id: JobIdFilter = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=500, pattern=PRINTABLE)] = None,
 ) -> EntryPage:
     """Dead-letter entries newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return await backend.dlq_list(limit, cursor, queue, function)
+    return await backend.dlq_list(limit, cursor, queue, function, job_id)
 
 
 @router.delete("/dlq", tags=["dead-letter queue"])

@@ -190,12 +190,17 @@ class Backend:
     # -- the dead-letter queue, one admin call at a time where that matters ----
 
     async def dlq_list(
-        self, limit: int, cursor: str | None, queue: str | None, function: str | None
+        self,
+        limit: int,
+        cursor: str | None,
+        queue: str | None,
+        function: str | None,
+        job_id: str | None = None,
     ) -> EntryPage:
         """A page of entries, newest first."""
         async with self._admin():
             return await self.worker.dlq.list(
-                limit=limit, cursor=cursor, queue=queue, function=function
+                limit=limit, cursor=cursor, queue=queue, function=function, job_id=job_id
             )
 
     async def dlq_get(self, entry_id: str) -> DeadLetterEntry:
