@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,88 @@ async def test_a_password_in_a_jobs_error_is_hidden_in_the_message_and_the_error
     assert line["outcome"] == "dead_lettered"
     assert "redis://app:***@cache:6379/0 refused" in line["error"]
     assert "redis://app:***@cache:6379/0 refused" in line["message"]
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_job_line_is_stamped_when_the_job_settled_not_when_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread makes job records late (up to its flush interval): with the right time."""
+    worker = _worker(monkeypatch)
+
+    @worker.task
+    async def work() -> int:
+        return 1
+
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "json", stream=out):
+        async with worker:
+            job = await work.submit()
+            await job.value(timeout=LIMIT)
+            settled = time.time()
+    [line] = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("job_id")]
+    stamped = datetime.fromisoformat(line["timestamp"]).timestamp()
+    assert settled - 0.05 <= stamped <= settled + 0.002, (stamped, settled)
+    assert (line["task"], line["outcome"], line["attempt"]) == (work.name, "succeeded", 1)
+
+
+async def test_a_handler_or_filter_added_later_gets_or_drops_every_job_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job lines skip the logging module only while the command's handler is the only one."""
+    worker = _worker(monkeypatch)
+
+    @worker.task
+    async def work(n: int) -> int:
+        return n
+
+    kept = _Kept()
+    path = tmp_path / "worker.log"
+    job_log = logging.getLogger("upnext.job")
+    with path.open("w") as out, worker_logging("info", "text", stream=out):
+        async with worker:
+            alone = await work.submit_many([{"n": n} for n in range(50)])
+            for job in alone:
+                await job.value(timeout=LIMIT)
+            alone_ids = {j.job_id for j in alone}
+            await wait_until(
+                lambda: len(_job_lines(path, alone_ids)) == 50, within=LIMIT, what="written"
+            )
+            logging.getLogger("upnext").addHandler(kept)
+            try:
+                shared = await work.submit_many([{"n": n} for n in range(50)])
+                for job in shared:
+                    await job.value(timeout=LIMIT)
+                await wait_until(lambda: len(kept.records) >= 50, within=LIMIT, what="lines")
+            finally:
+                logging.getLogger("upnext").removeHandler(kept)
+            hidden_ids = {uuid.uuid4().hex for _ in range(20)}  # known before any line exists
+
+            def dropped(record: logging.LogRecord) -> bool:
+                return getattr(record, "job_id", None) not in hidden_ids
+
+            job_log.addFilter(dropped)
+            try:
+                hidden = [await work.options(job_id=i).submit(n=0) for i in hidden_ids]
+                for job in hidden:
+                    await job.value(timeout=LIMIT)
+                marker = await work.submit(n=-1)  # written after them: they were judged
+                await marker.value(timeout=LIMIT)
+                await wait_until(
+                    lambda: len(_job_lines(path, {marker.job_id})) == 1, within=LIMIT, what="it"
+                )
+            finally:
+                job_log.removeFilter(dropped)
+    ids = {job.job_id for job in shared}
+    assert {getattr(r, "job_id", None) for r in kept.records} == ids
+    assert len(_job_lines(path, alone_ids)) == 50
+    assert len(_job_lines(path, ids)) == 50  # once each, though the logger re-queued them
+    assert _job_lines(path, hidden_ids) == []

@@ -6,6 +6,13 @@ set up). The command's handler is a `QueueHandler` on the root logger: the
 event loop only merges a record's message and puts it on a queue, and a
 listener thread formats it and writes it to stderr.
 
+Job lines skip even that: while this handler is the only one a job line
+would reach, the worker hands the listener a bare tuple (`set_line_sink`)
+and the listener makes the record (its time is when the job settled). If
+another handler or filter appears meanwhile on the way from ``upnext.job``
+to the root, the listener gives such records to the logger instead, so
+every handler still gets each line.
+
 The listener wakes every `FLUSH_INTERVAL` seconds, not once per record: a
 thread woken on every put would contend for the GIL with the event loop for
 each job line. Each wake-up writes what was queued as one write and one
@@ -27,7 +34,7 @@ from datetime import UTC, datetime
 from logging.handlers import QueueHandler
 from typing import Any, TextIO
 
-from upnext._joblog import JOB_FIELDS
+from upnext._joblog import JOB_FIELDS, JOB_LOG, JobLine, set_line_sink
 from upnext._logsafe import LIBRARY_LOGGERS
 
 __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
@@ -129,14 +136,54 @@ class _MergingQueueHandler(QueueHandler):
         return bool(passed)
 
 
+def _made(line: JobLine) -> logging.LogRecord:
+    """The record `JOB_LOG` would have made for `line` when it was sent."""
+    created, level, message, args, fields = line
+    record = JOB_LOG.makeRecord(JOB_LOG.name, level, __file__, 0, message, args, None, None, fields)
+    record.relativeCreated -= (record.created - created) * 1000
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+    return record
+
+
+def _only(queued: logging.Handler) -> bool:
+    """True if a record of JOB_LOG would reach `queued` and no other handler.
+
+    As `Logger.callHandlers` walks: every logger's handlers up to the root,
+    or to the first that does not propagate. (Filters of the loggers above
+    JOB_LOG never see its records; its own are applied by `_BatchListener`.)
+    """
+    logger: logging.Logger | None = JOB_LOG
+    while logger is not None:
+        expected = [queued] if logger.parent is None else []
+        if logger.handlers != expected:
+            return False
+        if not logger.propagate:
+            return logger.parent is None
+        logger = logger.parent
+    return False
+
+
+_Queued = logging.LogRecord | JobLine
+
+
 class _BatchListener:
-    """Writes queued records through `handler`'s formatter and stream, in batches, on a thread."""
+    """Writes queued records through `handler`'s formatter and stream, in batches, on a thread.
+
+    A queued job line (a tuple) becomes a record here; if `queued` is no
+    longer the only handler it would reach, the record goes to `JOB_LOG`
+    (every handler, `queued` included, gets it) instead of straight out.
+    """
 
     def __init__(
-        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.StreamHandler[TextIO]
+        self,
+        records: queue.SimpleQueue[_Queued],
+        handler: logging.StreamHandler[TextIO],
+        queued: logging.Handler,
     ) -> None:
         self._records = records
         self._handler = handler
+        self._queued = queued
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="upnext-log-writer", daemon=True)
 
@@ -158,17 +205,45 @@ class _BatchListener:
                 return
             self._stopping.wait(FLUSH_INTERVAL)
 
+    def _filtered(self, record: logging.LogRecord) -> logging.LogRecord | None:
+        """`record` as JOB_LOG's filters and the handler's leave it (None: dropped).
+
+        What `Logger.handle` and `Handler.handle` would do to it, the
+        password filter included.
+        """
+        if JOB_LOG.disabled:
+            return None
+        for filterer in (JOB_LOG, self._queued):
+            passed: object = filterer.filter(record)
+            if not passed:
+                return None
+            if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = passed
+        return record
+
     def _write_queued(self) -> int:
         """Write up to `_BATCH` queued records; how many were taken."""
         lines: list[str] = []
         last: logging.LogRecord | None = None
         taken = 0
+        direct: bool | None = None  # asked once per batch, at its first job line
         while taken < _BATCH:
             try:
-                last = self._records.get_nowait()
+                item = self._records.get_nowait()
             except queue.Empty:
                 break
             taken += 1
+            if isinstance(item, tuple):
+                if direct is None:
+                    direct = _only(self._queued)
+                if not direct:
+                    JOB_LOG.handle(_made(item))  # every handler; ours queues it again
+                    continue
+                made = self._filtered(_made(item))
+                if made is None:
+                    continue
+                item = made
+            last = item
             try:
                 lines.append(self._handler.format(last) + self._handler.terminator)
             except Exception:  # a broken record: reported the stdlib's way, the rest written
@@ -217,13 +292,15 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     formatter = JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
     queued = _MergingQueueHandler(records)
-    listener = _BatchListener(records, handler)
+    listener = _BatchListener(records, handler, queued)
     listener.start()
     root.addHandler(queued)
+    set_line_sink(records.put)
     try:
         yield
     finally:
+        set_line_sink(None)
         root.removeHandler(queued)
         listener.stop()  # writes what is queued, then ends its thread
