@@ -3,7 +3,9 @@
 Burst and retry jobs keep no result (``result_ttl=0``), like the peers that store
 none; the latency run keeps results so submit→result can be shown beside.
 ``UPNEXT_BENCH_METRICS=1`` runs the worker with job metrics on (`Worker(metrics=True)`),
-to measure what counting costs.
+to measure what counting costs. The ``upnext-observed`` framework runs the worker
+as ``upnext worker --log-level info`` logs (a line per job, written to a file off
+the event loop) with metrics on.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ import upnext
 SETTINGS = "concurrency=10, uvloop, retries=1 retry_delay=0.1 s (no backoff), result_ttl=0"
 
 
+def _observed(config: _probe.Config) -> bool:
+    return bool(config.extra.get("observed"))
+
+
 def build(
     config: _probe.Config, probe: _probe.Probe
 ) -> tuple[upnext.Worker, upnext.Task[[int], None]]:
     """The worker and its one task, configured for this run's workload."""
-    metrics = os.environ.get("UPNEXT_BENCH_METRICS") == "1"
+    metrics = os.environ.get("UPNEXT_BENCH_METRICS") == "1" or _observed(config)
     worker = upnext.Worker(
         config.queue, broker=config.url, concurrency=config.concurrency, metrics=metrics
     )
@@ -111,6 +117,23 @@ def _work(config: _probe.Config) -> None:
     sys.exit(upnext.run(worker))
 
 
+def _logged(role: Any) -> Any:
+    """`role`, for upnext-observed inside what `upnext worker --log-level info` logs through."""
+
+    def logged(config: _probe.Config) -> Any:
+        if not _observed(config):
+            return role(config)
+        from upnext.cli._logging import worker_logging
+
+        with (
+            open(config.out + ".log", "w", encoding="utf-8") as log,
+            worker_logging("info", "text", stream=log),
+        ):
+            return role(config)
+
+    return logged
+
+
 def _run_async(fn: Any) -> Any:
     def role(config: _probe.Config) -> Any:
         _probe.use_uvloop()
@@ -127,8 +150,8 @@ def main() -> None:
             "clean": lambda c: _clean(c),
             "produce": _run_async(_produce),
             "latency": _run_async(_latency),
-            "inproc": _run_async(_inproc),
-            "work": lambda c: _work(c),
+            "inproc": _logged(_run_async(_inproc)),
+            "work": _logged(_work),
         }
     )
 

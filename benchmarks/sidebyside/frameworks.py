@@ -46,6 +46,15 @@ UPNEXT = Framework(
     "Task.submit_many",
 )
 UPNEXT_AMQP = replace(UPNEXT, confirms="yes, every publish")
+# What watching costs (issue #14's bar: drain within 15% of plain upnext in the same run).
+UPNEXT_OBSERVED = replace(
+    UPNEXT,
+    name="upnext-observed",
+    settings="as upnext, plus a line per job at INFO through `upnext worker`'s handler"
+    " to a file, and metrics=True; burst only",
+    workloads=("burst", "rss"),
+    extra=(("observed", True),),
+)
 ARQ = Framework(
     "arq",
     "arq_peer.py",
@@ -127,8 +136,8 @@ PGQUEUER = Framework(
 )
 
 BROKERS: dict[str, tuple[Framework, ...]] = {
-    "memory": (UPNEXT,),
-    "redis": (UPNEXT, ARQ, SAQ, TASKIQ, DRAMATIQ, CELERY),
+    "memory": (UPNEXT, UPNEXT_OBSERVED),
+    "redis": (UPNEXT, UPNEXT_OBSERVED, ARQ, SAQ, TASKIQ, DRAMATIQ, CELERY),
     "rabbitmq": (
         UPNEXT_AMQP,
         DRAMATIQ_AMQP,
