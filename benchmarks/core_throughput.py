@@ -68,9 +68,7 @@ def main() -> None:
     if args.compare_history:
         compare_history(args.jobs, args.concurrency, args.repeats, loop_name)
         return
-    rates = [
-        asyncio.run(drain_once(args.jobs, args.concurrency))[0] for _ in range(args.repeats)
-    ]
+    rates = [asyncio.run(drain_once(args.jobs, args.concurrency))[0] for _ in range(args.repeats)]
     print(
         f"memory:// drain, {args.jobs} no-op jobs, concurrency {args.concurrency}, {loop_name}:"
         f" median {statistics.median(rates):,.0f} jobs/s"
@@ -89,9 +87,9 @@ def compare_history(jobs: int, concurrency: int, repeats: int, loop_name: str) -
             cpu[history].append(per_job * 1e6)
     print(f"memory:// drain, {jobs} no-op jobs, concurrency {concurrency}, {loop_name}:")
     for history in (False, True):
-        us = cpu[history]
+        us, name = cpu[history], "on " if history else "off"
         print(
-            f"  history {'on ' if history else 'off'}: CPU/job median {statistics.median(us):.2f} us"
+            f"  history {name}: CPU/job median {statistics.median(us):.2f} us"
             f" (min {min(us):.2f}, max {max(us):.2f});"
             f" median {statistics.median(rates[history]):,.0f} jobs/s"
         )
