@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from upnext._history import FinishedJob, read_history
 from upnext._joblist import Listing, active_jobs, ts
+from upnext._jobmodels import JobInfo
 from upnext._serializer import ResultRecord
 from upnext.broker.optional import JobBrowser
 from upnext.broker.protocol import QueueAdmin
 from upnext.errors import ConfigurationError
-from upnext.jobs import JobInfo
 from upnext.workers import WorkerInfo, read_registry
 
 if TYPE_CHECKING:

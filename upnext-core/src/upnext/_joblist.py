@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from upnext._dlq import DeadLetterEntry
 from upnext._history import FinishedJob, read_history
+from upnext._jobmodels import JobPage, JobSummary
 from upnext._logsafe import scrub
 from upnext._serializer import UndecodableBody, decode_body
 from upnext.broker.cursor import dead_letter_page, dlq_cursor
 from upnext.broker.optional import JobBrowser, WaitingJob
 from upnext.broker.protocol import DeadLetterAdmin, DeadLetterRecord, QueueAdmin
 from upnext.errors import ConfigurationError, UnsupportedOperation
-from upnext.jobs import JobPage, JobSummary
 from upnext.workers import WorkerInfo, read_registry
 
 if TYPE_CHECKING:
