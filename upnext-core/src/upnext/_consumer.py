@@ -27,6 +27,7 @@ from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
 from upnext._group_settle import GroupSettle
+from upnext._history import JobHistory
 from upnext._joblog import log_received
 from upnext._jobrun import JobRun, running_jobs
 from upnext._receiving import give_back, receive_sliced, stop_receiver
@@ -86,6 +87,8 @@ class Consumer:
         self._loops: list[asyncio.Task[None]] = []
         # Set to end the receive loop (never cancelled: see `_receiving`).
         self._receive_stopped = asyncio.Event()
+        # Jobs it finished, for the tick to write (only where a state store keeps them).
+        self.history = JobHistory() if worker.job_history and client.state is not None else None
         self.execution = JobExecutor(self)
         self.tick: WorkerTick | None = None
 
@@ -107,6 +110,7 @@ class Consumer:
                 on_cancel=self.cancel_job,
                 slots=self.worker.held_slots,
                 metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
+                history=self.history.writes if self.history is not None else None,
             )
             self.tick.start()
 

@@ -72,6 +72,7 @@ class JobExecutor:
             Timeout(consumer.loop, self.abandon_task),
         )
         self.pipeline = Pipeline([*builtins, *worker.middleware], worker.hook_timeout)
+        self.history = consumer.history
         self.call_body = self._call_body  # bound once: the hot path takes it per job
         self.threads = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
         self.abandoned_threads = 0
@@ -87,6 +88,8 @@ class JobExecutor:
             if not run.done and await consumer.commit(run, settlement) is None:
                 if logged and run.job is not None:
                     log_settled(run.job, run, settlement)
+                if self.history is not None and run.job is not None:
+                    self.history.record(run.job, run, settlement)
                 if settlement.events or self.pipeline.settles_without_events:
                     await self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
@@ -121,6 +124,8 @@ class JobExecutor:
         if await self.consumer.commit(run, settlement) is None:
             if JOB_LOG.isEnabledFor(logging.INFO):
                 log_settled(job, run, settlement)
+            if self.history is not None:
+                self.history.record(job, run, settlement)
             await self._after_settle(job, settlement)
 
     async def _after_settle(self, job: Job | None, settlement: Settlement) -> None:

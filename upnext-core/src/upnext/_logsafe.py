@@ -21,7 +21,7 @@ import threading
 
 from upnext.broker.redact import redact, url_secrets
 
-__all__ = ["LIBRARY_LOGGERS", "PasswordFilter", "protect_logs"]
+__all__ = ["LIBRARY_LOGGERS", "PasswordFilter", "protect_logs", "scrub"]
 
 # The loggers of upnext, of every driver it uses, and of what serves its API.
 LIBRARY_LOGGERS = (
@@ -111,3 +111,8 @@ def protect_logs(*urls: str) -> PasswordFilter:
 
 def _guarded(name: str) -> bool:
     return any(name == lib or name.startswith(lib + ".") for lib in LIBRARY_LOGGERS)
+
+
+def scrub(text: str) -> str:
+    """`text` as the log filter leaves it: URL passwords and remembered secrets hidden."""
+    return _FILTER.scrub(text)

@@ -20,6 +20,10 @@ key                             value                            lifetime
                                                                  TTL) by workers with
                                                                  metrics on; deleted at a
                                                                  clean stop
+``upnext:history:<worker_id>:   a `HistorySegment` as JSON:      written by the tick that
+<n>``                           up to 64 jobs the worker         follows them, with a TTL
+                                finished (`upnext._history`)     of `HISTORY_TTL` (1 h);
+                                                                 kept after a clean stop
 ==============================  ===============================  ==========================
 """
 
@@ -36,10 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_PREFIX",
     "CORE_PREFIX",
+    "HISTORY_PREFIX",
     "METRICS_PREFIX",
     "REGISTRY_TICKS",
     "WORKER_PREFIX",
     "cancel_key",
+    "history_key",
     "metrics_key",
     "read_prefix",
     "worker_key",
@@ -52,6 +58,7 @@ CORE_PREFIX: Final = "upnext:"
 WORKER_PREFIX: Final = f"{CORE_PREFIX}worker:"
 CANCEL_PREFIX: Final = f"{CORE_PREFIX}cancel:"
 METRICS_PREFIX: Final = f"{CORE_PREFIX}metrics:"
+HISTORY_PREFIX: Final = f"{CORE_PREFIX}history:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -69,6 +76,11 @@ def cancel_key(job_id: str) -> str:
 def metrics_key(worker_id: str) -> str:
     """The key of a worker's metrics snapshot."""
     return f"{METRICS_PREFIX}{worker_id}"
+
+
+def history_key(worker_id: str, segment: int) -> str:
+    """The key of one segment of a worker's recent-jobs history."""
+    return f"{HISTORY_PREFIX}{worker_id}:{segment}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:

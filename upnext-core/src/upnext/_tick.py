@@ -6,7 +6,9 @@ jobs or slots:
 
 1. one registry write: this worker's `WorkerInfo` under ``upnext:worker:<id>``
    with a TTL of `REGISTRY_TICKS` ticks, so a dead worker's entry lapses (with
-   metrics on, its `MetricsSnapshot` under ``upnext:metrics:<id>`` in the same call);
+   metrics on, its `MetricsSnapshot` under ``upnext:metrics:<id>``, and the
+   recent-jobs history's segments the jobs finished since the last tick went
+   to, `upnext._history`, in the same call);
 2. one read of the cancel markers of the jobs it runs (``upnext:cancel:<job>``),
    calling `on_cancel(job_id)` once per marked job;
 3. one refresh of the slots it holds (`HeldSlots`), re-acquiring each so it
@@ -101,6 +103,7 @@ class WorkerTick:
         on_cancel: Callable[[str], object],
         slots: HeldSlots | None = None,
         metrics: Callable[[str], bytes] | None = None,
+        history: Callable[[str], list[StateWrite]] | None = None,
         interval: float = 1.0,
     ) -> None:
         self.interval = check_duration("tick interval", interval, positive=True)
@@ -111,6 +114,8 @@ class WorkerTick:
         self.worker_id = worker_id
         # The job metrics snapshot (given the worker id), written beside the registry entry.
         self.metrics = metrics
+        # The history segments to write (given the worker id): new entries only, or none.
+        self.history = history
         self.identity = {
             "worker_id": worker_id,
             "name": name,
@@ -134,7 +139,10 @@ class WorkerTick:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="upnext-tick")
 
     async def stop(self, *, deregister: bool = True) -> None:
-        """Stop ticking and (unless `deregister=False`) delete the registry entry at once."""
+        """Stop ticking and (unless `deregister=False`) delete the registry entry at once.
+
+        The jobs finished since the last tick go to the history in the same call.
+        """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -142,7 +150,8 @@ class WorkerTick:
         if deregister:
             try:
                 async with asyncio.timeout(self.interval):
-                    deletes = [StateWrite(self.key, None)]
+                    deletes = self.history(self.worker_id) if self.history is not None else []
+                    deletes.append(StateWrite(self.key, None))
                     if self.metrics is not None:
                         deletes.append(StateWrite(metrics_key(self.worker_id), None))
                     await self.state.state_put(deletes)
@@ -188,6 +197,8 @@ class WorkerTick:
             writes.append(
                 StateWrite(metrics_key(self.worker_id), self.metrics(self.worker_id), ttl)
             )
+        if self.history is not None:
+            writes.extend(self.history(self.worker_id))
         await self.state.state_put(writes)
 
     async def _read_cancels(self, jobs: list[RunningJob]) -> None:

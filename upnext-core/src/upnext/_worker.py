@@ -52,6 +52,7 @@ class Worker:
     (default: ``$UPNEXT_BROKER_URL``, else ``memory://``); `results` a
     separate result-store URL when the broker keeps none. `metrics=True`
     counts jobs (`enable_metrics`); `metrics_port` also serves them over HTTP.
+    `job_history=False` keeps no recent-jobs history (`upnext jobs list`).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Worker:
         metrics: bool = False,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        job_history: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -105,6 +107,7 @@ class Worker:
         self.receive_wait = receive_wait
         # How long `upnext.run` keeps retrying an unreachable broker at start (inf: for ever).
         self.connect_timeout = connect_timeout
+        self.job_history = job_history
         self.plugins = Plugins(plugins, load_entry_points=load_plugins)
         # After the built-ins: the plugins' middleware, then this worker's own.
         self.middleware = collect_middleware(self.plugins, self, middleware)

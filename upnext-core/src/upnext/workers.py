@@ -22,7 +22,7 @@ __all__ = ["RunningJob", "WorkerInfo", "live_workers", "read_registry"]
 
 
 class RunningJob(BaseModel):
-    """A job a worker holds: its id, task, attempt, start (epoch seconds) and progress.
+    """A job a worker holds: its id, task, queue, attempt, start (epoch seconds) and progress.
 
     `attempt` is the attempt it runs (or is about to run); `started_at` is
     None until that attempt's body starts (while a `before_run` holds it, or
@@ -36,6 +36,7 @@ class RunningJob(BaseModel):
     attempt: int
     started_at: float | None
     progress: float | None = None
+    queue: str | None = None  # None in entries of workers from before it was written
 
 
 class WorkerInfo(BaseModel):

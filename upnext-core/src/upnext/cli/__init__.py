@@ -1,4 +1,4 @@
-"""The `upnext` command: run workers and the server, see workers, manage the DLQ, submit jobs.
+"""The `upnext` command: run workers and the server, see workers and jobs, manage the DLQ, submit.
 
 Built on argparse, so every command but `upnext server` works without the
 ``server`` extra. Exit codes: 0 success, 1 failure (one ``error:`` line on
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
 from upnext.cli import _commands
 from upnext.cli._dlq import confirm_purge, run_dlq
+from upnext.cli._jobs import add_jobs_parser, run_jobs
 from upnext.cli._load import refuse_memory
 from upnext.cli._logging import LEVELS
 from upnext.cli._output import fail
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     wks.add_argument("--broker", help="broker URL (default: $UPNEXT_BROKER_URL)")
     wks.add_argument("--results", help="result-store URL (default: $UPNEXT_RESULTS_URL)")
     wks.add_argument("--json", action="store_true", help="print JSON")
+    add_jobs_parser(sub)
     bk = sub.add_parser("backends", help="installed URL schemes and their distributions")
     bk.add_argument("--json", action="store_true", help="print JSON")
     sbm = sub.add_parser("submit", help="submit one job of a task (module:task)")
@@ -175,6 +177,20 @@ def _workers(args: argparse.Namespace) -> int:
     return asyncio.run(run_workers(args, worker))
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    broker = args.broker or os.environ.get(ENV_BROKER)
+    if not broker:
+        return fail("no broker: pass --broker URL or set UPNEXT_BROKER_URL", 2)
+    refuse_memory(broker, "upnext jobs")
+    worker = Worker(
+        "upnext-cli",
+        broker,
+        results=args.results or os.environ.get(ENV_RESULTS),
+        load_plugins=False,
+    )
+    return asyncio.run(run_jobs(args, worker))
+
+
 def _scrub(message: str, urls: Sequence[str | None]) -> str:
     """Hide any password of the URLs in use (backends already do; this is a second guard)."""
     for url in urls:
@@ -195,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server": _commands.server,
         "dlq": _dlq,
         "workers": _workers,
+        "jobs": _jobs,
         "backends": _commands.backends,
         "submit": _commands.submit,
         "schema": schema,

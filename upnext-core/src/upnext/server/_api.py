@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from upnext._dlq import DeadLetterEntry, EntryPage
+from upnext.jobs import JobStatus
 from upnext.server._backend import Backend
 from upnext.server._models import (
     MAX_LIMIT,
@@ -16,6 +17,7 @@ from upnext.server._models import (
     ErrorBody,
     Health,
     JobInfo,
+    JobPage,
     Purged,
     QueueList,
     Replayed,
@@ -115,11 +117,43 @@ async def delete_entry(backend: BackendDep, entry_id: EntryId) -> Response:
     return Response(status_code=204)
 
 
+@router.get("/jobs", tags=["jobs"])
+async def jobs(
+    backend: BackendDep,
+    queue: QueueFilter = None,
+    task: Annotated[
+        str | None,
+        Query(
+            max_length=500,
+            pattern=PRINTABLE,
+            description="a case-sensitive substring of the dotted function name",
+        ),
+    ] = None,
+    status: Annotated[
+        JobStatus | None,
+        Query(description="absent: active jobs, then recently finished ones"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000, pattern=PRINTABLE)] = None,
+) -> JobPage:
+    """Jobs of `status`, newest first (waiting ones in the order they would run).
+
+    Sources: queued and scheduled from the broker (422 where it cannot show
+    waiting jobs), active from the worker registry, complete, failed and
+    cancelled from the recent-jobs history (`exact` false: the last ~500 jobs
+    per worker, at most an hour), dead from the dead-letter queue. Pass
+    `next_cursor` back as `cursor` for the next page.
+    """
+    return await backend.jobs(status, queue, task, limit, cursor)
+
+
 @router.get("/jobs/{job_id}", tags=["jobs"])
 async def job(backend: BackendDep, job_id: EntryId, queue: QueueFilter = None) -> JobInfo:
-    """A job's final status and result, else "active" with the live worker running it.
+    """A job's final status and result, else its run on a live worker or its place in a queue.
 
-    "unknown" when neither the result store nor a live worker knows the id.
+    Lineage (parent, root, replay, children), worker, attempt and dead-letter
+    entry come from the result record, the worker registry and the recent-jobs
+    history. "unknown" when no source knows the id.
     """
     return await backend.job(job_id, queue)
 

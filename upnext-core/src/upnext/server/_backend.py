@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from upnext._dlq import DeadLetterEntry, EntryPage
-from upnext._serializer import ResultRecord
 from upnext._urls import scheme_of
 from upnext._worker import Worker
 from upnext.broker.optional import ManagementStats, QueueStatsReader
@@ -23,10 +22,12 @@ from upnext.errors import (
     UnsupportedOperation,
     UpNextError,
 )
+from upnext.jobs import find_job, list_jobs
 from upnext.server._models import (
     BulkReplayResult,
     Health,
     JobInfo,
+    JobPage,
     QueueInfo,
     Replayed,
     RunningJobInfo,
@@ -224,56 +225,33 @@ class Backend:
             return await self.worker.dlq.purge(queue)
 
     async def job(self, job_id: str, queue: str | None) -> JobInfo:
-        """The stored final result of `job_id`, looked up in `queue` or every known queue."""
-        store = (await self.worker.client()).store
-        candidates = [queue] if queue else await self.known_queues()
-        for name in candidates:
-            data = await store.get_result(job_id, queue=name, wait=0.0)
-            if data is None:
-                continue
-            try:
-                record = ResultRecord.model_validate_json(data)
-            except ValidationError:
-                continue
-            return JobInfo(
-                job_id=job_id,
-                status=record.s,
-                queue=name,
-                function=record.fn,
-                result=record.v,
-                error=record.e,
-                attempts=record.at,
-                started_at=_ts(record.st),
-                completed_at=_ts(record.ct),
+        """Everything known of `job_id` (`upnext.jobs.find_job`), in `queue` or every known one."""
+        return await find_job(self.worker, job_id, queue=queue, queues=self.queues)
+
+    async def jobs(
+        self,
+        status: str | None,
+        queue: str | None,
+        task: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage:
+        """A page of jobs of `status` (`upnext.jobs.list_jobs`); one broker-admin call's turn."""
+        async with self._admin():
+            return await list_jobs(
+                self.worker,
+                status=status,
+                queue=queue,
+                task=task,
+                limit=limit,
+                cursor=cursor,
+                queues=self.queues,
             )
-        return await self._active(job_id, queue) or JobInfo(
-            job_id=job_id, status="unknown", queue=queue
-        )
 
     async def _registry(self) -> list[WorkerInfo]:
         """Every live worker; ConfigurationError when neither broker nor store keeps state."""
         client = await self.worker.client()
         return await read_registry(client.require_state("the worker registry"))
-
-    async def _active(self, job_id: str, queue: str | None) -> JobInfo | None:
-        """`job_id` as a live worker runs it, or None if no live worker lists it."""
-        try:
-            infos = await self._registry()
-        except ConfigurationError:
-            return None  # no registry: a running job stays "unknown"
-        for info in infos:
-            for run in info.running:
-                if run.job_id == job_id:
-                    return JobInfo(
-                        job_id=job_id,
-                        status="active",
-                        queue=queue,
-                        function=run.function,
-                        started_at=_ts(run.started_at),
-                        worker_id=info.worker_id,
-                        attempt=run.attempt,
-                    )
-        return None
 
     async def workers(self) -> WorkerList:
         """Every live worker with its running jobs; "unavailable" where no state is kept."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from upnext._result import ErrorInfo
+from upnext.jobs import JobInfo, JobPage, JobSummary
 
 __all__ = [
     "BulkReplay",
@@ -15,6 +15,8 @@ __all__ = [
     "ErrorBody",
     "Health",
     "JobInfo",
+    "JobPage",
+    "JobSummary",
     "Purged",
     "QueueInfo",
     "QueueList",
@@ -66,27 +68,6 @@ class Purged(BaseModel):
     """How many entries a purge removed."""
 
     purged: int
-
-
-class JobInfo(BaseModel):
-    """A job's final state from the result store, its run on a live worker, or "unknown".
-
-    Status "active": no final result yet and a live worker runs it; then
-    `worker_id` and `attempt` say who runs which attempt, and `started_at` when
-    that attempt's body started (null while it waits to start).
-    """
-
-    job_id: str
-    status: Literal["complete", "failed", "cancelled", "active", "unknown"]
-    queue: str | None = None
-    function: str | None = None
-    result: Any = None
-    error: ErrorInfo | None = None
-    attempts: int | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    worker_id: str | None = None
-    attempt: int | None = None
 
 
 class QueueInfo(BaseModel):

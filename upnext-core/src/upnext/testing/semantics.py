@@ -39,6 +39,7 @@ from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
+from upnext.testing.semantics_jobs import JobListingSemantics
 from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_logging import LoggingSemantics
@@ -58,6 +59,7 @@ __all__ = [
     "HookSemantics",
     "IsolationSemantics",
     "JobIdSemantics",
+    "JobListingSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
     "LoggingSemantics",
@@ -93,5 +95,6 @@ class WorkerSemantics(
     MiddlewareSemantics,
     PrioritySemantics,
     TracingSemantics,
+    JobListingSemantics,
 ):
     """Every behaviour the docs state, through a real worker on your broker."""
