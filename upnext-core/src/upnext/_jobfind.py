@@ -4,8 +4,10 @@ In order: the recent-jobs history (its queue, worker, attempt, dead-letter
 entry and children), the result store (the final result, in the history's
 queue first), the worker registry (a run in progress), the history alone (a
 job whose result was not kept), then the broker's waiting jobs where it can
-show them (at most `SCAN_BUDGET` per status). The dead-letter queue is not
-searched by job id: the history names the entry of a recently dead job.
+show them (at most `SCAN_BUDGET` per status). A failed job's dead-letter
+entry comes from the history, else from the dead-letter queue by job id where
+it has an index (`dlq_access="indexed"`; a scan-type DLQ, RabbitMQ's, is not
+read through for one job); a job known only there is reported from its entry.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from upnext._history import FinishedJob, read_history
 from upnext._joblist import Listing, active_jobs, ts
 from upnext._jobmodels import JobInfo
 from upnext._serializer import ResultRecord
+from upnext.broker.cursor import dead_letter_page
 from upnext.broker.optional import JobBrowser
-from upnext.broker.protocol import QueueAdmin
+from upnext.broker.protocol import DeadLetterAdmin, DeadLetterRecord, QueueAdmin
 from upnext.errors import ConfigurationError
 from upnext.workers import WorkerInfo, read_registry
 
@@ -43,6 +46,15 @@ async def _known(state: StateStore | None, job_id: str) -> tuple[FinishedJob | N
         elif job.parent_id == job_id:
             children[job.job_id] = None
     return newest, list(children)
+
+
+async def _dead_entry(worker: Worker, job_id: str, queue: str | None) -> DeadLetterRecord | None:
+    """The newest dead-letter entry of `job_id`, from an indexed DLQ only (else None)."""
+    broker = (await worker.client()).broker
+    if not isinstance(broker, DeadLetterAdmin) or broker.capabilities.dlq_access != "indexed":
+        return None
+    page = await dead_letter_page(broker, queue=queue, job_id=job_id, limit=1)
+    return page.records[0] if page.records else None
 
 
 async def _registry(state: StateStore | None) -> list[WorkerInfo]:
@@ -75,6 +87,9 @@ async def find(worker: Worker, job_id: str, queue: str | None, queues: Sequence[
             record = ResultRecord.model_validate_json(data)
         except ValidationError:
             continue
+        if record.s == "failed" and extra["dlq_entry_id"] is None:
+            entry = await _dead_entry(worker, job_id, name)
+            extra["dlq_entry_id"] = entry.id if entry is not None else None
         return JobInfo(
             job_id=job_id,
             status=record.s,
@@ -103,6 +118,17 @@ async def find(worker: Worker, job_id: str, queue: str | None, queues: Sequence[
             )
     if seen is not None:
         return _from_history(seen, children)
+    entry = await _dead_entry(worker, job_id, queue)
+    if entry is not None:  # its result expired or was never kept; its entry stays
+        return JobInfo(
+            job_id=job_id,
+            status="failed",
+            queue=entry.queue,
+            function=entry.function,
+            completed_at=ts(entry.failed_at),
+            dlq_entry_id=entry.id,
+            children=children or None,
+        )
     return await _waiting(worker, job_id, queue, queues) or JobInfo(
         job_id=job_id, status="unknown", queue=queue
     )

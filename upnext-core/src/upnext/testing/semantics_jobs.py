@@ -227,3 +227,29 @@ class JobListingSemantics(SemanticsBase):
             "an active job names the worker running it"
         )
         assert info.status == "active", violated("find_job says a running job is active")
+
+    @pytest.mark.asyncio
+    async def test_a_failed_job_names_its_dead_letter_entry_without_the_history(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """find_job of a dead-lettered job names its entry from an indexed DLQ by job id."""
+        worker = make_worker(job_history=False)
+        await need_dlq(worker)
+        broker = await broker_of(worker)
+        if broker.capabilities.dlq_access != "indexed":
+            pytest.skip("a scan-type DLQ is not read through for one job (docs/operations.md)")
+
+        @worker.task(retries=0)
+        async def broken() -> None:
+            raise ValueError("broken")
+
+        async with worker:
+            future = await broken.submit()
+            with pytest.raises(Exception):  # noqa: B017, PT011  # the job's failure, any type
+                await future.result(timing.tolerance(LIMIT))
+            await worker.join(timeout=timing.tolerance(LIMIT))
+        [entry] = (await worker.dlq.list(job_id=future.job_id)).items
+        info = await find_job(worker, future.job_id)
+        assert (info.status, info.dlq_entry_id) == ("failed", entry.id), violated(
+            "a dead-lettered job names its dead-letter entry (found by its job id)"
+        )
