@@ -12,10 +12,14 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import upnext
-from upnext.cli._logging import worker_logging
+from upnext._joblog import JobLine
+from upnext._logsafe import password_filter
+from upnext.cli._joblines import made
+from upnext.cli._logging import JsonFormatter, _TextFormatter, worker_logging
 from upnext.testing.semantics_base import wait_until
 
 LIMIT = 5.0
@@ -193,3 +197,55 @@ async def test_a_handler_or_filter_added_later_gets_or_drops_every_job_line(
     assert len(_job_lines(path, alone_ids)) == 50
     assert len(_job_lines(path, ids)) == 50  # once each, though the logger re-queued them
     assert _job_lines(path, hidden_ids) == []
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_job_line_written_straight_reads_as_its_filtered_record_would(fmt: str) -> None:
+    """The writer's fast path (no record) gives the text the record path gives, passwords hid."""
+    formatter = JsonFormatter() if fmt == "json" else _TextFormatter()
+    url = f"redis://app:{SECRET}@cache:6379/0"
+    now = time.time()
+    fields = {"job_id": "j1", "task": "app.charge", "queue": "q", "attempt": 2}
+    refused, gave_up = f"ConnectionError: {url} refused", f"gave up on {url}"
+    succeeded = {**fields, "outcome": "succeeded", "duration_ms": 12.25}
+    retrying = {**fields, "outcome": "retrying", "error": refused, "delay_s": 0.5}
+    dead = {**fields, "outcome": "dead_lettered", "reason": gave_up, "duration_ms": None}
+    lines: list[JobLine] = [
+        (now, logging.INFO, "job %s %s %d/%d in %.1f ms", ("j1", "a.b", 1, 3, 12.25), succeeded),
+        (now + 0.9994, logging.INFO, "job %s failed: %s; %.3g s", ("j1", refused, 0.5), retrying),
+        (now + 61.5, logging.INFO, "job %s dead-lettered (%s)", ("j1", gave_up), dead),
+    ]
+    for line in lines:
+        record = made(line)
+        assert password_filter().filter(record)
+        assert formatter.format_line(line, password_filter().scrub) == formatter.format(record)
+        assert SECRET not in formatter.format(record)
+
+
+async def test_job_lines_make_no_record_while_the_commands_handler_is_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path: 100 job lines written from their tuples, not one LogRecord made for them."""
+    worker = _worker(monkeypatch)
+    made_for: list[str] = []
+    job_log = logging.getLogger("upnext.job")
+    make = job_log.makeRecord
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made_for.append(args[0])
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(job_log, "makeRecord", counting)
+
+    @worker.task
+    async def work(n: int) -> int:
+        return n
+
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "text", stream=out):
+        async with worker:
+            jobs = await work.submit_many([{"n": n} for n in range(100)])
+            for job in jobs:
+                await job.value(timeout=LIMIT)
+    assert len(_job_lines(path, {job.job_id for job in jobs})) == 100
+    assert made_for == []

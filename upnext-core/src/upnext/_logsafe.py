@@ -94,6 +94,11 @@ class PasswordFilter(logging.Filter):
 _FILTER = PasswordFilter()  # one per process: the loggers it guards are per process too
 
 
+def password_filter() -> PasswordFilter:
+    """The process's one password filter (attached to loggers by `protect_logs`)."""
+    return _FILTER
+
+
 def protect_logs(*urls: str) -> PasswordFilter:
     """Attach the filter to the library loggers (again: new ones appear as drivers load).
 

@@ -28,7 +28,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler
@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 from upnext._joblog import JOB_FIELDS, JOB_LOG, JobLine, set_line_sink
 from upnext._logsafe import LIBRARY_LOGGERS
+from upnext.cli._joblines import JobLines, made
 
 __all__ = ["LEVELS", "TEXT_FORMAT", "JsonFormatter", "worker_logging"]
 
@@ -44,6 +45,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FLUSH_INTERVAL = 0.1  # seconds between the listener's wake-ups: how late a line may appear
 _BATCH = 10_000  # records per write at most: a backlog is written in pieces, not held whole
 _ENCODER = json.JSONEncoder(default=str)  # json.dumps(..., default=str) builds one per call
+_SCRUBBED = ("error", "reason")  # the free-text job fields the password filter rewrites
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,6 +80,23 @@ class JsonFormatter(logging.Formatter):
             data["stack"] = record.stack_info
         return _ENCODER.encode(data)
 
+    def format_line(self, line: JobLine, scrub: Callable[[str], str]) -> str:
+        """As `format` gives the record of a job line once the password filter ran."""
+        created, level, message, args, fields = line
+        data: dict[str, Any] = {
+            "timestamp": self._timestamp(created),
+            "level": logging.getLevelName(level),
+            "logger": JOB_LOG.name,
+            "message": scrub(message % args),
+        }
+        for field in JOB_FIELDS:
+            value = fields.get(field)
+            if value is not None:
+                data[field] = (
+                    scrub(value) if field in _SCRUBBED and isinstance(value, str) else value
+                )
+        return _ENCODER.encode(data)
+
     def _timestamp(self, created: float) -> str:
         """`created` as ISO 8601 UTC to the millisecond; the date and time part cached per second.
 
@@ -100,14 +119,28 @@ class _TextFormatter(logging.Formatter):
     _second = -1
     _date_time = ""
 
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format_line(self, line: JobLine, scrub: Callable[[str], str]) -> str:
+        """As `format` gives the record of a job line once the password filter ran."""
+        created, level, message, args, _ = line
+        self._cache(created)
+        msecs = int((created - int(created)) * 1000)
+        name = logging.getLevelName(level)
+        return f"{self._date_time},{msecs:03d} {name:<7} {JOB_LOG.name}: {scrub(message % args)}"
+
+    def _cache(self, created: float) -> None:
+        second = int(created)
+        if second != self._second:
+            local = self.converter(created)
+            self._second, self._date_time = second, time.strftime(self.default_time_format, local)
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """As `logging.Formatter.formatTime`, strftime run once per second."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            local = self.converter(record.created)
-            self._second, self._date_time = second, time.strftime(self.default_time_format, local)
+        self._cache(record.created)
         with_msecs = self.default_msec_format
         return with_msecs % (self._date_time, record.msecs) if with_msecs else self._date_time
 
@@ -136,43 +169,13 @@ class _MergingQueueHandler(QueueHandler):
         return bool(passed)
 
 
-def _made(line: JobLine) -> logging.LogRecord:
-    """The record `JOB_LOG` would have made for `line` when it was sent."""
-    created, level, message, args, fields = line
-    record = JOB_LOG.makeRecord(JOB_LOG.name, level, __file__, 0, message, args, None, None, fields)
-    record.relativeCreated -= (record.created - created) * 1000
-    record.created = created
-    record.msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
-    return record
-
-
-def _only(queued: logging.Handler) -> bool:
-    """True if a record of JOB_LOG would reach `queued` and no other handler.
-
-    As `Logger.callHandlers` walks: every logger's handlers up to the root,
-    or to the first that does not propagate. (Filters of the loggers above
-    JOB_LOG never see its records; its own are applied by `_BatchListener`.)
-    """
-    logger: logging.Logger | None = JOB_LOG
-    while logger is not None:
-        expected = [queued] if logger.parent is None else []
-        if logger.handlers != expected:
-            return False
-        if not logger.propagate:
-            return logger.parent is None
-        logger = logger.parent
-    return False
-
-
 _Queued = logging.LogRecord | JobLine
 
 
 class _BatchListener:
     """Writes queued records through `handler`'s formatter and stream, in batches, on a thread.
 
-    A queued job line (a tuple) becomes a record here; if `queued` is no
-    longer the only handler it would reach, the record goes to `JOB_LOG`
-    (every handler, `queued` included, gets it) instead of straight out.
+    A queued job line (a tuple) becomes text or a record here (`JobLines`).
     """
 
     def __init__(
@@ -183,7 +186,8 @@ class _BatchListener:
     ) -> None:
         self._records = records
         self._handler = handler
-        self._queued = queued
+        assert handler.formatter is not None
+        self._jobs = JobLines(queued, handler.formatter)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="upnext-log-writer", daemon=True)
 
@@ -205,28 +209,12 @@ class _BatchListener:
                 return
             self._stopping.wait(FLUSH_INTERVAL)
 
-    def _filtered(self, record: logging.LogRecord) -> logging.LogRecord | None:
-        """`record` as JOB_LOG's filters and the handler's leave it (None: dropped).
-
-        What `Logger.handle` and `Handler.handle` would do to it, the
-        password filter included.
-        """
-        if JOB_LOG.disabled:
-            return None
-        for filterer in (JOB_LOG, self._queued):
-            passed: object = filterer.filter(record)
-            if not passed:
-                return None
-            if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
-                record = passed
-        return record
-
     def _write_queued(self) -> int:
         """Write up to `_BATCH` queued records; how many were taken."""
         lines: list[str] = []
         last: logging.LogRecord | None = None
         taken = 0
-        direct: bool | None = None  # asked once per batch, at its first job line
+        self._jobs.begin()
         while taken < _BATCH:
             try:
                 item = self._records.get_nowait()
@@ -234,27 +222,29 @@ class _BatchListener:
                 break
             taken += 1
             if isinstance(item, tuple):
-                if direct is None:
-                    direct = _only(self._queued)
-                if not direct:
-                    JOB_LOG.handle(_made(item))  # every handler; ours queues it again
+                try:
+                    rendered = self._jobs.render(item)
+                except Exception:  # a broken line: reported the stdlib's way, the rest written
+                    self._handler.handleError(made(item))
                     continue
-                made = self._filtered(_made(item))
-                if made is None:
+                if rendered is None:
                     continue
-                item = made
+                if isinstance(rendered, str):
+                    lines.append(rendered + self._handler.terminator)
+                    continue
+                item = rendered
             last = item
             try:
                 lines.append(self._handler.format(last) + self._handler.terminator)
             except Exception:  # a broken record: reported the stdlib's way, the rest written
                 self._handler.handleError(last)
-        if lines and last is not None:
+        if lines:
             try:
                 stream = self._handler.stream
                 stream.write("".join(lines))
                 stream.flush()
             except Exception:
-                self._handler.handleError(last)
+                self._handler.handleError(last or logging.makeLogRecord({"msg": "log write"}))
         return taken
 
 
@@ -290,7 +280,7 @@ def worker_logging(level: str, fmt: str, stream: TextIO | None = None) -> Iterat
 def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> Iterator[None]:
     """A stream handler fed through a queue and a listener thread, on `root` meanwhile."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    formatter = JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else _TextFormatter()
     handler.setFormatter(formatter)
     records: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
     queued = _MergingQueueHandler(records)
