@@ -122,7 +122,7 @@ class JobExecutor:
     async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
         """Commit through the consumer; once durable, hand the settlement to after_settle."""
         if await self.consumer.commit(run, settlement) is None:
-            if JOB_LOG.isEnabledFor(logging.INFO):
+            if run.logged:  # asked when the run began, as on the main path
                 log_settled(job, run, settlement)
             if self.history is not None:
                 self.history.record(job, run, settlement)
