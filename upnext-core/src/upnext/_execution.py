@@ -133,7 +133,7 @@ class JobExecutor:
             return
         stages = self.pipeline.stages(job.task)
         if stages.after_settle_inline:
-            await self.pipeline.after_settle_inline(job, settlement, stages)
+            await self.pipeline.after_settle(job, settlement, stages, inline=True)
         if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
             self.consumer.spawn(self.pipeline.after_settle(job, settlement, stages))
 

@@ -100,30 +100,23 @@ class Pipeline:
                     "middleware %r after_run for job %s raised; ignored", middleware, job.id
                 )
 
-    @staticmethod
-    async def after_settle_inline(job: Job, settlement: Settlement, stages: Stages) -> None:
-        """Each `settles_inline` after_settle (reverse order); one that raises is logged."""
-        for middleware in stages.after_settle_inline:
-            if middleware.settles_with_events_only and not settlement.events:
-                continue
-            try:
-                await middleware.after_settle(job, settlement)
-            except Exception:
-                log.exception(
-                    "middleware %r after_settle for job %s raised; ignored", middleware, job.id
-                )
-
     def wants_after_settle(self, stages: Stages, settlement: Settlement) -> bool:
         """Whether anything would hear of this settlement (no background task otherwise)."""
         return any(not m.settles_with_events_only or settlement.events for m in stages.after_settle)
 
-    async def after_settle(self, job: Job, settlement: Settlement, stages: Stages) -> None:
-        """Each after_settle (reverse order), bounded by hook_timeout, logged and swallowed."""
-        for middleware in stages.after_settle:
+    async def after_settle(
+        self, job: Job, settlement: Settlement, stages: Stages, *, inline: bool = False
+    ) -> None:
+        """Each after_settle (reverse order), bounded by hook_timeout, logged and swallowed.
+
+        `inline`: the `settles_inline` ones instead, run in the job's own task
+        (they never await, so no timeout bounds them).
+        """
+        for middleware in stages.after_settle_inline if inline else stages.after_settle:
             if middleware.settles_with_events_only and not settlement.events:
                 continue
             try:
-                if middleware.bounds_its_calls:
+                if inline or middleware.bounds_its_calls:
                     await middleware.after_settle(job, settlement)
                 else:
                     async with asyncio.timeout(self.hook_timeout):
