@@ -122,6 +122,27 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 5.
 
 
 @contextmanager
+def _running(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`args` as a process, its output dropped; stopped at the end (SIGKILL after 5 s)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def running() -> Callable[[list[str]], AbstractContextManager[subprocess.Popen[bytes]]]:
+    """``with running([...]) as proc``: a process stopped when the block ends."""
+    return _running
+
+
+@contextmanager
 def _private_redis(*config: str) -> Iterator[int]:
     """Run ``redis-server <config>`` on a free port; yield the port."""
     binary = shutil.which("redis-server")
@@ -131,17 +152,9 @@ def _private_redis(*config: str) -> Iterator[int]:
     with tempfile.TemporaryDirectory() as workdir:
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", workdir, *config]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with _running(args) as proc:
             _wait_listening(port, proc)
             yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture

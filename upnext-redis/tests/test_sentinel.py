@@ -22,8 +22,11 @@ Server = Callable[..., AbstractContextManager[int]]
 SERVICE = "upnext-test"
 
 
+Running = Callable[[list[str]], AbstractContextManager[subprocess.Popen[bytes]]]
+
+
 @contextmanager
-def _sentinel(master_port: int, port: int) -> Iterator[int]:
+def _sentinel(running: Running, master_port: int, port: int) -> Iterator[int]:
     """``redis-server --sentinel`` on `port`, watching the master on `master_port`."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -35,17 +38,8 @@ def _sentinel(master_port: int, port: int) -> Iterator[int]:
             f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 1\n"
             f"sentinel down-after-milliseconds {SERVICE} 60000\n"
         )
-        args = [binary, str(config), "--sentinel"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with running([binary, str(config), "--sentinel"]):
             yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def _master_known(port: int, within: float = 10.0) -> None:
@@ -66,10 +60,10 @@ async def _master_known(port: int, within: float = 10.0) -> None:
 
 @pytest_asyncio.fixture
 async def sentinel_url(
-    private_redis: Server, free_port: Callable[[], int]
+    private_redis: Server, free_port: Callable[[], int], running: Running
 ) -> AsyncIterator[tuple[str, int]]:
     """A sentinel URL for a private master (db 2, own prefix), and the master's port."""
-    with private_redis() as master, _sentinel(master, free_port()) as sentinel:
+    with private_redis() as master, _sentinel(running, master, free_port()) as sentinel:
         await _master_known(sentinel)
         # An unreachable first sentinel: redis-py asks the next one.
         dead = free_port()
