@@ -179,17 +179,21 @@ def log_settled(job: Job, run: JobRun, settlement: Settlement) -> None:
 
 
 def _succeeded(job: Job, run: JobRun) -> None:
+    # The line of nearly every job: its fields spelled out (no keyword packing).
     duration = _duration_ms(run)
+    job_id, function, attempt, most = job.id, job.function, job.attempt, job.max_attempts
     _info(
         "job %s %s attempt %d/%d succeeded in %.1f ms",
-        (
-            job.id,
-            job.function,
-            job.attempt,
-            job.max_attempts,
-            duration,
-        ),
-        _fields(job, "succeeded", duration_ms=duration),
+        (job_id, function, attempt, most, duration),
+        {
+            "job_id": job_id,
+            "task": function,
+            "queue": job.queue,
+            "attempt": attempt,
+            "max_attempts": most,
+            "outcome": "succeeded",
+            "duration_ms": duration,
+        },
     )
 
 
