@@ -23,11 +23,13 @@ from dataclasses import replace
 import pytest_asyncio
 
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import WaitingPage
 from upnext.broker.protocol import Capabilities, Delivery, Envelope, Release, Retry
 from upnext.errors import BrokerError, DeadLetterNotFound
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
+    JobBrowserConformance,
     QueueAdminConformance,
     ResultStoreConformance,
     StateStoreConformance,
@@ -41,6 +43,7 @@ class TestSuite(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    JobBrowserConformance,
     StateStoreConformance,
 ):
     @pytest_asyncio.fixture
@@ -209,6 +212,13 @@ class Broken(MemoryBroker):
         found = await super().dlq_records(query)
         return found[:1] if query.job_id is not None else found
 """,
+    "waiting_pages_overlap": """
+class Broken(MemoryBroker):
+    async def waiting_jobs(self, queue, *, scheduled, limit, cursor=None):
+        # Each page starts at the previous page's last job, as an inclusive keyset would.
+        page = await super().waiting_jobs(queue, scheduled=scheduled, limit=limit, cursor=cursor)
+        return WaitingPage(page.jobs, page.cursor and str(int(page.cursor) - 1))
+""",
     "sound": """
 class Broken(MemoryBroker):
     pass
@@ -338,6 +348,11 @@ def _run(pytester: pytest.Pytester, broken: str, select: str, *args: str) -> pyt
             "release_drops_priority",
             "test_priority_survives_retry_and_release",
             "a job must keep its priority through Release",
+        ),
+        (
+            "waiting_pages_overlap",
+            "test_waiting_cursors_visit_each_job_once",
+            "following waiting_jobs cursors must visit every job once",
         ),
         (
             "half_applied_settle",

@@ -10,6 +10,7 @@ from upnext.broker.memory import MemoryBroker
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
+    JobBrowserConformance,
     QueueAdminConformance,
     ResultStoreConformance,
     StateStoreConformance,
@@ -21,6 +22,7 @@ class TestMemoryBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    JobBrowserConformance,
     StateStoreConformance,
 ):
     """Every conformance class, on a fresh MemoryBroker per test."""

@@ -1,4 +1,4 @@
-"""Core's cursors: the dead-letter format (versioned, validated), its pages, state cursors."""
+"""Core's cursors: the dead-letter format (versioned, validated), its pages, state, key cursors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import upnext
 from upnext.broker.cursor import (
     dead_letter_page,
     dlq_cursor,
+    key_cursor,
     parse_dlq_cursor,
+    parse_key_cursor,
     parse_state_cursor,
     state_cursor,
 )
@@ -144,3 +146,46 @@ def test_state_cursor_round_trips_any_key() -> None:
     for foreign in ["a:b", "k:***", "k:" + "\udcff"]:
         with pytest.raises(ConfigurationError, match="malformed state cursor"):
             parse_state_cursor(foreign)
+
+
+def test_key_cursor_round_trips_its_key_exactly() -> None:
+    """A key cursor gives back its ints, floats and strings exactly, and is URL-safe."""
+    shape = (int, float, str)
+    keys: list[list[int | float | str]] = [
+        [0, 0.1 + 0.2, ""],
+        [2**63 - 1, -1e300, "ключ/⚙ \"'"],
+        [-(2**63), 7.0, "x" * 300],
+    ]
+    for key in keys:
+        cursor = key_cursor("t1.", key)
+        assert parse_key_cursor(cursor, "t1.", shape, "test") == key
+        assert set(cursor[3:]) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+    assert isinstance(parse_key_cursor(key_cursor("t1.", [1, 2, "a"]), "t1.", shape, "t")[1], float)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "garbage",
+        key_cursor("t2.", [1, 1.5, "a"]),  # another tag
+        key_cursor("t1.", [1, 1.5]),  # too short
+        key_cursor("t1.", [1, 1.5, "a", 2]),  # too long
+        key_cursor("t1.", [True, 1.5, "a"]),
+        key_cursor("t1.", [1.0, 1.5, "a"]),
+        key_cursor("t1.", [2**63, 1.5, "a"]),
+        key_cursor("t1.", [1, "1.5", "a"]),
+        key_cursor("t1.", [1, 1.5, 3]),
+        "t1." + base64.urlsafe_b64encode(b'[1,NaN,"a"]').decode(),
+        "t1." + base64.urlsafe_b64encode(b'{"a":1}').decode(),
+        "t1.***",
+        "t1." + "x" * 5000,
+    ],
+)
+def test_foreign_key_cursor_is_a_configuration_error(cursor: str) -> None:
+    """Anything but a key cursor of the tag and shape asked for is refused in one short line."""
+    with pytest.raises(ConfigurationError, match=r"^malformed waiting-jobs cursor: ") as info:
+        parse_key_cursor(cursor, "t1.", (int, float, str), "waiting-jobs")
+    assert len(str(info.value)) < 120

@@ -23,6 +23,7 @@ MODULES = [
     "upnext.workers",
     "upnext.metrics",
     "upnext.metrics.prometheus",
+    "upnext.testing",
 ]
 
 

@@ -8,6 +8,7 @@ import pytest_asyncio
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
+    JobBrowserConformance,
     QueueAdminConformance,
     ResultStoreConformance,
     StateStoreConformance,
@@ -20,9 +21,10 @@ class TestPostgresBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    JobBrowserConformance,
     StateStoreConformance,
 ):
-    """The broker, result store, state store, dead-letter and queue admin contracts."""
+    """The broker, result store, state store, dead-letter, queue admin and browser contracts."""
 
     @pytest_asyncio.fixture
     async def broker(self, pg_broker: PostgresBroker) -> AsyncIterator[PostgresBroker]:

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 import aiormq.exceptions as amqp_errors
 import pytest
 import upnext
+from upnext.broker.optional import JobBrowser
 from upnext.broker.protocol import Broker, DeadLetterAdmin, QueueAdmin, ResultStore
 from upnext.errors import BrokerError, BrokerUnavailable, ConfigurationError, UnsupportedOperation
 from upnext_rabbitmq import RabbitBroker
@@ -66,6 +67,8 @@ def test_capabilities_are_truthful() -> None:
     assert RabbitBroker("amqp://h/").capabilities.delivery_limit_strict is False
     for protocol in (Broker, ResultStore, DeadLetterAdmin, QueueAdmin):
         assert isinstance(broker, protocol)
+    # AMQP reads a queue only by consuming it: no listing of waiting jobs (docs/brokers.md).
+    assert not isinstance(broker, JobBrowser)
 
 
 async def test_cancel_is_unsupported() -> None:

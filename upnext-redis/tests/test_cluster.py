@@ -8,12 +8,17 @@ import pytest
 import pytest_asyncio
 from redis.asyncio.cluster import RedisCluster
 from upnext.broker.protocol import Envelope
-from upnext.testing import BrokerConformance, StateStoreConformance, WorkerSemantics
+from upnext.testing import (
+    BrokerConformance,
+    JobBrowserConformance,
+    StateStoreConformance,
+    WorkerSemantics,
+)
 from upnext_redis import RedisBroker
 
 
-class TestClusterBroker(BrokerConformance, StateStoreConformance):
-    """The broker and state contracts spread over three masters (results: see semantics)."""
+class TestClusterBroker(BrokerConformance, JobBrowserConformance, StateStoreConformance):
+    """The broker, browser and state contracts over three masters (results: see semantics)."""
 
     @pytest_asyncio.fixture
     async def broker(self, cluster_broker: RedisBroker) -> AsyncIterator[RedisBroker]:

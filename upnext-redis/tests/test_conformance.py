@@ -8,6 +8,7 @@ import pytest_asyncio
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
+    JobBrowserConformance,
     QueueAdminConformance,
     ResultStoreConformance,
     StateStoreConformance,
@@ -20,9 +21,10 @@ class TestRedisBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    JobBrowserConformance,
     StateStoreConformance,
 ):
-    """The broker, result store, dead-letter, queue admin and state contracts on a real server."""
+    """The broker, result store, dead-letter, queue admin, browser and state contracts."""
 
     @pytest_asyncio.fixture
     async def broker(self, redis_broker: RedisBroker) -> AsyncIterator[RedisBroker]:

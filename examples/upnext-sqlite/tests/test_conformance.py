@@ -9,6 +9,7 @@ import pytest_asyncio
 from upnext.testing import (
     BrokerConformance,
     DeadLetterAdminConformance,
+    JobBrowserConformance,
     QueueAdminConformance,
     ResultStoreConformance,
     StateStoreConformance,
@@ -22,9 +23,10 @@ class TestSQLiteBroker(
     ResultStoreConformance,
     DeadLetterAdminConformance,
     QueueAdminConformance,
+    JobBrowserConformance,
     StateStoreConformance,
 ):
-    """The broker, result store, state store, dead-letter and queue admin contracts."""
+    """The broker, result store, state store, dead-letter, queue admin and browser contracts."""
 
     @pytest_asyncio.fixture
     async def broker(self, sqlite_broker: SQLiteBroker) -> AsyncIterator[SQLiteBroker]:

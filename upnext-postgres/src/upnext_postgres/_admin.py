@@ -1,9 +1,10 @@
-"""Dead-letter and queue admin for `PostgresBroker`, as a mixin.
+"""Dead-letter and queue admin, and the job browser, for `PostgresBroker`, as a mixin.
 
 Dead letters are read newest first by a keyset query on ``(failed_at, id)``
 over an index (core pages over it), so a page costs O(log n + limit) and
 stays stable under concurrent inserts and deletes. Replay deletes the entry and inserts the new
 job in one statement: of two concurrent replays, the second finds the row gone.
+Waiting jobs are read by keyset pages too (`_browse`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncpg
+from upnext.broker.optional import WaitingPage
 from upnext.broker.protocol import DeadLetterQuery, DeadLetterRecord, Envelope, QueueStats
 from upnext.errors import DeadLetterNotFound
 
+from upnext_postgres._browse import waiting_page, waiting_query
 from upnext_postgres._errors import bounded
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ def _record(row: asyncpg.Record) -> DeadLetterRecord:
 
 
 class AdminMixin:
-    """`DeadLetterAdmin` and `QueueAdmin` over the broker's pool."""
+    """`DeadLetterAdmin`, `QueueAdmin` and `JobBrowser` over the broker's pool."""
 
     _names: Names
     _where: str
@@ -184,3 +187,13 @@ SELECT
         )
         rows = await self._fetch("purge queue", sql, queue)
         return int(rows[0]["n"])
+
+    async def waiting_jobs(
+        self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
+    ) -> WaitingPage:
+        """Waiting jobs of `queue`: ready ones in receive's order, or scheduled soonest first."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        sql, args = waiting_query(self._names, scheduled=scheduled, cursor=cursor)
+        rows = await self._fetch("list waiting jobs", sql, queue, limit + 1, *args)
+        return waiting_page(rows, queue, scheduled=scheduled, limit=limit)

@@ -40,6 +40,7 @@ from upnext_redis._config import RedisOptions
 from upnext_redis._connect import build_clients
 from upnext_redis._errors import ErrorMapper
 from upnext_redis._lanes import Lanes
+from upnext_redis.browse_scripts import WAITING
 from upnext_redis.dlq_scripts import DLQ_SCRIPTS
 from upnext_redis.keys import KeySpace
 from upnext_redis.scripts import SCRIPTS, Script
@@ -235,7 +236,7 @@ class RedisClient:
             raise self.errors.unavailable(TimeoutError(f"no answer within {limit:g}s")) from None
 
     async def _check_nodes(self) -> None:
-        scripts = (*SCRIPTS, *DLQ_SCRIPTS, *STATE_SCRIPTS)
+        scripts = (*SCRIPTS, *DLQ_SCRIPTS, *STATE_SCRIPTS, WAITING)
         with self.errors.boundary():
             if isinstance(self.redis, RedisCluster):
                 await self.redis.initialize()

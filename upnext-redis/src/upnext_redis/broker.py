@@ -1,4 +1,4 @@
-"""RedisBroker: broker, result store, dead-letter admin and queue admin on Redis.
+"""RedisBroker: broker, result store, dead-letter admin, queue admin and job browser on Redis.
 
 Every state change is one Lua script (scripts.py) over one queue's keys
 (keys.py), and every operation is one round trip for a whole batch.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from upnext.broker.optional import WaitingPage
 from upnext.broker.protocol import (
     MAX_PRIORITY,
     Ack,
@@ -37,6 +38,7 @@ from upnext_redis._replies import (
     receipt_of,
     unpart,
 )
+from upnext_redis.browse import Browser
 from upnext_redis.dlq import DeadLetters, delay_ms, pack_record
 from upnext_redis.results import Results, ttl_ms
 from upnext_redis.scripts import CANCEL, ENQUEUE, EXTEND, PURGE, SETTLE, STATS
@@ -52,7 +54,7 @@ _SETTLE_CHUNK = 1_000
 
 
 class RedisBroker(RedisStateStore):
-    """Broker, ResultStore, DeadLetterAdmin, QueueAdmin and StateStore on one Redis (>= 6.2)."""
+    """Broker, ResultStore, DeadLetterAdmin, QueueAdmin, JobBrowser, StateStore on Redis >= 6.2."""
 
     capabilities = Capabilities(
         timed_leases=True,
@@ -70,6 +72,7 @@ class RedisBroker(RedisStateStore):
         self._client = RedisClient(self.options)
         self._results = Results(self._client)
         self._dlq = DeadLetters(self._client)
+        self._browser = Browser(self._client)
         self._receiver = Receiver(self._client, self.options.recovery_interval, self.settle)
         self._known: set[str] = set()
         self._connected = False
@@ -271,3 +274,11 @@ class RedisBroker(RedisStateStore):
     async def purge(self, queue: str) -> int:
         """Drop every ready and scheduled job of `queue`; held ones stay."""
         return int(await self._client.eval(PURGE, self._client.keys.queue(queue).group, []))
+
+    async def waiting_jobs(
+        self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
+    ) -> WaitingPage:
+        """Waiting jobs of `queue`: ready ones in hand-out order, or scheduled soonest first."""
+        return await self._browser.waiting_jobs(
+            queue, scheduled=scheduled, limit=limit, cursor=cursor
+        )

@@ -1,18 +1,22 @@
-"""Dead-letter and queue administration for `SQLiteBroker` (a mixin).
+"""Dead-letter and queue administration, and the job browser, for `SQLiteBroker` (a mixin).
 
 Dead letters are read newest first by a keyset query on ``(failed_at, id)``
 (core pages over it); a replay enqueues the job and removes the entry in one
-transaction.
+transaction. Waiting jobs are read by keyset pages on ``(due, seq)``, the
+order receive takes them in; a cursor names the last job's key.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from upnext.broker import DeadLetterQuery, DeadLetterRecord, Envelope, QueueStats
+from upnext.broker.cursor import key_cursor, parse_key_cursor
+from upnext.broker.optional import WaitingJob, WaitingPage
 from upnext.errors import DeadLetterNotFound
 
 from upnext_sqlite import schema
@@ -21,6 +25,7 @@ from upnext_sqlite._wake import Bell
 
 __all__ = ["AdminMixin", "write_envelopes"]
 
+_WAITING = {False: "sr1.", True: "ss1."}  # the cursor tag of ready and of scheduled pages
 _RECORD = "SELECT id, job_id, queue, function, reason, failed_at, data FROM upnext_dead"
 
 
@@ -105,3 +110,28 @@ class AdminMixin:
     async def purge(self, queue: str) -> int:
         """Drop ready and scheduled jobs of `queue`; live hand-outs stay."""
         return await self._db.changes(schema.PURGE, (queue, time.time()))
+
+    async def waiting_jobs(
+        self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
+    ) -> WaitingPage:
+        """Waiting jobs of `queue`: ready ones in receive's order, or scheduled soonest first."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        tag, now = _WAITING[scheduled], time.time()
+        after: tuple[float, int] = (-math.inf, 0)
+        if cursor is not None:
+            due, seq = parse_key_cursor(cursor, tag, (float, int), "waiting-jobs")
+            after = (float(due), int(seq))
+        if scheduled:  # past now too: (now, the largest seq) is after every job due by now
+            sql, args = schema.WAITING_SCHEDULED, [queue, *max(after, (now, 2**63 - 1))]
+        else:
+            sql, args = schema.WAITING_READY, [queue, now, *after]
+        rows = await self._db.rows(sql, [*args, limit + 1])
+        jobs = [
+            WaitingJob(job_id, queue, bytes(body), priority, due if scheduled else None)
+            for due, _, job_id, body, priority in rows[:limit]
+        ]
+        if len(rows) <= limit:
+            return WaitingPage(jobs, None)
+        due, seq = rows[limit - 1][:2]
+        return WaitingPage(jobs, key_cursor(tag, [due, seq]))

@@ -78,6 +78,14 @@ DEAD_PUT = "INSERT OR REPLACE INTO upnext_dead VALUES (?, ?, ?, ?, ?, ?, ?)"
 RESULT_PUT = "INSERT OR REPLACE INTO upnext_results (job_id, data, expires) VALUES (?, ?, ?)"
 RESULT_GET = "SELECT data FROM upnext_results WHERE job_id = ? AND expires > ?"
 RESULT_SWEEP = "DELETE FROM upnext_results WHERE expires <= ?"
+# Waiting jobs (`JobBrowser`), after the keyset (due, seq) of the last one shown, in
+# receive's order over upnext_jobs_due (its rows end in seq, the rowid): one seek each.
+WAITING_READY = """SELECT due, seq, id, body, priority FROM upnext_jobs
+    WHERE queue = ? AND due <= ? AND (due, seq) > (?, ?) ORDER BY due, seq LIMIT ?"""
+# Scheduled: the keyset starts past now. Rows held under a live lease share the
+# range and are skipped: as many as the jobs in flight.
+WAITING_SCHEDULED = """SELECT due, seq, id, body, priority FROM upnext_jobs
+    WHERE queue = ? AND (due, seq) > (?, ?) AND held = 0 ORDER BY due, seq LIMIT ?"""
 STATS = """SELECT total(due <= ?1), total(held = 0 AND due > ?1), total(held = 1 AND due > ?1),
     (SELECT count(*) FROM upnext_dead WHERE queue = ?2) FROM upnext_jobs WHERE queue = ?2"""
 

@@ -8,6 +8,11 @@ and the last record's key as JSON ``[failed_at, id]`` in URL-safe base64
 last key of a page, as ``"k:"`` and the key's UTF-8 in URL-safe base64. A
 state store may use any opaque string instead; these helpers are for those
 that page by key.
+
+`key_cursor` and `parse_key_cursor` are the same envelope for any backend's
+own keyset cursor (a `JobBrowser`'s, say): a tag the backend picks, then a
+short JSON list of ints, floats and strings, checked against its expected
+shape when read back.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Sequence
 
 from upnext.broker.dead_letters import DeadLetterQuery
 from upnext.broker.protocol import DeadLetterAdmin, DeadLetterPage, DeadLetterRecord
@@ -24,7 +30,9 @@ from upnext.errors import ConfigurationError
 __all__ = [
     "dead_letter_page",
     "dlq_cursor",
+    "key_cursor",
     "parse_dlq_cursor",
+    "parse_key_cursor",
     "parse_state_cursor",
     "state_cursor",
 ]
@@ -35,6 +43,10 @@ _DLQ_VERSION = "d1."
 def _b64decode(text: str) -> bytes:
     padded = text + "=" * (-len(text) % 4)
     return base64.b64decode(padded.encode(), altchars=b"-_", validate=True)
+
+
+def _shown(cursor: str) -> str:
+    return repr(cursor if len(cursor) <= 80 else cursor[:77] + "...")
 
 
 def dlq_cursor(last: DeadLetterRecord) -> str:
@@ -54,8 +66,7 @@ def parse_dlq_cursor(cursor: str) -> tuple[float, str]:
         if not math.isfinite(failed_at) or not isinstance(entry_id, str):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error):  # UnicodeDecodeError is a ValueError
-        shown = cursor if len(cursor) <= 80 else cursor[:77] + "..."
-        raise ConfigurationError(f"malformed dead-letter cursor: {shown!r}") from None
+        raise ConfigurationError(f"malformed dead-letter cursor: {_shown(cursor)}") from None
     return float(failed_at), entry_id
 
 
@@ -99,3 +110,42 @@ def parse_state_cursor(cursor: str) -> str:
         return base64.b64decode(cursor[2:].encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, binascii.Error):
         raise ConfigurationError(f"malformed state cursor: {cursor!r}") from None
+
+
+_Key = Sequence[int | float | str]
+
+
+def key_cursor(tag: str, key: _Key) -> str:
+    """A cursor of `tag` naming `key` (JSON in URL-safe base64: floats round-trip exactly)."""
+    data = json.dumps(list(key), separators=(",", ":")).encode()
+    return tag + base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _fits(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    if kind is int:  # within a signed 64-bit integer, as every database column takes
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    return isinstance(value, kind)
+
+
+def parse_key_cursor(
+    cursor: str, tag: str, shape: Sequence[type], what: str
+) -> list[int | float | str]:
+    """The key of a `key_cursor` of `tag` whose items are of the types in `shape`.
+
+    `ConfigurationError` naming `what` (``"waiting-jobs"``) for any other string.
+    """
+    try:
+        if not cursor.startswith(tag):
+            raise ValueError(cursor)
+        key = json.loads(_b64decode(cursor[len(tag) :]))
+        if not isinstance(key, list) or len(key) != len(shape):
+            raise ValueError(cursor)
+        if not all(_fits(v, kind) for v, kind in zip(key, shape, strict=True)):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error):  # UnicodeDecodeError is a ValueError
+        raise ConfigurationError(f"malformed {what} cursor: {_shown(cursor)}") from None
+    return [float(v) if kind is float else v for v, kind in zip(key, shape, strict=True)]

@@ -345,6 +345,8 @@ class MemoryBroker(MemoryStateStore):
         self, queue: str, *, scheduled: bool, limit: int, cursor: str | None = None
     ) -> WaitingPage:
         """Jobs no receiver holds, by due time; the cursor is the count already shown."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         start = _offset(cursor)
         now, wall = time.monotonic(), time.time()
         with self._lock:

@@ -170,6 +170,6 @@ class JobBrowser(Protocol):
         of the same query; the format is the broker's. Pages are a view of a
         moving queue: a job that moved between two pages may be missed or
         shown twice, never invented. `ConfigurationError` for a cursor the
-        broker did not make.
+        broker did not make; `ValueError` for a `limit` below 1.
         """
         ...

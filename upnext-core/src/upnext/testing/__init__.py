@@ -27,6 +27,9 @@ Usage, in the backend's tests::
             yield broker
             await broker.aclose()
 
+`JobBrowserConformance` is for a backend that implements the optional
+`upnext.broker.optional.JobBrowser` (listing waiting jobs); leave it out otherwise.
+
 Every class needs only the `broker` fixture; `results` (the `ResultStore`
 under test) and `state` (the `StateStore` under test, for
 `StateStoreConformance`) default to the broker itself and may be overridden. The plugin
@@ -78,6 +81,7 @@ from upnext.testing._environment import needs_modules, unavailable  # noqa: E402
 from upnext.testing._support import Timing  # noqa: E402
 from upnext.testing.admin import QueueAdminConformance  # noqa: E402
 from upnext.testing.broker import BrokerConformance  # noqa: E402
+from upnext.testing.browse import JobBrowserConformance  # noqa: E402
 from upnext.testing.dlq import DeadLetterAdminConformance  # noqa: E402
 from upnext.testing.results import ResultStoreConformance  # noqa: E402
 from upnext.testing.semantics import (  # noqa: E402
@@ -111,6 +115,7 @@ __all__ = [
     "ErrorSemantics",
     "HookSemantics",
     "IsolationSemantics",
+    "JobBrowserConformance",
     "JobIdSemantics",
     "LeaseSemantics",
     "LifecycleSemantics",
