@@ -2,7 +2,7 @@
 
     nox -s bench -- --broker redis|rabbitmq|postgres|memory
                     [--workload burst,latency,retry,rss] [--jobs N] [--repeats N] [--full]
-    nox -s bench_smoke     # tiny counts: upnext on memory:// and arq on Redis (CI)
+    nox -s bench_smoke     # tiny counts: upnext (plain, observed) on memory://, arq on Redis (CI)
 
 Each framework runs in its own worker process against the same local server;
 see benchmarks/README.md for the fairness rules. Writes
@@ -193,14 +193,14 @@ def report(
 
 
 def smoke(args: argparse.Namespace) -> int:
-    """Tiny counts through the whole harness: upnext on memory://, arq on Redis."""
+    """Tiny counts through the whole harness: upnext (plain, observed) on memory://, arq."""
     args.jobs, args.latency_jobs, args.retry_jobs, args.repeats = 300, 10, 100, 1
     if args.out == RESULTS:  # a smoke's figures mean nothing: keep them out of the repo
         args.out = Path(tempfile.mkdtemp(prefix="upnext-bench-smoke-"))
     plan = workloads(args)
     code = 0
-    for broker, only in (("memory", "upnext"), ("redis", "arq")):
-        frameworks = [f for f in BROKERS[broker] if f.name == only]
+    for broker, only in (("memory", ("upnext", "upnext-observed")), ("redis", ("arq",))):
+        frameworks = [f for f in BROKERS[broker] if f.name in only]
         outcomes, args.repeats = run_broker(broker, frameworks, plan, 1)
         code |= report(broker, outcomes, args, plan)
         if any(o.errors for o in outcomes):
