@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
+from upnext._finished import FinishedCounts
 from upnext._group_settle import GroupSettle
 from upnext._joblog import log_received
 from upnext._jobrun import JobRun, running_jobs
@@ -88,6 +89,7 @@ class Consumer:
         self._receive_stopped = asyncio.Event()
         self.execution = JobExecutor(self)
         self.tick: WorkerTick | None = None
+        self.finished = FinishedCounts()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Consumer:
                 on_cancel=self.cancel_job,
                 slots=self.worker.held_slots,
                 metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
+                finished=self.finished.snapshot,
             )
             self.tick.start()
 
@@ -350,6 +353,8 @@ class Consumer:
             self.turn.set()
         if isinstance(outcome, LeaseLost):
             log.warning("job %s: outcome discarded (%s)", run.delivery.envelope.id, outcome)
+        else:
+            self.finished.count(run.delivery.envelope.queue, settlement.status)
         return outcome
 
     async def release(self, run: JobRun) -> None:
