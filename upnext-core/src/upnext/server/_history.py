@@ -184,9 +184,9 @@ class QueueHistory:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def page(self, queue: str | None) -> HistoryPage:
-        """The kept samples (of `queue` only, if given), oldest first."""
-        samples = list(self.samples)
+    def page(self, queue: str | None, after: datetime | None = None) -> HistoryPage:
+        """The kept samples (taken after `after`, of `queue` only, if given), oldest first."""
+        samples = [s for s in self.samples if after is None or s.at > after]
         if queue is not None:
             samples = [
                 s.model_copy(update={"queues": [p for p in s.queues if p.name == queue]})
@@ -209,10 +209,16 @@ async def queue_history(
     queue: Annotated[
         str | None, Query(max_length=200, pattern=PRINTABLE, description="only this queue")
     ] = None,
+    after: Annotated[
+        datetime | None, Query(description="only samples taken after this (a sample's `at`)")
+    ] = None,
 ) -> HistoryPage:
     """Depths and throughput per queue over the last hour, sampled by this server.
 
     Kept in memory since the server started: empty at first, an hour at most.
+    A dashboard asks for everything once, then only for what came `after`.
     """
     history: QueueHistory = request.app.state.history
-    return history.page(queue)
+    if after is not None and after.tzinfo is None:
+        after = after.replace(tzinfo=UTC)
+    return history.page(queue, after)
