@@ -30,6 +30,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from upnext._durations import check_duration
+from upnext.errors import ConfigurationError
 from upnext.server._backend import Backend
 from upnext.server._models import PRINTABLE, QueueInfo
 from upnext.workers import QueueCounts, WorkerInfo, read_registry
@@ -201,6 +202,8 @@ class QueueHistory:
 
 
 history_router = APIRouter(prefix="/api/v1")
+# A date and time as the samples' `at` are written; a bare number is not one.
+_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?$"
 
 
 @history_router.get("/queues/history", tags=["queues"])
@@ -210,7 +213,12 @@ async def queue_history(
         str | None, Query(max_length=200, pattern=PRINTABLE, description="only this queue")
     ] = None,
     after: Annotated[
-        datetime | None, Query(description="only samples taken after this (a sample's `at`)")
+        str | None,
+        Query(
+            pattern=_ISO,
+            max_length=40,
+            description="only samples taken after this ISO 8601 time (a sample's `at`)",
+        ),
     ] = None,
 ) -> HistoryPage:
     """Depths and throughput per queue over the last hour, sampled by this server.
@@ -219,6 +227,13 @@ async def queue_history(
     A dashboard asks for everything once, then only for what came `after`.
     """
     history: QueueHistory = request.app.state.history
-    if after is not None and after.tzinfo is None:
-        after = after.replace(tzinfo=UTC)
-    return history.page(queue, after)
+    return history.page(queue, None if after is None else _instant(after))
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time (UTC if it names no offset); ConfigurationError (422) if invalid."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"after: not a valid time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
