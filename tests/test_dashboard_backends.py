@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -91,7 +91,11 @@ def _worker(queue: str, broker: str, results: str | None, release: asyncio.Event
 
 
 def _with(url: str, option: str) -> str:
-    return url + ("&" if "?" in url else "?") + option
+    """`url` with the query option `name=value` set (replacing one of that name)."""
+    name, _, value = option.partition("=")
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != name] + [(name, value)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _urls(scheme: str, token: str) -> tuple[str, str | None]:
@@ -107,7 +111,7 @@ def _urls(scheme: str, token: str) -> tuple[str, str | None]:
 async def _drop_schema(token: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(POSTGRES)
+    conn = await asyncpg.connect(urlunsplit(urlsplit(POSTGRES)._replace(query="")))
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "dashb_{token}" CASCADE')
     finally:
