@@ -217,3 +217,21 @@ async def test_jobs_view_against_the_real_listing(live: Live) -> None:
     await live.page.select_option("#jobs-status", "complete")
     await live.page.click("#jobs-filters button[type=submit]")
     await expect(live.page.locator("#jobs tbody tr[data-status=complete]")).to_have_count(3)
+
+
+async def test_an_entrys_job_link_opens_the_job_and_keeps_its_url(live: Live) -> None:
+    """From a dead-letter entry to its job: one dialog for the other, the URL names the job."""
+    await _load(live)
+    page = live.page
+    await page.goto(f"{live.base}/#dlq")
+    await page.locator("#entries tbody tr").first.click()
+    job_link = page.locator("#entry-meta a[href^='#jobs/']").first
+    job_id = await job_link.text_content()
+    await job_link.click()
+    await expect(page.locator("#job")).to_be_visible()
+    await expect(page.locator("#entry")).to_be_hidden()
+    await expect(page.locator("#job-meta")).to_contain_text("failed")
+    await page.wait_for_timeout(300)  # the entry dialog's close event has run
+    assert page.url.endswith(f"#jobs/{job_id}")
+    await page.click("#job-close")
+    await expect(page).to_have_url(re.compile(r"#jobs$"))

@@ -89,9 +89,12 @@ async function start() {
   wireDlq(() => refresh(true));
   wireJobs(go);
   $("#chart-queue").addEventListener("change", renderChart);
-  for (const id of ["entry", "job"]) {
+  // Closing an item's dialog goes back to its view's URL, unless a link already went elsewhere.
+  for (const [id, owner] of [["entry", "dlq"], ["job", "jobs"]]) {
     $(`#${id}`).addEventListener("close", () => {
-      if (route.id && parse(location.hash).id) history.replaceState(null, "", `#${route.view}`);
+      const now = parse(location.hash);
+      if (now.view !== owner || !now.id) return;
+      history.replaceState(null, "", `#${owner}`);
       route.id = null;
     });
   }

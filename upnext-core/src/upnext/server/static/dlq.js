@@ -3,7 +3,8 @@ import { $, API, api, cell, hashId, link, renderRows, request, when } from "./ap
 
 const dlq = { cursors: [null], next: null, entry: null };
 
-export function say(message) { $("#status").textContent = message; }
+// A status line: text, or text and nodes (a link to the job a replay made).
+export function say(...parts) { $("#status").replaceChildren(...parts); }
 
 export function filters() {
   return {
@@ -111,7 +112,7 @@ function confirmed(question) {
 async function act(question, work, after) {
   if (!(await confirmed(question))) return;
   try {
-    say(await work());
+    say(...[].concat(await work()));
   } catch (error) {
     say(error.message);
   }
@@ -133,7 +134,7 @@ export function wireDlq(refreshCounts) {
     $("#entry").close();
     act(`Replay ${entry.function} (entry ${entry.id}) as a new job?`, async () => {
       const { job_id } = await api("POST", `/dlq/${encodeURIComponent(entry.id)}/replay`);
-      return `replayed ${entry.id} as job ${job_id}`;
+      return [`replayed ${entry.id} as job `, link("jobs", job_id)];
     }, refreshCounts);
   });
   $("#entry-delete").addEventListener("click", () => {
