@@ -110,7 +110,9 @@ async def test_history_samples_depths_and_what_workers_finished() -> None:
             only = (await client.get("/api/v1/queues/history", params={"queue": "nope"})).json()
             first = body["samples"][0]["at"]
             newer = (await client.get("/api/v1/queues/history", params={"after": first})).json()
-            bad = await client.get("/api/v1/queues/history", params={"after": "2026-13-01T00:00"})
+            refused = await client.get(
+                "/api/v1/queues/history", params={"after": "2026-13-01T00:00"}
+            )
     assert _totals(body, "hq") == (5, 2)
     assert (body["interval"], body["window"]) == (0.05, 3600.0)
     last = body["samples"][-1]["queues"][0]
@@ -120,4 +122,4 @@ async def test_history_samples_depths_and_what_workers_finished() -> None:
     assert body["samples"][0]["queues"][0]["processed"] is None  # the first: no baseline
     assert all(s["queues"] == [] for s in only["samples"])
     assert newer["samples"][0]["at"] == body["samples"][1]["at"]  # only those after `first`
-    assert (bad.status_code, bad.json()["error"]) == (422, "invalid")
+    assert (refused.status_code, refused.json()["error"]) == (422, "invalid")
