@@ -300,7 +300,7 @@ UI_TIMEOUT_MS = 30_000
 
 async def _drive(page: Page, base: str, queue: str) -> None:
     rows = page.locator("#entries tbody tr")
-    await page.goto(f"{base}/")
+    await page.goto(f"{base}/#dlq")
     await expect(page.locator(f"#queues tr[data-queue='{queue}'] td.dead")).to_have_text("2")
     await page.fill("#filter-queue", queue)
     await page.click("#filters button[type=submit]")

@@ -3,7 +3,8 @@
 Load, filter, open an entry (payload, traceback, attempts), replay it and see it
 gone, delete with a cancelled then an accepted confirmation, purge, and watch
 queue depths refresh. A screenshot is saved (``$UPNEXT_SCREENSHOT_DIR`` or the
-test's tmp dir). Chromium is ``$UPNEXT_CHROMIUM`` or ``/usr/bin/chromium``.
+test's tmp dir). Chromium is ``$UPNEXT_CHROMIUM`` or ``/usr/bin/chromium``; a
+console error fails the test. The other views: ``test_dashboard_views.py``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,9 @@ from upnext.testing.loopback import serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
 
-from playwright.async_api import Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Page, expect  # noqa: E402
 from upnext.server import create_app  # noqa: E402
-
-CHROMIUM = os.environ.get("UPNEXT_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from upnext.testing.browser import open_page  # noqa: E402
 
 
 @pytest.fixture
@@ -48,17 +39,6 @@ def server(broker_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def chromium() -> str:
-    """Chromium's path; missing: skip, or fail under CI / UPNEXT_REQUIRE_SERVICES."""
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set UPNEXT_CHROMIUM)"
-        if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
-
-
-@pytest.fixture
 def shots(tmp_path: Path) -> Path:
     """Where screenshots go."""
     directory = Path(os.environ.get("UPNEXT_SCREENSHOT_DIR", tmp_path))
@@ -67,12 +47,10 @@ def shots(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def page(server: str, chromium: str) -> AsyncIterator[Page]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+async def page(server: str) -> AsyncIterator[Page]:
+    """A Chromium page; the test fails on any console error or uncaught exception."""
+    async with open_page() as (page, _):
         yield page
-        await browser.close()
 
 
 async def _dead_letters(worker: upnext.Worker) -> None:
@@ -103,7 +81,7 @@ async def test_dashboard_filter_open_replay_delete_purge(
     rows = page.locator("#entries tbody tr")
     async with _worker(broker_url) as worker:
         await _dead_letters(worker)
-        await page.goto(server)
+        await page.goto(f"{server}/#dlq")
         await expect(rows).to_have_count(3)
         await expect(page.locator("#queues tr[data-queue=billing] td.dead")).to_have_text("2")
         await page.fill("#filter-queue", "shipping")
@@ -171,7 +149,7 @@ async def test_dashboard_pages_and_refreshes_queue_depths(
         for future in [await charge.submit(i) for i in range(12)]:
             with pytest.raises(upnext.TaskExecutionError):
                 await future.result(timeout=5)
-        await page.goto(server)
+        await page.goto(f"{server}/#dlq")
         await page.select_option("#filter-limit", "10")
         await page.click("#filters button[type=submit]")
         await expect(rows).to_have_count(10)
@@ -186,4 +164,4 @@ async def test_dashboard_pages_and_refreshes_queue_depths(
         await expect(dead).to_have_text("12")
         with pytest.raises(upnext.TaskExecutionError):
             await (await charge.submit(99)).result(timeout=5)
-        await expect(dead).to_have_text("13", timeout=8000)  # the 3 s refresh, no click
+        await expect(dead).to_have_text("13", timeout=8000)  # the 2 s refresh, no click

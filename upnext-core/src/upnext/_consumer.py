@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from upnext._backoff import Backoff
 from upnext._client import Batcher, Client
 from upnext._execution import JobExecutor
+from upnext._finished import FinishedCounts
 from upnext._group_settle import GroupSettle
 from upnext._history import JobHistory
 from upnext._joblog import log_received
@@ -85,10 +86,10 @@ class Consumer:
         )
         self.background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        # Set to end the receive loop (never cancelled: see `_receiving`).
-        self._receive_stopped = asyncio.Event()
-        # Jobs it finished, for the tick to write (only where a state store keeps them).
+        self._receive_stopped = asyncio.Event()  # ends the receive loop (see `_receiving`)
+        # What it finished, for the tick: the jobs (where state is kept) and counts per queue.
         self.history = JobHistory() if worker.job_history and client.state is not None else None
+        self.finished = FinishedCounts()
         self.execution = JobExecutor(self)
         self.tick: WorkerTick | None = None
 
@@ -111,6 +112,7 @@ class Consumer:
                 slots=self.worker.held_slots,
                 metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
                 history=self.history.writes if self.history is not None else None,
+                finished=self.finished.snapshot,
             )
             self.tick.start()
 
@@ -354,6 +356,8 @@ class Consumer:
             self.turn.set()
         if isinstance(outcome, LeaseLost):
             log.warning("job %s: outcome discarded (%s)", run.delivery.envelope.id, outcome)
+        else:
+            self.finished.count(run.delivery.envelope.queue, settlement.status)
         return outcome
 
     async def release(self, run: JobRun) -> None:
@@ -379,8 +383,6 @@ class Consumer:
     def closing(self) -> bool:
         """Stopping, or failed for good: no suspect may start now."""
         return self.stopping or self.fatal is not None
-
-    # -- running jobs --------------------------------------------------------
 
     def running_jobs(self) -> list[RunningJob]:
         """Every job this worker holds and has decoded (the worker tick reports them)."""

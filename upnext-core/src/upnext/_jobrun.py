@@ -54,7 +54,7 @@ def running_jobs(runs: Iterable[JobRun]) -> list[RunningJob]:
             function=run.job.function,
             attempt=run.job.attempt,
             started_at=run.started,
-            queue=run.job.queue,
+            queue=run.delivery.envelope.queue,
         )
         for run in list(runs)
         if run.job is not None and not run.done

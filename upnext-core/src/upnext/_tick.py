@@ -33,7 +33,7 @@ from upnext._durations import check_duration
 from upnext._statekeys import REGISTRY_TICKS, cancel_key, metrics_key, worker_key
 from upnext.broker.state import STATE_VALUE_MAX, SlotClaim, StateStore, StateWrite
 from upnext.errors import ConfigurationError
-from upnext.workers import RunningJob, WorkerInfo
+from upnext.workers import QueueCounts, RunningJob, WorkerInfo
 
 __all__ = ["HeldSlots", "WorkerTick", "encode_registry_entry"]
 
@@ -88,7 +88,8 @@ class WorkerTick:
     """Writes the registry, reads cancel markers and refreshes held slots, once an interval.
 
     `running()` gives the jobs this worker runs now; `on_cancel(job_id)` is
-    called (on the event loop) for a running job whose cancel marker is set.
+    called (on the event loop) for a running job whose cancel marker is set;
+    `finished()`, if given, the jobs it finished per queue so far.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class WorkerTick:
         slots: HeldSlots | None = None,
         metrics: Callable[[str], bytes] | None = None,
         history: Callable[[str], list[StateWrite]] | None = None,
+        finished: Callable[[], dict[str, QueueCounts]] | None = None,
         interval: float = 1.0,
     ) -> None:
         self.interval = check_duration("tick interval", interval, positive=True)
@@ -126,6 +128,7 @@ class WorkerTick:
             "started_at": time.time(),
         }
         self.running = running
+        self.finished = finished
         self.on_cancel = on_cancel
         self.slots = slots if slots is not None else HeldSlots()
         self._signalled: set[str] = set()  # running jobs already told to cancel
@@ -189,7 +192,13 @@ class WorkerTick:
 
     async def _beat(self, jobs: list[RunningJob]) -> None:
         info = WorkerInfo.model_validate(
-            {**self.identity, "beat_at": time.time(), "running_count": len(jobs), "running": jobs}
+            {
+                **self.identity,
+                "beat_at": time.time(),
+                "running_count": len(jobs),
+                "running": jobs,
+                "finished": self.finished() if self.finished is not None else {},
+            }
         )
         ttl = REGISTRY_TICKS * self.interval
         writes = [StateWrite(self.key, encode_registry_entry(info), ttl)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from upnext._statekeys import WORKER_PREFIX
 from upnext._statekeys import read_prefix as _read_prefix
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from upnext._worker import Worker
     from upnext.broker.state import StateStore
 
-__all__ = ["RunningJob", "WorkerInfo", "live_workers", "read_registry"]
+__all__ = ["QueueCounts", "RunningJob", "WorkerInfo", "live_workers", "read_registry"]
 
 
 class RunningJob(BaseModel):
@@ -26,7 +26,8 @@ class RunningJob(BaseModel):
 
     `attempt` is the attempt it runs (or is about to run); `started_at` is
     None until that attempt's body starts (while a `before_run` holds it, or
-    it waits for its turn to run alone).
+    it waits for its turn to run alone). `queue` is None in entries of
+    workers older than the field.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -39,12 +40,28 @@ class RunningJob(BaseModel):
     queue: str | None = None  # None in entries of workers from before it was written
 
 
+class QueueCounts(BaseModel):
+    """Jobs a worker finished on one queue since it started; the counts only grow.
+
+    `processed` counts jobs settled for good (complete, failed or
+    cancelled); `failed` those of them that failed (dead-lettered). A retry
+    is not a finish: the job is counted when its last attempt settles.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    processed: int = 0
+    failed: int = 0
+
+
 class WorkerInfo(BaseModel):
     """A live worker as its last tick described it.
 
     `started_at` and `beat_at` are epoch seconds by the worker's clock.
     `running_count` counts every job it runs; `running` lists them, cut short
-    only when the list would not fit one state value (64 KiB).
+    only when the list would not fit one state value (64 KiB). `finished`
+    holds its counts per queue (empty for workers older than the field): a
+    reader sums their growth across workers to get throughput.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -59,6 +76,7 @@ class WorkerInfo(BaseModel):
     beat_at: float
     running_count: int
     running: list[RunningJob]
+    finished: dict[str, QueueCounts] = Field(default_factory=dict)
 
 
 async def read_registry(state: StateStore) -> list[WorkerInfo]:

@@ -30,6 +30,7 @@ from upnext.errors import (
 from upnext.server._api import router
 from upnext.server._backend import Backend
 from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
+from upnext.server._history import QueueHistory, history_router
 from upnext.server._hosts import HostGuard, served_hosts
 from upnext.server._metrics import metrics_router
 
@@ -136,6 +137,7 @@ def create_app(
     queues: Sequence[str] | None = None,
     management_url: str | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    history_interval: float = 5.0,
 ) -> FastAPI:
     """Build the server app: REST API under /api/v1, OpenAPI at /openapi.json, dashboard at /.
 
@@ -151,13 +153,19 @@ def create_app(
     ``$UPNEXT_ALLOWED_HOSTS`` (comma-separated) are served; others get 400,
     so a DNS-rebinding page cannot reach the API. An entry is ``host`` or
     ``host:port``; ``*`` serves every host.
+
+    While it runs (its lifespan), the app samples queue depths and worker
+    throughput every `history_interval` seconds into an hour-long in-memory
+    ring buffer, served by ``GET /api/v1/queues/history``.
     """
     backend = Backend(broker_url, results_url, queues or (), management_url)
+    history = QueueHistory(backend, history_interval)
     token = token if token is not None else os.environ.get(ENV_TOKEN) or None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with history.sampling():
+            yield
         await backend.aclose()
 
     app = FastAPI(
@@ -170,7 +178,9 @@ def create_app(
         exception_handlers=_HANDLERS,
     )
     app.state.backend = backend
+    app.state.history = history
     app.include_router(router)
+    app.include_router(history_router)
     app.include_router(metrics_router)
 
     @app.get("/", include_in_schema=False)

@@ -52,6 +52,7 @@ def _entry(info: WorkerInfo, now: float) -> WorkerEntry:
             attempt=r.attempt,
             started_at=_ts(r.started_at),
             progress=r.progress,
+            queue=r.queue,
         )
         for r in info.running
     ]
@@ -68,6 +69,7 @@ def _entry(info: WorkerInfo, now: float) -> WorkerEntry:
         heartbeat_age=round(max(0.0, now - info.beat_at), 3),
         running_count=info.running_count,
         running=running,
+        finished=info.finished,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from upnext.jobs import JobInfo, JobPage, JobSummary
+from upnext.workers import QueueCounts
 
 __all__ = [
     "BulkReplay",
@@ -95,20 +96,26 @@ class Health(BaseModel):
 
 
 class RunningJobInfo(BaseModel):
-    """A job a live worker runs: its attempt, start (null until its body starts), progress."""
+    """A job a live worker runs: its queue, attempt, start (null until its body starts), progress.
+
+    `queue` is null for workers of a version that did not report it.
+    """
 
     job_id: str
     function: str
     attempt: int
     started_at: datetime | None
     progress: float | None
+    queue: str | None = None
 
 
 class WorkerEntry(BaseModel):
     """A live worker as its last tick described it; `heartbeat_age` is seconds since that tick.
 
     `running_count` counts every job it runs; `running` lists them, cut short
-    only when the list would not fit one registry entry.
+    only when the list would not fit one registry entry. `finished` counts
+    the jobs it finished per queue since it started (settled for good, and
+    failed among them).
     """
 
     worker_id: str
@@ -122,6 +129,7 @@ class WorkerEntry(BaseModel):
     heartbeat_age: float
     running_count: int
     running: list[RunningJobInfo]
+    finished: dict[str, QueueCounts] = {}
 
 
 class WorkerList(BaseModel):
