@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 import upnext
-from upnext_redis.keys import GROUP_SIZE, KeySpace
+from upnext._history import HISTORY_SEGMENTS
+from upnext_redis.keys import GROUP_SIZE, STATE_BUCKETS, KeySpace
 
 TOTAL = int(os.environ.get("UPNEXT_REDIS_DRAIN_JOBS", "20000"))
 BASELINE = TOTAL // 10
@@ -39,6 +40,7 @@ class DrainFigures:
     rss_end: int  # bytes, once TOTAL jobs are done
     other_keys_baseline: set[str]
     other_keys_end: set[str]
+    state_ttls: dict[str, int]  # PTTL of each state entry key at the end, ms
     result_keys: int
     result_ttls: list[int]  # PTTL of every result key, ms
     dead_letters: int
@@ -111,12 +113,22 @@ async def _drive(url: str, prefix: str, worker: subprocess.Popen[bytes]) -> Drai
         rss_end = _rss(worker.pid)
         other_end, results = await _keys(client, prefix)
         ttls = await _ttls(client, results)
+        entries = sorted(k for k in other_end if ":state:" in k and ":e:" in k)
+        state_ttls = dict(zip(entries, await _ttls(client, entries), strict=True))
         dead_letters = await client.hlen(KeySpace(prefix).queue("drain").dlq_records)
     finally:
         await producer.aclose()
         await client.aclose()
     return DrainFigures(
-        rss_baseline, rss_end, other_baseline, other_end, len(results), ttls, dead_letters, seconds
+        rss_baseline,
+        rss_end,
+        other_baseline,
+        other_end,
+        state_ttls,
+        len(results),
+        ttls,
+        dead_letters,
+        seconds,
     )
 
 
@@ -158,14 +170,23 @@ def test_finished_jobs_leave_only_results_with_ttl(drained: DrainFigures) -> Non
     One job in 1,000 fails (the worker script raises), so dead letters are
     part of what stays, and must stay in their three keys too.
     """
+    queue_end = {k for k in drained.other_keys_end if ":state:" not in k}
+    queue_baseline = {k for k in drained.other_keys_baseline if ":state:" not in k}
     # A queue's structural keys plus the set of queue names, at most; empty
     # lists, hashes and sorted sets do not exist in Redis at all.
-    assert len(drained.other_keys_end) <= GROUP_SIZE + 1, sorted(drained.other_keys_end)
-    assert drained.other_keys_end == drained.other_keys_baseline, "keys grew with the job count"
+    assert len(queue_end) <= GROUP_SIZE + 1, sorted(queue_end)
+    assert queue_end == queue_baseline, "keys grew with the job count"
     assert not any(
-        key.endswith((":jobs", ":count", ":token", ":leased", ":ready"))
-        for key in drained.other_keys_end
-    ), sorted(drained.other_keys_end)
+        key.endswith((":jobs", ":count", ":token", ":leased", ":ready")) for key in queue_end
+    ), sorted(queue_end)
+    # The state store: the worker's registry entry and its recent-jobs history (a
+    # fixed number of segments, each expiring), plus each group's three bookkeeping
+    # keys: bounded by the worker, not by the job count, and every entry expires.
+    state = drained.other_keys_end - queue_end
+    entries = set(drained.state_ttls)
+    assert len(entries) <= HISTORY_SEGMENTS + 1, sorted(entries)
+    assert len(state - entries) <= 3 * STATE_BUCKETS, sorted(state - entries)
+    assert all(ttl > 0 for ttl in drained.state_ttls.values()), drained.state_ttls
     assert drained.result_keys == TOTAL, "every job, failed or not, has its result"
     assert drained.dead_letters == TOTAL // 1000
     assert all(0 < ttl <= 600_000 for ttl in drained.result_ttls), "a result has no TTL"
