@@ -2,7 +2,7 @@
 
 Chromium is ``$UPNEXT_CHROMIUM`` or ``/usr/bin/chromium``; without it a test
 skips, or fails under ``CI`` / ``UPNEXT_REQUIRE_SERVICES``. Needs
-``playwright`` (the test group), imported only when a page is opened.
+``playwright`` (``upnext-core[testing-browser]``), imported only when a page is opened.
 """
 
 from __future__ import annotations
