@@ -88,8 +88,11 @@ async def find(worker: Worker, job_id: str, queue: str | None, queues: Sequence[
         except ValidationError:
             continue
         if record.s == "failed" and extra["dlq_entry_id"] is None:
-            entry = await _dead_entry(worker, job_id, name)
-            extra["dlq_entry_id"] = entry.id if entry is not None else None
+            # Any queue: a store keyed by job id alone (PostgreSQL's) answers for every
+            # queue asked, so `name` may not be the job's; its entry says which is.
+            entry = await _dead_entry(worker, job_id, None)
+            if entry is not None:
+                extra["dlq_entry_id"], name = entry.id, entry.queue
         return JobInfo(
             job_id=job_id,
             status=record.s,

@@ -243,6 +243,15 @@ class JobListingSemantics(SemanticsBase):
         async def broken() -> None:
             raise ValueError("broken")
 
+        # A queue listed before the job's: a store keyed by job id alone answers there too.
+        first = make_worker("0" + worker.name, job_history=False)
+
+        @first.task
+        async def fine() -> None:
+            return None
+
+        async with first:
+            await (await fine.submit()).result(timing.tolerance(LIMIT))
         async with worker:
             future = await broken.submit()
             with pytest.raises(Exception):  # noqa: B017, PT011  # the job's failure, any type
@@ -250,6 +259,6 @@ class JobListingSemantics(SemanticsBase):
             await worker.join(timeout=timing.tolerance(LIMIT))
         [entry] = (await worker.dlq.list(job_id=future.job_id)).items
         info = await find_job(worker, future.job_id)
-        assert (info.status, info.dlq_entry_id) == ("failed", entry.id), violated(
-            "a dead-lettered job names its dead-letter entry (found by its job id)"
+        assert (info.status, info.dlq_entry_id, info.queue) == ("failed", entry.id, worker.name), (
+            violated("a dead-lettered job names its dead-letter entry and queue (by its job id)")
         )
