@@ -8,6 +8,7 @@ the fixed head holds to it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import upnext
-from upnext._serializer import JobBody, decode_body
+from upnext._serializer import JobBody, decode_body, encode_body
 from upnext.broker.memory import MemoryBroker
 from upnext.broker.protocol import Envelope
 from upnext.errors import ConfigurationError
@@ -116,3 +117,33 @@ def _deadline(body: JobBody) -> float:
     """Seconds from the submit to the body's deadline."""
     assert body.expires_at is not None
     return body.expires_at - body.enqueued_at
+
+
+@pytest.mark.parametrize(
+    ("attempts", "lost", "runs"),
+    [(0, 0, False), (0, 1, False), (1, 0, True)],
+    ids=["never-run", "a-lost-run-is-no-start", "a-retry-has-started"],
+)
+async def test_the_head_expires_only_a_job_no_attempt_was_charged_for(
+    attempts: int, lost: int, runs: bool
+) -> None:
+    """Past its deadline: a retry body runs; a fresh one, or one whose runs were lost, expires."""
+    worker, broker = _worker()
+    ran: list[int] = []
+
+    @worker.task(name="expiry.job", retries=1)
+    async def job() -> int:
+        ran.append(upnext.get_current_context().attempt)
+        return 1
+
+    body = JobBody(
+        id=uuid.uuid4().hex, fn="expiry.job", queue="expiry", attempts=attempts, lost=lost
+    )
+    body.expires_at = time.time() - 1.0
+    await broker.enqueue_many([Envelope(body.id, "expiry", encode_body(body, 10_000))])
+    async with worker:
+        with contextlib.suppress(upnext.TaskExecutionError):
+            await job.future(body.id).value(5.0)
+        entries = (await worker.dlq.list()).items
+    assert ran == ([attempts + 1] if runs else [])
+    assert [e.reason for e in entries] == ([] if runs else ["expired"])

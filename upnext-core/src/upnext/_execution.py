@@ -153,7 +153,7 @@ class JobExecutor:
         if body.expires_at is not None and body.attempts == 0:
             late = time.time() - body.expires_at
             if late > 0:
-                message = f"expired: not started by its deadline ({late:.3f} s ago)"
+                message = f"not started by its expires deadline ({late:.3f} s late)"
                 return self._dead_letter(job, "expired", ErrorInfo(type="Expired", message=message))
         if delivery.redelivered:
             max_lost = task.max_lost_runs if task is not None else self.worker.max_lost_runs
