@@ -216,6 +216,20 @@ async def test_replay_enqueues_a_new_job_with_lineage() -> None:
     await worker.aclose()
 
 
+async def test_a_replayed_job_has_no_deadline() -> None:
+    """An `expired` entry replayed runs whenever it is picked up: its old deadline is gone."""
+    url = f"memory://dlq-{uuid.uuid4().hex}"
+    broker = MemoryBroker.from_url(url)
+    worker = upnext.Worker("dlq-api", broker=url)
+    expired = _body().model_copy(update={"attempts": 0, "history": [], "expires_at": 1.0})
+    data = DeadLetterData(reason="expired", body=expired).to_json()
+    await _dead_letter(broker, _record(data))
+    await worker.dlq.replay("e1")
+    (delivery,) = await broker.receive(["billing"], limit=1, lease=30.0, wait=0.0)
+    assert decode_body(delivery.envelope.body, worker.max_payload).expires_at is None
+    await worker.aclose()
+
+
 async def test_broker_without_dead_letter_access(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_discovery, "_REGISTERED", dict(_discovery._REGISTERED))
     register("nodlq", f"{__name__}:NoDeadLetters")

@@ -79,3 +79,45 @@ def test_invalid_value_at_decoration_raises_configuration_error() -> None:
 
         @worker.task(retries=2, retry_backoff=0.0)
         async def job() -> None: ...
+
+
+def test_no_filters_retry_everything() -> None:
+    policy = RetryPolicy(retries=1)
+    assert all(policy.retryable(exc) for exc in (ValueError(), TimeoutError(), KeyError()))
+
+
+def test_retry_on_keeps_only_its_classes_and_their_subclasses() -> None:
+    policy = RetryPolicy(retries=1, retry_on=(ConnectionError, TimeoutError))
+    assert policy.retryable(ConnectionRefusedError())
+    assert policy.retryable(TimeoutError())
+    assert not policy.retryable(ValueError())
+
+
+def test_dont_retry_on_wins_over_retry_on() -> None:
+    policy = RetryPolicy(retries=1, retry_on=(OSError,), dont_retry_on=(PermissionError,))
+    assert policy.retryable(ConnectionError())
+    assert not policy.retryable(PermissionError())
+    assert not policy.retryable(ValueError())
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"retry_on": ValueError()}, "retry_on"),
+        ({"retry_on": "ValueError"}, "retry_on"),
+        ({"dont_retry_on": (ValueError, int)}, "dont_retry_on"),
+        ({"dont_retry_on": [ValueError]}, "dont_retry_on"),
+    ],
+)
+def test_a_filter_that_is_not_exception_classes_is_refused_at_decoration(
+    options: dict[str, object], name: str
+) -> None:
+    import upnext
+
+    worker = upnext.Worker("retry-filters", broker="memory://retry-filters")
+    with pytest.raises(ConfigurationError) as info:
+        worker.task(retries=2, **options)(lambda: None)  # type: ignore[call-overload]  # the point
+    message = str(info.value)
+    assert f"invalid {name}: " in message
+    assert "must be an exception class or a tuple of them" in message
+    assert "\n" not in message

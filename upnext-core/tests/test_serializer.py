@@ -78,6 +78,26 @@ def test_a_body_without_headers_has_no_headers_key() -> None:
     assert decode_body(encode_body(body, 10_000), 10_000).headers is None
 
 
+def test_a_body_without_a_deadline_has_no_expires_at_key() -> None:
+    """No `expires`: the bytes are those of a body from before the field existed."""
+    body = _body(headers={"h": "v"})
+    assert "expires_at" not in json.loads(encode_body(body, 10_000))
+    assert "expires_at" not in json.loads(DeadLetterData(reason="r", body=body).to_json())["body"]
+    old = b'{"v":1,"id":"j1","fn":"mod.f","queue":"q"}'  # a body from before the field
+    assert decode_body(old, 10_000).expires_at is None
+
+
+@pytest.mark.parametrize("headers", [None, {"traceparent": "00-ab-cd-01"}])
+def test_a_deadline_round_trips_with_or_without_headers(headers: dict[str, str] | None) -> None:
+    body = _body(expires_at=1_800_000_000.5, headers=headers)
+    data = encode_body(body, 10_000)
+    assert json.loads(data)["expires_at"] == 1_800_000_000.5
+    assert ("headers" in json.loads(data)) is (headers is not None)
+    assert decode_body(data, 10_000) == body
+    entry = DeadLetterData(reason="expired", body=body).to_json()
+    assert DeadLetterData.model_validate_json(entry).body == body
+
+
 def test_headers_round_trip_in_bodies_and_dead_letter_entries() -> None:
     body = _body(headers={"traceparent": "00-ab-cd-01"})
     assert decode_body(encode_body(body, 10_000), 10_000) == body

@@ -1,7 +1,8 @@
 """Running one delivered job through the pipeline, from decode to its settlement.
 
-The fixed head: decode the body, charge the lost runs a redelivery reveals,
-dead-letter an unknown task or invalid arguments. Then the middleware stages
+The fixed head: decode the body, dead-letter a job past its `expires`
+deadline, charge the lost runs a redelivery reveals, dead-letter an unknown
+task or invalid arguments. Then the middleware stages
 (before_run, around_run with the body's call at its centre, after_run), and
 the fixed tail: the settlement (retry or dead-letter per the task's policy,
 the result written with it), committed by the consumer, then after_settle.
@@ -148,6 +149,12 @@ class JobExecutor:
             return dead_letter(delivery, reason=exc.reason, error=error, body=None)
         task = self.worker.tasks.get(body.fn)
         job = run.job = Job(run, function=body.fn, task=task, body=body)
+        # Only a job no attempt was charged for can expire: once one ran, it started.
+        if body.expires_at is not None and body.attempts == 0:
+            late = time.time() - body.expires_at
+            if late > 0:
+                message = f"not started by its expires deadline ({late:.3f} s late)"
+                return self._dead_letter(job, "expired", ErrorInfo(type="Expired", message=message))
         if delivery.redelivered:
             max_lost = task.max_lost_runs if task is not None else self.worker.max_lost_runs
             settlement, dead = settle_lost(delivery, body, max_lost)

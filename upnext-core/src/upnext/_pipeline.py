@@ -202,6 +202,8 @@ async def before_enqueue(
         for middleware in stage:
             await middleware.before_enqueue(submission)
         submission.delay = check_duration("delay", submission.delay, owner=f"job {body.id}")
+        if body.expires_at is not None:  # the deadline runs from when the job is due
+            body.expires_at += submission.delay - delay
         check_priority(submission.priority)
         if submission.headers:
             body.headers = _checked_headers(submission.headers, body.id)

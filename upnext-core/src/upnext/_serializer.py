@@ -74,20 +74,30 @@ class JobBody(BaseModel):  # type: ignore[no-redef]  # a field named kwargs vs t
     reply_to: str | None = None
     result_ttl: float = Field(default=3600.0, ge=0.0, le=MAX_DURATION)
     enqueued_at: float = 0.0
+    # Epoch seconds by which the first attempt must start (`expires`): past it,
+    # a job no attempt has been charged for is dead-lettered `expired`. Left out
+    # of the JSON while None, like `headers`: old bodies decode, and bytes stay.
+    expires_at: float | None = None
     # Set by middleware (a trace context, say), carried through retries; no
     # backend reads them. Left out of the JSON while None (see `body_json`).
     headers: dict[str, str] | None = None
 
 
-# `exclude` arguments that leave out headers that are None: a body without
-# headers is the same bytes as before the field existed (and as small).
-_NO_HEADERS = {"headers"}
-_NO_BODY_HEADERS = {"body": {"headers"}}
+# `exclude` arguments that leave out the optional fields that are None, keyed
+# by (headers is None, expires_at is None): a body without them is the same
+# bytes as before the fields existed (and as small).
+_EXCLUDE: dict[tuple[bool, bool], set[str] | None] = {
+    (False, False): None,
+    (True, False): {"headers"},
+    (False, True): {"expires_at"},
+    (True, True): {"headers", "expires_at"},
+}
 
 
 def body_json(body: JobBody) -> bytes:
-    """The body as JSON bytes, without a `headers` key when it has none (unchecked)."""
-    return body.model_dump_json(exclude=_NO_HEADERS if body.headers is None else None).encode()
+    """The body as JSON bytes, without the optional keys it has no value for (unchecked)."""
+    exclude = _EXCLUDE[body.headers is None, body.expires_at is None]
+    return body.model_dump_json(exclude=exclude).encode()
 
 
 class _Version(BaseModel):
@@ -118,9 +128,10 @@ class DeadLetterData(BaseModel):
     priority: int = 0  # the envelope's, for a replay
 
     def to_json(self) -> bytes:
-        """The entry as JSON bytes; its body without a `headers` key when it has none."""
-        bare = self.body is None or self.body.headers is None
-        return self.model_dump_json(exclude=_NO_BODY_HEADERS if bare else None).encode()
+        """The entry as JSON bytes; its body without the optional keys it has no value for."""
+        body = self.body
+        exclude = None if body is None else _EXCLUDE[body.headers is None, body.expires_at is None]
+        return self.model_dump_json(exclude=None if exclude is None else {"body": exclude}).encode()
 
     @classmethod
     def for_raw(cls, reason: str, error: ErrorInfo, raw: bytes) -> DeadLetterData:

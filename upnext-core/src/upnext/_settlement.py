@@ -231,7 +231,9 @@ def settle_attempt(delivery: Delivery, attempt: Outcome) -> Settlement:
         exception=exc,
     )
     assert info is not None
-    if attempt.kind != "rejected" and attempt.number < task.policy.max_attempts:
+    # Retry and Reject keep their meaning; the filters judge errors and timeouts.
+    retryable = kind == "retry" or (kind != "rejected" and task.policy.retryable(exc))
+    if retryable and attempt.number < task.policy.max_attempts:
         if isinstance(exc, RetryRequest):
             delay = exc.delay or 0.0  # Retry() means now
         else:
@@ -243,7 +245,10 @@ def settle_attempt(delivery: Delivery, attempt: Outcome) -> Settlement:
             events=[("on_retry", "upnext_job_retrying", retry_event)],
             status="scheduled",
         )
-    reason = "rejected" if isinstance(exc, Reject) else "retries exhausted"
+    if isinstance(exc, Reject):
+        reason = "rejected"
+    else:
+        reason = "retries exhausted" if retryable else "not retryable"
     failed_body = body.model_copy(update={"attempts": attempt.number, "history": history})
     return dead_letter(
         delivery,

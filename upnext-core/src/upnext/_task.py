@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from upnext._context import current_scope
 from upnext._durations import check_duration
@@ -15,7 +15,7 @@ from upnext._future import Future
 from upnext._hooks import HookFn, adapt_hook
 from upnext._modname import importable_name
 from upnext._result import TaskResult
-from upnext._retry import RetryPolicy
+from upnext._retry import ExceptionFilter, RetryPolicy, exception_filter
 from upnext._serializer import JobBody
 from upnext._signature import Signature
 from upnext.broker.protocol import MAX_PRIORITY
@@ -29,6 +29,7 @@ __all__ = [
     "CallOptions",
     "Task",
     "TaskCall",
+    "TaskDecorator",
     "TaskHooks",
     "check_priority",
     "define_task",
@@ -58,13 +59,16 @@ class CallOptions:
     """Per-call options: `delay` before the job is due, its `queue` and `job_id`,
     `connection`: the caller's own database connection, so the job is enqueued in
     the caller's transaction (brokers with `transactional_enqueue`), and `priority`
-    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries."""
+    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries;
+    `expires`: seconds after it is due by which its first attempt must start
+    (None: the task's own `expires`)."""
 
     delay: float = 0.0
     queue: str | None = None
     job_id: str | None = None
     connection: object | None = None
     priority: int = 0
+    expires: float | None = None
 
 
 class _Submitter(Generic[P, R]):
@@ -139,11 +143,11 @@ class TaskCall(_Submitter[P, R]):
         job_id: str | None = None,
         connection: object | None = None,
         priority: int | None = None,
+        expires: float | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        return TaskCall(
-            self.task, _merge(self.call_options, delay, queue, job_id, connection, priority)
-        )
+        merged = _merge(self.call_options, delay, queue, job_id, connection, priority, expires)
+        return TaskCall(self.task, merged)
 
 
 def _merge(
@@ -153,11 +157,14 @@ def _merge(
     job_id: str | None,
     connection: object | None = None,
     priority: int | None = None,
+    expires: float | None = None,
 ) -> CallOptions:
     if delay is not None:
         delay = check_duration("delay", delay)
     if priority is not None:
         check_priority(priority)
+    if expires is not None:
+        expires = check_duration("expires", expires, positive=True)
     return replace(
         base,
         delay=base.delay if delay is None else delay,
@@ -165,6 +172,7 @@ def _merge(
         job_id=job_id or base.job_id,
         connection=base.connection if connection is None else connection,
         priority=base.priority if priority is None else priority,
+        expires=base.expires if expires is None else expires,
     )
 
 
@@ -194,9 +202,12 @@ class Task(_Submitter[P, R]):
         result_ttl: float,
         max_lost_runs: int,
         hooks: TaskHooks,
+        expires: float | None = None,
     ) -> None:
         timeout = check_duration("timeout", timeout, positive=True, owner=f"task {name}")
         result_ttl = check_duration("result_ttl", result_ttl, owner=f"task {name}")
+        if expires is not None:
+            expires = check_duration("expires", expires, positive=True, owner=f"task {name}")
         if max_lost_runs < 0:
             raise ConfigurationError(f"task {name}: max_lost_runs must be >= 0")
         self.worker = worker
@@ -209,6 +220,7 @@ class Task(_Submitter[P, R]):
         self.result_ttl = result_ttl
         self.max_lost_runs = max_lost_runs
         self.hooks = hooks
+        self.expires = expires
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, name)
         self.task = self
@@ -241,11 +253,15 @@ class Task(_Submitter[P, R]):
         job_id: str | None = None,
         connection: object | None = None,
         priority: int | None = None,
+        expires: float | None = None,
     ) -> TaskCall[P, R]:
         """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
         the caller's `connection` for a transactional enqueue, a `priority` from 0
-        (the default) to `MAX_PRIORITY`. A bad value raises ConfigurationError here."""
-        return TaskCall(self, _merge(CallOptions(), delay, queue, job_id, connection, priority))
+        (the default) to `MAX_PRIORITY`, `expires` seconds after it is due by which
+        it must start (else it is dead-lettered `expired`; replaces the task's).
+        A bad value raises ConfigurationError here."""
+        merged = _merge(CallOptions(), delay, queue, job_id, connection, priority, expires)
+        return TaskCall(self, merged)
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""
@@ -254,11 +270,14 @@ class Task(_Submitter[P, R]):
     def build_body(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
     ) -> JobBody:
-        """A new job's body: validated arguments, lineage from the running job."""
+        """A new job's body: validated arguments, lineage from the running job, and
+        its deadline: `expires` seconds after it is due (`enqueued_at` + `delay`)."""
         wire_args, wire_kwargs = self.signature.encode(args, kwargs)
         job_id = options.job_id or os.urandom(16).hex()  # 128 random bits, like uuid4, 4x cheaper
         scope = current_scope.get()
         parent = scope.context if scope is not None else None
+        now = time.time()
+        expires = self.expires if options.expires is None else options.expires
         return JobBody(
             id=job_id,
             fn=self.name,
@@ -268,8 +287,18 @@ class Task(_Submitter[P, R]):
             parent_id=parent.job_id if parent else None,
             root_id=parent.root_id if parent else job_id,
             result_ttl=self.result_ttl,
-            enqueued_at=time.time(),
+            enqueued_at=now,
+            expires_at=None if expires is None else now + options.delay + expires,
         )
+
+
+class TaskDecorator(Protocol):
+    """What ``@worker.task(...)`` returns: a decorator keeping the function's types."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 def define_task(
@@ -291,9 +320,21 @@ def define_task(
     on_failure: Callable[..., Any] | None = None,
     on_retry: Callable[..., Any] | None = None,
     on_complete: Callable[..., Any] | None = None,
+    expires: float | None = None,
+    retry_on: ExceptionFilter | None = None,
+    dont_retry_on: ExceptionFilter = (),
 ) -> Task[Any, Any]:
     """A task of `worker` from `fn` and the options of ``@worker.task`` (not registered yet)."""
-    policy = RetryPolicy(retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
+    name = name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
+    policy = RetryPolicy(
+        retries,
+        retry_delay,
+        retry_backoff,
+        retry_delay_max,
+        retry_jitter,
+        None if retry_on is None else exception_filter("retry_on", retry_on, f"task {name}"),
+        exception_filter("dont_retry_on", dont_retry_on, f"task {name}"),
+    )
     hooks = TaskHooks(
         on_start=adapt_hook(on_start, "on_start"),
         on_success=adapt_hook(on_success, "on_success"),
@@ -304,11 +345,12 @@ def define_task(
     return Task(
         worker,
         fn,
-        name=name or f"{importable_name(fn.__module__)}.{fn.__qualname__}",
+        name=name,
         queue=queue or worker.name,
         policy=policy,
         timeout=timeout,
         result_ttl=result_ttl,
         max_lost_runs=worker.max_lost_runs if max_lost_runs is None else max_lost_runs,
         hooks=hooks,
+        expires=expires,
     )

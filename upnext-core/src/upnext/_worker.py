@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from upnext._client import Client, Factories
 from upnext._consumer import Consumer
@@ -18,8 +18,9 @@ from upnext._future import Future
 from upnext._hooks import Plugins
 from upnext._pipeline import before_enqueue, collect_middleware
 from upnext._portal import Portal
+from upnext._retry import ExceptionFilter
 from upnext._serializer import encode_body
-from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, define_task
+from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, TaskDecorator, define_task
 from upnext._tick import HeldSlots
 from upnext._unconsumed import report_leftovers, warn_if_no_worker
 from upnext._worker_lines import check_delivery_limit, log_banner, log_draining, log_stopped
@@ -183,7 +184,10 @@ class Worker:
         on_failure: Callable[..., Any] | None = None,
         on_retry: Callable[..., Any] | None = None,
         on_complete: Callable[..., Any] | None = None,
-    ) -> _Decorator: ...
+        expires: float | None = None,
+        retry_on: ExceptionFilter | None = None,
+        dont_retry_on: ExceptionFilter = (),
+    ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Register a function as a task (``@worker.task`` or ``@worker.task(...)``)."""
@@ -388,12 +392,3 @@ class Worker:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
-
-
-class _Decorator(Protocol):
-    """What ``@worker.task(...)`` returns: a decorator keeping the function's types."""
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...

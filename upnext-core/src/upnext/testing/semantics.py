@@ -1,8 +1,8 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
 The classes drive a real `upnext.Worker` through every behaviour the docs
-state (docs/semantics.md, retries, timeouts, results, hooks, errors and the
-dead-letter queue). A backend author provides the broker URL (and a
+state (docs/semantics.md, retries and their filters, expiry, timeouts,
+results, hooks, errors and the dead-letter queue). A backend author provides the broker URL (and a
 result-store URL if results live elsewhere)::
 
     # conftest.py
@@ -36,6 +36,7 @@ from upnext.testing.semantics_api import ApiSemantics
 from upnext.testing.semantics_base import SemanticsBase, WorkerFactory
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
+from upnext.testing.semantics_expiry import ExpirySemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
@@ -48,6 +49,7 @@ from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
 from upnext.testing.semantics_retries import RetrySemantics
+from upnext.testing.semantics_retry_filters import RetryFilterSemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
 from upnext.testing.semantics_tracing import TracingSemantics
 from upnext.testing.semantics_workflows import WorkflowSemantics
@@ -56,6 +58,7 @@ __all__ = [
     "ApiSemantics",
     "DeadLetterSemantics",
     "ErrorSemantics",
+    "ExpirySemantics",
     "HookSemantics",
     "IsolationSemantics",
     "JobIdSemantics",
@@ -67,6 +70,7 @@ __all__ = [
     "PluginSemantics",
     "PrioritySemantics",
     "ResultSemantics",
+    "RetryFilterSemantics",
     "RetrySemantics",
     "SemanticsBase",
     "TimeoutSemantics",
@@ -79,6 +83,8 @@ __all__ = [
 
 class WorkerSemantics(
     RetrySemantics,
+    RetryFilterSemantics,
+    ExpirySemantics,
     ErrorSemantics,
     TimeoutSemantics,
     LeaseSemantics,
