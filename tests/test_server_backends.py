@@ -33,9 +33,10 @@ from upnext.testing.loopback import free_port, serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
 
-from playwright.async_api import Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Page, expect  # noqa: E402
 from upnext.cli import main  # noqa: E402
 from upnext.server import create_app  # noqa: E402
+from upnext.testing.browser import chromium_path, open_page  # noqa: E402
 
 _AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 URLS = {
@@ -261,34 +262,19 @@ def _get_when_up(port: int, path: str) -> str:
             time.sleep(0.1)
 
 
-CHROMIUM = os.environ.get("UPNEXT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 @pytest.mark.parametrize("scheme", sorted(URLS))
 async def test_dashboard_replays_and_deletes(scheme: str) -> None:
     """In Chromium against a live server: filter, open, replay and delete entries."""
     url = URLS[scheme]
     require_service(url)
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240  # a stat before any await
-        unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set UPNEXT_CHROMIUM)")
+    chromium_path()  # skips, or fails under CI, before any job is made
     queue = f"dash-{uuid.uuid4().hex[:10]}"
     await _dead_letters(url, queue, 2)
     try:
         # In a thread: faster than a process (the DLQ is on the broker's server).
         with serve_in_thread(create_app(url, queues=[queue])) as base:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                await _drive(await browser.new_page(), base, queue)
-                await browser.close()
+            async with open_page() as (page, _):
+                await _drive(page, base, queue)
     finally:
         await _cleanup(url, queue)
 
