@@ -222,6 +222,23 @@ def test_a_job_line_written_straight_reads_as_its_filtered_record_would(fmt: str
         assert SECRET not in formatter.format(record)
 
 
+def test_a_job_line_written_straight_names_its_level_as_logging_does_now() -> None:
+    """Each level reads as the record path writes it, a level renamed later included."""
+    formatter = _TextFormatter()
+    now = time.time()
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, 25):
+        line: JobLine = (now, level, "job %s", ("j1",), {"job_id": "j1"})
+        assert formatter.format_line(line, password_filter().scrub) == formatter.format(made(line))
+    line = (now, logging.INFO, "job %s", ("j1",), {"job_id": "j1"})
+    logging.addLevelName(logging.INFO, "NOTE")
+    try:
+        text = formatter.format_line(line, password_filter().scrub)
+        assert text == formatter.format(made(line))
+        assert " NOTE    upnext.job: job j1" in text
+    finally:
+        logging.addLevelName(logging.INFO, "INFO")
+
+
 async def test_job_lines_make_no_record_while_the_commands_handler_is_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -291,7 +291,8 @@ def _duration_ms(run: JobRun) -> float:
     """How long the attempt's body ran (0 when it never started)."""
     if run.started is None or run.finished is None:
         return 0.0
-    return round((run.finished - run.started) * 1000, 3)
+    # To the microsecond; `round(x, 3)` would go through a decimal string (~4x the cost).
+    return round((run.finished - run.started) * 1e6) / 1000
 
 
 def _error_of(settlement: Settlement) -> str:

@@ -113,6 +113,10 @@ class JsonFormatter(logging.Formatter):
         return f"{self._date_time}.{micro // 1000:03d}{self._zone}"
 
 
+# What `TEXT_FORMAT` writes between the time and the message of a job line, per level name.
+_HEADS: dict[str, str] = {}
+
+
 class _TextFormatter(logging.Formatter):
     """`TEXT_FORMAT`, with the local date and time part of `asctime` cached per second."""
 
@@ -127,8 +131,11 @@ class _TextFormatter(logging.Formatter):
         created, level, message, args, _ = line
         self._cache(created)
         msecs = int((created - int(created)) * 1000)
-        name = logging.getLevelName(level)
-        return f"{self._date_time},{msecs:03d} {name:<7} {JOB_LOG.name}: {scrub(message % args)}"
+        name = logging.getLevelName(level)  # asked each time: `addLevelName` may rename it
+        head = _HEADS.get(name)
+        if head is None:
+            head = _HEADS[name] = f" {name:<7} {JOB_LOG.name}: "
+        return f"{self._date_time},{msecs:03d}{head}{scrub(message % args)}"
 
     def _cache(self, created: float) -> None:
         second = int(created)

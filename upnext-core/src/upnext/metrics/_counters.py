@@ -23,9 +23,9 @@ What is counted, per (queue, task):
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -106,7 +106,7 @@ class _Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
     def snapshot(self) -> HistogramSnapshot:
@@ -175,19 +175,26 @@ class JobMetrics(Middleware):
 
     async def after_run(self, job: Job, outcome: Outcome) -> None:
         """Count the attempt, its wait and run time, and (from its kind) a failure."""
-        series = self._of(job)
+        # Once per attempt on the event loop: written out (no helper calls) to stay cheap.
+        series = self._series.get((job.queue, job.function)) or self._of(job)
         series.started += 1
-        series.run.observe(max(outcome.finished - outcome.started, 0.0))
-        since = _waiting_since(outcome.body)
-        if since is not None:
-            series.wait.observe(max(outcome.started - since, 0.0))
-        if outcome.kind != "success" and outcome.kind != "cancelled":
+        started = outcome.started
+        ran = outcome.finished - started
+        series.run.observe(ran if ran > 0.0 else 0.0)
+        body = outcome.body
+        if body is not None:
+            since = _waiting_since(body) if body.history else body.enqueued_at
+            if since:  # 0: a body from before enqueued_at was written
+                waited = started - since
+                series.wait.observe(waited if waited > 0.0 else 0.0)
+        kind = outcome.kind
+        if kind != "success" and kind != "cancelled":
             series.failed += 1
             job.state[_FAILED] = True  # only failures make a state dict: not the hot path
 
     async def after_settle(self, job: Job, settlement: Settlement) -> None:
         """Count the settlement by its status (a retry only after a failed attempt)."""
-        series = self._of(job)
+        series = self._series.get((job.queue, job.function)) or self._of(job)
         status = settlement.status
         if status == "complete":
             series.succeeded += 1
