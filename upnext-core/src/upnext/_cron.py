@@ -34,8 +34,8 @@ class CronOptions(TypedDict, total=False):
     name: str
     timeout: float
     missed_run_policy: MissedRunPolicy
-    max_catch_up_seconds: float
-    timezone: str
+    max_catch_up_seconds: float | None
+    timezone: str | None
     allow_overlap: bool
 
 

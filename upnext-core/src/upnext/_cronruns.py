@@ -1,9 +1,10 @@
 """`CronRuns`: the middleware that records a cron's latest run in the state store.
 
-A run is written as ``running`` when its body starts, with a TTL of the task's
-timeout plus `RUN_MARK_SLACK`, so the run of a worker that died lapses; its
+The scheduler marks a tick's run ``queued`` before enqueuing it; the run is
+written as ``running`` when its body starts; both with a TTL of the task's
+timeout plus `RUN_MARK_SLACK`, so the mark of a worker that died lapses. Its
 outcome replaces it when the body ends, without a TTL. The scheduler reads it
-to skip a tick while the previous run still runs (unless ``allow_overlap``);
+to skip a tick while the previous run is in progress (unless ``allow_overlap``);
 `upnext.crons.list_crons` shows it as the last run and its outcome.
 """
 

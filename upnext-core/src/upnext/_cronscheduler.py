@@ -20,14 +20,16 @@ claimed tick is lost, and in normal operation none is enqueued twice.
 
 Which ticks fire: ticks that came due while this scheduler ran (and are at most
 `LATE_LIMIT` old) all fire; older ones were *missed* (no worker ran) and the
-cron's `MissedRunPolicy` decides. While the previous run still runs (its
-``running`` mark, `upnext._cronruns`) a due tick is skipped and logged, unless
-``allow_overlap``. A disabled cron fires nothing.
+cron's `MissedRunPolicy` decides. While the previous run is queued or runs
+(its mark: ``queued`` written by the claimer before it enqueues, ``running``
+by `upnext._cronruns`, each with a TTL of the task's timeout + 60 s) a due tick
+is skipped and logged, unless ``allow_overlap``. A disabled cron fires nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 from pydantic import ValidationError
 
+from upnext._cronruns import RUN_MARK_SLACK
 from upnext._cronspec import TICK_HEADER, MissedRunPolicy
 from upnext._cronstate import CronCursor, CronDef, CronRun, tick_job_id
 from upnext._serializer import encode_body
@@ -57,6 +60,7 @@ LATE_LIMIT: Final = 60.0
 """A tick older than this is missed even if a scheduler ran (its store was unreachable)."""
 MAX_TICKS: Final = 1000
 """At most this many ticks fire at once (the most recent ones)."""
+STOP_WAIT: Final = 5.0  # seconds a stop waits for a check under way
 RETRY_AFTER: Final = 1.0  # seconds before a cron whose check failed is checked again
 
 
@@ -88,26 +92,33 @@ class CronScheduler:
         self.check_at = dict.fromkeys((cron.name for cron in crons), 0.0)
         self._failing: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Begin on the running event loop."""
         self.alive_since = time.time()
+        self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="upnext-cron")
 
     async def stop(self) -> None:
-        """Stop firing (a claim in progress is finished by another scheduler after the grace)."""
+        """Stop firing: a check under way ends first (within `STOP_WAIT`), leaving no claim."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is None:
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait([task], timeout=STOP_WAIT)
+        if not done:
+            task.cancel()  # a claim left now is enqueued by another worker after CLAIM_GRACE
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             now = time.time()
             due = [cron for cron in self.crons if self.check_at[cron.name] <= now]
             await asyncio.gather(*(self._check_safely(cron) for cron in due))
-            wake = min(self.check_at.values())
-            await asyncio.sleep(min(max(wake - time.time(), 0.0) + 0.002, 60.0))
+            pause = min(max(min(self.check_at.values()) - time.time(), 0.0) + 0.002, 60.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _check_safely(self, cron: CronDef) -> None:
         try:
@@ -175,6 +186,7 @@ class CronScheduler:
         )
         if not await self._put(cron, claim, entry.version):
             return cron.schedule.next_after(now)  # another scheduler claimed them
+        await self._mark_queued(cron, fire[-1], now)
         await self._enqueue(cron, fire)
         await self._confirm_own(cron)
         return cron.schedule.next_after(now)
@@ -207,7 +219,7 @@ class CronScheduler:
             run = CronRun.model_validate_json(entry.value)
         except ValidationError:
             return None
-        return run if run.status == "running" else None
+        return run if run.status in ("queued", "running") else None
 
     async def _put(self, cron: CronDef, cursor: CronCursor, version: int) -> bool:
         data = cursor.model_dump_json().encode()
@@ -238,6 +250,17 @@ class CronScheduler:
             log.warning("cron %s: its claim was taken over before it was confirmed", cron.name)
             return
         await self._confirm(cron, cursor, entry.version)
+
+    async def _mark_queued(self, cron: CronDef, tick: float, now: float) -> None:
+        """Record the tick's run as ``queued`` before it is enqueued (its start and end
+        replace the mark), so the next tick sees it in progress from the start."""
+        run = CronRun(
+            job_id=tick_job_id(cron.name, tick), scheduled_for=tick, status="queued", started_at=now
+        )
+        ttl = cron.task.timeout + RUN_MARK_SLACK
+        await self.state.state_put(
+            [StateWrite(cron_run_key(cron.name), run.model_dump_json().encode(), ttl)]
+        )
 
     async def _enqueue(self, cron: CronDef, ticks: list[float]) -> None:
         """Enqueue one job per tick, its id derived from the tick, the tick in its headers."""

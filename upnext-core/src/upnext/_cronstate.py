@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CronCursor", "CronDef", "CronRun", "RunStatus", "tick_job_id"]
 
-RunStatus = Literal["running", "succeeded", "failed", "retrying", "cancelled"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "retrying", "cancelled"]
 
 
 class CronCursor(BaseModel):
