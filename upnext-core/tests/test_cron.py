@@ -7,13 +7,15 @@ alignment, timezones, and bad input.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import upnext
 from upnext._cronscheduler import choose_ticks
-from upnext._cronspec import CronSchedule
+from upnext._cronspec import TICK_HEADER, CronSchedule
 from upnext._cronstate import CronDef, tick_job_id
+from upnext.middleware import Job, Middleware, Submission
 
 
 def _at(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
@@ -128,3 +130,37 @@ def test_ticks_before_the_scheduler_started_follow_the_policy_later_ones_all_fir
 ) -> None:
     due = [93.0, 94.0, 95.0, 96.0, 101.0, 102.0]
     assert choose_ticks(_cron(policy, catch_up), due, now=102.0, alive_since=100.0) == fired
+
+
+async def test_ticks_pass_before_enqueue_middleware_and_keep_their_tick() -> None:
+    """A tick is submitted like any job: `before_enqueue` sees it and its headers travel."""
+    seen: list[dict[str, str]] = []
+
+    class Tag(Middleware):
+        async def before_enqueue(self, submission: Submission) -> None:
+            submission.headers["x-tag"] = submission.job_id
+
+        async def before_run(self, job: Job) -> None:
+            seen.append(dict(job.headers))
+
+    worker = upnext.Worker("cron-mw", "memory://cron-mw", middleware=[Tag()])
+    worker.cron(every=0.1, name="cron-mw.beat")(lambda: None)
+    async with worker:
+        await asyncio.sleep(0.35)
+    assert seen
+    for headers in seen:
+        assert headers["x-tag"].startswith("cron:cron-mw.beat:")
+        assert datetime.fromisoformat(headers[TICK_HEADER]).tzinfo is not None
+
+
+def test_dst_as_croniter_handles_it_a_gap_moves_on_a_repeat_runs_twice() -> None:
+    """docs/scheduling.md: a 02:30 that does not exist runs at 03:00; a repeated 01:30 twice."""
+    spring = CronSchedule("30 2 * * *", None, "America/New_York", "t")
+    gap = spring.moment(spring.next_after(_at(2026, 3, 8, 0, 0, 0)))
+    assert (gap.hour, gap.minute, gap.utcoffset()) == (3, 0, timedelta(hours=-4))
+    fall = CronSchedule("30 1 * * *", None, "America/New_York", "t")
+    ticks = fall.recent(_at(2026, 11, 1, 12, 0, 0), _at(2026, 10, 31, 12, 0, 0), 10)
+    assert [(fall.moment(t).hour, fall.moment(t).utcoffset()) for t in ticks] == [
+        (1, timedelta(hours=-4)),
+        (1, timedelta(hours=-5)),
+    ]

@@ -48,6 +48,7 @@ async def _beat(client: httpx.AsyncClient, status: str) -> dict[str, Any]:
             body = (await client.get("/api/v1/crons")).json()
             assert body["state"] == "available"
             [cron] = body["crons"]
+            assert isinstance(cron, dict)
             if cron["last_run"] is not None and cron["last_run"]["status"] == status:
                 return cron
             await asyncio.sleep(0.05)

@@ -40,11 +40,13 @@ from pydantic import ValidationError
 from upnext._cronruns import RUN_MARK_SLACK
 from upnext._cronspec import TICK_HEADER, MissedRunPolicy
 from upnext._cronstate import CronCursor, CronDef, CronRun, tick_job_id
+from upnext._pipeline import before_enqueue
 from upnext._serializer import encode_body
 from upnext._statekeys import cron_key, cron_run_key
 from upnext._task import CallOptions
 from upnext.broker.protocol import Envelope
 from upnext.broker.state import StateEntry, StateWrite
+from upnext.middleware._base import overrides
 
 if TYPE_CHECKING:
     from upnext._client import Client
@@ -263,12 +265,29 @@ class CronScheduler:
         )
 
     async def _enqueue(self, cron: CronDef, ticks: list[float]) -> None:
-        """Enqueue one job per tick, its id derived from the tick, the tick in its headers."""
-        task = cron.task
+        """Enqueue one job per tick, its id derived from the tick, the tick in its headers.
+
+        The jobs pass the worker's `before_enqueue` middleware like any submit
+        (one that dedupes a tick drops it); then the tick header is added.
+        """
+        task, worker = cron.task, self.worker
+        options = [CallOptions(job_id=tick_job_id(cron.name, tick)) for tick in ticks]
+        bodies = [task.build_body((), {}, option) for option in options]
+        delays, priorities = [0.0] * len(bodies), [0] * len(bodies)
+        stage = [m for m in worker.middleware if overrides(m, "before_enqueue")]
+        if stage:
+            submissions = await before_enqueue(stage, task, bodies, 0.0, 0)
+            kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
+            bodies, ticks = [bodies[i] for i in kept], [ticks[i] for i in kept]
+            delays = [submissions[i].delay for i in kept]
+            priorities = [submissions[i].priority for i in kept]
         envelopes = []
-        for tick in ticks:
-            body = task.build_body((), {}, CallOptions(job_id=tick_job_id(cron.name, tick)))
-            body.headers = {TICK_HEADER: cron.schedule.moment(tick).isoformat()}
-            data = encode_body(body, self.worker.max_payload)
-            envelopes.append(Envelope(body.id, body.queue, data))
-        await self.client.broker.enqueue_many(envelopes)
+        for body, tick, delay, priority in zip(bodies, ticks, delays, priorities, strict=True):
+            body.headers = {
+                **(body.headers or {}),
+                TICK_HEADER: cron.schedule.moment(tick).isoformat(),
+            }
+            data = encode_body(body, worker.max_payload)
+            envelopes.append(Envelope(body.id, body.queue, data, delay, priority))
+        if envelopes:
+            await self.client.broker.enqueue_many(envelopes)
