@@ -134,14 +134,15 @@ async def _kill_phase(fleet: Fleet, ledger: Ledger, backend: Backend) -> int:
     missing = [t for t in range(first, last + 1) if t not in counts]
     held = held_by(ledger, pid, killed_at)
     reruns = {t: n - 1 for t, n in counts.items() if n > 1}
+    rerun = {e.index for e in ledger.entries("S") if e.index in held and e.pid != pid}
     report(
         "cron-kill",
         backend.name,
         ticks=last - first + 1,
         missing=len(missing),
-        reruns=sum(reruns.values()),
-        rerun_ticks=sorted(reruns),
         held_at_kill=sorted(held),
+        rerun_after_kill=sorted(rerun),
+        settled_twice=sorted(reruns),
     )
     assert not missing, f"ticks never settled: {missing}"
     assert set(reruns) <= held, f"ticks settled twice the killed worker never held: {reruns}"
