@@ -13,7 +13,8 @@ call and, if a tick is due:
    ``last_tick`` on and clears ``pending`` with a compare-and-set.
 
 A worker killed between 1 and 3 leaves its claim behind: after `CLAIM_GRACE`
-seconds any scheduler re-enqueues the pending ticks with the same job ids (a
+seconds a scheduler takes the claim over (compare-and-set again, so only one
+does), re-enqueues the pending ticks with the same job ids (a
 broker with ``dedupes_on_enqueue`` drops a copy the dead worker had already
 enqueued; elsewhere that one tick may run twice) and confirms them. So no
 claimed tick is lost, and in normal operation none is enqueued twice.
@@ -161,8 +162,10 @@ class CronScheduler:
                 [cron.schedule.moment(t).isoformat() for t in cursor.pending],
                 age,
             )
-            await self._enqueue(cron, cursor.pending)
-            await self._confirm(cron, cursor, entry.version)
+            takeover = cursor.model_copy(update={"pending_since": now, "claimed_by": self.id})
+            if await self._put(cron, takeover, entry.version):  # one scheduler takes it over
+                await self._enqueue(cron, cursor.pending)
+                await self._confirm_own(cron)
             return now
         if not cursor.enabled:
             return cron.schedule.next_after(now)
