@@ -162,6 +162,21 @@ def chaos(session: nox.Session) -> None:
 
 
 @nox.session
+def acceptance(session: nox.Session) -> None:
+    """Issue 19's cron acceptance at full size: 4 workers, 60 s, a SIGKILL, 10 s stops."""
+    sync(session, extras=BACKENDS, groups=["test"])
+    session.run(
+        "pytest",
+        "tests/chaos/test_chaos_cron.py",
+        "-m",
+        "chaos",
+        "-s",
+        *session.posargs,
+        env={"UPNEXT_CHAOS_FULL": "1"},
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     sync(session, groups=["lint"], only_groups=True)

@@ -21,6 +21,7 @@ MODULES = [
     "upnext.hooks",
     "upnext.control",
     "upnext.workers",
+    "upnext.crons",
     "upnext.metrics",
     "upnext.metrics.prometheus",
     "upnext.testing",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from upnext.testing.semantics import JobListingSemantics, WorkerSemantics
+from upnext.testing.semantics import CronSemantics, JobListingSemantics, WorkerSemantics
 from upnext_rabbitmq import RabbitBroker
 
 
@@ -40,6 +40,28 @@ class TestRabbitJobListingWithRedisState(JobListingSemantics):
         """A Redis store under its own key prefix (history and registry live there)."""
         url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
         return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-jobs"
+
+    @pytest_asyncio.fixture(autouse=True)
+    async def _cleanup(
+        self, upnext_queue: str, queue_deleter: Callable[[set[str]], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        yield
+        await queue_deleter({upnext_queue})
+
+
+class TestRabbitCronWithRedisState(CronSemantics):
+    """Cron with the companion store that keeps its cursor (RabbitMQ keeps no state itself)."""
+
+    @pytest.fixture
+    def broker_url(self, amqp_url: str, broker: RabbitBroker) -> str:
+        """The test server (reached first through `broker`: skip or fail if it is down)."""
+        return amqp_url
+
+    @pytest.fixture
+    def results_url(self) -> str:
+        """A Redis store under its own key prefix (the crons' cursors live there)."""
+        url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-cron"
 
     @pytest_asyncio.fixture(autouse=True)
     async def _cleanup(

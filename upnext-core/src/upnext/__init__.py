@@ -9,6 +9,7 @@ result = await charge.wait(order_id=1)
 """
 
 from upnext._context import Context, get_current_context
+from upnext._cronspec import MissedRunPolicy
 from upnext._dlq import DeadLetterEntry, DeadLetterQueue, EntryPage, Payload
 from upnext._future import Future
 from upnext._gather import gather
@@ -52,6 +53,7 @@ __all__ = [
     "HookEvent",
     "JobStatus",
     "LeaseLost",
+    "MissedRunPolicy",
     "NoJobContext",
     "Payload",
     "PayloadTooLarge",

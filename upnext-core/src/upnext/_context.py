@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from upnext.errors import NoJobContext
@@ -19,6 +20,8 @@ class Context(NamedTuple):
 
     `attempt` is 1-based and never exceeds `max_attempts`. `root_id` is the
     id of the job that started the workflow (a root job's own id).
+    `scheduled_for` is the tick a cron job runs for, an aware datetime in the
+    cron's timezone (UTC for ``every=``); None for a job no cron fired.
     """
 
     job_id: str
@@ -29,6 +32,7 @@ class Context(NamedTuple):
     parent_id: str | None
     root_id: str
     replay_of: str | None = None
+    scheduled_for: datetime | None = None
 
 
 @dataclass(slots=True)

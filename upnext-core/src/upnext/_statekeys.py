@@ -24,6 +24,15 @@ key                             value                            lifetime
 <n>``                           up to 64 jobs the worker         follows them, with a TTL
                                 finished (`upnext._history`)     of `HISTORY_TTL` (1 h);
                                                                  kept after a clean stop
+``upnext:cron:<name>``          a cron's cursor, a `CronCursor`  written by the first worker
+                                as JSON: its schedule, whether   declaring the cron, then
+                                it is enabled, the last tick     with compare-and-set by
+                                handled and the ticks claimed    whichever scheduler fires
+                                but not yet confirmed enqueued   a tick; no TTL
+``upnext:cronrun:<name>``       the cron's latest run, a         written when a run starts
+                                `CronRun` as JSON: its job,      (TTL: the task's timeout
+                                tick, status and times           + 60 s) and when it ends
+                                                                 (no TTL)
 ==============================  ===============================  ==========================
 """
 
@@ -40,11 +49,15 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_PREFIX",
     "CORE_PREFIX",
+    "CRON_PREFIX",
+    "CRON_RUN_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
     "REGISTRY_TICKS",
     "WORKER_PREFIX",
     "cancel_key",
+    "cron_key",
+    "cron_run_key",
     "history_key",
     "metrics_key",
     "read_prefix",
@@ -59,6 +72,8 @@ WORKER_PREFIX: Final = f"{CORE_PREFIX}worker:"
 CANCEL_PREFIX: Final = f"{CORE_PREFIX}cancel:"
 METRICS_PREFIX: Final = f"{CORE_PREFIX}metrics:"
 HISTORY_PREFIX: Final = f"{CORE_PREFIX}history:"
+CRON_PREFIX: Final = f"{CORE_PREFIX}cron:"
+CRON_RUN_PREFIX: Final = f"{CORE_PREFIX}cronrun:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -81,6 +96,16 @@ def metrics_key(worker_id: str) -> str:
 def history_key(worker_id: str, segment: int) -> str:
     """The key of one segment of a worker's recent-jobs history."""
     return f"{HISTORY_PREFIX}{worker_id}:{segment}"
+
+
+def cron_key(name: str) -> str:
+    """The key of a cron's cursor."""
+    return f"{CRON_PREFIX}{name}"
+
+
+def cron_run_key(name: str) -> str:
+    """The key of a cron's latest run."""
+    return f"{CRON_RUN_PREFIX}{name}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:

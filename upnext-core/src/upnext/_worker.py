@@ -8,14 +8,16 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from upnext._client import Client, Factories
 from upnext._consumer import Consumer
+from upnext._cron import CronDecorator, CronOptions, Crons
 from upnext._dlq import DeadLetterQueue
 from upnext._durations import check_duration
 from upnext._future import Future
 from upnext._hooks import Plugins
+from upnext._idle import queues_empty
 from upnext._pipeline import before_enqueue, collect_middleware
 from upnext._portal import Portal
 from upnext._retry import ExceptionFilter
@@ -114,6 +116,7 @@ class Worker:
         self.middleware = collect_middleware(self.plugins, self, middleware)
         self._enqueue_stage = [m for m in self.middleware if overrides(m, "before_enqueue")]
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.crons = Crons(self)
         # Slots middleware holds for running jobs; the worker tick keeps them alive.
         self.held_slots = HeldSlots()
         self.portal = Portal(self)
@@ -201,6 +204,18 @@ class Worker:
             raise ConfigurationError(f"worker {self.name!r} already has a task named {task.name!r}")
         self.tasks[task.name] = task
         return task
+
+    def cron(
+        self, expression: str | None = None, /, **options: Unpack[CronOptions]
+    ) -> CronDecorator:
+        """Register a function of no arguments as a cron (docs/scheduling.md#cron).
+
+        `expression` has 5 fields, or 6 with seconds first; or pass `every=`
+        seconds. Options: `name`, `timeout`, `missed_run_policy`
+        (`MissedRunPolicy.LATEST_ONLY`), `max_catch_up_seconds`, `timezone`,
+        `allow_overlap` (False: a tick is skipped while the last run runs).
+        """
+        return self.crons.decorator(expression, options)
 
     def consumed_queues(self) -> list[str]:
         """The queues this worker receives from: given ones, else its own and its tasks'."""
@@ -312,6 +327,7 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self.consumer = Consumer(self, client)
         self.consumer.start()
+        self.crons.start(client)
         log_banner(self, self.consumer)
 
     def request_stop(self) -> None:
@@ -347,25 +363,11 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + timeout
         admin = consumer.broker if isinstance(consumer.broker, QueueAdmin) else None
         while True:
-            if (
-                consumer.idle()
-                and await self._queues_empty(admin, consumer.queues)
-                and consumer.idle()
-            ):
+            if consumer.idle() and await queues_empty(admin, consumer.queues) and consumer.idle():
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.name!r} still busy after {timeout}s")
             await asyncio.sleep(0.01)
-
-    @staticmethod
-    async def _queues_empty(admin: QueueAdmin | None, queues: list[str]) -> bool:
-        if admin is None:
-            return True
-        for queue in queues:
-            stats = await admin.stats(queue)
-            if any(n for n in (stats.ready, stats.scheduled, stats.in_flight) if n):
-                return False
-        return True
 
     async def aclose(self) -> None:
         """Stop consuming (if running); close this loop's and the sync twins' connections."""
@@ -376,6 +378,7 @@ class Worker:
             began = time.monotonic()
             log_draining(self, consumer)
             try:
+                await self.crons.stop()
                 await consumer.stop(self.shutdown_grace)
             finally:
                 self.consumer = None

@@ -1,4 +1,4 @@
-"""The `upnext` command: run workers and the server, see workers and jobs, manage the DLQ, submit.
+"""The `upnext` command: run workers and the server, see workers, jobs and crons, manage the DLQ.
 
 Built on argparse, so every command but `upnext server` works without the
 ``server`` extra. Exit codes: 0 success, 1 failure (one ``error:`` line on
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
 from upnext.cli import _commands
+from upnext.cli._crons import add_cron_parser, run_cron
 from upnext.cli._dlq import confirm_purge, run_dlq
 from upnext.cli._jobs import add_jobs_parser, run_jobs
 from upnext.cli._load import refuse_memory
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     wks.add_argument("--results", help="result-store URL (default: $UPNEXT_RESULTS_URL)")
     wks.add_argument("--json", action="store_true", help="print JSON")
     add_jobs_parser(sub)
+    add_cron_parser(sub)
     bk = sub.add_parser("backends", help="installed URL schemes and their distributions")
     bk.add_argument("--json", action="store_true", help="print JSON")
     sbm = sub.add_parser("submit", help="submit one job of a task (module:task)")
@@ -191,6 +193,20 @@ def _jobs(args: argparse.Namespace) -> int:
     return asyncio.run(run_jobs(args, worker))
 
 
+def _cron(args: argparse.Namespace) -> int:
+    broker = args.broker or os.environ.get(ENV_BROKER)
+    if not broker:
+        return fail("no broker: pass --broker URL or set UPNEXT_BROKER_URL", 2)
+    refuse_memory(broker, "upnext cron")
+    worker = Worker(
+        "upnext-cli",
+        broker,
+        results=args.results or os.environ.get(ENV_RESULTS),
+        load_plugins=False,
+    )
+    return asyncio.run(run_cron(args, worker))
+
+
 def _scrub(message: str, urls: Sequence[str | None]) -> str:
     """Hide any password of the URLs in use (backends already do; this is a second guard)."""
     for url in urls:
@@ -212,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dlq": _dlq,
         "workers": _workers,
         "jobs": _jobs,
+        "cron": _cron,
         "backends": _commands.backends,
         "submit": _commands.submit,
         "schema": schema,

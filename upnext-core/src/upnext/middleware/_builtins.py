@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from upnext._context import Context, JobScope, current_scope
+from upnext._cronspec import tick_of
 from upnext._hooks import call_hook
 from upnext.hooks import HookEvent, PluginSpec
 from upnext.middleware._base import CallNext, Middleware
@@ -127,6 +128,7 @@ class JobContext(Middleware):
             body.parent_id,
             body.root_id or body.id,
             body.replay_of,
+            tick_of(body.headers) if body.headers else None,
         )
         current_scope.set(JobScope(context, self.worker))
 

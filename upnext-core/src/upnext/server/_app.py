@@ -29,6 +29,7 @@ from upnext.errors import (
 )
 from upnext.server._api import router
 from upnext.server._backend import Backend
+from upnext.server._crons import crons_router
 from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
 from upnext.server._history import QueueHistory, history_router
 from upnext.server._hosts import HostGuard, served_hosts
@@ -182,6 +183,7 @@ def create_app(
     app.include_router(router)
     app.include_router(history_router)
     app.include_router(metrics_router)
+    app.include_router(crons_router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -86,6 +86,7 @@ from upnext.testing.dlq import DeadLetterAdminConformance  # noqa: E402
 from upnext.testing.results import ResultStoreConformance  # noqa: E402
 from upnext.testing.semantics import (  # noqa: E402
     ApiSemantics,
+    CronSemantics,
     DeadLetterSemantics,
     ErrorSemantics,
     ExpirySemantics,
@@ -112,6 +113,7 @@ from upnext.testing.state import StateStoreConformance  # noqa: E402
 __all__ = [
     "ApiSemantics",
     "BrokerConformance",
+    "CronSemantics",
     "DeadLetterAdminConformance",
     "DeadLetterSemantics",
     "ErrorSemantics",

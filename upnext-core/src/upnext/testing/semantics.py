@@ -1,9 +1,9 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
 The classes drive a real `upnext.Worker` through every behaviour the docs
-state (docs/semantics.md, retries and their filters, expiry, timeouts,
-results, hooks, errors and the dead-letter queue). A backend author provides the broker URL (and a
-result-store URL if results live elsewhere)::
+state (docs/semantics.md, retries and their filters, expiry, cron, timeouts,
+results, hooks, errors and the dead-letter queue). A backend author provides
+the broker URL (and a result-store URL if results live elsewhere)::
 
     # conftest.py
     pytest_plugins = ["upnext.testing.plugin"]
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from upnext.testing.semantics_api import ApiSemantics
 from upnext.testing.semantics_base import SemanticsBase, WorkerFactory
+from upnext.testing.semantics_cron import CronSemantics
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_expiry import ExpirySemantics
@@ -56,6 +57,7 @@ from upnext.testing.semantics_workflows import WorkflowSemantics
 
 __all__ = [
     "ApiSemantics",
+    "CronSemantics",
     "DeadLetterSemantics",
     "ErrorSemantics",
     "ExpirySemantics",
@@ -85,6 +87,7 @@ class WorkerSemantics(
     RetrySemantics,
     RetryFilterSemantics,
     ExpirySemantics,
+    CronSemantics,
     ErrorSemantics,
     TimeoutSemantics,
     LeaseSemantics,
