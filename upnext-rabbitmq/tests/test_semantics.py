@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from upnext.testing.semantics import JobListingSemantics, WorkerSemantics
+from upnext.testing.semantics import (
+    JobIdSemantics,
+    JobListingSemantics,
+    UniqueJobSemantics,
+    WorkerSemantics,
+)
 from upnext_rabbitmq import RabbitBroker
 
 
@@ -40,6 +45,28 @@ class TestRabbitJobListingWithRedisState(JobListingSemantics):
         """A Redis store under its own key prefix (history and registry live there)."""
         url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
         return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-jobs"
+
+    @pytest_asyncio.fixture(autouse=True)
+    async def _cleanup(
+        self, upnext_queue: str, queue_deleter: Callable[[set[str]], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        yield
+        await queue_deleter({upnext_queue})
+
+
+class TestRabbitUniqueJobsWithRedisState(UniqueJobSemantics, JobIdSemantics):
+    """Job ids and unique jobs with the companion store that keeps their claims."""
+
+    @pytest.fixture
+    def broker_url(self, amqp_url: str, broker: RabbitBroker) -> str:
+        """The test server (reached first through `broker`: skip or fail if it is down)."""
+        return amqp_url
+
+    @pytest.fixture
+    def results_url(self) -> str:
+        """A Redis store under its own key prefix (the claims live there)."""
+        url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-unique"
 
     @pytest_asyncio.fixture(autouse=True)
     async def _cleanup(

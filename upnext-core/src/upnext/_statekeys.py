@@ -24,6 +24,15 @@ key                             value                            lifetime
 <n>``                           up to 64 jobs the worker         follows them, with a TTL
                                 finished (`upnext._history`)     of `HISTORY_TTL` (1 h);
                                                                  kept after a clean stop
+``upnext:unique:<queue>:        the job holding a unique key,    ``pending`` for
+<key>``                         JSON ``{"job": id, "ok": b}``    `PENDING_TTL` while its
+                                (`upnext._unique`)               enqueue is made; then its
+                                                                 job's life (or
+                                                                 `unique_for`); after the
+                                                                 final settle, result_ttl
+``upnext:debounce:<queue>:      a debounced burst: its job, due  from the burst's first
+<key>``                         time and latest arguments as     submit until its job
+                                JSON (`upnext._debounce`)        starts, then its run's life
 ==============================  ===============================  ==========================
 """
 
@@ -40,14 +49,18 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL_PREFIX",
     "CORE_PREFIX",
+    "DEBOUNCE_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
     "REGISTRY_TICKS",
+    "UNIQUE_PREFIX",
     "WORKER_PREFIX",
     "cancel_key",
+    "debounce_key",
     "history_key",
     "metrics_key",
     "read_prefix",
+    "unique_key",
     "worker_key",
 ]
 
@@ -59,6 +72,8 @@ WORKER_PREFIX: Final = f"{CORE_PREFIX}worker:"
 CANCEL_PREFIX: Final = f"{CORE_PREFIX}cancel:"
 METRICS_PREFIX: Final = f"{CORE_PREFIX}metrics:"
 HISTORY_PREFIX: Final = f"{CORE_PREFIX}history:"
+UNIQUE_PREFIX: Final = f"{CORE_PREFIX}unique:"
+DEBOUNCE_PREFIX: Final = f"{CORE_PREFIX}debounce:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -81,6 +96,16 @@ def metrics_key(worker_id: str) -> str:
 def history_key(worker_id: str, segment: int) -> str:
     """The key of one segment of a worker's recent-jobs history."""
     return f"{HISTORY_PREFIX}{worker_id}:{segment}"
+
+
+def unique_key(queue: str, key: str) -> str:
+    """The key of a unique job's claim (`upnext._unique`)."""
+    return f"{UNIQUE_PREFIX}{queue}:{key}"
+
+
+def debounce_key(queue: str, key: str) -> str:
+    """The key of a debounced burst (`upnext._debounce`)."""
+    return f"{DEBOUNCE_PREFIX}{queue}:{key}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:
