@@ -19,6 +19,7 @@ import time
 import pytest
 
 import upnext
+from upnext.middleware import Job, Middleware, Settlement
 from upnext.testing.semantics_base import (
     EARLY_SLACK,
     SemanticsBase,
@@ -34,6 +35,19 @@ from upnext.testing.semantics_base import (
 __all__ = ["UniqueJobSemantics", "need_state"]
 
 LIMIT = 5.0
+
+
+class SettleLog(Middleware):
+    """Every settlement's status, in the order written."""
+
+    settles_inline = True
+
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+
+    async def after_settle(self, job: Job, settlement: Settlement) -> None:
+        """Note the status."""
+        self.statuses.append(settlement.status)
 
 
 def need_state(worker: upnext.Worker) -> None:
@@ -349,6 +363,34 @@ class UniqueJobSemantics(SemanticsBase):
         assert waited >= quiet - EARLY_SLACK, violated(f"ran {waited:.3f} s after the last submit")
         assert waited <= quantized_upper(quiet, quantum) + timing.tolerance(1.0), violated(
             f"a debounced job runs about `debounce` after the last submit, not {waited:.3f} s"
+        )
+
+    @pytest.mark.asyncio
+    async def test_concurrent_debounced_submits_make_one_burst(
+        self, make_worker: WorkerFactory, upnext_queue: str, timing: Timing
+    ) -> None:
+        """30 debounced submits at once: one creator, one run, one result for all."""
+        settles = SettleLog()
+        worker = make_worker(middleware=[settles])
+        need_state(worker)
+        runs: list[int] = []
+
+        @worker.task
+        async def save(draft: int) -> int:
+            runs.append(draft)
+            return draft
+
+        debounced = save.options(job_id=f"{upnext_queue}-doc", debounce=timing.delay(0.3))
+        async with worker:
+            futures = await asyncio.gather(*(debounced.submit(draft=n) for n in range(30)))
+            values = [await f.value(timing.tolerance(LIMIT)) for f in futures]
+            await worker.join(timeout=timing.tolerance(LIMIT))
+        statuses = [s for s in settles.statuses if s != "scheduled"]  # its own delays
+        assert sum(not f.duplicate for f in futures) == 1, violated("one submit makes the burst")
+        assert len(runs) == 1, violated("concurrent debounced submits run one job")
+        assert values == [runs[0]] * 30, violated("every caller gets the burst's result")
+        assert statuses == ["complete"], violated(
+            f"one job is enqueued for a burst, none skipped: settled {statuses}"
         )
 
     def test_unique_options_without_shared_state_name_results(
