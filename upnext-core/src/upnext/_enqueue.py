@@ -138,7 +138,8 @@ async def _before_enqueue(
     )
     for i, submission in enumerate(submissions):
         if submission.dedupe_to is not None:
-            batch.futures[i] = Future(task, submission.dedupe_to, batch.bodies[i].queue)
+            queue = batch.bodies[i].queue
+            batch.futures[i] = Future(task, submission.dedupe_to, queue, duplicate=True)
     batch.kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
     batch.delays = [s.delay for s in submissions]
     batch.priorities = [s.priority for s in submissions]
