@@ -126,12 +126,12 @@ class Future(Generic[R]):
         if not await client.broker.cancel(self.queue, self.job_id):
             return False
         error = ErrorInfo(type="Cancelled", message="cancelled before it started")
-        record = ResultRecord(s="cancelled", fn=self.task.name, ct=time.time(), e=error)
+        written = time.time()
+        record = ResultRecord(s="cancelled", fn=self.task.name, ct=written, e=error)
         await client.put_result(self.job_id, self.queue, record, self.task.result_ttl)
         if client.state is not None:  # a unique job's key lives as long as its result
-            await cut_claim(
-                client.state, self.queue, self.job_id, self.job_id, self.task.result_ttl
-            )
+            left = self.task.result_ttl - (time.time() - written)
+            await cut_claim(client.state, self.queue, self.job_id, self.job_id, left)
         return True
 
     def result_sync(self, timeout: float | None = None) -> TaskResult[R]:

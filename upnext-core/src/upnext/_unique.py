@@ -215,5 +215,6 @@ async def cut_claim(state: StateStore, queue: str, key: str, job_id: str, ttl: f
     [entry] = await state.state_get([state_key])
     if entry is None or read_claim(entry.value, state_key)[0] != job_id:
         return
-    value = claim_value(job_id, True) if ttl > 0 else None
-    await state.state_put([StateWrite(state_key, value, ttl if ttl > 0 else None, entry.version)])
+    keep = ttl > 0.001  # a TTL that small is gone before it is written
+    value = claim_value(job_id, True) if keep else None
+    await state.state_put([StateWrite(state_key, value, ttl if keep else None, entry.version)])

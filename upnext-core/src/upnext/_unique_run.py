@@ -2,8 +2,8 @@
 
 A unique job (header `UNIQUE_HEADER`) renews its key's claim when an attempt
 starts, for the task's timeout plus `HOLD`, and at its final settle cuts the
-claim to its `result_ttl` (deletes it for 0): the key is free again when the
-result expires. A debounced job (header `DEBOUNCE_HEADER`) is delayed,
+claim to what its result has left (deletes it for none): the key is free
+again when the result expires, never later. A debounced job (header `DEBOUNCE_HEADER`) is delayed,
 skipped or given its burst's last arguments before it runs
 (`upnext._debounce`). Jobs with neither header cost a dict lookup.
 """
@@ -11,11 +11,16 @@ skipped or given its burst's last arguments before it runs
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Final
 
+from pydantic import ValidationError
+
 from upnext._debounce import DEBOUNCE_HEADER, run_debounced
+from upnext._serializer import ResultRecord
 from upnext._statekeys import unique_key
 from upnext._unique import HOLD, UNIQUE_HEADER, claim_value, cut_claim
+from upnext.broker.protocol import ResultWrite
 from upnext.broker.state import StateStore, StateWrite
 from upnext.middleware._base import Middleware
 
@@ -64,7 +69,19 @@ class UniqueJobs(Middleware):
         if (state := await self._state()) is None:
             return
         async with asyncio.timeout(self.worker.hook_timeout):
-            await cut_claim(state, job.queue, key, job.id, body.result_ttl)
+            await cut_claim(state, job.queue, key, job.id, _result_left(settlement.result))
+
+
+def _result_left(result: ResultWrite | None) -> float:
+    """Seconds the settled result has left at most: its TTL runs from its write, which came
+    after its completion time, so a claim given this never outlives the result it answers."""
+    if result is None:
+        return 0.0
+    try:
+        finished = ResultRecord.model_validate_json(result.data).ct
+    except ValidationError:
+        finished = None
+    return result.ttl - max(0.0, time.time() - finished) if finished is not None else result.ttl
 
 
 def _held(job: Job) -> bytes:
