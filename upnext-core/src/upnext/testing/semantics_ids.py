@@ -24,7 +24,7 @@ from upnext.testing.semantics_base import (
     violated,
     wait_until,
 )
-from upnext.testing.semantics_unique import need_state
+from upnext.testing.semantics_unique_modes import need_state
 
 __all__ = ["JobIdSemantics"]
 
