@@ -299,8 +299,10 @@ def test_no_state_anywhere_is_a_configuration_error_naming_results() -> None:
     assert str(at_use.value) == expected
 
 
-async def test_a_chosen_job_id_without_dedupe_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    """A broker without dedupes_on_enqueue: the first chosen job id warns; nothing else does."""
+async def test_a_chosen_job_id_is_claimed_by_core_not_left_to_the_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker without dedupes_on_enqueue: a repeated id enqueues nothing and warns nothing."""
     url = f"memory://ids-{uuid.uuid4().hex}"
     worker = upnext.Worker("ids", broker=url)
 
@@ -308,17 +310,21 @@ async def test_a_chosen_job_id_without_dedupe_warns_once(caplog: pytest.LogCaptu
     async def noop() -> None: ...
 
     try:
+        client = await worker.client()
+        caps = client.broker.capabilities
+        client.broker.capabilities = replace(caps, dedupes_on_enqueue=False)
+        enqueued: list[int] = []
+        enqueue_many = client.broker.enqueue_many
+
+        async def counting(envelopes: Any) -> None:
+            enqueued.append(len(envelopes))
+            await enqueue_many(envelopes)
+
+        client.broker.enqueue_many = counting  # type: ignore[method-assign]  # counts the calls
         with caplog.at_level(logging.WARNING, logger="upnext"):
-            await noop.options(job_id="deduped").submit()  # memory:// dedupes: silent
-            client = await worker.client()
-            caps = client.broker.capabilities
-            client.broker.capabilities = replace(caps, dedupes_on_enqueue=False)
-            await noop.submit()  # an id of its own: silent
-            for _ in range(2):
-                await noop.options(job_id="same").submit()
-        told = [r.getMessage() for r in caplog.records if "deduplicate" in r.getMessage()]
-        assert len(told) == 1
-        assert "job_id='same'" in told[0]
-        assert "makes a second job" in told[0]
+            futures = [await noop.options(job_id="same").submit() for _ in range(3)]
+        assert [f.duplicate for f in futures] == [False, True, True]
+        assert enqueued == [1], "only the first submit of an id reaches the broker"
+        assert not [r for r in caplog.records if "deduplicate" in r.getMessage()]
     finally:
         await worker.aclose()

@@ -226,6 +226,7 @@ async def test_before_enqueue_delays_dedupes_and_refuses() -> None:
     assert broker.pending() == 0
     deduped = await job.submit(mode="dedupe")
     assert deduped.job_id == existing
+    assert deduped.duplicate, "a middleware's dedupe makes the caller's Future a duplicate"
     assert broker.pending() == 0
     delayed = await job.submit(mode="delayed")
     stats = await broker.stats(delayed.queue)

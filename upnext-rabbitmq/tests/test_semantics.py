@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from upnext.testing.semantics import CronSemantics, JobListingSemantics, WorkerSemantics
+from upnext.testing.semantics import (
+    CronSemantics,
+    JobIdSemantics,
+    JobListingSemantics,
+    UniqueJobSemantics,
+    WorkerSemantics,
+)
 from upnext_rabbitmq import RabbitBroker
 
 
@@ -49,8 +55,10 @@ class TestRabbitJobListingWithRedisState(JobListingSemantics):
         await queue_deleter({upnext_queue})
 
 
-class TestRabbitCronWithRedisState(CronSemantics):
-    """Cron with the companion store that keeps its cursor (RabbitMQ keeps no state itself)."""
+class _WithRedisState:
+    """RabbitMQ keeps no state itself: these run with a Redis companion store (`results=`)."""
+
+    state_prefix = "upnext-test-rabbit"
 
     @pytest.fixture
     def broker_url(self, amqp_url: str, broker: RabbitBroker) -> str:
@@ -59,9 +67,9 @@ class TestRabbitCronWithRedisState(CronSemantics):
 
     @pytest.fixture
     def results_url(self) -> str:
-        """A Redis store under its own key prefix (the crons' cursors live there)."""
+        """A Redis store under the class's own key prefix."""
         url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-cron"
+        return f"{url}{'&' if '?' in url else '?'}prefix={self.state_prefix}"
 
     @pytest_asyncio.fixture(autouse=True)
     async def _cleanup(
@@ -69,3 +77,15 @@ class TestRabbitCronWithRedisState(CronSemantics):
     ) -> AsyncIterator[None]:
         yield
         await queue_deleter({upnext_queue})
+
+
+class TestRabbitCronWithRedisState(_WithRedisState, CronSemantics):
+    """Cron with the companion store that keeps its cursor."""
+
+    state_prefix = "upnext-test-rabbit-cron"
+
+
+class TestRabbitUniqueJobsWithRedisState(_WithRedisState, UniqueJobSemantics, JobIdSemantics):
+    """Job ids and unique jobs with the companion store that keeps their claims."""
+
+    state_prefix = "upnext-test-rabbit-unique"

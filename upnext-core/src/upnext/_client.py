@@ -104,23 +104,6 @@ class Client:
         self._connected = False
         self._lock = asyncio.Lock()
         self.results: Batcher[ResultWrite, None] = Batcher(self.store.put_results)
-        self._told_ids_repeat = False
-
-    def note_chosen_job_id(self, job_id: str) -> None:
-        """Warn once if this broker may store a repeated job id as a second job.
-
-        Without the capability `dedupes_on_enqueue`, submitting an id again
-        while its job is queued or running can run the job twice.
-        """
-        if self._told_ids_repeat or self.broker.capabilities.dedupes_on_enqueue:
-            return
-        self._told_ids_repeat = True
-        log.warning(
-            "%s does not deduplicate job ids (capability dedupes_on_enqueue is off): submitting"
-            " job_id=%r again while that job is queued or running makes a second job",
-            self.name,
-            job_id,
-        )
 
     @property
     def connected(self) -> bool:

@@ -36,6 +36,7 @@ from upnext._settlement import (
     settle_unserializable_result,
 )
 from upnext._threads import DaemonThreadPool
+from upnext._unique_run import UniqueJobs
 from upnext.broker.protocol import Release as ReleaseItem
 from upnext.broker.protocol import Retry as RetryItem
 from upnext.control import Reject
@@ -68,6 +69,7 @@ class JobExecutor:
         self.loop = consumer.loop
         builtins = (
             LostRunIsolation(consumer),
+            UniqueJobs(worker),
             JobContext(worker),
             Hooks(worker),
             Timeout(consumer.loop, self.abandon_task),

@@ -10,6 +10,7 @@ from upnext._context import current_scope
 from upnext._durations import check_duration
 from upnext._result import ErrorInfo, TaskResult, raise_for_failure
 from upnext._serializer import ResultRecord
+from upnext._unique import cut_claim
 from upnext.errors import UnsupportedOperation, WaitTimeout
 
 if TYPE_CHECKING:
@@ -52,18 +53,24 @@ class Future(Generic[R]):
     """A submitted job: its id, and ways to wait for it or cancel it.
 
     Waiting never touches the job: a wait that times out raises `WaitTimeout`
-    and the job goes on.
+    and the job goes on. `duplicate` is True when the submit that made this
+    Future enqueued nothing because the job's unique key was already held
+    (docs/scheduling.md#unique-jobs): the job is someone else's.
     """
 
-    __slots__ = ("job_id", "queue", "task")
+    __slots__ = ("duplicate", "job_id", "queue", "task")
 
-    def __init__(self, task: Task[Any, R], job_id: str, queue: str) -> None:
+    def __init__(
+        self, task: Task[Any, R], job_id: str, queue: str, *, duplicate: bool = False
+    ) -> None:
         self.task = task
         self.job_id = job_id
         self.queue = queue
+        self.duplicate = duplicate
 
     def __repr__(self) -> str:
-        return f"<Future {self.task.name} job_id={self.job_id}>"
+        tail = " duplicate" if self.duplicate else ""
+        return f"<Future {self.task.name} job_id={self.job_id}{tail}>"
 
     async def result(self, timeout: float | None = None) -> TaskResult[R]:
         """Wait for the job to end; its TaskResult, or TaskExecutionError if it failed.
@@ -108,7 +115,8 @@ class Future(Generic[R]):
         """Remove the job if it has not started; True if it was cancelled.
 
         A cancelled job gets a `cancelled` result, so its waiters raise
-        TaskExecutionError(status="cancelled"). Returns False when the job is
+        TaskExecutionError(status="cancelled"); a unique job's key is held as
+        long as that result. Returns False when the job is
         running or finished. Raises UnsupportedOperation on a broker without
         the `cancel_queued` capability.
         """
@@ -118,8 +126,12 @@ class Future(Generic[R]):
         if not await client.broker.cancel(self.queue, self.job_id):
             return False
         error = ErrorInfo(type="Cancelled", message="cancelled before it started")
-        record = ResultRecord(s="cancelled", fn=self.task.name, ct=time.time(), e=error)
+        written = time.time()
+        record = ResultRecord(s="cancelled", fn=self.task.name, ct=written, e=error)
         await client.put_result(self.job_id, self.queue, record, self.task.result_ttl)
+        if client.state is not None:  # a unique job's key lives as long as its result
+            left = self.task.result_ttl - (time.time() - written)
+            await cut_claim(client.state, self.queue, self.job_id, self.job_id, left)
         return True
 
     def result_sync(self, timeout: float | None = None) -> TaskResult[R]:

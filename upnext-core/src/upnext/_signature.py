@@ -131,6 +131,15 @@ class Signature:
             raise SerializationError(f"{self.task_name}: argument not serializable: {exc}") from exc
         return extras, data
 
+    def bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A valid call's arguments by parameter name, validated, defaults included."""
+        named = dict(zip(self.positional, args, strict=False))
+        named.update(kwargs)
+        validated = self.model.model_validate(named)
+        values = {name: getattr(validated, name) for name in type(validated).model_fields}
+        values.update(validated.model_extra or {})
+        return values
+
     def decode(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Validate arguments from the wire into the values to call the function with."""
         if self.empty:

@@ -33,6 +33,15 @@ key                             value                            lifetime
                                 `CronRun` as JSON: its job,      (TTL: the task's timeout
                                 tick, status and times           + 60 s) and when it ends
                                                                  (no TTL)
+``upnext:unique:<queue>:        the job holding a unique key,    ``pending`` for
+<key>``                         JSON ``{"job": id, "ok": b}``    `PENDING_TTL` while its
+                                (`upnext._unique`)               enqueue is made; then its
+                                                                 job's life (or
+                                                                 `unique_for`); after the
+                                                                 final settle, result_ttl
+``upnext:debounce:<queue>:      a debounced burst: its job, due  from the burst's first
+<key>``                         time and latest arguments as     submit until its job
+                                JSON (`upnext._debounce`)        starts, then its run's life
 ==============================  ===============================  ==========================
 """
 
@@ -51,16 +60,20 @@ __all__ = [
     "CORE_PREFIX",
     "CRON_PREFIX",
     "CRON_RUN_PREFIX",
+    "DEBOUNCE_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
     "REGISTRY_TICKS",
+    "UNIQUE_PREFIX",
     "WORKER_PREFIX",
     "cancel_key",
     "cron_key",
     "cron_run_key",
+    "debounce_key",
     "history_key",
     "metrics_key",
     "read_prefix",
+    "unique_key",
     "worker_key",
 ]
 
@@ -74,6 +87,8 @@ METRICS_PREFIX: Final = f"{CORE_PREFIX}metrics:"
 HISTORY_PREFIX: Final = f"{CORE_PREFIX}history:"
 CRON_PREFIX: Final = f"{CORE_PREFIX}cron:"
 CRON_RUN_PREFIX: Final = f"{CORE_PREFIX}cronrun:"
+UNIQUE_PREFIX: Final = f"{CORE_PREFIX}unique:"
+DEBOUNCE_PREFIX: Final = f"{CORE_PREFIX}debounce:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -106,6 +121,16 @@ def cron_key(name: str) -> str:
 def cron_run_key(name: str) -> str:
     """The key of a cron's latest run."""
     return f"{CRON_RUN_PREFIX}{name}"
+
+
+def unique_key(queue: str, key: str) -> str:
+    """The key of a unique job's claim (`upnext._unique`)."""
+    return f"{UNIQUE_PREFIX}{queue}:{key}"
+
+
+def debounce_key(queue: str, key: str) -> str:
+    """The key of a debounced burst (`upnext._debounce`)."""
+    return f"{DEBOUNCE_PREFIX}{queue}:{key}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:

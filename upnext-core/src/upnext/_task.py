@@ -6,9 +6,10 @@ import inspect
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from upnext._calloptions import CallOptions, check_priority, merge_options
 from upnext._context import current_scope
 from upnext._durations import check_duration
 from upnext._future import Future
@@ -18,7 +19,7 @@ from upnext._result import TaskResult
 from upnext._retry import ExceptionFilter, RetryPolicy, exception_filter
 from upnext._serializer import JobBody
 from upnext._signature import Signature
-from upnext.broker.protocol import MAX_PRIORITY
+from upnext._unique import check_unique_template, format_unique_key, task_key
 from upnext.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -54,23 +55,6 @@ class TaskHooks:
     on_complete: HookFn | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    """Per-call options: `delay` before the job is due, its `queue` and `job_id`,
-    `connection`: the caller's own database connection, so the job is enqueued in
-    the caller's transaction (brokers with `transactional_enqueue`), and `priority`
-    (0 to `MAX_PRIORITY`, higher more urgent), which the job keeps through retries;
-    `expires`: seconds after it is due by which its first attempt must start
-    (None: the task's own `expires`)."""
-
-    delay: float = 0.0
-    queue: str | None = None
-    job_id: str | None = None
-    connection: object | None = None
-    priority: int = 0
-    expires: float | None = None
-
-
 class _Submitter(Generic[P, R]):
     """The submit/wait API shared by a task and a task with options."""
 
@@ -85,8 +69,6 @@ class _Submitter(Generic[P, R]):
         [future] = await self.task.worker.submit_calls(
             self.task, [(args, kwargs)], self.call_options
         )
-        if self.call_options.job_id is not None:
-            (await self.task.worker.client()).note_chosen_job_id(future.job_id)
         return future
 
     async def submit_many(
@@ -96,9 +78,25 @@ class _Submitter(Generic[P, R]):
         normalized = [
             (tuple(c[0]), dict(c[1])) if isinstance(c, tuple) else ((), dict(c)) for c in calls
         ]
-        if self.call_options.job_id is not None and len(normalized) == 1:
-            return [await self._submit_one(*normalized[0])]
         return await self.task.worker.submit_calls(self.task, normalized, self.call_options)
+
+    async def submit_idempotent(self, key: str, /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """`submit` with job id ``<task name>:<key>``: a repeat returns that job's Future.
+
+        See docs/scheduling.md#unique-jobs for how long the key is held.
+        """
+        return await self._keyed(key)._submit_one(args, kwargs)
+
+    async def wait_idempotent(
+        self, key: str, /, *args: Any, wait_timeout: float | None = None, **kwargs: Any
+    ) -> TaskResult[R]:
+        """`wait` with job id ``<task name>:<key>``: repeats wait on the same job."""
+        return await self._keyed(key).wait(*args, wait_timeout=wait_timeout, **kwargs)
+
+    def _keyed(self, key: str) -> _Submitter[P, R]:
+        job_id = task_key(self.task.name, key)
+        self.task.worker.factories.require_state("submit_idempotent")
+        return TaskCall(self.task, merge_options(self.call_options, None, None, job_id))
 
     async def wait(
         self, *args: Any, wait_timeout: float | None = None, **kwargs: Any
@@ -144,47 +142,36 @@ class TaskCall(_Submitter[P, R]):
         connection: object | None = None,
         priority: int | None = None,
         expires: float | None = None,
+        unique_for: float | None = None,
+        debounce: float | None = None,
     ) -> TaskCall[P, R]:
         """These options with some replaced."""
-        merged = _merge(self.call_options, delay, queue, job_id, connection, priority, expires)
-        return TaskCall(self.task, merged)
-
-
-def _merge(
-    base: CallOptions,
-    delay: float | None,
-    queue: str | None,
-    job_id: str | None,
-    connection: object | None = None,
-    priority: int | None = None,
-    expires: float | None = None,
-) -> CallOptions:
-    if delay is not None:
-        delay = check_duration("delay", delay)
-    if priority is not None:
-        check_priority(priority)
-    if expires is not None:
-        expires = check_duration("expires", expires, positive=True)
-    return replace(
-        base,
-        delay=base.delay if delay is None else delay,
-        queue=queue or base.queue,
-        job_id=job_id or base.job_id,
-        connection=base.connection if connection is None else connection,
-        priority=base.priority if priority is None else priority,
-        expires=base.expires if expires is None else expires,
-    )
-
-
-def check_priority(priority: object) -> None:
-    """Refuse anything but an int from 0 to MAX_PRIORITY (a bool too), in one line."""
-    # A bool is an int to Python, never a priority anyone meant.
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ConfigurationError(f"invalid priority: {priority!r} (must be an int)")
-    if not 0 <= priority <= MAX_PRIORITY:
-        raise ConfigurationError(
-            f"invalid priority: {priority!r} (must be from 0 to {MAX_PRIORITY}, higher first)"
+        merged = merge_options(
+            self.call_options,
+            delay,
+            queue,
+            job_id,
+            connection,
+            priority,
+            expires,
+            unique_for,
+            debounce,
         )
+        return TaskCall(self.task, _checked_unique(self.task, merged))
+
+
+def _checked_unique(task: Task[Any, Any], options: CallOptions) -> CallOptions:
+    """`options`, once a unique mode is known to have a key and shared state to keep it in."""
+    if options.unique_for is not None or options.debounce is not None:
+        mode = "unique_for" if options.unique_for is not None else "debounce"
+        if options.job_id is None and task.unique_key is None:
+            raise ConfigurationError(
+                f"{mode} needs a key: options(job_id=...) or @worker.task(unique_key=...)"
+            )
+        task.worker.factories.require_state(mode)
+    elif options.job_id is not None:
+        task.worker.factories.require_state("job_id")
+    return options
 
 
 class Task(_Submitter[P, R]):
@@ -203,6 +190,7 @@ class Task(_Submitter[P, R]):
         max_lost_runs: int,
         hooks: TaskHooks,
         expires: float | None = None,
+        unique_key: str | None = None,
     ) -> None:
         timeout = check_duration("timeout", timeout, positive=True, owner=f"task {name}")
         result_ttl = check_duration("result_ttl", result_ttl, owner=f"task {name}")
@@ -223,6 +211,11 @@ class Task(_Submitter[P, R]):
         self.expires = expires
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, name)
+        self.unique_key = (
+            None if unique_key is None else check_unique_template(unique_key, fn, f"task {name}")
+        )
+        if unique_key is not None:
+            worker.factories.require_state("unique_key")
         self.task = self
         self.call_options = CallOptions()
         self.__doc__ = fn.__doc__
@@ -254,26 +247,54 @@ class Task(_Submitter[P, R]):
         connection: object | None = None,
         priority: int | None = None,
         expires: float | None = None,
+        unique_for: float | None = None,
+        debounce: float | None = None,
     ) -> TaskCall[P, R]:
-        """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`,
-        the caller's `connection` for a transactional enqueue, a `priority` from 0
-        (the default) to `MAX_PRIORITY`, `expires` seconds after it is due by which
-        it must start (else it is dead-lettered `expired`; replaces the task's).
+        """Options for one call: `delay` seconds, another `queue`, a chosen `job_id`
+        (a unique job: a repeat returns its Future), the caller's `connection` for a
+        transactional enqueue, a `priority` from 0 (the default) to `MAX_PRIORITY`,
+        `expires` seconds after it is due by which it must start (else it is
+        dead-lettered `expired`; replaces the task's); `unique_for` seconds during
+        which repeats of the key are dropped (throttle), or `debounce` seconds after
+        the last repeat at which the one job runs, with the last arguments.
         A bad value raises ConfigurationError here."""
-        merged = _merge(CallOptions(), delay, queue, job_id, connection, priority, expires)
-        return TaskCall(self, merged)
+        return TaskCall(self, CallOptions()).options(
+            delay=delay,
+            queue=queue,
+            job_id=job_id,
+            connection=connection,
+            priority=priority,
+            expires=expires,
+            unique_for=unique_for,
+            debounce=debounce,
+        )
 
     def future(self, job_id: str, queue: str | None = None) -> Future[R]:
         """A Future for a job of this task submitted elsewhere (e.g. by a DLQ replay)."""
         return Future(self, job_id, queue or self.queue)
 
-    def build_body(
+    def key_of(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> str | None:
+        """The call's unique key: the chosen `job_id`, else one made by `unique_key`, else None."""
+        if options.job_id is not None:
+            return options.job_id
+        if self.unique_key is None:
+            return None
+        return task_key(self.name, format_unique_key(self, args, kwargs))
+
+    def build_body(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        job_id: str | None = None,
     ) -> JobBody:
         """A new job's body: validated arguments, lineage from the running job, and
-        its deadline: `expires` seconds after it is due (`enqueued_at` + `delay`)."""
+        its deadline: `expires` seconds after it is due (`enqueued_at` + `delay`).
+        Its id is `job_id`, else the chosen one, else 128 random bits."""
         wire_args, wire_kwargs = self.signature.encode(args, kwargs)
-        job_id = options.job_id or os.urandom(16).hex()  # 128 random bits, like uuid4, 4x cheaper
+        job_id = job_id or options.job_id or os.urandom(16).hex()  # like uuid4, 4x cheaper
         scope = current_scope.get()
         parent = scope.context if scope is not None else None
         now = time.time()
@@ -323,6 +344,7 @@ def define_task(
     expires: float | None = None,
     retry_on: ExceptionFilter | None = None,
     dont_retry_on: ExceptionFilter = (),
+    unique_key: str | None = None,
 ) -> Task[Any, Any]:
     """A task of `worker` from `fn` and the options of ``@worker.task`` (not registered yet)."""
     name = name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
@@ -353,4 +375,5 @@ def define_task(
         max_lost_runs=worker.max_lost_runs if max_lost_runs is None else max_lost_runs,
         hooks=hooks,
         expires=expires,
+        unique_key=unique_key,
     )

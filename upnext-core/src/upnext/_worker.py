@@ -15,22 +15,20 @@ from upnext._consumer import Consumer
 from upnext._cron import CronDecorator, CronOptions, Crons
 from upnext._dlq import DeadLetterQueue
 from upnext._durations import check_duration
+from upnext._enqueue import submit_calls
 from upnext._future import Future
 from upnext._hooks import Plugins
 from upnext._idle import queues_empty
-from upnext._pipeline import before_enqueue, collect_middleware
+from upnext._pipeline import collect_middleware
 from upnext._portal import Portal
 from upnext._retry import ExceptionFilter
-from upnext._serializer import encode_body
 from upnext._task import DEFAULT_TIMEOUT, CallOptions, Task, TaskDecorator, define_task
 from upnext._tick import HeldSlots
-from upnext._unconsumed import report_leftovers, warn_if_no_worker
+from upnext._unconsumed import report_leftovers
 from upnext._worker_lines import check_delivery_limit, log_banner, log_draining, log_stopped
 from upnext.broker.memory import MemoryBroker
-from upnext.broker.optional import TransactionalEnqueue
-from upnext.broker.protocol import Envelope, QueueAdmin
-from upnext.errors import ConfigurationError, UnsupportedOperation
-from upnext.hooks import HookEvent
+from upnext.broker.protocol import QueueAdmin
+from upnext.errors import ConfigurationError
 from upnext.middleware import Middleware
 from upnext.middleware._base import overrides
 
@@ -114,7 +112,7 @@ class Worker:
         self.plugins = Plugins(plugins, load_entry_points=load_plugins)
         # After the built-ins: the plugins' middleware, then this worker's own.
         self.middleware = collect_middleware(self.plugins, self, middleware)
-        self._enqueue_stage = [m for m in self.middleware if overrides(m, "before_enqueue")]
+        self.enqueue_stage = [m for m in self.middleware if overrides(m, "before_enqueue")]
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.crons = Crons(self)
         # Slots middleware holds for running jobs; the worker tick keeps them alive.
@@ -190,6 +188,7 @@ class Worker:
         expires: float | None = None,
         retry_on: ExceptionFilter | None = None,
         dont_retry_on: ExceptionFilter = (),
+        unique_key: str | None = None,
     ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -233,62 +232,19 @@ class Worker:
             client = self._clients[loop] = self.factories.build()
         return await client.connect()
 
+    def connected_client(self) -> Client | None:
+        """This event loop's client if it is connected already, else None (no I/O)."""
+        client = self._clients.get(asyncio.get_running_loop())
+        return client if client is not None and client.connected else None
+
     async def submit_calls(
         self,
         task: Task[Any, R],
         calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
         options: CallOptions,
     ) -> list[Future[R]]:
-        """Validate, encode and enqueue calls of `task` in one round trip."""
-        if options.job_id is not None and len(calls) > 1:
-            raise ConfigurationError("a fixed job_id applies to a single submit")
-        bodies = [task.build_body(args, kwargs, options) for args, kwargs in calls]
-        futures = [Future(task, body.id, body.queue) for body in bodies]
-        delays = [options.delay] * len(bodies)
-        priorities = [options.priority] * len(bodies)
-        if self._enqueue_stage:
-            submissions = await before_enqueue(
-                self._enqueue_stage, task, bodies, options.delay, options.priority
-            )
-            futures = [
-                Future(task, s.dedupe_to or body.id, body.queue)
-                for s, body in zip(submissions, bodies, strict=True)
-            ]
-            kept = [i for i, s in enumerate(submissions) if s.dedupe_to is None]
-            bodies = [bodies[i] for i in kept]
-            delays = [submissions[i].delay for i in kept]
-            priorities = [submissions[i].priority for i in kept]
-            if not bodies:
-                return futures
-        client = self._clients.get(asyncio.get_running_loop())
-        if client is None or not client.connected:
-            # Bad input (unencodable, too large) fails before any I/O.
-            for body in bodies:
-                encode_body(body, self.max_payload)
-            client = await self.client()
-        # The reply address is known once connected; encoded once, with it.
-        reply_to = client.store.reply_address()
-        if reply_to is not None:
-            for body in bodies:
-                body.reply_to = reply_to
-        encoded = [encode_body(body, self.max_payload) for body in bodies]
-        envelopes = [
-            Envelope(body.id, body.queue, data, delay, priority)
-            for body, data, delay, priority in zip(bodies, encoded, delays, priorities, strict=True)
-        ]
-        warn_if_no_worker(client.broker)
-        if options.connection is None:
-            await client.broker.enqueue_many(envelopes)
-        elif isinstance(client.broker, TransactionalEnqueue):
-            await client.broker.enqueue_in_transaction(options.connection, envelopes)
-        else:
-            raise UnsupportedOperation(f"{client.name} cannot enqueue in your transaction")
-        if "upnext_job_enqueued" in self.plugins.active:
-            for body, delay in zip(bodies, delays, strict=True):
-                status = "scheduled" if delay > 0 else "queued"
-                event = HookEvent(body.id, body.fn, body.queue, 0, task.policy.max_attempts, status)
-                await self.plugins.emit("upnext_job_enqueued", event, self.hook_timeout)
-        return futures
+        """Validate, encode and enqueue calls of `task` in one round trip (`upnext._enqueue`)."""
+        return await submit_calls(self, task, calls, options)
 
     # -- running -------------------------------------------------------------
 

@@ -220,5 +220,6 @@ class Submission:
     headers: dict[str, str] = field(default_factory=dict)
 
     def dedupe(self, job_id: str) -> None:
-        """Do not enqueue this job: the caller gets a Future for `job_id` instead."""
+        """Do not enqueue this job: the caller gets a Future for `job_id` instead
+        (`Future.duplicate` is True: the caller made no job)."""
         self.dedupe_to = job_id

@@ -1,9 +1,10 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
 The classes drive a real `upnext.Worker` through every behaviour the docs
-state (docs/semantics.md, retries and their filters, expiry, cron, timeouts,
-results, hooks, errors and the dead-letter queue). A backend author provides
-the broker URL (and a result-store URL if results live elsewhere)::
+state (docs/semantics.md, retries and their filters, expiry, cron, unique
+jobs, timeouts, results, hooks, errors and the dead-letter queue). A backend
+author provides the broker URL (and a result-store URL if results live
+elsewhere)::
 
     # conftest.py
     pytest_plugins = ["upnext.testing.plugin"]
@@ -23,8 +24,9 @@ defaults to None: the broker keeps results itself).
 Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
-`dlq_access`, `dedupes_on_enqueue`, `priority_levels` > 1) skip with the
-reason shown when the connected broker lacks it; `TracingSemantics` skips
+`dlq_access`, `priority_levels` > 1) skip with the reason shown when the
+connected broker lacks it; job ids and unique jobs skip without shared state
+(a `StateStore` in the broker or its result store); `TracingSemantics` skips
 without ``upnext[otel]`` installed.
 Subclass a single theme class instead to run only that part, and override a
 test by defining a method of the same name.
@@ -53,6 +55,7 @@ from upnext.testing.semantics_retries import RetrySemantics
 from upnext.testing.semantics_retry_filters import RetryFilterSemantics
 from upnext.testing.semantics_timeouts import TimeoutSemantics
 from upnext.testing.semantics_tracing import TracingSemantics
+from upnext.testing.semantics_unique import UniqueJobSemantics
 from upnext.testing.semantics_workflows import WorkflowSemantics
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "SemanticsBase",
     "TimeoutSemantics",
     "TracingSemantics",
+    "UniqueJobSemantics",
     "WorkerFactory",
     "WorkerSemantics",
     "WorkflowSemantics",
@@ -88,6 +92,7 @@ class WorkerSemantics(
     RetryFilterSemantics,
     ExpirySemantics,
     CronSemantics,
+    UniqueJobSemantics,
     ErrorSemantics,
     TimeoutSemantics,
     LeaseSemantics,

@@ -4,8 +4,9 @@ A caller chooses a job's id with ``task.options(job_id=...)`` (for `submit`,
 `wait` and a one-call `submit_many`). Submitting an id whose job is queued,
 scheduled or running changes nothing: the job keeps its arguments and due
 time, runs once, and the repeated submit returns a Future for the same id
-that gets the existing job's result. Needs the broker capability
-`dedupes_on_enqueue`; the window after the job is done is not covered.
+that gets the existing job's result. Needs shared state (the job id is
+claimed there, on every broker); the window after the job is done is
+`UniqueJobSemantics`'s.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from upnext.testing.semantics_base import (
     SemanticsBase,
     Timing,
     WorkerFactory,
-    need,
     violated,
     wait_until,
 )
+from upnext.testing.semantics_unique_modes import need_state
 
 __all__ = ["JobIdSemantics"]
 
@@ -46,7 +47,7 @@ class JobIdSemantics(SemanticsBase):
             runs.append(x)
             return x
 
-        await need(worker, "dedupes_on_enqueue")
+        need_state(worker)
         job = record.options(job_id=f"{upnext_queue}-job")
         futures = [await job.submit(x=1), await job.submit(x=2)]
         futures += await job.submit_many([{"x": 3}])
@@ -70,7 +71,7 @@ class JobIdSemantics(SemanticsBase):
             runs.append((x, time.monotonic()))
             return x
 
-        await need(worker, "dedupes_on_enqueue")
+        need_state(worker)
         delay, job_id = timing.delay(0.8), f"{upnext_queue}-job"
         submitted = time.monotonic()
         first = await record.options(job_id=job_id, delay=delay).submit(x=1)
@@ -100,7 +101,7 @@ class JobIdSemantics(SemanticsBase):
             await go_on.wait()
             return x
 
-        await need(worker, "dedupes_on_enqueue")
+        need_state(worker)
         job = hold.options(job_id=f"{upnext_queue}-job")
         async with worker:
             first = await job.submit(x=1)
