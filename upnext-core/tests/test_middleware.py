@@ -494,3 +494,46 @@ async def test_headers_that_are_not_strings_are_refused_before_any_io() -> None:
         await job.submit()
     assert broker.pending() == 0
     await worker.aclose()
+
+
+class _HeaderStamp(Middleware):
+    """Gives the jobs of one task a header at submit."""
+
+    def __init__(self, task_name: str) -> None:
+        self.task_name = task_name
+
+    async def before_enqueue(self, submission: Submission) -> None:
+        if submission.task.name == self.task_name:
+            submission.headers["x-stamp"] = "1"
+
+
+class _HeadersOnly(Recorder):
+    headers_only = True
+
+    async def after_settle(self, job: Job, settlement: Settlement) -> None:
+        self.log.append(f"{job.function}:settled")
+
+    async def before_run(self, job: Job) -> Decision | None:
+        self.log.append(f"{job.function}:before")
+        return None
+
+
+async def test_headers_only_middleware_skips_jobs_without_headers() -> None:
+    """A `headers_only` middleware takes part only in jobs with headers, at every stage."""
+    log: list[str] = []
+    worker = _worker(middleware=[_HeaderStamp("stamped"), _HeadersOnly("h", log)])
+
+    @worker.task(name="stamped")
+    async def stamped() -> str:
+        return "s"
+
+    @worker.task(name="plain")
+    async def plain() -> str:
+        return "p"
+
+    async with worker:
+        assert await (await stamped.submit()).value() == "s"
+        assert await (await plain.submit()).value() == "p"
+        await wait_until(lambda: "stamped:settled" in log, within=LIMIT, what="the settle")
+        await asyncio.sleep(0.1)  # a late call for the plain job would show by now
+    assert log == ["stamped:before", "h:enter", "h:exit", "h:after_run:success", "stamped:settled"]

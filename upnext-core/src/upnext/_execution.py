@@ -93,7 +93,7 @@ class JobExecutor:
                     log_settled(run.job, run, settlement)
                 if self.history is not None and run.job is not None:
                     self.history.record(run.job, run, settlement)
-                if settlement.events or self.pipeline.settles_without_events:
+                if settlement.events or self.pipeline.hears_every_settle(run.job):
                     await self._after_settle(run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
@@ -134,7 +134,7 @@ class JobExecutor:
     async def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
         if job is None:
             return
-        stages = self.pipeline.stages(job.task)
+        stages = self.pipeline.stages(job.task, bare=job.body is None or not job.body.headers)
         if stages.after_settle_inline:
             await self.pipeline.after_settle(job, settlement, stages, inline=True)
         if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
@@ -173,7 +173,10 @@ class JobExecutor:
             return self._dead_letter(job, "invalid arguments", error)
         if run.cancel_reason == "user":  # cancelled while it waited here
             return self._cancelled_by_user(job, None)
-        stages = self.pipeline.by_task.get(task) or self.pipeline.stages(task)
+        if body.headers:
+            stages = self.pipeline.by_task.get(task) or self.pipeline.stages(task)
+        else:  # most jobs: no `headers_only` middleware
+            stages = self.pipeline.bare_by_task.get(task) or self.pipeline.stages(task, bare=True)
         for middleware in (
             stages.before_run if body.lost else stages.before_run_first
         ):  # in order; the first decision wins

@@ -59,16 +59,36 @@ class Pipeline:
         self.middleware = tuple(middleware)
         self.hook_timeout = hook_timeout
         self.by_task: dict[Task[Any, Any] | None, Stages] = {}
-        # Whether some after_settle wants settlements that announce no event.
+        # The same for jobs without headers: no `headers_only` middleware in them.
+        self.bare_by_task: dict[Task[Any, Any] | None, Stages] = {}
+        # Whether some after_settle wants settlements that announce no event (for any
+        # job; for jobs without headers).
         self.settles_without_events = any(
             overrides(m, "after_settle") and not m.settles_with_events_only for m in middleware
         )
+        self.bare_settle_without_events = any(
+            overrides(m, "after_settle") and not m.settles_with_events_only and not m.headers_only
+            for m in middleware
+        )
 
-    def stages(self, task: Task[Any, Any] | None) -> Stages:
-        """The stage lists for jobs of `task` (computed on first use)."""
-        stages = self.by_task.get(task)  # the hot path reads by_task itself
+    def hears_every_settle(self, job: Job | None) -> bool:
+        """Whether an after_settle of `job`'s wants its settlements that announce no event."""
+        if job is not None and job.body is not None and job.body.headers:
+            return self.settles_without_events
+        return self.bare_settle_without_events
+
+    def stages(self, task: Task[Any, Any] | None, *, bare: bool = False) -> Stages:
+        """The stage lists for jobs of `task` (computed on first use).
+
+        `bare`: for a job whose body has no headers, without the `headers_only`
+        middleware (the hot path reads `by_task` or `bare_by_task` itself).
+        """
+        cache = self.bare_by_task if bare else self.by_task
+        stages = cache.get(task)
         if stages is None:
-            taking_part = [m for m in self.middleware if m.applies_to(task)]
+            taking_part = [
+                m for m in self.middleware if m.applies_to(task) and not (bare and m.headers_only)
+            ]
 
             def of(stage: str) -> tuple[Middleware, ...]:
                 return tuple(m for m in taking_part if overrides(m, stage))
@@ -76,7 +96,7 @@ class Pipeline:
             before_run = of("before_run")
             around_run = of("around_run")
             context, timeout, chained = _inline_builtins(around_run)
-            stages = self.by_task[task] = Stages(
+            stages = cache[task] = Stages(
                 before_run,
                 tuple(m for m in before_run if not m.lost_runs_only),
                 around_run,

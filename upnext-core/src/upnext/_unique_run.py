@@ -5,7 +5,7 @@ starts, for the task's timeout plus `HOLD`, and at its final settle cuts the
 claim to what its result has left (deletes it for none): the key is free
 again when the result expires, never later. A debounced job (header `DEBOUNCE_HEADER`) is delayed,
 skipped or given its burst's last arguments before it runs
-(`upnext._debounce`). Jobs with neither header cost a dict lookup.
+(`upnext._debounce`). Jobs without headers never reach it (`headers_only`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class UniqueJobs(Middleware):
     # only for unique jobs: inline, so a settled job's key is never left held by a
     # background task that a stopping worker drops.
     settles_inline = True
+    headers_only = True  # unique and debounced jobs carry their header: others skip it
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker

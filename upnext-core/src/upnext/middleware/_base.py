@@ -45,6 +45,10 @@ class Middleware:
     bounds_its_calls: ClassVar[bool] = False
     """True: `after_settle` bounds each of its own calls (not bounded as a whole)."""
 
+    headers_only: ClassVar[bool] = False
+    """True: it takes part in no worker stage of a job whose body carries no headers (it
+    acts on a header it wrote at submit): a job submitted without any costs it nothing."""
+
     settles_inline: ClassVar[bool] = False
     """True: `after_settle` never waits (it counts or records): it is awaited in the job's
     own task right after the settle, before any background `after_settle`, with no
