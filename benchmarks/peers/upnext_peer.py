@@ -29,11 +29,20 @@ def _observed(config: _probe.Config) -> bool:
     return bool(config.extra.get("observed"))
 
 
+def _lines_on(config: _probe.Config) -> bool:
+    """Job lines on: upnext-observed and upnext-logged."""
+    return _observed(config) or bool(config.extra.get("logged"))
+
+
 def build(
     config: _probe.Config, probe: _probe.Probe
 ) -> tuple[upnext.Worker, upnext.Task[[int], None]]:
     """The worker and its one task, configured for this run's workload."""
-    metrics = os.environ.get("UPNEXT_BENCH_METRICS") == "1" or _observed(config)
+    metrics = (
+        os.environ.get("UPNEXT_BENCH_METRICS") == "1"
+        or _observed(config)
+        or bool(config.extra.get("metrics"))
+    )
     worker = upnext.Worker(
         config.queue, broker=config.url, concurrency=config.concurrency, metrics=metrics
     )
@@ -118,10 +127,10 @@ def _work(config: _probe.Config) -> None:
 
 
 def _logged(role: Any) -> Any:
-    """`role`, for upnext-observed inside what `upnext worker --log-level info` logs through."""
+    """`role`, with job lines on inside what `upnext worker --log-level info` logs through."""
 
     def logged(config: _probe.Config) -> Any:
-        if not _observed(config):
+        if not _lines_on(config):
             return role(config)
         from upnext.cli._logging import worker_logging
 

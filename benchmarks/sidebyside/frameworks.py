@@ -55,6 +55,20 @@ UPNEXT_OBSERVED = replace(
     workloads=("burst", "rss"),
     extra=(("observed", True),),
 )
+# Its two halves apart, to see which one costs what (`--only upnext,upnext-logged,...`).
+UPNEXT_LOGGED = replace(
+    UPNEXT_OBSERVED,
+    name="upnext-logged",
+    settings="as upnext, plus a line per job at INFO through `upnext worker`'s handler"
+    " to a file; burst only",
+    extra=(("logged", True),),
+)
+UPNEXT_METRICS = replace(
+    UPNEXT_OBSERVED,
+    name="upnext-metrics",
+    settings="as upnext, plus metrics=True; burst only",
+    extra=(("metrics", True),),
+)
 ARQ = Framework(
     "arq",
     "arq_peer.py",
@@ -136,8 +150,18 @@ PGQUEUER = Framework(
 )
 
 BROKERS: dict[str, tuple[Framework, ...]] = {
-    "memory": (UPNEXT, UPNEXT_OBSERVED),
-    "redis": (UPNEXT, UPNEXT_OBSERVED, ARQ, SAQ, TASKIQ, DRAMATIQ, CELERY),
+    "memory": (UPNEXT, UPNEXT_OBSERVED, UPNEXT_LOGGED, UPNEXT_METRICS),
+    "redis": (
+        UPNEXT,
+        UPNEXT_OBSERVED,
+        UPNEXT_LOGGED,
+        UPNEXT_METRICS,
+        ARQ,
+        SAQ,
+        TASKIQ,
+        DRAMATIQ,
+        CELERY,
+    ),
     "rabbitmq": (
         UPNEXT_AMQP,
         DRAMATIQ_AMQP,
