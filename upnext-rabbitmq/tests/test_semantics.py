@@ -33,28 +33,6 @@ class TestRabbitSemantics(WorkerSemantics):
         await queue_deleter({upnext_queue})
 
 
-class TestRabbitJobListingWithRedisState(JobListingSemantics):
-    """The jobs listing with the companion store RabbitMQ needs for history and registry."""
-
-    @pytest.fixture
-    def broker_url(self, amqp_url: str, broker: RabbitBroker) -> str:
-        """The test server (reached first through `broker`: skip or fail if it is down)."""
-        return amqp_url
-
-    @pytest.fixture
-    def results_url(self) -> str:
-        """A Redis store under its own key prefix (history and registry live there)."""
-        url = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        return f"{url}{'&' if '?' in url else '?'}prefix=upnext-test-rabbit-jobs"
-
-    @pytest_asyncio.fixture(autouse=True)
-    async def _cleanup(
-        self, upnext_queue: str, queue_deleter: Callable[[set[str]], Awaitable[None]]
-    ) -> AsyncIterator[None]:
-        yield
-        await queue_deleter({upnext_queue})
-
-
 class _WithRedisState:
     """RabbitMQ keeps no state itself: these run with a Redis companion store (`results=`)."""
 
@@ -77,6 +55,12 @@ class _WithRedisState:
     ) -> AsyncIterator[None]:
         yield
         await queue_deleter({upnext_queue})
+
+
+class TestRabbitJobListingWithRedisState(_WithRedisState, JobListingSemantics):
+    """The jobs listing with the companion store that keeps history and registry."""
+
+    state_prefix = "upnext-test-rabbit-jobs"
 
 
 class TestRabbitCronWithRedisState(_WithRedisState, CronSemantics):
