@@ -196,6 +196,18 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite against real servers, with coverage of `upnext`."""
     sync(session, extras=BACKENDS, groups=["test"])
+    # The SQLite example too, for the tests that run every broker across processes
+    # (tests/test_unique_processes.py). It needs nothing but upnext-core: --no-deps
+    # keeps the session exactly the lock's.
+    session.run_install(
+        "uv",
+        "pip",
+        "install",
+        f"--python={session.virtualenv.location}",
+        "--no-deps",
+        "-e",
+        "examples/upnext-sqlite",
+    )
     session.run(
         "pytest",
         "--cov=upnext",
