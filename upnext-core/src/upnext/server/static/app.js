@@ -38,6 +38,9 @@ async function show() {
   if (route.view === "jobs" && route.id) { closeDialogs("job"); await openJob(route.id); }
   else if (route.view === "dlq" && route.id) { closeDialogs("entry"); await openEntry(route.id); }
   else closeDialogs(null);
+  // A view drawn from the live data (queues, running, workers) shows what is known at
+  // once; the refresh then brings it up to date (a slow API no longer leaves it blank).
+  if (entered) render();
   if (entered || !clock.ok) await refresh(true);
   else render();
 }
