@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -61,7 +62,9 @@ async def test_a_cron_is_listed_with_its_schedule_next_run_and_last_outcome(
     assert cron["name"] == "cq.beat"
     assert cron["schedule"] == "every 0.1s"
     assert cron["enabled"] is True
-    assert cron["next_run"] > cron["last_run"]["scheduled_for"]
+    # As times: as JSON text a whole second ("...:00Z") sorts after "...:00.100000Z".
+    next_run = datetime.fromisoformat(cron["next_run"])
+    assert next_run > datetime.fromisoformat(cron["last_run"]["scheduled_for"])
     assert cron["last_run"]["job_id"].startswith("cron:cq.beat:")
 
 
