@@ -123,3 +123,23 @@ async def test_history_samples_depths_and_what_workers_finished() -> None:
     assert all(s["queues"] == [] for s in only["samples"])
     assert newer["samples"][0]["at"] == body["samples"][1]["at"]  # only those after `first`
     assert (refused.status_code, refused.json()["error"]) == (422, "invalid")
+
+
+async def test_stats_read_under_way_is_shared_not_queued_behind() -> None:
+    """Callers during one read get that read's answer; a caller after it, a new read."""
+    from upnext.server._backend import Backend
+
+    backend = Backend(f"memory://stats-{uuid.uuid4().hex[:8]}", None, queues=["q"])
+    try:
+        first, second = await asyncio.gather(backend.queue_stats(), backend.queue_stats())
+        assert first is second
+        assert [q.name for q in first] == ["q"]
+        assert await backend.queue_stats() is not first
+        # A caller that gives up does not cancel the read the others wait on.
+        gives_up = asyncio.ensure_future(backend.queue_stats())
+        stays = asyncio.ensure_future(backend.queue_stats())
+        await asyncio.sleep(0)
+        gives_up.cancel()
+        assert [q.name for q in await stays] == ["q"]
+    finally:
+        await backend.aclose()

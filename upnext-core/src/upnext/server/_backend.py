@@ -111,6 +111,7 @@ class Backend:
         self.queues = list(dict.fromkeys(queues))
         self._urls = [u for u in (broker_url, results_url, management_url) if u]
         self._serial = asyncio.Lock()
+        self._stats_reads: dict[asyncio.AbstractEventLoop, asyncio.Task[list[QueueInfo]]] = {}
 
     def scrub(self, text: str) -> str:
         """`text` with the configured URLs' passwords, and any URL's, hidden (a second guard)."""
@@ -157,7 +158,22 @@ class Backend:
         return list(dict.fromkeys([*self.queues, *sorted(listed)]))
 
     async def queue_stats(self) -> list[QueueInfo]:
-        """Counts of every known queue (null where the broker can't tell)."""
+        """Counts of every known queue (null where the broker can't tell).
+
+        Callers that come while a read is under way (the dashboard's refresh,
+        the history sampler, another browser) share its answer instead of
+        queueing behind it: on RabbitMQ without a management API a read asks
+        the broker about every catalogued queue, a few milliseconds each.
+        """
+        loop = asyncio.get_running_loop()
+        read = self._stats_reads.get(loop)
+        if read is None:
+            read = self._stats_reads[loop] = loop.create_task(self._read_stats())
+            read.add_done_callback(lambda done: self._stats_reads.pop(loop, None))
+        # A caller that gives up (a closed request) leaves the read to the others.
+        return await asyncio.shield(read)
+
+    async def _read_stats(self) -> list[QueueInfo]:
         if self.management is not None:
             return await self._managed_stats()
         client = await self.worker.client()
@@ -286,6 +302,10 @@ class Backend:
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop."""
+        read = self._stats_reads.pop(asyncio.get_running_loop(), None)
+        if read is not None:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
         try:
             if self.management is not None:
                 await self.management.aclose()
