@@ -6,7 +6,10 @@ In a fresh queue: 30 jobs succeed, 10 fail into the dead-letter queue
 submit the REST API shows every count and each running job on its worker;
 then the dashboard in headless Chromium shows the same (each view within
 2 s of being opened), with no console error. RabbitMQ keeps its worker
-registry in the result store (``results=`` Redis). Unreachable servers fail
+registry in the result store (``results=`` Redis) and runs in a vhost of this
+module's (made with ``rabbitmqctl``): without a management API the server asks
+the broker about every queue upnext ever declared in the vhost, and the shared
+vhost holds every other test's queues (a few ms each). Unreachable servers fail
 the test when ``CI`` or ``UPNEXT_REQUIRE_SERVICES`` is set, and skip otherwise.
 """
 
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +43,10 @@ from upnext.server import create_app  # noqa: E402
 from upnext.testing.browser import open_page  # noqa: E402
 
 REDIS = os.environ.get("UPNEXT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-_AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-# Other runs on the shared RabbitMQ may hold a DLQ scan: wait for it rather than 409.
-AMQP = _AMQP + ("&" if "?" in _AMQP else "?") + "dlq_busy_wait=15"
+AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES = os.environ.get("UPNEXT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["amqp", "postgresql", "redis"]
 WITHIN_MS = 2000
-# Reading a scan-type DLQ (RabbitMQ) waits its turn among other test runs' scans.
-DLQ_MS = 30_000
 
 
 def require_service(url: str) -> None:
@@ -98,12 +99,35 @@ def _with(url: str, option: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _urls(scheme: str, token: str) -> tuple[str, str | None]:
-    """(broker, result store) in a key prefix or schema of their own: only this test's workers."""
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def amqp_vhost() -> Iterator[str]:
+    """The AMQP URL of a vhost of this module's on the RabbitMQ server, deleted at the end."""
+    require_service(AMQP)
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is not on PATH: these tests make a vhost of their own with it")
+    parts = urlsplit(AMQP)
+    vhost = f"upnext-dashb-{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        unavailable(f"rabbitmqctl could not make a vhost ({exc})")
+    try:
+        yield urlunsplit(parts._replace(path="/" + vhost))
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def _urls(scheme: str, token: str, amqp: str | None) -> tuple[str, str | None]:
+    """(broker, result store) in a key prefix, schema or vhost of their own."""
     redis = _with(REDIS, f"prefix=dashb-{token}")
     return {
         "redis": (redis, None),
-        "amqp": (AMQP, redis),
+        "amqp": (amqp or "", redis),
         "postgresql": (_with(POSTGRES, f"schema=dashb_{token}"), None),
     }[scheme]
 
@@ -121,7 +145,8 @@ async def _drop_schema(token: str) -> None:
 @pytest.fixture(params=BACKENDS)
 async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
     token = uuid.uuid4().hex[:10]
-    broker, results = _urls(request.param, token)
+    amqp = request.getfixturevalue("amqp_vhost") if request.param == "amqp" else None
+    broker, results = _urls(request.param, token, amqp)
     require_service(broker)
     if results:
         require_service(results)
@@ -220,7 +245,7 @@ async def _dead_letters(page: Page, queue: str) -> None:
     await page.click("nav a[data-view=dlq]")
     await page.fill("#filter-queue", queue)
     await page.click("#filters button[type=submit]")
-    await expect(page.locator("#entries tbody tr")).to_have_count(10, timeout=DLQ_MS)
+    await expect(page.locator("#entries tbody tr")).to_have_count(10, timeout=WITHIN_MS)
 
 
 async def test_jobs_view_lists_by_status(stage: Stage, tmp_path: Path) -> None:
