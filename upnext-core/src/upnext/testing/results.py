@@ -165,3 +165,29 @@ class ResultStoreConformance:
         assert got == write.data, violated("cancelling one wait must not disturb another waiter")
         again = await _get(results, write.job_id, upnext_queue, wait=timing.delay(1.0))
         assert again == write.data, violated("the store must stay usable after a cancelled wait")
+
+    @pytest.mark.asyncio
+    async def test_cancelled_wait_ends_at_once(
+        self, results: ResultStore, upnext_queue: str, timing: Timing
+    ) -> None:
+        """A cancelled get_result raises CancelledError at once, whatever it was doing.
+
+        Cancelled 0 to 4 ms after it starts, 40 times (fresh job ids): a wait
+        is cancelled in each of its early steps (a first read, a subscription
+        being confirmed). ``asyncio.wait_for`` on Python 3.11 swallows a
+        cancellation that lands as what it waits for completes; such a wait
+        would run on to its full `wait`.
+        """
+        wait = timing.delay(3.0)
+        for i in range(40):
+            waiter = asyncio.create_task(_get(results, new_id(), upnext_queue, wait=wait))
+            await asyncio.sleep(i % 5 / 1000)
+            waiter.cancel()
+            started = time.monotonic()
+            with contextlib.suppress(asyncio.CancelledError):
+                got = await waiter
+                pytest.fail(violated(f"a cancelled get_result must not return (it gave {got!r})"))
+            took = time.monotonic() - started
+            assert took <= timing.tolerance(0.5), violated(
+                f"a cancelled get_result must end at once ({took:.2f} s)"
+            )
