@@ -227,8 +227,11 @@ class Results:
         state, fut = self.listener.watch(channel)
         try:
             # Only a confirmed subscription guarantees no announcement is missed.
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows a
+            # cancellation that lands as the subscription is confirmed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.subscribed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await state.subscribed.wait()
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -241,7 +244,8 @@ class Results:
                 if data is not None:
                     return data
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), remaining)
+                    async with asyncio.timeout(remaining):
+                        await asyncio.shield(fut)
                 fut = self.listener.rearm(state, fut)
         finally:
             self.listener.unwatch(channel, fut)
