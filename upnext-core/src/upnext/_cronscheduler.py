@@ -121,7 +121,8 @@ class CronScheduler:
             await asyncio.gather(*(self._check_safely(cron) for cron in due))
             pause = min(max(min(self.check_at.values()) - time.time(), 0.0) + 0.002, 60.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
+                async with asyncio.timeout(pause):  # not wait_for: it can swallow a cancel
+                    await self._stopping.wait()
 
     async def _check_safely(self, cron: CronDef) -> None:
         try:

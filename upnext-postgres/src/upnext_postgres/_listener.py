@@ -201,7 +201,8 @@ class Listener:
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._on_lost)
             try:
-                await asyncio.wait_for(conn.close(), timeout=2.0)
+                async with asyncio.timeout(2.0):  # not wait_for: it can swallow a cancel
+                    await conn.close()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
         self._wake_all()

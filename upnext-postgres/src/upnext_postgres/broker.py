@@ -159,7 +159,8 @@ class PostgresBroker(AdminMixin, StateMixin):
         pool, self._pool_obj = self._pool_obj, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=5.0)
+                async with asyncio.timeout(5.0):  # not wait_for: it can swallow a cancel
+                    await pool.close()
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pool.terminate()
 

@@ -133,7 +133,10 @@ class ReplyInbox:
             with self._lock:
                 self._waiters.setdefault(job_id, []).append(fut)
             try:
-                await asyncio.wait_for(fut, left)
+                # Not `wait_for`: on Python 3.11 it swallows a cancellation that
+                # lands as the result arrives.
+                async with asyncio.timeout(left):
+                    await fut
             except TimeoutError:
                 pass
             finally:
