@@ -43,8 +43,10 @@ def build(
         or _observed(config)
         or bool(config.extra.get("metrics"))
     )
+    # `metrics=` only when on: a `--baseline` commit from before it has no such argument.
+    options: dict[str, Any] = {"metrics": True} if metrics else {}
     worker = upnext.Worker(
-        config.queue, broker=config.url, concurrency=config.concurrency, metrics=metrics
+        config.queue, broker=config.url, concurrency=config.concurrency, **options
     )
 
     async def noop(i: int) -> None:
