@@ -185,9 +185,18 @@ async def _holder(state: StateStore, claim: Claim) -> str | None:
 
 
 async def confirm(state: StateStore, claims: Sequence[Claim]) -> None:
-    """Mark the claims of enqueued jobs, each with its job's TTL."""
-    if claims:
-        writes = [StateWrite(c.key, claim_value(c.job_id, True), c.ttl) for c in claims]
+    """Mark the claims of enqueued jobs, each with its job's TTL: only a claim still pending
+    for its job. A worker may have run the job meanwhile, renewed its claim and cut it at
+    its settle; writing then would hold a finished job's key for `HOLD`."""
+    if not claims:
+        return
+    entries = await state.state_get([c.key for c in claims])
+    writes = [
+        StateWrite(c.key, claim_value(c.job_id, True), c.ttl, entry.version)
+        for c, entry in zip(claims, entries, strict=True)
+        if entry is not None and read_claim(entry.value, c.key) == (c.job_id, False)
+    ]
+    if writes:
         await state.state_put(writes)
 
 
