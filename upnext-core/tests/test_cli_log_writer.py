@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import upnext
-from upnext._joblog import JobLine
+from upnext._joblog import JobLine, _info
 from upnext._logsafe import password_filter
 from upnext.cli._joblines import made
 from upnext.cli._logging import JsonFormatter, _TextFormatter, worker_logging
@@ -86,6 +86,23 @@ async def test_every_line_is_in_the_file_after_a_stop(
     assert len(_job_lines(path, {job.job_id for job in jobs})) == 300
     assert "upnext.worker: worker" in lines[-1]
     assert "stopped" in lines[-1]
+
+
+def test_job_lines_queued_just_before_the_handler_goes_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines the writer has not taken yet when the command ends are written, not dropped.
+
+    They left the event loop as tuples; once the command's handler is off the
+    root they must not be handed to the logging module (no handler is left).
+    """
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    path = tmp_path / "worker.log"
+    with path.open("w") as out, worker_logging("info", "text", stream=out):
+        for n in range(50):
+            _info("job %s succeeded", (f"last-{n}",), {"job_id": f"last-{n}"})
+    written = [line for line in path.read_text().splitlines() if "job last-" in line]
+    assert len(written) == 50
 
 
 async def test_a_password_in_a_jobs_error_is_hidden_in_the_message_and_the_error_field(

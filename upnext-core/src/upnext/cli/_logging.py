@@ -207,6 +207,11 @@ class _BatchListener:
         self._stopping.set()
         self._thread.join()
 
+    def write_rest(self) -> None:
+        """Write what was queued since `stop`, in the calling thread."""
+        while self._write_queued() == _BATCH:
+            pass
+
     def _run(self) -> None:
         while True:
             stopping = self._stopping.is_set()  # read first: what is queued now gets written
@@ -298,6 +303,10 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
     try:
         yield
     finally:
-        set_line_sink(None)
+        set_line_sink(None)  # job lines from now on are records, through `queued`
+        # Written while `queued` is still the root's: a job line still queued is
+        # then written as text; with the handler gone it would go to the logger,
+        # which has no handler left, and be lost.
+        listener.stop()
         root.removeHandler(queued)
-        listener.stop()  # writes what is queued, then ends its thread
+        listener.write_rest()  # records another thread logged meanwhile
