@@ -22,6 +22,7 @@ from upnext.errors import ConfigurationError
 from upnext.metrics import JobMetrics, MetricsSnapshot, read_snapshots
 from upnext.metrics.prometheus import SnapshotCollector, render
 from upnext.server import create_app
+from upnext.testing.semantics_base import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -50,7 +51,7 @@ def scrape_worker(worker: upnext.Worker) -> Samples:
 
 
 async def settled(worker: upnext.Worker, jobs: int, timeout: float = 10.0) -> None:
-    """Wait until `jobs` jobs are counted as ended (after_settle runs in the background)."""
+    """Wait until `jobs` jobs are counted as ended (counted after the settle, not before it)."""
     deadline = time.monotonic() + timeout
     while True:
         found = scrape_worker(worker)
@@ -131,6 +132,7 @@ async def test_a_slow_body_lands_in_its_run_bucket() -> None:
 
     async with worker:
         await nap.wait()
+        await settled(worker, 1)  # counted once the settle is durable, as a job's log line
         found = scrape_worker(worker)
     assert total(found, "upnext_job_run_seconds_bucket", le="0.05") == 0
     assert total(found, "upnext_job_run_seconds_bucket", le="0.1") == 1
@@ -274,3 +276,39 @@ async def test_without_metrics_on_the_server_still_shows_depth_and_workers() -> 
     assert total(found, "upnext_workers_alive") == 1
     assert total(found, "upnext_queue_depth", queue="plain", state="ready") == 0
     assert not any(n == "upnext_jobs_started_total" for (n, _) in found)
+
+
+@pytest.mark.parametrize("given_as", ["metrics=True", "middleware"])
+async def test_counted_in_the_tail_with_metrics_on_and_as_stages_as_middleware(
+    given_as: str,
+) -> None:
+    """metrics=True: no stage per job (the executor counts); in middleware=[...]: its stages.
+
+    Both count the same: a job retried once, then succeeded.
+    """
+    broker = f"memory://{uuid.uuid4().hex}"
+    custom = JobMetrics(run_buckets=(0.5,), wait_buckets=(1.0,))
+    if given_as == "metrics=True":
+        worker = upnext.Worker("tail", broker=broker, metrics=True)
+    else:
+        worker = upnext.Worker("stage", broker=broker, middleware=[custom])
+    counter = worker.metrics or custom
+    tries: list[int] = []
+
+    @worker.task(name="flaky", retries=1, retry_delay=0.01)
+    async def flaky() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("once")
+
+    async with worker:
+        await flaky.wait()
+        assert worker.consumer is not None
+        stages = worker.consumer.execution.pipeline.stages(flaky)
+        taking_part = (*stages.after_run, *stages.after_settle_inline)
+        assert (counter in taking_part) == (given_as == "middleware")
+        await wait_until(
+            lambda: counter.snapshot("w").series[0].succeeded == 1, within=5, what="the count"
+        )
+    [series] = counter.snapshot("w").series
+    assert (series.started, series.failed, series.retried, series.succeeded) == (2, 1, 1, 1)

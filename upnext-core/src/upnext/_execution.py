@@ -74,7 +74,10 @@ class JobExecutor:
             Hooks(worker),
             Timeout(consumer.loop, self.abandon_task),
         )
-        self.pipeline = Pipeline([*builtins, *worker.middleware], worker.hook_timeout)
+        # `Worker(metrics=True)`'s counter is counted in the fixed tail, not as a stage.
+        self.metrics = metrics = worker.metrics
+        middleware = [m for m in worker.middleware if m is not metrics]
+        self.pipeline = Pipeline([*builtins, *middleware], worker.hook_timeout)
         self.history = consumer.history
         self.call_body = self._call_body  # bound once: the hot path takes it per job
         self.threads = DaemonThreadPool(2 * worker.concurrency + 1, "upnext-sync")
@@ -84,17 +87,12 @@ class JobExecutor:
         """Run one delivery to its settlement; give it back or drop it if cancelled."""
         consumer = self.consumer
         # Asked once per job: the line costs nothing more while INFO is off.
-        run.logged = logged = JOB_LOG.isEnabledFor(logging.INFO)
+        run.logged = JOB_LOG.isEnabledFor(logging.INFO)
         try:
             settlement = await self._settlement_of(run)
             consumer.free_slot(run)
-            if not run.done and await consumer.commit(run, settlement) is None:
-                if logged and run.job is not None:
-                    log_settled(run.job, run, settlement)
-                if self.history is not None and run.job is not None:
-                    self.history.record(run.job, run, settlement)
-                if settlement.events or self.pipeline.hears_every_settle(run.job):
-                    await self._after_settle(run.job, settlement)
+            if not run.done and run.job is not None:
+                await self.commit(run, run.job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -123,22 +121,26 @@ class JobExecutor:
             await self.commit(run, run.job, self._cancelled_by_user(run.job, None))
 
     async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
-        """Commit through the consumer; once durable, hand the settlement to after_settle."""
-        if await self.consumer.commit(run, settlement) is None:
-            if run.logged:  # asked when the run began, as on the main path
-                log_settled(job, run, settlement)
-            if self.history is not None:
-                self.history.record(job, run, settlement)
-            await self._after_settle(job, settlement)
+        """Commit through the consumer; once durable, the tail: log line, history, metrics.
 
-    async def _after_settle(self, job: Job | None, settlement: Settlement) -> None:
-        if job is None:
+        Then the settlement goes to after_settle, if some middleware hears it.
+        """
+        if await self.consumer.commit(run, settlement) is not None:
+            return  # not durable: the job runs again, and is logged and counted then
+        if run.logged:  # asked when the run began
+            log_settled(job, run, settlement)
+        if self.history is not None:
+            self.history.record(job, run, settlement)
+        if self.metrics is not None:
+            self.metrics.count(job, run.outcome, settlement)
+        pipeline = self.pipeline
+        if not settlement.events and not pipeline.hears_every_settle(job):
             return
-        stages = self.pipeline.stages(job.task, bare=job.body is None or not job.body.headers)
+        stages = pipeline.stages(job.task, bare=job.body is None or not job.body.headers)
         if stages.after_settle_inline:
-            await self.pipeline.after_settle(job, settlement, stages, inline=True)
-        if stages.after_settle and self.pipeline.wants_after_settle(stages, settlement):
-            self.consumer.spawn(self.pipeline.after_settle(job, settlement, stages))
+            await pipeline.after_settle(job, settlement, stages, inline=True)
+        if stages.after_settle and pipeline.wants_after_settle(stages, settlement):
+            self.consumer.spawn(pipeline.after_settle(job, settlement, stages))
 
     async def _settlement_of(self, run: JobRun) -> Settlement:
         delivery = run.delivery
@@ -296,7 +298,7 @@ class JobExecutor:
         assert job.task is not None
         assert job.body is not None
         run.finished = finished = time.time()
-        return Outcome(
+        run.outcome = outcome = Outcome(
             job.task,
             job.body,
             job.attempt,
@@ -307,6 +309,7 @@ class JobExecutor:
             value,
             exception,
         )
+        return outcome
 
     @staticmethod
     def _timeout_error(job: Job) -> TimeoutError:
@@ -358,7 +361,7 @@ class JobExecutor:
         assert job.body is not None
         error = self._timeout_error(job)
         run.finished = time.time()
-        outcome = Outcome(
+        run.outcome = outcome = Outcome(
             job.task,
             job.body,
             job.attempt,

@@ -11,7 +11,7 @@ from upnext.workers import RunningJob
 
 if TYPE_CHECKING:
     from upnext.broker.protocol import Delivery
-    from upnext.middleware._types import CancelReason, Job
+    from upnext.middleware._types import CancelReason, Job, Outcome
 
 __all__ = ["JobRun", "running_jobs"]
 
@@ -32,6 +32,7 @@ class JobRun:
     started: float | None = None  # Unix time the attempt's body started
     finished: float | None = None  # ... and ended
     logged: bool = False  # INFO is on for `upnext.job` (asked once per job, at its start)
+    outcome: Outcome | None = None  # how the attempt's body ended, once it has
 
     def cancel(self, reason: CancelReason) -> bool:
         """Stop this run for `reason` (the first reason wins, but a lost lease always does).

@@ -7,9 +7,10 @@ snapshot each worker writes into the state store on its tick.
 
 What is counted, per (queue, task):
 
-- `started`: attempts whose body was called and ended with an outcome (a
-  run given back at shutdown or cut off by a lost lease has none, and is
-  counted when it runs again);
+- `started`: attempts whose body was called and ended with an outcome,
+  once settled durably (a run given back at shutdown, cut off by a lost
+  lease or whose settle was refused has none, and is counted when it runs
+  again);
 - `succeeded`, `dead_lettered`, `cancelled`: settlements by their status;
 - `retried`: attempts that ran and were settled for another try;
 - `failed`: attempts that ran and did not succeed (error, timeout, `Retry`,
@@ -144,10 +145,13 @@ def _waiting_since(body: JobBody | None) -> float | None:
 class JobMetrics(Middleware):
     """Counts started, succeeded, failed, retried, dead-lettered and cancelled jobs per task.
 
-    Added by `Worker(metrics=True)`; `snapshot()` reads the counts. It reads
-    each attempt's `Outcome` in `after_run` and each settlement inline in
-    `after_settle` (`settles_inline`): a few integer additions per job on the
-    event loop, no lock, no I/O, no dependency.
+    Added by `Worker(metrics=True)`, whose executor counts each job in its
+    fixed tail once the settlement is durable (`count`: the attempt's
+    `Outcome`, then the settlement), not as a stage; `snapshot()` reads the
+    counts. A few integer additions per job on the event loop, no lock, no
+    I/O, no dependency. Given in `Worker(middleware=[...])` instead, it counts
+    as middleware: each attempt in `after_run`, each settlement inline in
+    `after_settle` (`settles_inline`).
     """
 
     settles_inline: ClassVar[bool] = True  # counting never awaits: no background task per job
@@ -173,34 +177,52 @@ class JobMetrics(Middleware):
             series = self._series[key] = _Series(self.run_buckets, self.wait_buckets)
         return series
 
+    def count(self, job: Job, outcome: Outcome | None, settlement: Settlement) -> None:
+        """Count a durable settlement and, if the body ran, its attempt (`outcome`).
+
+        What `Worker(metrics=True)`'s executor calls in its fixed tail, in the
+        job's own task: no stage, no coroutine per job.
+        """
+        series = self._series.get((job.queue, job.function)) or self._of(job)
+        failed = outcome is not None and self._attempt(series, outcome)
+        self._settled(series, settlement.status, failed)
+
     async def after_run(self, job: Job, outcome: Outcome) -> None:
         """Count the attempt, its wait and run time, and (from its kind) a failure."""
-        # Once per attempt on the event loop: written out (no helper calls) to stay cheap.
-        series = self._series.get((job.queue, job.function)) or self._of(job)
-        series.started += 1
-        started = outcome.started
-        ran = outcome.finished - started
-        series.run.observe(ran if ran > 0.0 else 0.0)
-        body = outcome.body
-        if body is not None:
-            since = _waiting_since(body) if body.history else body.enqueued_at
-            if since:  # 0: a body from before enqueued_at was written
-                waited = started - since
-                series.wait.observe(waited if waited > 0.0 else 0.0)
-        kind = outcome.kind
-        if kind != "success" and kind != "cancelled":
-            series.failed += 1
+        if self._attempt(self._series.get((job.queue, job.function)) or self._of(job), outcome):
             job.state[_FAILED] = True  # only failures make a state dict: not the hot path
 
     async def after_settle(self, job: Job, settlement: Settlement) -> None:
         """Count the settlement by its status (a retry only after a failed attempt)."""
         series = self._series.get((job.queue, job.function)) or self._of(job)
-        status = settlement.status
+        self._settled(series, settlement.status, job.state.get(_FAILED, False))
+
+    @staticmethod
+    def _attempt(series: _Series, outcome: Outcome) -> bool:
+        """Count one attempt that ran; True if it failed."""
+        # Once per attempt on the event loop: written out (no helper calls) to stay cheap.
+        series.started += 1
+        started = outcome.started
+        ran = outcome.finished - started
+        series.run.observe(ran if ran > 0.0 else 0.0)
+        body = outcome.body
+        since = _waiting_since(body) if body.history else body.enqueued_at
+        if since:  # 0: a body from before enqueued_at was written
+            waited = started - since
+            series.wait.observe(waited if waited > 0.0 else 0.0)
+        kind = outcome.kind
+        if kind != "success" and kind != "cancelled":
+            series.failed += 1
+            return True
+        return False
+
+    @staticmethod
+    def _settled(series: _Series, status: str, failed: bool) -> None:
         if status == "complete":
             series.succeeded += 1
         elif status == "failed":
             series.dead_lettered += 1
-        elif status == "scheduled" and job.state.get(_FAILED, False):
+        elif status == "scheduled" and failed:
             series.retried += 1  # not a Delay decision or a lost-run write-back
         elif status == "cancelled":
             series.cancelled += 1
