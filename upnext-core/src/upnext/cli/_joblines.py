@@ -70,6 +70,7 @@ class JobLines:
         self._queued = queued
         self._fast = formatter if isinstance(formatter, LineFormatter) else None
         self._mode: str | None = None  # "text", "record" or "logger": asked once per batch
+        self._scrub = password_filter().scrub  # the process's one filter
 
     def begin(self) -> None:
         """A new batch: ask again how lines travel."""
@@ -81,7 +82,7 @@ class JobLines:
             self._mode = self._ask()
         if self._mode == "text":
             assert self._fast is not None
-            return self._fast.format_line(line, password_filter().scrub)
+            return self._fast.format_line(line, self._scrub)
         record = made(line)
         if self._mode == "logger":
             JOB_LOG.handle(record)  # every handler; ours queues it again

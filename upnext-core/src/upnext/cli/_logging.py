@@ -129,8 +129,10 @@ class _TextFormatter(logging.Formatter):
     def format_line(self, line: JobLine, scrub: Callable[[str], str]) -> str:
         """As `format` gives the record of a job line once the password filter ran."""
         created, level, message, args, _ = line
-        self._cache(created)
-        msecs = int((created - int(created)) * 1000)
+        second = int(created)
+        if second != self._second:  # `_cache`, its test inline: one call less per line
+            self._cache(created)
+        msecs = int((created - second) * 1000)
         name = logging.getLevelName(level)  # asked each time: `addLevelName` may rename it
         head = _HEADS.get(name)
         if head is None:
