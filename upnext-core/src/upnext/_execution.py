@@ -22,6 +22,7 @@ from concurrent.futures import Future as ThreadFuture
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from upnext._job_settlements import cancelled_by_user, dead_letter_unrun, settle_decision
 from upnext._joblog import JOB_LOG, log_given_back, log_settled, log_started
 from upnext._pipeline import Pipeline, Stages
 from upnext._result import ErrorInfo
@@ -30,15 +31,12 @@ from upnext._settlement import (
     Settlement,
     dead_letter,
     settle_attempt,
-    settle_cancelled,
     settle_lost,
     settle_success,
     settle_unserializable_result,
 )
 from upnext._threads import DaemonThreadPool
 from upnext._unique_run import UniqueJobs
-from upnext.broker.protocol import Release as ReleaseItem
-from upnext.broker.protocol import Retry as RetryItem
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.errors import SerializationError
@@ -49,7 +47,7 @@ from upnext.middleware._builtins import (
     LostRunIsolation,
     Timeout,
 )
-from upnext.middleware._types import Decision, Delay, Job, Outcome, OutcomeKind, Release, Skip
+from upnext.middleware._types import Job, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from upnext._consumer import Consumer
@@ -91,8 +89,12 @@ class JobExecutor:
         try:
             settlement = await self._settlement_of(run)
             consumer.free_slot(run)
-            if not run.done and run.job is not None:
-                await self.commit(run, run.job, settlement)
+            # `commit`, inline: one coroutine less per job
+            if not run.done and await consumer.commit(run, settlement) is None:
+                job = run.job
+                assert job is not None
+                if self._settled(run, job, settlement):
+                    await self._after_settle(job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
         except Exception:
@@ -118,24 +120,31 @@ class JobExecutor:
         elif run.cancel_reason == "user" and run.job is not None and run.job.body is not None:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
             self.consumer.free_slot(run)
-            await self.commit(run, run.job, self._cancelled_by_user(run.job, None))
+            await self.commit(run, run.job, cancelled_by_user(run.job, None))
 
     async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
-        """Commit through the consumer; once durable, the tail: log line, history, metrics.
+        """Commit through the consumer; once durable, the tail, then after_settle."""
+        if await self.consumer.commit(run, settlement) is None and self._settled(
+            run, job, settlement
+        ):
+            await self._after_settle(job, settlement)
 
-        Then the settlement goes to after_settle, if some middleware hears it.
+    def _settled(self, run: JobRun, job: Job, settlement: Settlement) -> bool:
+        """The tail of a durable settle: log line, history, metrics; True if after_settle hears.
+
+        A settle that was not durable has none: the job runs again, and is logged
+        and counted then.
         """
-        if await self.consumer.commit(run, settlement) is not None:
-            return  # not durable: the job runs again, and is logged and counted then
         if run.logged:  # asked when the run began
             log_settled(job, run, settlement)
         if self.history is not None:
             self.history.record(job, run, settlement)
         if self.metrics is not None:
             self.metrics.count(job, run.outcome, settlement)
+        return bool(settlement.events) or self.pipeline.hears_every_settle(job)
+
+    async def _after_settle(self, job: Job, settlement: Settlement) -> None:
         pipeline = self.pipeline
-        if not settlement.events and not pipeline.hears_every_settle(job):
-            return
         stages = pipeline.stages(job.task, bare=job.body is None or not job.body.headers)
         if stages.after_settle_inline:
             await pipeline.after_settle(job, settlement, stages, inline=True)
@@ -158,7 +167,7 @@ class JobExecutor:
             late = time.time() - body.expires_at
             if late > 0:
                 message = f"not started by its expires deadline ({late:.3f} s late)"
-                return self._dead_letter(job, "expired", ErrorInfo(type="Expired", message=message))
+                return dead_letter_unrun(job, "expired", ErrorInfo(type="Expired", message=message))
         if delivery.redelivered:
             max_lost = task.max_lost_runs if task is not None else self.worker.max_lost_runs
             settlement, dead = settle_lost(delivery, body, max_lost)
@@ -172,9 +181,9 @@ class JobExecutor:
         except Exception as exc:
             detail = one_line(exc) if hasattr(exc, "errors") else str(exc)  # type: ignore[arg-type]
             error = ErrorInfo(type=type(exc).__name__, message=detail)
-            return self._dead_letter(job, "invalid arguments", error)
+            return dead_letter_unrun(job, "invalid arguments", error)
         if run.cancel_reason == "user":  # cancelled while it waited here
-            return self._cancelled_by_user(job, None)
+            return cancelled_by_user(job, None)
         if body.headers:
             stages = self.pipeline.by_task.get(task) or self.pipeline.stages(task)
         else:  # most jobs: no `headers_only` middleware
@@ -190,7 +199,7 @@ class JobExecutor:
                 outcome = Outcome(task, body, job.attempt, worker_id, now, now, "error", None, exc)
                 return self._settle(job, outcome)
             if decision is not None:
-                return self._decided(job, decision)
+                return settle_decision(job, decision)
         outcome = await self._attempt(run, job, stages)
         if stages.after_run:
             await self.pipeline.after_run(job, outcome, stages)
@@ -211,51 +220,7 @@ class JobExecutor:
             ", ".join(sorted(self.worker.tasks)) or "none",
         )
         error = ErrorInfo(type="UnknownTask", message=f"no task named {name!r} on this worker")
-        return self._dead_letter(job, "unknown task", error)
-
-    def _dead_letter(self, job: Job, reason: str, error: ErrorInfo) -> Settlement:
-        """Dead-letter a decoded job before it ran (its remaining attempts unused)."""
-        assert job.body is not None
-        return dead_letter(
-            job.delivery,
-            reason=reason,
-            error=error,
-            body=job.body,
-            attempts=job.body.attempts,
-            max_attempts=job.max_attempts,
-        )
-
-    def _decided(self, job: Job, decision: Decision) -> Settlement:
-        """The settlement of a before_run decision (no attempt is charged)."""
-        delivery = job.delivery
-        if isinstance(decision, Skip):
-            assert job.body is not None
-            return settle_cancelled(
-                delivery,
-                job.body,
-                reason=decision.reason,
-                attempts=job.body.attempts,
-                max_attempts=job.max_attempts,
-            )
-        if isinstance(decision, Delay):
-            retry = RetryItem(delivery, delivery.envelope.body, decision.seconds)
-            return Settlement(retry, status="scheduled")
-        if isinstance(decision, Release):
-            return Settlement(ReleaseItem(delivery), status="released")
-        error = ErrorInfo(type="DeadLettered", message=decision.reason)
-        return self._dead_letter(job, decision.reason, error)
-
-    def _cancelled_by_user(self, job: Job, started: float | None) -> Settlement:
-        assert job.body is not None
-        attempts = job.attempt if started is not None else job.body.attempts
-        return settle_cancelled(
-            job.delivery,
-            job.body,
-            reason="cancelled by user",
-            attempts=attempts,
-            max_attempts=job.max_attempts,
-            started=started,
-        )
+        return dead_letter_unrun(job, "unknown task", error)
 
     async def _attempt(self, run: JobRun, job: Job, stages: Stages) -> Outcome:
         """Call the body inside the around_run chain; how it ended."""
@@ -326,7 +291,7 @@ class JobExecutor:
             except SerializationError as exc:
                 return settle_unserializable_result(job.delivery, outcome, exc)
         if outcome.kind == "cancelled":
-            return self._cancelled_by_user(job, outcome.started)
+            return cancelled_by_user(job, outcome.started)
         return settle_attempt(job.delivery, outcome)
 
     async def _call_body(self, job: Job) -> Any:

@@ -11,7 +11,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic_core import to_json
 
@@ -37,7 +37,9 @@ from upnext.broker.protocol import (
 from upnext.control import Reject
 from upnext.control import Retry as RetryRequest
 from upnext.hooks import HookEvent
-from upnext.middleware._types import Outcome
+
+if TYPE_CHECKING:
+    from upnext.middleware._types import Outcome
 
 __all__ = [
     "Settlement",
