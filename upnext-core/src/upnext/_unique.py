@@ -188,31 +188,34 @@ async def confirm(state: StateStore, claims: Sequence[Claim]) -> None:
     """Mark the claims of enqueued jobs, each with its job's TTL: only a claim still pending
     for its job. A worker may have run the job meanwhile, renewed its claim and cut it at
     its settle; writing then would hold a finished job's key for `HOLD`."""
-    if not claims:
-        return
-    entries = await state.state_get([c.key for c in claims])
-    writes = [
-        StateWrite(c.key, claim_value(c.job_id, True), c.ttl, entry.version)
-        for c, entry in zip(claims, entries, strict=True)
-        if entry is not None and read_claim(entry.value, c.key) == (c.job_id, False)
-    ]
-    if writes:
-        await state.state_put(writes)
+    await _while_pending(state, claims, lambda c: (claim_value(c.job_id, True), c.ttl))
 
 
 async def release(state: StateStore, claims: Sequence[Claim]) -> None:
     """Free the pending claims of jobs whose enqueue failed (only while still ours)."""
     try:
-        entries = await state.state_get([c.key for c in claims])
-        writes = [
-            StateWrite(c.key, None, expect=entry.version)
-            for c, entry in zip(claims, entries, strict=True)
-            if entry is not None and read_claim(entry.value, c.key) == (c.job_id, False)
-        ]
-        if writes:
-            await state.state_put(writes)
+        await _while_pending(state, claims, lambda c: (None, None))
     except Exception as exc:  # the enqueue's own error matters more; the claims lapse anyway
         log.warning("freeing unique claims after a failed enqueue failed: %s", exc)
+
+
+async def _while_pending(
+    state: StateStore,
+    claims: Sequence[Claim],
+    value: Callable[[Claim], tuple[bytes | None, float | None]],
+) -> None:
+    """Write `value(claim)` (a value and TTL; None deletes) over each claim still pending for
+    its own job, compare-and-set on the version read: one read and one write for them all."""
+    if not claims:
+        return
+    entries = await state.state_get([c.key for c in claims])
+    writes = [
+        StateWrite(c.key, *value(c), expect=entry.version)
+        for c, entry in zip(claims, entries, strict=True)
+        if entry is not None and read_claim(entry.value, c.key) == (c.job_id, False)
+    ]
+    if writes:
+        await state.state_put(writes)
 
 
 async def cut_claim(state: StateStore, queue: str, key: str, job_id: str, ttl: float) -> None:
