@@ -16,6 +16,7 @@ import uuid
 import httpx
 import pytest
 import upnext
+import upnext.middleware._builtins as builtins_module
 from prometheus_client.parser import text_string_to_metric_families
 from upnext._statekeys import metrics_key
 from upnext.errors import ConfigurationError
@@ -312,3 +313,41 @@ async def test_counted_in_the_tail_with_metrics_on_and_as_stages_as_middleware(
         )
     [series] = counter.snapshot("w").series
     assert (series.started, series.failed, series.retried, series.succeeded) == (2, 1, 1, 1)
+
+
+async def test_an_abandoned_body_counts_as_one_started_failed_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body that ignores its timeout's cancellation is abandoned and counted as a failure.
+
+    It returns later; that return changes no count.
+    """
+    monkeypatch.setattr(builtins_module, "ABANDON_AFTER", 0.2)
+    worker = upnext.Worker("ab", broker=f"memory://ab-{uuid.uuid4().hex}", metrics=True)
+    returned = asyncio.Event()
+
+    @worker.task(name="stubborn", timeout=0.1, retries=0)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.6)  # ignores its cancellation, then returns
+        returned.set()
+        return "late"
+
+    counter = worker.metrics
+    assert counter is not None
+    async with worker:
+        await stubborn.submit()
+        await wait_until(
+            lambda: (
+                bool(counter.snapshot("w").series)
+                and counter.snapshot("w").series[0].dead_lettered == 1
+            ),
+            within=5,
+            what="the dead letter counted",
+        )
+        await asyncio.wait_for(returned.wait(), 5)
+        await asyncio.sleep(0.05)
+    [series] = counter.snapshot("w").series
+    assert (series.started, series.failed, series.succeeded, series.dead_lettered) == (1, 1, 0, 1)

@@ -93,7 +93,7 @@ class JobExecutor:
             if not run.done and await consumer.commit(run, settlement) is None:
                 job = run.job
                 assert job is not None
-                if self._settled(run, job, settlement):
+                if self._settled(run, job, settlement, run.outcome):
                     await self._after_settle(job, settlement)
         except asyncio.CancelledError:
             await self._cancelled(run)
@@ -120,16 +120,21 @@ class JobExecutor:
         elif run.cancel_reason == "user" and run.job is not None and run.job.body is not None:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are in a task
             self.consumer.free_slot(run)
-            await self.commit(run, run.job, cancelled_by_user(run.job, None))
+            # settled as never started (no attempt charged), so no attempt is counted
+            await self.commit(run, run.job, cancelled_by_user(run.job, None), None)
 
-    async def commit(self, run: JobRun, job: Job, settlement: Settlement) -> None:
+    async def commit(
+        self, run: JobRun, job: Job, settlement: Settlement, outcome: Outcome | None
+    ) -> None:
         """Commit through the consumer; once durable, the tail, then after_settle."""
         if await self.consumer.commit(run, settlement) is None and self._settled(
-            run, job, settlement
+            run, job, settlement, outcome
         ):
             await self._after_settle(job, settlement)
 
-    def _settled(self, run: JobRun, job: Job, settlement: Settlement) -> bool:
+    def _settled(
+        self, run: JobRun, job: Job, settlement: Settlement, outcome: Outcome | None
+    ) -> bool:
         """The tail of a durable settle: log line, history, metrics; True if after_settle hears.
 
         A settle that was not durable has none: the job runs again, and is logged
@@ -140,7 +145,7 @@ class JobExecutor:
         if self.history is not None:
             self.history.record(job, run, settlement)
         if self.metrics is not None:
-            self.metrics.count(job, run.outcome, settlement)
+            self.metrics.count(job, outcome, settlement)
         return bool(settlement.events) or self.pipeline.hears_every_settle(job)
 
     async def _after_settle(self, job: Job, settlement: Settlement) -> None:
@@ -326,7 +331,7 @@ class JobExecutor:
         assert job.body is not None
         error = self._timeout_error(job)
         run.finished = time.time()
-        run.outcome = outcome = Outcome(
+        outcome = Outcome(
             job.task,
             job.body,
             job.attempt,
@@ -338,7 +343,8 @@ class JobExecutor:
             error,
         )
         self.consumer.free_slot(run)
-        self.consumer.spawn(self.commit(run, job, self._settle(job, outcome)))
+        # its own outcome: the body may still return and set `run.outcome` meanwhile
+        self.consumer.spawn(self.commit(run, job, self._settle(job, outcome), outcome))
 
     def _abandon_thread(self, thread_future: ThreadFuture[Any], task_name: str) -> None:
         self.abandoned_threads += 1

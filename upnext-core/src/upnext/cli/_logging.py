@@ -309,6 +309,8 @@ def _queued_handler(root: logging.Logger, fmt: str, stream: TextIO | None) -> It
         # Written while `queued` is still the root's: a job line still queued is
         # then written as text; with the handler gone it would go to the logger,
         # which has no handler left, and be lost.
-        listener.stop()
-        root.removeHandler(queued)
-        listener.write_rest()  # records another thread logged meanwhile
+        try:
+            listener.stop()
+        finally:  # the handler goes even if the stop was interrupted: nothing drains it now
+            root.removeHandler(queued)
+            listener.write_rest()  # records another thread logged meanwhile

@@ -184,21 +184,22 @@ class JobMetrics(Middleware):
         job's own task: no stage, no coroutine per job.
         """
         series = self._series.get((job.queue, job.function)) or self._of(job)
-        failed = outcome is not None and self._attempt(series, outcome)
-        self._settled(series, settlement.status, failed)
+        failed = outcome is not None and self._count_attempt(series, outcome)
+        self._count_settled(series, settlement.status, failed)
 
     async def after_run(self, job: Job, outcome: Outcome) -> None:
         """Count the attempt, its wait and run time, and (from its kind) a failure."""
-        if self._attempt(self._series.get((job.queue, job.function)) or self._of(job), outcome):
+        series = self._series.get((job.queue, job.function)) or self._of(job)
+        if self._count_attempt(series, outcome):
             job.state[_FAILED] = True  # only failures make a state dict: not the hot path
 
     async def after_settle(self, job: Job, settlement: Settlement) -> None:
         """Count the settlement by its status (a retry only after a failed attempt)."""
         series = self._series.get((job.queue, job.function)) or self._of(job)
-        self._settled(series, settlement.status, job.state.get(_FAILED, False))
+        self._count_settled(series, settlement.status, job.state.get(_FAILED, False))
 
     @staticmethod
-    def _attempt(series: _Series, outcome: Outcome) -> bool:
+    def _count_attempt(series: _Series, outcome: Outcome) -> bool:
         """Count one attempt that ran; True if it failed."""
         # Once per attempt on the event loop: written out (no helper calls) to stay cheap.
         series.started += 1
@@ -217,7 +218,7 @@ class JobMetrics(Middleware):
         return False
 
     @staticmethod
-    def _settled(series: _Series, status: str, failed: bool) -> None:
+    def _count_settled(series: _Series, status: str, failed: bool) -> None:
         if status == "complete":
             series.succeeded += 1
         elif status == "failed":
