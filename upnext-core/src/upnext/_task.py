@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from upnext._calloptions import CallOptions, check_priority, merge_options
 from upnext._context import current_scope
 from upnext._durations import check_duration
+from upnext._flowspec import KeyOf, TaskLimits, task_limits
 from upnext._future import Future
 from upnext._hooks import HookFn, adapt_hook
 from upnext._modname import importable_name
@@ -191,6 +192,7 @@ class Task(_Submitter[P, R]):
         hooks: TaskHooks,
         expires: float | None = None,
         unique_key: str | None = None,
+        limits: TaskLimits | None = None,
     ) -> None:
         timeout = check_duration("timeout", timeout, positive=True, owner=f"task {name}")
         result_ttl = check_duration("result_ttl", result_ttl, owner=f"task {name}")
@@ -216,6 +218,9 @@ class Task(_Submitter[P, R]):
         )
         if unique_key is not None:
             worker.factories.require_state("unique_key")
+        self.limits = limits  # rate_limit, max_concurrency (`upnext._flow_limits`)
+        if limits is not None:
+            worker.factories.require_state("rate_limit" if limits.rate else "max_concurrency")
         self.task = self
         self.call_options = CallOptions()
         self.__doc__ = fn.__doc__
@@ -345,9 +350,21 @@ def define_task(
     retry_on: ExceptionFilter | None = None,
     dont_retry_on: ExceptionFilter = (),
     unique_key: str | None = None,
+    rate_limit: str | None = None,
+    rate_key: KeyOf | None = None,
+    max_concurrency: int | None = None,
+    concurrency_key: KeyOf | None = None,
 ) -> Task[Any, Any]:
     """A task of `worker` from `fn` and the options of ``@worker.task`` (not registered yet)."""
     name = name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
+    limits = task_limits(
+        fn,
+        f"task {name}",
+        rate_limit=rate_limit,
+        rate_key=rate_key,
+        max_concurrency=max_concurrency,
+        concurrency_key=concurrency_key,
+    )
     policy = RetryPolicy(
         retries,
         retry_delay,
@@ -376,4 +393,5 @@ def define_task(
         hooks=hooks,
         expires=expires,
         unique_key=unique_key,
+        limits=limits,
     )

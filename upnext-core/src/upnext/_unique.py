@@ -77,10 +77,15 @@ def task_key(task_name: str, key: object) -> str:
     return f"{task_name}:{key}"
 
 
-def check_unique_template(template: object, fn: Callable[..., Any], owner: str) -> str:
-    """`template` if each of its ``{placeholders}`` names a parameter of `fn`; else one line."""
+def check_unique_template(
+    template: object, fn: Callable[..., Any], owner: str, *, option: str = "unique_key"
+) -> str:
+    """`template` if each of its ``{placeholders}`` names a parameter of `fn`; else one line.
+
+    `option` names the option the template was given to, in the error.
+    """
     if not isinstance(template, str) or not template:
-        raise ConfigurationError(f"{owner}: unique_key must be a non-empty str, got {template!r}")
+        raise ConfigurationError(f"{owner}: {option} must be a non-empty str, got {template!r}")
     params = [
         p.name
         for p in inspect.signature(fn).parameters.values()
@@ -89,12 +94,12 @@ def check_unique_template(template: object, fn: Callable[..., Any], owner: str) 
     try:
         fields = [field for _, field, _, _ in Formatter().parse(template) if field is not None]
     except ValueError as exc:
-        raise ConfigurationError(f"{owner}: invalid unique_key {template!r}: {exc}") from None
+        raise ConfigurationError(f"{owner}: invalid {option} {template!r}: {exc}") from None
     for field in fields:
         name = _FIELD_ROOT.split(field, maxsplit=1)[0]
         if name not in params:
             raise ConfigurationError(
-                f"{owner}: unique_key {template!r} names {name or '{}'!r}, which is not a"
+                f"{owner}: {option} {template!r} names {name or '{}'!r}, which is not a"
                 f" parameter (parameters: {', '.join(params) or 'none'})"
             )
     return template

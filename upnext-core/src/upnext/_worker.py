@@ -16,6 +16,7 @@ from upnext._cron import CronDecorator, CronOptions, Crons
 from upnext._dlq import DeadLetterQueue
 from upnext._durations import check_duration
 from upnext._enqueue import submit_calls
+from upnext._flowspec import KeyOf
 from upnext._future import Future
 from upnext._hooks import Plugins
 from upnext._idle import queues_empty
@@ -189,6 +190,10 @@ class Worker:
         retry_on: ExceptionFilter | None = None,
         dont_retry_on: ExceptionFilter = (),
         unique_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: KeyOf | None = None,
+        max_concurrency: int | None = None,
+        concurrency_key: KeyOf | None = None,
     ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
