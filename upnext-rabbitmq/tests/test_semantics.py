@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 from upnext.testing.semantics import (
     CronSemantics,
+    FlowLimitSemantics,
     JobIdSemantics,
     JobListingSemantics,
     UniqueJobSemantics,
@@ -73,3 +74,9 @@ class TestRabbitUniqueJobsWithRedisState(_WithRedisState, UniqueJobSemantics, Jo
     """Job ids and unique jobs with the companion store that keeps their claims."""
 
     state_prefix = "upnext-test-rabbit-unique"
+
+
+class TestRabbitFlowLimitsWithRedisState(_WithRedisState, FlowLimitSemantics):
+    """Rate and concurrency limits with the companion store that keeps their slots."""
+
+    state_prefix = "upnext-test-rabbit-flow"

@@ -22,6 +22,7 @@ from concurrent.futures import Future as ThreadFuture
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from upnext._flow_limits import FlowLimits
 from upnext._job_settlements import cancelled_by_user, dead_letter_unrun, settle_decision
 from upnext._joblog import JOB_LOG, log_given_back, log_settled, log_started
 from upnext._pipeline import Pipeline, Stages
@@ -71,6 +72,7 @@ class JobExecutor:
             JobContext(worker),
             Hooks(worker),
             Timeout(consumer.loop, self.abandon_task),
+            FlowLimits(worker),  # after Timeout: JobContext and Timeout lead, inlined
         )
         # `Worker(metrics=True)`'s counter is counted in the fixed tail, not as a stage.
         self.metrics = metrics = worker.metrics

@@ -50,6 +50,8 @@ class Stages(NamedTuple):
     after_run: tuple[Middleware, ...]  # reversed
     after_settle: tuple[Middleware, ...]  # reversed; run in a background task
     after_settle_inline: tuple[Middleware, ...]  # reversed; `settles_inline` ones
+    # Whether an after_settle here wants settlements that announce no event.
+    every_settle: bool
 
 
 class Pipeline:
@@ -61,21 +63,14 @@ class Pipeline:
         self.by_task: dict[Task[Any, Any] | None, Stages] = {}
         # The same for jobs without headers: no `headers_only` middleware in them.
         self.bare_by_task: dict[Task[Any, Any] | None, Stages] = {}
-        # Whether some after_settle wants settlements that announce no event (for any
-        # job; for jobs without headers).
-        self.settles_without_events = any(
-            overrides(m, "after_settle") and not m.settles_with_events_only for m in middleware
-        )
-        self.bare_settle_without_events = any(
-            overrides(m, "after_settle") and not m.settles_with_events_only and not m.headers_only
-            for m in middleware
-        )
 
-    def hears_every_settle(self, job: Job | None) -> bool:
+    def hears_every_settle(self, job: Job) -> bool:
         """Whether an after_settle of `job`'s wants its settlements that announce no event."""
-        if job is not None and job.body is not None and job.body.headers:
-            return self.settles_without_events
-        return self.bare_settle_without_events
+        bare = job.body is None or not job.body.headers
+        stages = (self.bare_by_task if bare else self.by_task).get(job.task)
+        if stages is None:
+            stages = self.stages(job.task, bare=bare)
+        return stages.every_settle
 
     def stages(self, task: Task[Any, Any] | None, *, bare: bool = False) -> Stages:
         """The stage lists for jobs of `task` (computed on first use).
@@ -106,6 +101,7 @@ class Pipeline:
                 of("after_run")[::-1],
                 tuple(m for m in of("after_settle")[::-1] if not m.settles_inline),
                 tuple(m for m in of("after_settle")[::-1] if m.settles_inline),
+                any(not m.settles_with_events_only for m in of("after_settle")),
             )
         return stages
 

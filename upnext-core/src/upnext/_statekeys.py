@@ -42,6 +42,12 @@ key                             value                            lifetime
 ``upnext:debounce:<queue>:      a debounced burst: its job, due  from the burst's first
 <key>``                         time and latest arguments as     submit until its job
                                 JSON (`upnext._debounce`)        starts, then its run's life
+``upnext:rate:<task>[:<key>]``  slots: one member per start a    each member for the
+                                rate limit admitted              window's length
+                                (`upnext._flow_limits`)
+``upnext:concurrency:<task>     slots: one member (the job id)   from the start until the
+[:<key>]``                      per running job of a             body ends; refreshed by
+                                concurrency limit                the tick, TTL the lease
 ==============================  ===============================  ==========================
 """
 
@@ -57,21 +63,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_PREFIX",
+    "CONCURRENCY_PREFIX",
     "CORE_PREFIX",
     "CRON_PREFIX",
     "CRON_RUN_PREFIX",
     "DEBOUNCE_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
+    "RATE_PREFIX",
     "REGISTRY_TICKS",
     "UNIQUE_PREFIX",
     "WORKER_PREFIX",
     "cancel_key",
+    "concurrency_slots_key",
     "cron_key",
     "cron_run_key",
     "debounce_key",
     "history_key",
     "metrics_key",
+    "rate_slots_key",
     "read_prefix",
     "unique_key",
     "worker_key",
@@ -89,6 +99,8 @@ CRON_PREFIX: Final = f"{CORE_PREFIX}cron:"
 CRON_RUN_PREFIX: Final = f"{CORE_PREFIX}cronrun:"
 UNIQUE_PREFIX: Final = f"{CORE_PREFIX}unique:"
 DEBOUNCE_PREFIX: Final = f"{CORE_PREFIX}debounce:"
+RATE_PREFIX: Final = f"{CORE_PREFIX}rate:"
+CONCURRENCY_PREFIX: Final = f"{CORE_PREFIX}concurrency:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -131,6 +143,16 @@ def unique_key(queue: str, key: str) -> str:
 def debounce_key(queue: str, key: str) -> str:
     """The key of a debounced burst (`upnext._debounce`)."""
     return f"{DEBOUNCE_PREFIX}{queue}:{key}"
+
+
+def rate_slots_key(limit: str) -> str:
+    """The slots of a rate limit's window: ``<task>`` or ``<task>:<rate_key's value>``."""
+    return f"{RATE_PREFIX}{limit}"
+
+
+def concurrency_slots_key(limit: str) -> str:
+    """The slots of a concurrency limit: ``<task>`` or ``<task>:<concurrency_key's value>``."""
+    return f"{CONCURRENCY_PREFIX}{limit}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:

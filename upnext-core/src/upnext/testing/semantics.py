@@ -40,6 +40,7 @@ from upnext.testing.semantics_cron import CronSemantics
 from upnext.testing.semantics_dlq import DeadLetterSemantics
 from upnext.testing.semantics_errors import ErrorSemantics
 from upnext.testing.semantics_expiry import ExpirySemantics
+from upnext.testing.semantics_flow import FlowLimitSemantics
 from upnext.testing.semantics_hooks import HookSemantics
 from upnext.testing.semantics_ids import JobIdSemantics
 from upnext.testing.semantics_isolation import IsolationSemantics
@@ -64,6 +65,7 @@ __all__ = [
     "DeadLetterSemantics",
     "ErrorSemantics",
     "ExpirySemantics",
+    "FlowLimitSemantics",
     "HookSemantics",
     "IsolationSemantics",
     "JobIdSemantics",
@@ -93,6 +95,7 @@ class WorkerSemantics(
     ExpirySemantics,
     CronSemantics,
     UniqueJobSemantics,
+    FlowLimitSemantics,
     ErrorSemantics,
     TimeoutSemantics,
     LeaseSemantics,
