@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 import upnext
 from upnext._flowspec import parse_rate
+from upnext.broker.state import SlotGrant
+from upnext.errors import BrokerUnavailable
+from upnext.middleware import Decision, Job, Middleware, Skip
 
 
 def _worker() -> upnext.Worker:
@@ -95,3 +98,56 @@ async def test_a_key_that_fails_fails_the_attempt_with_a_clear_error() -> None:
         with pytest.raises(upnext.TaskExecutionError) as caught:
             await keyed.wait("acme", wait_timeout=5.0)
     assert "task keyed: concurrency_key failed: KeyError('acme')" in str(caught.value)
+
+
+async def test_a_slot_whose_body_never_runs_is_given_back() -> None:
+    """A later before_run skips the job that took the only slot: the next job still runs."""
+
+    class SkipFirst(Middleware):
+        async def before_run(self, job: Job) -> Decision | None:
+            return Skip("not this one") if job.kwargs == {"i": 0} else None
+
+    worker = upnext.Worker(
+        "flow", f"memory://flow-{uuid.uuid4().hex}", load_plugins=False, middleware=[SkipFirst()]
+    )
+
+    @worker.task(name="capped", max_concurrency=1)
+    async def capped(i: int) -> int:
+        return i
+
+    async with worker:
+        skipped, kept = await capped.submit(0), await capped.submit(1)
+        with pytest.raises(upnext.TaskExecutionError):
+            await skipped.value(5.0)
+        assert await kept.value(5.0) == 1
+        state = (await worker.client()).state
+        assert state is not None
+        grant = await state.slots_acquire("upnext:concurrency:capped", "probe", limit=None, ttl=1.0)
+    assert grant.count == 1, "only the probe holds a slot: the skipped job's went back"
+
+
+async def test_a_store_that_fails_delays_the_job_uncharged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state store fails once while a limit is checked: the job waits, then runs once."""
+    worker = _worker()
+
+    @worker.task(name="rated", rate_limit="5/s")
+    async def rated() -> int:
+        return upnext.get_current_context().attempt
+
+    state = (await worker.client()).state
+    assert state is not None
+    real = state.slots_acquire
+    failures = [BrokerUnavailable("store down")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> SlotGrant:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(state, "slots_acquire", flaky)
+    async with worker:
+        result = await rated.wait(wait_timeout=10.0)
+    assert (result.value, result.attempts) == (1, 1), "the wait charged no attempt"
+    assert not failures

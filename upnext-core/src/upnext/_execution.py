@@ -66,13 +66,14 @@ class JobExecutor:
         self.consumer = consumer
         self.worker = worker = consumer.worker
         self.loop = consumer.loop
+        self.flow = FlowLimits(worker)
         builtins = (
             LostRunIsolation(consumer),
             UniqueJobs(worker),
             JobContext(worker),
             Hooks(worker),
             Timeout(consumer.loop, self.abandon_task),
-            FlowLimits(worker),  # after Timeout: JobContext and Timeout lead, inlined
+            self.flow,  # after Timeout: JobContext and Timeout lead, inlined
         )
         # `Worker(metrics=True)`'s counter is counted in the fixed tail, not as a stage.
         self.metrics = metrics = worker.metrics
@@ -104,6 +105,8 @@ class JobExecutor:
                 "job %s: internal error; it will be redelivered", run.delivery.envelope.id
             )
         finally:
+            if run.limit_slot is not None:  # its body never ran to its after_run
+                consumer.spawn(self.flow.release(run, None))
             run.job = None  # job and run refer to each other: let refcounting free them
             consumer.free_slot(run)
             consumer.runs.pop(run.delivery, None)

@@ -140,6 +140,10 @@ def _suffix(
             value = key.format(**task.signature.bound(tuple(args), kwargs))
     except Exception as exc:
         raise ConfigurationError(f"task {task.name}: {name} failed: {exc!r}") from None
+    if inspect.isawaitable(value):  # an async callable that `iscoroutinefunction` missed
+        if inspect.iscoroutine(value):
+            value.close()
+        raise ConfigurationError(f"task {task.name}: {name} must return a value, not an awaitable")
     text = str(value)
     if not text or len(text) > _MAX_KEY:
         raise ConfigurationError(

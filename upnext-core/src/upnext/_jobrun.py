@@ -11,6 +11,7 @@ from upnext.workers import RunningJob
 
 if TYPE_CHECKING:
     from upnext.broker.protocol import Delivery
+    from upnext.broker.state import SlotClaim
     from upnext.middleware._types import CancelReason, Job, Outcome
 
 __all__ = ["JobRun", "running_jobs"]
@@ -33,6 +34,8 @@ class JobRun:
     finished: float | None = None  # ... and ended
     logged: bool = False  # INFO is on for `upnext.job` (asked once per job, at its start)
     outcome: Outcome | None = None  # how the attempt's body ended, once it has
+    # a concurrency slot `FlowLimits` took (or is taking) for it; given back by the end
+    limit_slot: SlotClaim | None = None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Stop this run for `reason` (the first reason wins, but a lost lease always does).

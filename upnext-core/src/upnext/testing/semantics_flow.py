@@ -135,6 +135,7 @@ class FlowLimitSemantics(SemanticsBase):
         running: Counter[str] = Counter()
         most: Counter[str] = Counter()
         started: dict[str, float] = {}
+        beside: list[str] = []  # tenants whose job started while the other's ran
 
         @worker.task(
             name=f"{worker.name}.per_tenant", max_concurrency=1, concurrency_key="{tenant}"
@@ -143,6 +144,8 @@ class FlowLimitSemantics(SemanticsBase):
             running[tenant] += 1
             most[tenant] = max(most[tenant], running[tenant])
             started.setdefault(tenant, time.monotonic())
+            if running["b" if tenant == "a" else "a"]:
+                beside.append(tenant)
             try:
                 await asyncio.sleep(0.2)
             finally:
@@ -156,6 +159,9 @@ class FlowLimitSemantics(SemanticsBase):
                 await future.value(timing.tolerance(LIMIT))
         assert dict(most) == {"a": 1, "b": 1}, violated(
             f"max_concurrency=1 per concurrency_key, saw at most {dict(most)} at once"
+        )
+        assert beside, violated(
+            "each concurrency_key has its own limit: b's job runs beside a running a job"
         )
         waited = started["b"] - began
         assert waited < timing.tolerance(1.5), violated(
