@@ -163,11 +163,12 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session
 def acceptance(session: nox.Session) -> None:
-    """Issue 19's cron acceptance at full size: 4 workers, 60 s, a SIGKILL, 10 s stops."""
+    """Issue 19's cron and issue 20's flow-control acceptance at full size (4 workers)."""
     sync(session, extras=BACKENDS, groups=["test"])
     session.run(
         "pytest",
         "tests/chaos/test_chaos_cron.py",
+        "tests/chaos/test_chaos_flow.py",
         "-m",
         "chaos",
         "-s",
