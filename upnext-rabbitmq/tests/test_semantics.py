@@ -11,6 +11,7 @@ from upnext.testing.semantics import (
     CronSemantics,
     JobIdSemantics,
     JobListingSemantics,
+    PauseSemantics,
     UniqueJobSemantics,
     WorkerSemantics,
 )
@@ -73,3 +74,16 @@ class TestRabbitUniqueJobsWithRedisState(_WithRedisState, UniqueJobSemantics, Jo
     """Job ids and unique jobs with the companion store that keeps their claims."""
 
     state_prefix = "upnext-test-rabbit-unique"
+
+
+class TestRabbitPauseWithRedisState(_WithRedisState, PauseSemantics):
+    """Pausing a queue with the companion store that keeps the pause."""
+
+    state_prefix = "upnext-test-rabbit-pause"
+
+    @pytest_asyncio.fixture(autouse=True)
+    async def _cleanup(
+        self, upnext_queue: str, queue_deleter: Callable[[set[str]], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        yield
+        await queue_deleter({upnext_queue, f"{upnext_queue}-other"})  # a test's second queue

@@ -63,6 +63,7 @@ __all__ = [
     "DEBOUNCE_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
+    "PAUSED_PREFIX",
     "REGISTRY_TICKS",
     "UNIQUE_PREFIX",
     "WORKER_PREFIX",
@@ -72,6 +73,7 @@ __all__ = [
     "debounce_key",
     "history_key",
     "metrics_key",
+    "paused_key",
     "read_prefix",
     "unique_key",
     "worker_key",
@@ -89,6 +91,7 @@ CRON_PREFIX: Final = f"{CORE_PREFIX}cron:"
 CRON_RUN_PREFIX: Final = f"{CORE_PREFIX}cronrun:"
 UNIQUE_PREFIX: Final = f"{CORE_PREFIX}unique:"
 DEBOUNCE_PREFIX: Final = f"{CORE_PREFIX}debounce:"
+PAUSED_PREFIX: Final = f"{CORE_PREFIX}paused:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -131,6 +134,11 @@ def unique_key(queue: str, key: str) -> str:
 def debounce_key(queue: str, key: str) -> str:
     """The key of a debounced burst (`upnext._debounce`)."""
     return f"{DEBOUNCE_PREFIX}{queue}:{key}"
+
+
+def paused_key(queue: str) -> str:
+    """The key marking a queue paused (`upnext.queues`)."""
+    return f"{PAUSED_PREFIX}{queue}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:
