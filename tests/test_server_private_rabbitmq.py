@@ -232,12 +232,14 @@ async def test_management_lists_queues_with_depths(rabbitmq_node: Node) -> None:
         await app.state.backend.aclose()
     await submitter.aclose()
     assert got["m-ready"] == {
-        "name": "m-ready", "ready": 3, "scheduled": 2, "in_flight": 0, "dead": 0
+        "name": "m-ready", "ready": 3, "scheduled": 2, "in_flight": 0, "dead": 0,
+        "paused": None,  # no state store keeps pauses here
     }  # fmt: skip
     assert (got["m-dead"]["ready"], got["m-dead"]["dead"]) == (0, 1)
     assert (got["m-busy"]["ready"], got["m-busy"]["in_flight"]) == (0, 1)
     assert got["m-given"] == {
-        "name": "m-given", "ready": None, "scheduled": None, "in_flight": None, "dead": None
+        "name": "m-given", "ready": None, "scheduled": None, "in_flight": None, "dead": None,
+        "paused": None,
     }  # fmt: skip
     assert next(iter(got)) == "m-given"  # the names given first, as without the management API
 

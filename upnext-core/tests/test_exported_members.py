@@ -22,6 +22,7 @@ MODULES = [
     "upnext.control",
     "upnext.workers",
     "upnext.crons",
+    "upnext.queues",
     "upnext.metrics",
     "upnext.metrics.prometheus",
     "upnext.testing",

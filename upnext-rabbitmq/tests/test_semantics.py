@@ -12,6 +12,7 @@ from upnext.testing.semantics import (
     FlowLimitSemantics,
     JobIdSemantics,
     JobListingSemantics,
+    PauseSemantics,
     UniqueJobSemantics,
     WorkerSemantics,
 )
@@ -80,3 +81,16 @@ class TestRabbitFlowLimitsWithRedisState(_WithRedisState, FlowLimitSemantics):
     """Rate and concurrency limits with the companion store that keeps their slots."""
 
     state_prefix = "upnext-test-rabbit-flow"
+
+
+class TestRabbitPauseWithRedisState(_WithRedisState, PauseSemantics):
+    """Pausing a queue with the companion store that keeps the pause."""
+
+    state_prefix = "upnext-test-rabbit-pause"
+
+    @pytest_asyncio.fixture(autouse=True)
+    async def _cleanup(
+        self, upnext_queue: str, queue_deleter: Callable[[set[str]], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        yield
+        await queue_deleter({upnext_queue, f"{upnext_queue}-other"})  # a test's second queue

@@ -31,9 +31,10 @@ from upnext._group_settle import GroupSettle
 from upnext._history import JobHistory
 from upnext._joblog import log_received
 from upnext._jobrun import JobRun, running_jobs
+from upnext._paused import PauseGate
 from upnext._receiving import give_back, receive_sliced, stop_receiver
 from upnext._settlement import Settlement
-from upnext._tick import WorkerTick
+from upnext._tick import WorkerTick, consumer_tick
 from upnext.broker.protocol import (
     Ack,
     DeadLetter,
@@ -92,6 +93,7 @@ class Consumer:
         self.finished = FinishedCounts()
         self.execution = JobExecutor(self)
         self.tick: WorkerTick | None = None
+        self.gate = PauseGate(self)  # the paused queues, as the tick reads them
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -101,19 +103,7 @@ class Consumer:
         if self.broker.capabilities.timed_leases:
             self._loops.append(self.loop.create_task(self._heartbeat(), name="upnext-heartbeat"))
         if self.client.state is not None:
-            self.tick = WorkerTick(
-                self.client.state,
-                worker_id=self.worker_id,
-                name=self.worker.name,
-                queues=self.queues,
-                concurrency=self.capacity,
-                running=self.running_jobs,
-                on_cancel=self.cancel_job,
-                slots=self.worker.held_slots,
-                metrics=self.worker.metrics.encoded if self.worker.metrics is not None else None,
-                history=self.history.writes if self.history is not None else None,
-                finished=self.finished.snapshot,
-            )
+            self.tick = consumer_tick(self, self.client.state)
             self.tick.start()
 
     async def stop(self, grace: float) -> None:
@@ -142,10 +132,12 @@ class Consumer:
             await asyncio.wait(self.background, timeout=self.worker.hook_timeout)
         self.execution.threads.shutdown()
 
-    async def release_buffered(self) -> None:
-        """Give back at once every delivery received but not started (not an attempt)."""
-        buffered = [run for run in self.buffer if not run.lease_lost]
-        self.buffer.clear()
+    async def release_buffered(self, runs: list[JobRun] | None = None) -> None:
+        """Give back at once every buffered delivery, or `runs` taken out (not an attempt)."""
+        if runs is None:
+            runs = list(self.buffer)
+            self.buffer.clear()
+        buffered = [run for run in runs if not run.lease_lost]
         if not buffered:
             return
         try:
@@ -232,14 +224,17 @@ class Consumer:
                 await self.room.wait()
                 continue
             free = self.capacity + self.lent + self.prefetch - self.active - len(self.buffer)
-            if free < batch and not (free > 0 and not self.buffer and self.active < self.capacity):
+            queues = self.gate.receivable()  # none while all are paused (`_paused`)
+            if not queues or (
+                free < batch and not (free > 0 and not self.buffer and self.active < self.capacity)
+            ):
                 self.room.clear()
                 await self.room.wait()
                 continue
             try:
                 deliveries = await receive_sliced(
                     self.broker,
-                    self.queues,
+                    queues,
                     limit=free,
                     lease=self.lease,
                     wait=wait,
@@ -277,6 +272,7 @@ class Consumer:
             self.runs[delivery] = run
             self.buffer.append(run)
         log_received(deliveries)  # DEBUG only, asked once per batch
+        self.gate.hold_back()  # a queue paused while this receive was in flight
         self._dispatch()
         return bool(deliveries)
 

@@ -48,6 +48,8 @@ key                             value                            lifetime
 ``upnext:concurrency:<task>     slots: one member (the job id)   from the start until the
 [:<key>]``                      per running job of a             body ends; refreshed by
                                 concurrency limit                the tick, TTL the lease
+``upnext:paused:<queue>``       a paused queue, a `QueuePause`   from `pause_queue` until
+                                as JSON (`upnext.queues`)        `resume_queue`; no TTL
 ==============================  ===============================  ==========================
 """
 
@@ -70,6 +72,7 @@ __all__ = [
     "DEBOUNCE_PREFIX",
     "HISTORY_PREFIX",
     "METRICS_PREFIX",
+    "PAUSED_PREFIX",
     "RATE_PREFIX",
     "REGISTRY_TICKS",
     "UNIQUE_PREFIX",
@@ -81,6 +84,7 @@ __all__ = [
     "debounce_key",
     "history_key",
     "metrics_key",
+    "paused_key",
     "rate_slots_key",
     "read_prefix",
     "unique_key",
@@ -101,6 +105,7 @@ UNIQUE_PREFIX: Final = f"{CORE_PREFIX}unique:"
 DEBOUNCE_PREFIX: Final = f"{CORE_PREFIX}debounce:"
 RATE_PREFIX: Final = f"{CORE_PREFIX}rate:"
 CONCURRENCY_PREFIX: Final = f"{CORE_PREFIX}concurrency:"
+PAUSED_PREFIX: Final = f"{CORE_PREFIX}paused:"
 REGISTRY_TICKS: Final = 5
 """A registry entry outlives its last write by this many ticks: a dead worker leaves after them."""
 
@@ -153,6 +158,11 @@ def rate_slots_key(limit: str) -> str:
 def concurrency_slots_key(limit: str) -> str:
     """The slots of a concurrency limit: ``<task>`` or ``<task>:<concurrency_key's value>``."""
     return f"{CONCURRENCY_PREFIX}{limit}"
+
+
+def paused_key(queue: str) -> str:
+    """The key marking a queue paused (`upnext.queues`)."""
+    return f"{PAUSED_PREFIX}{queue}"
 
 
 async def read_prefix(state: StateStore, prefix: str, model: type[M]) -> list[M]:

@@ -10,7 +10,10 @@ jobs or slots:
    recent-jobs history's segments the jobs finished since the last tick went
    to, `upnext._history`, in the same call);
 2. one read of the cancel markers of the jobs it runs (``upnext:cancel:<job>``),
-   calling `on_cancel(job_id)` once per marked job;
+   calling `on_cancel(job_id)` once per marked job, and, in the same call, of
+   the pause markers of the queues it consumes (``upnext:paused:<queue>``),
+   calling `on_paused(queues)` with the paused ones after every read (with
+   `on_paused` given, this read is made every tick, jobs or not);
 3. one refresh of the slots it holds (`HeldSlots`), re-acquiring each so it
    outlives its TTL while its holder runs.
 
@@ -28,14 +31,18 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from upnext._durations import check_duration
-from upnext._statekeys import REGISTRY_TICKS, cancel_key, metrics_key, worker_key
+from upnext._statekeys import REGISTRY_TICKS, cancel_key, metrics_key, paused_key, worker_key
 from upnext.broker.state import STATE_VALUE_MAX, SlotClaim, StateStore, StateWrite
 from upnext.errors import ConfigurationError
 from upnext.workers import QueueCounts, RunningJob, WorkerInfo
 
-__all__ = ["HeldSlots", "WorkerTick", "encode_registry_entry"]
+if TYPE_CHECKING:
+    from upnext._consumer import Consumer
+
+__all__ = ["HeldSlots", "WorkerTick", "consumer_tick", "encode_registry_entry"]
 
 log = logging.getLogger("upnext.worker")
 
@@ -89,7 +96,9 @@ class WorkerTick:
 
     `running()` gives the jobs this worker runs now; `on_cancel(job_id)` is
     called (on the event loop) for a running job whose cancel marker is set;
-    `finished()`, if given, the jobs it finished per queue so far.
+    `on_paused(queues)`, if given, with the paused ones of `queues` after each
+    read that succeeded; `finished()`, if given, the jobs it finished per
+    queue so far.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class WorkerTick:
         concurrency: int,
         running: Callable[[], list[RunningJob]],
         on_cancel: Callable[[str], object],
+        on_paused: Callable[[frozenset[str]], object] | None = None,
         slots: HeldSlots | None = None,
         metrics: Callable[[str], bytes] | None = None,
         history: Callable[[str], list[StateWrite]] | None = None,
@@ -130,6 +140,8 @@ class WorkerTick:
         self.running = running
         self.finished = finished
         self.on_cancel = on_cancel
+        self.on_paused = on_paused
+        self.queues = list(queues)
         self.slots = slots if slots is not None else HeldSlots()
         self._signalled: set[str] = set()  # running jobs already told to cancel
         self._lost: set[_SlotId] = set()  # held slots a refresh could not keep
@@ -181,8 +193,8 @@ class WorkerTick:
         """One tick: its (up to three) calls at once; raises the first that failed."""
         jobs = self.running()
         steps = [self._beat(jobs)]
-        if jobs:
-            steps.append(self._read_cancels(jobs))
+        if jobs or self.on_paused is not None:
+            steps.append(self._read(jobs))
         if claims := self.slots.claims():
             steps.append(self._refresh(claims))
         outcomes = await asyncio.gather(*steps, return_exceptions=True)
@@ -210,11 +222,22 @@ class WorkerTick:
             writes.extend(self.history(self.worker_id))
         await self.state.state_put(writes)
 
-    async def _read_cancels(self, jobs: list[RunningJob]) -> None:
+    async def _read(self, jobs: list[RunningJob]) -> None:
+        """The cancel markers of `jobs` and (with `on_paused`) the queues' pause markers."""
         ids = [job.job_id for job in jobs]
-        markers = await self.state.state_get([cancel_key(job_id) for job_id in ids])
+        keys = [cancel_key(job_id) for job_id in ids]
+        if self.on_paused is not None:
+            keys.extend(paused_key(queue) for queue in self.queues)
+        markers = await self.state.state_get(keys)
+        if self.on_paused is not None:
+            pauses = markers[len(ids) :]
+            paused = {q for q, mark in zip(self.queues, pauses, strict=True) if mark is not None}
+            try:
+                self.on_paused(frozenset(paused))
+            except Exception:
+                log.exception("applying the paused queues %s failed", sorted(paused))
         self._signalled &= set(ids)  # forget jobs that ended
-        for job_id, marker in zip(ids, markers, strict=True):
+        for job_id, marker in zip(ids, markers[: len(ids)], strict=True):
             if marker is None or job_id in self._signalled:
                 continue
             self._signalled.add(job_id)
@@ -253,7 +276,7 @@ class WorkerTick:
         if self._failures == 1:
             what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}"
             log.warning(
-                "worker tick %s (registry, cancel markers and slots not refreshed); "
+                "worker tick %s (registry, cancel and pause markers, slots not refreshed); "
                 "retrying every %.3g s, quietly until it succeeds",
                 what,
                 self.interval,
@@ -263,3 +286,22 @@ class WorkerTick:
         if self._failures:
             log.warning("worker tick succeeded again after %d failed ticks", self._failures)
             self._failures = 0
+
+
+def consumer_tick(consumer: Consumer, state: StateStore) -> WorkerTick:
+    """The tick of a running worker, its reports and callbacks wired to `consumer`."""
+    worker = consumer.worker
+    return WorkerTick(
+        state,
+        worker_id=consumer.worker_id,
+        name=worker.name,
+        queues=consumer.queues,
+        concurrency=consumer.capacity,
+        running=consumer.running_jobs,
+        on_cancel=consumer.cancel_job,
+        on_paused=consumer.gate.update,
+        slots=worker.held_slots,
+        metrics=worker.metrics.encoded if worker.metrics is not None else None,
+        history=consumer.history.writes if consumer.history is not None else None,
+        finished=consumer.finished.snapshot,
+    )

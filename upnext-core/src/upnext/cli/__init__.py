@@ -1,4 +1,4 @@
-"""The `upnext` command: run workers and the server, see workers, jobs and crons, manage the DLQ.
+"""The `upnext` command: run workers and the server; workers, jobs, crons, queues, the DLQ.
 
 Built on argparse, so every command but `upnext server` works without the
 ``server`` extra. Exit codes: 0 success, 1 failure (one ``error:`` line on
@@ -11,7 +11,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from upnext._worker import ENV_BROKER, ENV_RESULTS, Worker
@@ -22,6 +23,7 @@ from upnext.cli._jobs import add_jobs_parser, run_jobs
 from upnext.cli._load import refuse_memory
 from upnext.cli._logging import LEVELS
 from upnext.cli._output import fail
+from upnext.cli._queues import add_queue_parser, run_queue
 from upnext.cli._schema import schema
 from upnext.cli._workers import run_workers
 from upnext.errors import UpNextError
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     wks.add_argument("--json", action="store_true", help="print JSON")
     add_jobs_parser(sub)
     add_cron_parser(sub)
+    add_queue_parser(sub)
     bk = sub.add_parser("backends", help="installed URL schemes and their distributions")
     bk.add_argument("--json", action="store_true", help="print JSON")
     sbm = sub.add_parser("submit", help="submit one job of a task (module:task)")
@@ -193,18 +196,31 @@ def _jobs(args: argparse.Namespace) -> int:
     return asyncio.run(run_jobs(args, worker))
 
 
-def _cron(args: argparse.Namespace) -> int:
+def _on_broker(
+    args: argparse.Namespace,
+    command: str,
+    run: Callable[[argparse.Namespace, Worker], Coroutine[Any, Any, int]],
+) -> int:
+    """Run a command needing only a broker (and its state) with a throwaway worker."""
     broker = args.broker or os.environ.get(ENV_BROKER)
     if not broker:
         return fail("no broker: pass --broker URL or set UPNEXT_BROKER_URL", 2)
-    refuse_memory(broker, "upnext cron")
+    refuse_memory(broker, command)
     worker = Worker(
         "upnext-cli",
         broker,
         results=args.results or os.environ.get(ENV_RESULTS),
         load_plugins=False,
     )
-    return asyncio.run(run_cron(args, worker))
+    return asyncio.run(run(args, worker))
+
+
+def _cron(args: argparse.Namespace) -> int:
+    return _on_broker(args, "upnext cron", run_cron)
+
+
+def _queue(args: argparse.Namespace) -> int:
+    return _on_broker(args, "upnext queue", run_queue)
 
 
 def _scrub(message: str, urls: Sequence[str | None]) -> str:
@@ -229,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers": _workers,
         "jobs": _jobs,
         "cron": _cron,
+        "queue": _queue,
         "backends": _commands.backends,
         "submit": _commands.submit,
         "schema": schema,

@@ -23,6 +23,7 @@ from upnext.server._models import (
     Replayed,
     WorkerList,
 )
+from upnext.server._queues import with_paused
 
 __all__ = ["router"]
 
@@ -166,5 +167,5 @@ async def workers(backend: BackendDep) -> WorkerList:
 
 @router.get("/queues", tags=["queues"])
 async def queues(backend: BackendDep) -> QueueList:
-    """Ready, scheduled, in-flight and dead counts per queue (null where unknown)."""
-    return QueueList(queues=await backend.queue_stats())
+    """Ready, scheduled, in-flight and dead counts per queue (null where unknown), and paused."""
+    return QueueList(queues=await with_paused(backend, await backend.queue_stats()))

@@ -34,6 +34,7 @@ from upnext.server._guards import BodyLimit, ErrorGuard, TokenAuth
 from upnext.server._history import QueueHistory, history_router
 from upnext.server._hosts import HostGuard, served_hosts
 from upnext.server._metrics import metrics_router
+from upnext.server._queues import queues_router
 
 __all__ = ["ENV_TOKEN", "MAX_BODY", "check_bind", "create_app"]
 
@@ -184,6 +185,7 @@ def create_app(
     app.include_router(history_router)
     app.include_router(metrics_router)
     app.include_router(crons_router)
+    app.include_router(queues_router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

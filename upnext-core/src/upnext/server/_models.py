@@ -72,13 +72,17 @@ class Purged(BaseModel):
 
 
 class QueueInfo(BaseModel):
-    """One queue's counts; null where the broker cannot tell."""
+    """One queue's counts (null where the broker cannot tell) and whether it is paused.
+
+    `paused` is null where no state store keeps pauses (RabbitMQ without ``results=``).
+    """
 
     name: str
     ready: int | None
     scheduled: int | None
     in_flight: int | None
     dead: int | None
+    paused: bool | None = None
 
 
 class QueueList(BaseModel):

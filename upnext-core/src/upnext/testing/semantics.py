@@ -1,8 +1,8 @@
 """`WorkerSemantics`: every semantic conformance class in one, for a backend to subclass.
 
 The classes drive a real `upnext.Worker` through every behaviour the docs
-state (docs/semantics.md, retries and their filters, expiry, cron, unique
-jobs, timeouts, results, hooks, errors and the dead-letter queue). A backend
+state (docs/semantics.md, retries and their filters, expiry, cron, pausing a
+queue, unique jobs, timeouts, results, hooks, errors and the dead-letter queue). A backend
 author provides the broker URL (and a result-store URL if results live
 elsewhere)::
 
@@ -25,7 +25,7 @@ Each test uses the plugin's unique `upnext_queue` as its worker's name (and so
 its queue), and its `timing` fixture to scale delays on slow machines. Tests
 needing a capability (`timed_leases`, `counts_deliveries`, `cancel_queued`,
 `dlq_access`, `priority_levels` > 1) skip with the reason shown when the
-connected broker lacks it; job ids and unique jobs skip without shared state
+connected broker lacks it; job ids, cron, pausing and unique jobs skip without shared state
 (a `StateStore` in the broker or its result store); `TracingSemantics` skips
 without ``upnext[otel]`` installed.
 Subclass a single theme class instead to run only that part, and override a
@@ -49,6 +49,7 @@ from upnext.testing.semantics_leases import LeaseSemantics
 from upnext.testing.semantics_lifecycle import LifecycleSemantics
 from upnext.testing.semantics_logging import LoggingSemantics
 from upnext.testing.semantics_middleware import MiddlewareSemantics
+from upnext.testing.semantics_pause import PauseSemantics
 from upnext.testing.semantics_plugins import PluginSemantics
 from upnext.testing.semantics_priority import PrioritySemantics
 from upnext.testing.semantics_results import ResultSemantics
@@ -74,6 +75,7 @@ __all__ = [
     "LifecycleSemantics",
     "LoggingSemantics",
     "MiddlewareSemantics",
+    "PauseSemantics",
     "PluginSemantics",
     "PrioritySemantics",
     "ResultSemantics",
@@ -94,6 +96,7 @@ class WorkerSemantics(
     RetryFilterSemantics,
     ExpirySemantics,
     CronSemantics,
+    PauseSemantics,
     UniqueJobSemantics,
     FlowLimitSemantics,
     ErrorSemantics,

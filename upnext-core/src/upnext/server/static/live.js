@@ -47,19 +47,21 @@ export function renderQueues() {
   const running = runningByQueue();
   const totals = hourTotals();
   const rows = live.queues.map((q) => [
-    q.name, q.ready, q.scheduled, running ? running[q.name] || 0 : null, q.in_flight, q.dead,
-    (totals[q.name] || {}).processed ?? null, (totals[q.name] || {}).failed ?? null,
+    q.name, q.paused ?? null, q.ready, q.scheduled, running ? running[q.name] || 0 : null,
+    q.in_flight, q.dead, (totals[q.name] || {}).processed ?? null, (totals[q.name] || {}).failed ?? null,
   ]);
   renderRows($("#queues tbody"), JSON.stringify(rows), (body) => {
-    for (const [name, ...counts] of rows) {
+    for (const [name, paused, ...counts] of rows) {
       const row = body.insertRow();
       row.dataset.queue = name;
+      if (paused) row.classList.add("paused");
       const a = document.createElement("a");
       a.href = "#queues"; a.textContent = name;
       a.addEventListener("click", (e) => { e.preventDefault(); selectChart(name); });
       row.insertCell().append(a);
       ["ready", "scheduled", "running", "in-flight", "dead", "processed", "failed"]
         .forEach((cls, i) => cell(row, counts[i], cls));
+      pauseCell(row, name, paused);
     }
   });
   $("#queues-empty").hidden = rows.length > 0;
@@ -77,6 +79,29 @@ export function renderQueues() {
     datalist.replaceChildren(...names.slice(1).map((n) => new Option(n)));
   }
   renderChart();
+}
+
+// Pause/Resume per queue; none where no state store keeps pauses (paused is null).
+function pauseCell(row, name, paused) {
+  const td = row.insertCell();
+  td.className = "pause";
+  if (paused === null) { td.textContent = "—"; td.title = "needs a state store (results=)"; return; }
+  const button = document.createElement("button");
+  button.textContent = paused ? "Resume" : "Pause";
+  button.title = paused
+    ? "let this queue's jobs start again (within a second)"
+    : "stop this queue's jobs starting on every worker (running ones finish; submits are kept)";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api("POST", `/queues/${encodeURIComponent(name)}/${paused ? "resume" : "pause"}`);
+      await loadLive();
+    } catch (error) {
+      td.title = error.message;
+    }
+    renderQueues();
+  });
+  td.append(button);
 }
 
 function selectChart(name) {
