@@ -1,6 +1,6 @@
 """`PauseSemantics`: pausing and resuming a queue through real workers on your broker.
 
-Covers docs/pause.md: a paused queue accepts submits and starts none of them
+Covers docs/flow-control.md#pausing-a-queue: a paused queue accepts submits and starts none of them
 (a worker started while it is paused included); resume runs them all, none
 lost; a job running when the pause is set finishes; the worker's other
 queues keep running. A worker learns a pause in its tick (once a second), so
