@@ -38,7 +38,7 @@ class CountingStore(MemoryStateStore):
 
 async def test_cancel_and_pause_markers_are_one_read_per_tick() -> None:
     """The pause markers ride in the cancel markers' call; on_paused gets the paused set."""
-    store, consumer, seen = CountingStore(), FakeConsumer(), list[frozenset[str]]()
+    store, consumer, seen = CountingStore(), FakeConsumer(), list[frozenset[str] | None]()
     tick = WorkerTick(
         store,
         worker_id="w1",
@@ -102,3 +102,26 @@ async def test_bad_names_and_reasons_are_refused() -> None:
         assert not await resume_queue(worker, "q"), "resuming a queue not paused is False"
     finally:
         await worker.aclose()
+
+
+async def test_a_store_unread_at_start_lets_the_worker_receive(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first read of the pauses fails: the worker runs jobs anyway, and says why."""
+    worker = upnext.Worker("unread", f"memory://unread-{uuid.uuid4().hex}", load_plugins=False)
+
+    @worker.task
+    async def job() -> int:
+        return 7
+
+    state = (await worker.client()).state
+    assert state is not None
+
+    async def down(keys: Sequence[str], *, scope: str | None = None) -> list[StateEntry | None]:
+        raise upnext.BrokerUnavailable("store down")
+
+    monkeypatch.setattr(state, "state_get", down)
+    with caplog.at_level("WARNING", logger="upnext.worker"):
+        async with worker:
+            assert (await job.wait(wait_timeout=5.0)).value == 7
+    assert "paused queues could not be read at start" in caplog.text

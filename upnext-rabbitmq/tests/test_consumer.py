@@ -302,7 +302,7 @@ async def _redelivered(make_broker: Factory, queue: str, queue_type: str) -> Rab
     await first.aclose()  # held, never settled: back on the server, redelivered
     second = await make_broker(prefetch="10", queue_type=queue_type)
     await second._cons().ensure([queue], 10)  # consumes into the buffer, hands out nothing
-    await second._cons().wait(5.0)  # returns once the delivery is buffered
+    await second._cons().wait([queue], 5.0)  # returns once the delivery is buffered
     assert second._cons().buffered(queue) == 1
     return second
 

@@ -239,6 +239,7 @@ class Consumer:
                     lease=self.lease,
                     wait=wait,
                     stopped=stopped,
+                    changed=self.gate.changed,
                 )
             except Exception as exc:  # a backend bug must not wedge the worker either
                 pause = next(backoff)

@@ -37,12 +37,14 @@ async def receive_sliced(
     lease: float,
     wait: float,
     stopped: asyncio.Event,
+    changed: asyncio.Event | None = None,
 ) -> list[Delivery]:
     """Up to `limit` deliveries, waiting up to `wait` s in calls of at most `RECEIVE_SLICE` s.
 
     Returns early, with what the last call handed out (often nothing), once
-    `stopped` is set: the caller then gives that back (`give_back`). Errors of
-    `receive` propagate as they are.
+    `stopped` is set: the caller then gives that back (`give_back`); or once
+    `changed` is set (the queues to ask changed): the caller keeps what it got
+    and asks again. Errors of `receive` propagate as they are.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(wait, 0.0)
@@ -50,6 +52,8 @@ async def receive_sliced(
         left = max(deadline - loop.time(), 0.0)
         got = await broker.receive(queues, limit=limit, lease=lease, wait=min(left, RECEIVE_SLICE))
         if got or left <= RECEIVE_SLICE or stopped.is_set():
+            return got
+        if changed is not None and changed.is_set():
             return got
 
 

@@ -97,8 +97,8 @@ class WorkerTick:
     `running()` gives the jobs this worker runs now; `on_cancel(job_id)` is
     called (on the event loop) for a running job whose cancel marker is set;
     `on_paused(queues)`, if given, with the paused ones of `queues` after each
-    read that succeeded; `finished()`, if given, the jobs it finished per
-    queue so far.
+    read that succeeded, and with None after one that failed or timed out;
+    `finished()`, if given, the jobs it finished per queue so far.
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class WorkerTick:
         concurrency: int,
         running: Callable[[], list[RunningJob]],
         on_cancel: Callable[[str], object],
-        on_paused: Callable[[frozenset[str]], object] | None = None,
+        on_paused: Callable[[frozenset[str] | None], object] | None = None,
         slots: HeldSlots | None = None,
         metrics: Callable[[str], bytes] | None = None,
         history: Callable[[str], list[StateWrite]] | None = None,
@@ -228,7 +228,12 @@ class WorkerTick:
         keys = [cancel_key(job_id) for job_id in ids]
         if self.on_paused is not None:
             keys.extend(paused_key(queue) for queue in self.queues)
-        markers = await self.state.state_get(keys)
+        try:
+            markers = await self.state.state_get(keys)
+        except BaseException:
+            if self.on_paused is not None:
+                self.on_paused(None)  # unread: a starting worker goes on as if none were
+            raise
         if self.on_paused is not None:
             pauses = markers[len(ids) :]
             paused = {q for q, mark in zip(self.queues, pauses, strict=True) if mark is not None}

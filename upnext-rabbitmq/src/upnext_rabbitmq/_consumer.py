@@ -102,6 +102,10 @@ class Consumer:
             and all(q in self._tags for q in queues)
         )
 
+    def consumes_beyond(self, queues: Sequence[str]) -> bool:
+        """True if a queue not in `queues` is consumed (its deliveries would wait here)."""
+        return any(queue not in queues for queue in self._tags)
+
     async def ensure(self, queues: Sequence[str], limit: int) -> None:
         """Consume every queue of `queues` on a live channel (idempotent)."""
         if self.consuming(queues):
@@ -277,12 +281,13 @@ class Consumer:
         self._outstanding[message.delivery_tag] = None
         self._buffer.append(queue, message)
 
-    async def wait(self, timeout: float) -> None:
-        """Return when a delivery arrives (or the channel changed), or after `timeout` s."""
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a delivery of `queues` arrives (or the channel changed), or after
+        `timeout` s."""
         channel = self._channel
         if channel is None or channel.is_closed:
             return
-        await self._buffer.wait(timeout)
+        await self._buffer.wait(queues, timeout)
 
     def hold_back(self, job_ids: Sequence[str]) -> AbstractContextManager[None]:
         """Keep new copies of these jobs in the buffer until the block ends (a settle's copies)."""

@@ -107,10 +107,11 @@ class PrefetchBuffer:
             self._queues.setdefault(queue, deque()).appendleft(message)
             self._since[message.delivery_tag] = now
 
-    async def wait(self, timeout: float) -> None:
-        """Return at once if a delivery can be handed out, else when woken or after `timeout` s."""
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return at once if a delivery of `queues` can be handed out, else when woken or
+        after `timeout` s (a delivery of another queue wakes it too: the caller looks again)."""
         self._arrived.clear()
-        if any(self._deliverable(m) for b in self._queues.values() for m in b):
+        if any(self._deliverable(m) for q in queues for m in self._queues.get(q, ())):
             return
         try:
             async with asyncio.timeout(timeout):

@@ -259,6 +259,8 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         its channel closes (capability timed_leases=False).
         """
         consumer = self._cons()
+        if consumer.consumes_beyond(queues):  # a queue left out now (paused): hold none of it
+            await self.give_back_prefetched()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
@@ -276,7 +278,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
                 return out
             with map_errors(self.url, "consuming"):
                 await consumer.widen(limit)
-            await consumer.wait(left)
+            await consumer.wait(queues, left)
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Publish what each item needs (confirmed, together), then ack in one go.

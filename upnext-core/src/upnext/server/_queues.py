@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, Field
 
-from upnext.errors import ConfigurationError
+from upnext.errors import BrokerError, ConfigurationError
 from upnext.queues import QueuePause, pause_queue, paused_queues, resume_queue
 from upnext.server._backend import Backend
 from upnext.server._models import PRINTABLE, QueueInfo
@@ -59,7 +59,7 @@ async def with_paused(backend: Backend, queues: list[QueueInfo]) -> list[QueueIn
     """
     try:
         names = {pause.queue for pause in await paused_queues(backend.worker)}
-    except ConfigurationError:
+    except (ConfigurationError, BrokerError):  # no store, or a companion store down: counts
         return queues
     marked = [info.model_copy(update={"paused": info.name in names}) for info in queues]
     known = {info.name for info in queues}

@@ -101,6 +101,41 @@ class PauseSemantics(SemanticsBase):
         assert result.attempts == 1, violated("a job held back by a pause is charged no attempt")
 
     @pytest.mark.asyncio
+    async def test_a_queue_paused_with_jobs_prefetched_leaves_the_other_running(
+        self, make_worker: WorkerFactory, timing: Timing
+    ) -> None:
+        """Paused with its jobs prefetched: the worker's other queue still runs; resume is
+        seen within a tick and a slice, not a whole receive wait."""
+        worker, started, others = make_worker(concurrency=1), list[int](), list[int]()
+        _need_state(worker)
+        job = _recording(worker, started)
+        other_job = _recording(worker, others, queue=f"{worker.name}-other")
+        async with worker:
+            futures = [await job.submit(n, hold=timing.delay(0.2)) for n in range(6)]
+            await wait_until(lambda: bool(started), within=timing.tolerance(3.0), what="a start")
+            await pause_queue(worker, worker.name)
+            try:
+                await asyncio.sleep(timing.delay(PAUSE_SEEN))
+                done = len(started)
+                other = await other_job.submit(99)
+                assert await other.value(timeout=timing.tolerance(2.0)) == 99, violated(
+                    "a paused queue's prefetched jobs never hold up the worker's other queues"
+                )
+                assert len(started) == done, violated("nothing of the paused queue starts")
+            finally:
+                resumed = asyncio.get_running_loop().time()
+                await resume_queue(worker, worker.name)
+            await wait_until(
+                lambda: len(started) > done,
+                within=timing.tolerance(PAUSE_SEEN + 0.5),
+                what="a job of the resumed queue starts within a tick of the resume",
+            )
+            waited = asyncio.get_running_loop().time() - resumed
+            values = [await f.value(timeout=timing.tolerance(5.0)) for f in futures]
+        assert values == list(range(6)), violated("every job of the paused queue runs, none lost")
+        assert waited < timing.tolerance(PAUSE_SEEN + 0.5)
+
+    @pytest.mark.asyncio
     async def test_pause_leaves_the_other_queues_of_a_worker_running(
         self, make_worker: WorkerFactory, timing: Timing
     ) -> None:
