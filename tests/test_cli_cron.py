@@ -10,33 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
 import upnext
-from upnext.broker.redact import redact_url
 from upnext.cli import main
-from upnext.testing import unavailable
+from upnext.testing import needs_server
 
 REDIS = os.environ.get("UPNEXT_TEST_REDIS_WORKERS_URL", "redis://127.0.0.1:6379/9")
 AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-def require_service(url: str, port: int) -> None:
-    """Skip (or, under CI / UPNEXT_REQUIRE_SERVICES, fail) when nothing listens at `url`."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or port), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
-
-
 @pytest.fixture
 async def cron_name() -> AsyncIterator[str]:
-    require_service(REDIS, 6379)
+    needs_server(REDIS, 6379)
     name = f"clic-{uuid.uuid4().hex[:10]}"
     worker = upnext.Worker(name, broker=REDIS, load_plugins=False)
 
@@ -83,7 +71,7 @@ async def test_disable_then_enable(capsys: pytest.CaptureFixture[str], cron_name
 
 
 def test_an_unknown_cron_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    require_service(REDIS, 6379)
+    needs_server(REDIS, 6379)
     assert main(["cron", "disable", "no-such-cron", "--broker", REDIS]) == 1
     err = capsys.readouterr().err
     assert "no cron named 'no-such-cron'" in err
@@ -91,7 +79,7 @@ def test_an_unknown_cron_is_a_one_line_error(capsys: pytest.CaptureFixture[str])
 
 
 def test_a_broker_without_state_names_results(capsys: pytest.CaptureFixture[str]) -> None:
-    require_service(AMQP, 5672)
+    needs_server(AMQP, 5672)
     assert main(["cron", "list", "--broker", AMQP]) == 1
     err = capsys.readouterr().err
     assert "results=" in err

@@ -10,26 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
-from upnext.broker.redact import redact_url
 from upnext.cli import main
-from upnext.testing import unavailable
+from upnext.testing import needs_server
 
 REDIS = os.environ.get("UPNEXT_TEST_REDIS_WORKERS_URL", "redis://127.0.0.1:6379/9")
 AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def require_service(url: str, port: int) -> None:
-    """Skip (or, under CI / UPNEXT_REQUIRE_SERVICES, fail) when nothing listens at `url`."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or port), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
 
 
 async def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -38,7 +26,7 @@ async def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str
 
 
 async def test_pause_list_and_resume(capsys: pytest.CaptureFixture[str]) -> None:
-    require_service(REDIS, 6379)
+    needs_server(REDIS, 6379)
     name = f"cliq-{uuid.uuid4().hex[:10]}"
     code, out = await _cli(capsys, "pause", name, "--reason", "incident 42", "--json")
     assert code == 0
@@ -55,7 +43,7 @@ async def test_pause_list_and_resume(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_a_broker_without_state_names_results(capsys: pytest.CaptureFixture[str]) -> None:
-    require_service(AMQP, 5672)
+    needs_server(AMQP, 5672)
     assert main(["queue", "pause", "q", "--broker", AMQP]) == 1
     err = capsys.readouterr().err
     assert "results=" in err

@@ -10,29 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import upnext
-from upnext.broker.redact import redact_url
 from upnext.cli import main
-from upnext.testing import unavailable
+from upnext.testing import needs_server
 
 REDIS = os.environ.get("UPNEXT_TEST_REDIS_WORKERS_URL", "redis://127.0.0.1:6379/9")
 AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def require_service(url: str, port: int) -> None:
-    """Skip (or, under CI / UPNEXT_REQUIRE_SERVICES, fail) when nothing listens at `url`."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or port), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
 
 
 class Running:
@@ -45,7 +33,7 @@ class Running:
 
 @pytest.fixture
 async def running() -> AsyncIterator[Running]:
-    require_service(REDIS, 6379)
+    needs_server(REDIS, 6379)
     queue = f"cliw-{uuid.uuid4().hex[:10]}"
     release = asyncio.Event()
     worker = upnext.Worker(queue, broker=REDIS, load_plugins=False, concurrency=2)
@@ -119,7 +107,7 @@ async def test_table_shows_the_worker_and_its_job_id(
 
 def test_a_broker_without_state_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     """RabbitMQ without results=: exit 1, one line naming results=, no password."""
-    require_service(AMQP, 5672)
+    needs_server(AMQP, 5672)
     assert main(["workers", "--broker", AMQP]) == 1
     err = capsys.readouterr().err
     assert "needs shared state" in err

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -32,8 +31,7 @@ import httpx
 import pytest
 import upnext
 from upnext.broker.protocol import QueueAdmin
-from upnext.broker.redact import redact_url
-from upnext.testing import needs_modules, unavailable
+from upnext.testing import needs_modules, needs_server, unavailable
 from upnext.testing.loopback import serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
@@ -47,15 +45,6 @@ AMQP = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672
 POSTGRES = os.environ.get("UPNEXT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["amqp", "postgresql", "redis"]
 WITHIN_MS = 2000
-
-
-def require_service(url: str) -> None:
-    parts = urlsplit(url)
-    default = {"redis": 6379, "amqp": 5672, "postgresql": 5432}[parts.scheme]
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
 
 
 @dataclass
@@ -106,7 +95,7 @@ def _rabbitmqctl(*args: str) -> None:
 @pytest.fixture(scope="module")
 def amqp_vhost() -> Iterator[str]:
     """The AMQP URL of a vhost of this module's on the RabbitMQ server, deleted at the end."""
-    require_service(AMQP)
+    needs_server(AMQP)
     if shutil.which("rabbitmqctl") is None:
         unavailable("rabbitmqctl is not on PATH: these tests make a vhost of their own with it")
     parts = urlsplit(AMQP)
@@ -147,9 +136,9 @@ async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
     token = uuid.uuid4().hex[:10]
     amqp = request.getfixturevalue("amqp_vhost") if request.param == "amqp" else None
     broker, results = _urls(request.param, token, amqp)
-    require_service(broker)
+    needs_server(broker)
     if results:
-        require_service(results)
+        needs_server(results)
     queue = f"dashb-{token}"
     release = asyncio.Event()
     app = create_app(broker, results, queues=[queue], history_interval=0.5)

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +26,7 @@ import httpx
 import pytest
 import upnext
 from upnext.broker.protocol import QueueAdmin
-from upnext.broker.redact import redact_url
-from upnext.testing import needs_modules, unavailable
+from upnext.testing import needs_modules, needs_server
 from upnext.testing.loopback import free_port, serve_in_thread
 
 needs_modules("fastapi", "uvicorn", "playwright")
@@ -50,16 +48,6 @@ URLS = {
 }
 
 
-def require_service(url: str) -> None:
-    """Skip (or, under CI / UPNEXT_REQUIRE_SERVICES, fail) when nothing listens at `url`."""
-    parts = urlsplit(url)
-    default = {"redis": 6379, "amqp": 5672, "postgresql": 5432}.get(parts.scheme, 0)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
-
-
 class Setup:
     """A worker with an always-failing task on its own queue, and an API client."""
 
@@ -72,7 +60,7 @@ class Setup:
 @pytest.fixture(params=sorted(URLS))
 async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
     url = URLS[request.param]
-    require_service(url)
+    needs_server(url)
     queue = f"srv-{uuid.uuid4().hex[:10]}"
     worker = upnext.Worker(queue, broker=url, load_plugins=False, receive_wait=0.5)
 
@@ -169,7 +157,7 @@ async def _cleanup(url: str, queue: str) -> None:
 def test_cli_lists_shows_replays_deletes(scheme: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`upnext dlq`: list (table and JSON), show, replay (again: exit 1), delete (again: exit 1)."""
     url = URLS[scheme]
-    require_service(url)
+    needs_server(url)
     queue = f"cli-{uuid.uuid4().hex[:10]}"
     asyncio.run(_dead_letters(url, queue, 2))
 
@@ -240,7 +228,7 @@ def test_upnext_server_process_hides_the_password() -> None:
     PostgreSQL here trusts local connections, so a canary password in the URL is accepted.
     """
     url = URLS["postgresql"]
-    require_service(url)
+    needs_server(url)
     parts = urlsplit(url)
     secret = f"canary{uuid.uuid4().hex[:8]}"
     netloc = f"{parts.username or 'postgres'}:{secret}@{parts.hostname}:{parts.port or 5432}"
@@ -266,7 +254,7 @@ def _get_when_up(port: int, path: str) -> str:
 async def test_dashboard_replays_and_deletes(scheme: str) -> None:
     """In Chromium against a live server: filter, open, replay and delete entries."""
     url = URLS[scheme]
-    require_service(url)
+    needs_server(url)
     chromium_path()  # skips, or fails under CI, before any job is made
     queue = f"dash-{uuid.uuid4().hex[:10]}"
     await _dead_letters(url, queue, 2)
@@ -311,7 +299,7 @@ async def test_busy_rabbitmq_dead_letter_queue_is_409() -> None:
     from upnext_rabbitmq import RabbitBroker
 
     url = URLS["amqp"]
-    require_service(url)
+    needs_server(url)
     queue = f"busy-{uuid.uuid4().hex[:10]}"
     await _dead_letters(url, queue, 1)
     impatient = _AMQP + ("&" if "?" in _AMQP else "?") + "dlq_busy_wait=0.2"
@@ -336,7 +324,7 @@ async def test_busy_rabbitmq_dead_letter_queue_is_409() -> None:
 def test_upnext_worker_process_runs_jobs_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`upnext worker mod:worker` runs jobs submitted by `upnext submit`, and exits 0 on SIGTERM."""
     url = URLS["redis"]
-    require_service(url)
+    needs_server(url)
     queue = f"cliw-{uuid.uuid4().hex[:10]}"
     (tmp_path / "jobs.py").write_text(
         "import upnext\n"

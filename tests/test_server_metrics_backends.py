@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import upnext
-from upnext.broker.redact import redact_url
-from upnext.testing import needs_modules, unavailable
+from upnext.testing import needs_modules, needs_server
 
 needs_modules("fastapi", "prometheus_client")
 
@@ -33,16 +30,6 @@ URLS = {  # as in test_server_backends.py (test modules cannot import each other
         "UPNEXT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
     ),
 }
-
-
-def require_service(url: str) -> None:
-    """Skip (or, under CI / UPNEXT_REQUIRE_SERVICES, fail) when nothing listens at `url`."""
-    parts = urlsplit(url)
-    port = parts.port or {"redis": 6379, "postgresql": 5432}[parts.scheme]
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", port), 2).close()
-    except OSError:
-        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
 
 
 def counted(text: str, name: str, **labels: str) -> float:
@@ -84,7 +71,7 @@ async def ended(worker: upnext.Worker, jobs: int, timeout: float = 30.0) -> None
 @pytest.mark.parametrize("backend", ["redis", "postgresql"])
 async def test_1000_jobs_scraped_through_the_state_store(backend: str) -> None:
     url = URLS[backend]
-    require_service(url)
+    needs_server(url)
     queue = f"met-{uuid.uuid4().hex[:10]}"
     worker = flaky(url, queue)
     app = create_app(url, queues=[queue])

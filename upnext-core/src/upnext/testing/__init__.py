@@ -77,7 +77,7 @@ import pytest
 # (the package itself is already importing, so it is named module by module).
 pytest.register_assert_rewrite(*(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)))
 
-from upnext.testing._environment import needs_modules, unavailable  # noqa: E402
+from upnext.testing._environment import needs_modules, needs_server, unavailable  # noqa: E402
 from upnext.testing._support import Timing  # noqa: E402
 from upnext.testing.admin import QueueAdminConformance  # noqa: E402
 from upnext.testing.broker import BrokerConformance  # noqa: E402
@@ -90,12 +90,14 @@ from upnext.testing.semantics import (  # noqa: E402
     DeadLetterSemantics,
     ErrorSemantics,
     ExpirySemantics,
+    FlowLimitSemantics,
     HookSemantics,
     IsolationSemantics,
     JobIdSemantics,
     LeaseSemantics,
     LifecycleSemantics,
     LoggingSemantics,
+    PauseSemantics,
     PluginSemantics,
     PrioritySemantics,
     ResultSemantics,
@@ -119,6 +121,7 @@ __all__ = [
     "DeadLetterSemantics",
     "ErrorSemantics",
     "ExpirySemantics",
+    "FlowLimitSemantics",
     "HookSemantics",
     "IsolationSemantics",
     "JobBrowserConformance",
@@ -126,6 +129,7 @@ __all__ = [
     "LeaseSemantics",
     "LifecycleSemantics",
     "LoggingSemantics",
+    "PauseSemantics",
     "PluginSemantics",
     "PrioritySemantics",
     "QueueAdminConformance",
@@ -143,5 +147,6 @@ __all__ = [
     "WorkerSemantics",
     "WorkflowSemantics",
     "needs_modules",
+    "needs_server",
     "unavailable",
 ]

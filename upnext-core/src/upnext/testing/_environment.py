@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 
-__all__ = ["needs_modules", "unavailable"]
+from upnext.broker.redact import redact_url
+
+__all__ = ["needs_modules", "needs_server", "unavailable"]
+
+_PORTS = {"redis": 6379, "rediss": 6380, "amqp": 5672, "amqps": 5671, "postgresql": 5432}
 
 
 def unavailable(message: str) -> None:
@@ -29,3 +35,17 @@ def needs_modules(*modules: str) -> None:
             unavailable(
                 f"{name} is not installed: pip install 'upnext-core[server]' and the test tools"
             )
+
+
+def needs_server(url: str, port: int | None = None) -> None:
+    """`unavailable` unless something accepts a TCP connection at `url`'s host and port.
+
+    The port is the URL's, else `port`, else the scheme's usual one (Redis,
+    AMQP, PostgreSQL). The message shows the URL with its password hidden.
+    """
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or port or _PORTS.get(parts.scheme, 0))
+    try:
+        socket.create_connection(address, 2).close()
+    except OSError:
+        unavailable(f"no server at {redact_url(url)}: start it (docker compose up -d)")
