@@ -10,16 +10,13 @@ Unix seconds, from `scheduled_for`).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import signal
 import sys
-from pathlib import Path
 
 import upnext
 
 from chaoskit.ledger import Ledger
+from chaoskit.serving import parse, serve
 
 __all__ = ["RUN_SECONDS", "build", "main"]
 
@@ -53,27 +50,13 @@ def build(
     return worker
 
 
-async def _serve(worker: upnext.Worker, ledger: Ledger) -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with worker:
-        ledger.record("A", 0, 0)  # the scheduler started: ticks before now were missed here
-        await stop.wait()
-
-
 def main(argv: list[str]) -> int:
     """Run one cron worker until SIGTERM (it drains, then exits 0)."""
-    parser = argparse.ArgumentParser(prog="chaoskit.cronworker")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--ledger", required=True, type=Path)
-    parser.add_argument("--policy", required=True, choices=[p.name for p in upnext.MissedRunPolicy])
-    parser.add_argument("--results")
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(created).3f %(levelname)s %(name)s: %(message)s")
+    args = parse(
+        "chaoskit.cronworker", argv, extra=("--policy", [p.name for p in upnext.MissedRunPolicy])
+    )
     ledger = Ledger(args.ledger)
-    worker = build(args.url, args.queue, ledger, args.policy, args.results)
-    asyncio.run(_serve(worker, ledger))
+    serve(build(args.url, args.queue, ledger, args.policy, args.results), ledger)
     return 0
 
 

@@ -10,17 +10,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import signal
 import sys
-from pathlib import Path
 
 import upnext
 from upnext.middleware import Job, Middleware, Settlement
 
 from chaoskit.ledger import Ledger
+from chaoskit.serving import parse, serve
 
 __all__ = ["HOLD", "RATE", "TENANT_LIMIT", "build", "main"]
 
@@ -76,27 +73,11 @@ def build(url: str, queue: str, ledger: Ledger, mode: str, results: str | None) 
     return worker
 
 
-async def _serve(worker: upnext.Worker, ledger: Ledger) -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with worker:
-        ledger.record("A", 0, 0)
-        await stop.wait()
-
-
 def main(argv: list[str]) -> int:
     """Run one flow worker until SIGTERM (it drains, then exits 0)."""
-    parser = argparse.ArgumentParser(prog="chaoskit.flowworker")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--ledger", required=True, type=Path)
-    parser.add_argument("--mode", required=True, choices=["rate", "tenant"])
-    parser.add_argument("--results")
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(created).3f %(levelname)s %(name)s: %(message)s")
+    args = parse("chaoskit.flowworker", argv, extra=("--mode", ["rate", "tenant"]))
     ledger = Ledger(args.ledger)
-    worker = build(args.url, args.queue, ledger, args.mode, args.results)
-    asyncio.run(_serve(worker, ledger))
+    serve(build(args.url, args.queue, ledger, args.mode, args.results), ledger)
     return 0
 
 
