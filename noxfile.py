@@ -214,6 +214,7 @@ def tests(session: nox.Session) -> None:
         "--cov=upnext",
         "--cov-report=term",
         "--cov-fail-under=90",
+        "--durations=40",  # where CI's minutes go, in every log
         *session.posargs,
     )
 
