@@ -7,9 +7,12 @@ is set, and skip with one loud line otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -59,12 +62,18 @@ async def delete_queues(queues: set[str]) -> None:
 
 @pytest_asyncio.fixture
 async def make_broker() -> AsyncIterator[BrokerFactory]:
-    """A factory of connected brokers (URL options as keywords); all closed and cleaned after."""
+    """A factory of connected brokers (URL options as keywords); all closed and cleaned after.
+
+    `url` gives another server or vhost (queues there are not cleaned: see
+    `private_vhost_url`).
+    """
     made: list[RabbitBroker] = []
 
-    async def make(inbox: ReplyInbox | None = None, **options: str) -> RabbitBroker:
+    async def make(
+        inbox: ReplyInbox | None = None, *, url: str = AMQP_URL, **options: str
+    ) -> RabbitBroker:
         query = "&".join(f"{k}={v}" for k, v in options.items())
-        url = AMQP_URL + (("&" if "?" in AMQP_URL else "?") + query if query else "")
+        url += ("&" if "?" in url else "?") + query if query else ""
         broker = RabbitBroker(url, inbox=inbox)
         try:
             await broker.connect()
@@ -79,6 +88,45 @@ async def make_broker() -> AsyncIterator[BrokerFactory]:
         declared |= broker._declared
         await broker.aclose()
     await delete_queues(declared)
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` against the local node; raise with its output if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "-q",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {output.decode().strip()}")
+
+
+@pytest_asyncio.fixture
+async def private_vhost_url() -> AsyncIterator[str]:
+    """`AMQP_URL` on a fresh vhost of its own, deleted afterwards.
+
+    For the tests that act on everything a broker can see (``dlq_purge()``):
+    on the shared vhost they would remove other tests' and other people's
+    dead letters. The vhost is made with ``rabbitmqctl``, so the server must
+    be this machine's; elsewhere the test skips (fails under CI).
+    """
+    parts = urlsplit(AMQP_URL)
+    if shutil.which("rabbitmqctl") is None or parts.hostname not in ("127.0.0.1", "localhost"):
+        message = "a private vhost needs rabbitmqctl and the test server on this machine"
+        if os.environ.get("CI") or os.environ.get("UPNEXT_REQUIRE_SERVICES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    vhost = f"upnext-test-{uuid.uuid4().hex[:12]}"
+    user = unquote(parts.username or "guest")
+    await _rabbitmqctl("add_vhost", vhost)
+    try:
+        await _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        await _rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture
