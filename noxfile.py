@@ -211,6 +211,11 @@ def tests(session: nox.Session) -> None:
     )
     session.run(
         "pytest",
+        # Two processes: the suite mostly waits (sleeps, servers), about 20% of a
+        # core each. The chaos scenarios stay in one of them (tests/chaos/conftest.py).
+        # `nox -s tests -- -n 0` runs everything in one process.
+        "--numprocesses=2",
+        "--dist=loadgroup",
         "--cov=upnext",
         "--cov-report=term",
         "--cov-fail-under=90",

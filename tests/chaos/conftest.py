@@ -27,6 +27,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, one process runs the chaos scenarios, one after another.
+
+    Each scenario starts several worker processes and loads the machine on
+    purpose; two at once would measure each other.
+    """
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.xdist_group("chaos"))
+
+
 @pytest_asyncio.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """A private namespace on one real broker; everything in it is removed afterwards."""
