@@ -280,7 +280,7 @@ class Consumer:
     async def pause_receiving(self) -> None:
         """End the receive loop; its receive in flight returns, and what it took goes back."""
         self.room.set()
-        await stop_receiver(self._loops[0], self._receive_stopped)
+        await stop_receiver(self._loops[0], self._receive_stopped, self.broker)
 
     def _resume_receiving(self) -> None:
         if self.stopping or self.isolated is not None:

@@ -6,8 +6,9 @@ already taken (held until their lease ran out, then charged a lost run), so
 core never does: it asks in short calls (`RECEIVE_SLICE` s at most) from a
 task of its own, and to stop that task it sets a flag and lets the call in
 flight return; whatever that call handed out is given back with `Release`,
-uncounted, at once. The draining path pays nothing for this: no extra task
-or future per receive.
+uncounted, at once. A broker that implements `WakeableReceive` is told to
+end the call now; others end it within the slice. The draining path pays
+nothing for this: no extra task or future per receive.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from upnext.broker.optional import WakeableReceive
 from upnext.broker.protocol import Broker, Delivery, Release
 
 __all__ = ["OVERRUN_LIMIT", "RECEIVE_SLICE", "give_back", "receive_sliced", "stop_receiver"]
@@ -73,15 +75,25 @@ async def give_back(
         )
 
 
-async def stop_receiver(receiver: asyncio.Task[None], stopped: asyncio.Event) -> None:
+async def stop_receiver(
+    receiver: asyncio.Task[None], stopped: asyncio.Event, broker: object = None
+) -> None:
     """Set `stopped` and wait for `receiver` to end; cancel it only as a last resort.
 
-    A receiver ends within one `RECEIVE_SLICE` (plus its give-back); one still
-    running `RECEIVE_SLICE + OVERRUN_LIMIT` s later is blocked on a server
-    that stopped answering, and is cancelled: what its call took then comes
-    back when its lease ends.
+    A receiver ends within one `RECEIVE_SLICE` (plus its give-back), at once
+    if `broker` is a `WakeableReceive` (a wake that fails or hangs costs only
+    that slice); one still running `RECEIVE_SLICE + OVERRUN_LIMIT` s later is
+    blocked on a server that stopped answering, and is cancelled: what its
+    call took then comes back when its lease ends.
     """
     stopped.set()
+    waker = broker if isinstance(broker, WakeableReceive) else None
+    if waker is not None and not receiver.done():
+        try:
+            async with asyncio.timeout(RECEIVE_SLICE):
+                await waker.wake_receivers()
+        except Exception as exc:  # the receive still ends with its slice
+            log.debug("waking the receive in flight failed (%s); it ends with its wait", exc)
     done, _ = await asyncio.wait([receiver], timeout=RECEIVE_SLICE + OVERRUN_LIMIT)
     if not done:
         log.warning("a receive ran %.1f s past its wait; cancelled", OVERRUN_LIMIT)

@@ -17,6 +17,7 @@ from upnext.broker.optional import (
     TransactionalEnqueue,
     WaitingJob,
     WaitingPage,
+    WakeableReceive,
 )
 from upnext.broker.protocol import (
     MAX_PRIORITY,
@@ -88,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "TransactionalEnqueue",
     "WaitingJob",
     "WaitingPage",
+    "WakeableReceive",
     "cursor",
     "redact",
     "register",

@@ -119,6 +119,7 @@ class MemoryBroker(MemoryStateStore):
         self._lock = threading.Lock()
         self._jobs = JobTable()
         self._receivers = _Waiters()
+        self._wakes = 0  # wake_receivers calls so far: a receive returns once it changes
         self._results: dict[str, tuple[bytes, float]] = {}
         self._result_waiters: dict[str, _Waiters] = {}
         self._dead: dict[str, DeadLetterRecord] = {}
@@ -164,11 +165,12 @@ class MemoryBroker(MemoryStateStore):
     ) -> list[Delivery]:
         """Hand out due jobs, blocking up to `wait` s for one."""
         deadline = time.monotonic() + wait
+        wakes = self._wakes
         while True:
             now = time.monotonic()
             with self._lock:
                 out = self._jobs.take(queues, limit, lease, now)
-                if out or now >= deadline:
+                if out or now >= deadline or self._wakes != wakes:
                     return out
                 next_event = self._jobs.next_event(queues)
                 fut = self._receivers.add()
@@ -230,6 +232,12 @@ class MemoryBroker(MemoryStateStore):
         """Remove a job that is not held; True if it was queued or scheduled."""
         with self._lock:
             return self._jobs.cancel(queue, job_id)
+
+    async def wake_receivers(self) -> None:
+        """Make the receives now waiting return what they have (`WakeableReceive`)."""
+        with self._lock:
+            self._wakes += 1
+            self._receivers.wake_all()
 
     # -- results -------------------------------------------------------------
 

@@ -12,6 +12,8 @@ implement it, and core answers with a one-line error where a user asked for it.
   (``upnext server --management-url``), read by a `QueueStatsReader`.
 - `JobBrowser`: the jobs waiting in a queue, ready or scheduled, read without
   taking them (``GET /api/v1/jobs?status=queued``, ``upnext jobs list``).
+- `WakeableReceive`: a waiting `receive` can be told to return now, so a
+  stopping worker does not wait out its last receive call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "TransactionalEnqueue",
     "WaitingJob",
     "WaitingPage",
+    "WakeableReceive",
 ]
 
 
@@ -50,6 +53,27 @@ class Prefetcher(Protocol):
         """Give back every job taken ahead of `receive`, uncounted (as by `Release`).
 
         Take no more until the next `receive`.
+        """
+        ...
+
+
+@runtime_checkable
+class WakeableReceive(Protocol):
+    """A broker whose waiting `receive` calls can be told to return early.
+
+    A worker that stops sets its stop flag, then calls `wake_receivers`: its
+    receive call in flight ends within a round trip instead of at the end of
+    its wait (up to `upnext._receiving.RECEIVE_SLICE` s). Without it a stop
+    still works, a little later.
+    """
+
+    async def wake_receivers(self) -> None:
+        """Make every `receive` of this broker now in flight return soon.
+
+        Each returns what it has taken (often nothing), exactly as at the end
+        of its wait: a woken receive loses nothing and holds nothing back.
+        Receives that start after this call are not affected, and a call with
+        no receive in flight does nothing.
         """
         ...
 

@@ -4,7 +4,8 @@ Core never cancels a backend's `receive`: a worker receives in short calls
 (`upnext._receiving.receive_sliced`) from a task it ends with a flag, lets the
 call in flight return and releases what a stopped call handed out. These
 tests run that loop over the backend under test, so they hold for a plain
-`receive` with no cancellation handling of its own.
+`receive` with no cancellation handling of its own (and, for a broker that
+implements `WakeableReceive`, with the wake core sends as it stops).
 Mixed into `BrokerConformance`.
 """
 
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from upnext._receiving import give_back, receive_sliced, stop_receiver
+from upnext.broker.optional import WakeableReceive
 from upnext.broker.protocol import Broker, Delivery
 from upnext.testing._support import (
     Timing,
@@ -80,11 +82,49 @@ class ReceiveStopConformance:
             f"a stopped receive must end at once (took {took:.2f} s of a 10 s wait)"
         )
 
+    @pytest.mark.asyncio
+    async def test_wake_receivers_ends_a_waiting_receive_and_only_that(
+        self, broker: Broker, upnext_queue: str, timing: Timing
+    ) -> None:
+        """`WakeableReceive`: a waiting receive returns soon, and the next one waits again."""
+        if not isinstance(broker, WakeableReceive):
+            pytest.skip(f"{type(broker).__name__} does not implement WakeableReceive")
+        await broker.wake_receivers()  # with nothing waiting: no effect on what follows
+        receive = asyncio.ensure_future(
+            broker.receive([upnext_queue], limit=1, lease=30.0, wait=timing.delay(10.0))
+        )
+        await asyncio.sleep(timing.delay(0.2))
+        assert not receive.done(), violated("receive waits on an empty queue")
+        started = time.monotonic()
+        await broker.wake_receivers()
+        got = await asyncio.wait_for(receive, timing.tolerance(2.0))
+        took = time.monotonic() - started
+        assert got == [], violated("a woken receive on an empty queue hands out nothing")
+        assert took < timing.tolerance(0.2), violated(
+            f"a woken receive returns within a round trip (took {took:.2f} s of a 10 s wait)"
+        )
+        started = time.monotonic()
+        got = await broker.receive([upnext_queue], limit=1, lease=30.0, wait=timing.delay(0.4))
+        took = time.monotonic() - started
+        assert got == [], violated("a receive on an empty queue hands out nothing")
+        assert took >= timing.delay(0.35), violated(
+            f"a receive that starts after a wake waits as asked (returned after {took:.2f} s)"
+        )
+        envelope = make_envelope(upnext_queue)
+        await broker.enqueue_many([envelope])
+        [job] = await receive_exactly(
+            broker, [upnext_queue], 1, within=timing.tolerance(2.0), what="a job after a wake"
+        )
+        assert job.envelope.id == envelope.id
+        assert not job.redelivered, violated("a job received after a wake is a first delivery")
+        await ack_all(broker, [job])
+
 
 class StoppableReceiver:
     """A receive loop as a worker's: sliced calls, ended by a flag, a stopped take given back."""
 
     def __init__(self, broker: Broker, queue: str, *, wait: float) -> None:
+        self.broker = broker
         self.stopped = asyncio.Event()
         self.got: list[Delivery] = []
         self.task = asyncio.ensure_future(self._run(broker, queue, wait))
@@ -100,5 +140,5 @@ class StoppableReceiver:
 
     async def stop(self) -> list[Delivery]:
         """End the loop; what it received before the stop (a normal hand-out), if anything."""
-        await stop_receiver(self.task, self.stopped)
+        await stop_receiver(self.task, self.stopped, self.broker)
         return self.got
