@@ -186,6 +186,12 @@ class Listener:
             self._conn = None
         self._wake_all()
 
+    def wake_queue_waiters(self) -> None:
+        """Wake every waiter on a queue (the receives in flight), not those on a job."""
+        for waiters in self._queues.values():
+            for waiter in waiters:
+                waiter.wake()
+
     def _wake_all(self) -> None:
         for table in (self._queues, self._jobs):
             for waiters in table.values():

@@ -89,6 +89,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         self._row_locks = asyncio.Lock()
         # Bumped by aclose: calls blocked across it end instead of reconnecting.
         self._generation = 0
+        self._wakes = 0  # wake_receivers calls so far: a receive returns once it changes
         self._next_cleanup = 0.0
 
     @classmethod
@@ -245,12 +246,12 @@ class PostgresBroker(AdminMixin, StateMixin):
         # concurrent taker, for a moment): look again soon, backing off so a
         # long lock is no spin.
         locked = Backoff(first=0.01, cap=max(self.options.lease_recovery_interval, 0.01))
-        generation = self._generation
+        generation, wakes = self._generation, self._wakes
         with self._listener.watching_queues(names) as waiter:
             while True:
                 got, next_in = await self._take(names, limit, lease)
                 left = deadline - loop.time()
-                if got or left <= 0 or generation != self._generation:
+                if got or left <= 0 or (generation, wakes) != (self._generation, self._wakes):
                     return got
                 nap = min(left, self.options.lease_recovery_interval)
                 if next_in is not None and next_in <= 0:  # a due row is locked
@@ -260,8 +261,13 @@ class PostgresBroker(AdminMixin, StateMixin):
                     nap = min(nap, max(next_in, locked.first) + 0.002)
                 await self._listener.ensure()
                 await waiter.wait(nap)
-                if generation != self._generation:
+                if (generation, wakes) != (self._generation, self._wakes):
                     return []
+
+    async def wake_receivers(self) -> None:
+        """End the receives in flight early, with what they took (`WakeableReceive`)."""
+        self._wakes += 1
+        self._listener.wake_queue_waiters()
 
     async def _take(
         self, names: list[str], limit: int, lease: float

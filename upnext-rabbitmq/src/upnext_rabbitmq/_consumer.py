@@ -289,6 +289,10 @@ class Consumer:
             return
         await self._buffer.wait(queues, timeout)
 
+    def wake(self) -> None:
+        """End the `wait` in progress now."""
+        self._buffer.wake()
+
     def hold_back(self, job_ids: Sequence[str]) -> AbstractContextManager[None]:
         """Keep new copies of these jobs in the buffer until the block ends (a settle's copies)."""
         return self._buffer.hold_back(job_ids)

@@ -83,6 +83,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         self._inbox = inbox if inbox is not None else inbox_for(url)
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
+        self._wakes = 0  # wake_receivers calls so far: a receive returns once it changes
         self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -262,7 +263,7 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         if consumer.consumes_beyond(queues):  # a queue left out now (paused): hold none of it
             await self.give_back_prefetched()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        deadline, wakes = loop.time() + wait, self._wakes
         while True:
             if not consumer.consuming(queues):
                 try:
@@ -274,11 +275,19 @@ class RabbitBroker(ResultsMixin, AdminMixin):
                     return []
             out = consumer.take(queues, limit)
             left = deadline - loop.time()
-            if out or left <= 0:
+            if out or left <= 0 or wakes != self._wakes:
                 return out
             with map_errors(self.url, "consuming"):
                 await consumer.widen(limit)
+            if wakes != self._wakes:  # woken during the widen: `wait` would miss it
+                return []
             await consumer.wait(queues, left)
+
+    async def wake_receivers(self) -> None:
+        """End the receives in flight early, with what they took (`WakeableReceive`)."""
+        self._wakes += 1
+        if self._consumer is not None:
+            self._consumer.wake()
 
     async def settle(self, items: Sequence[SettleItem]) -> list[SettleOutcome]:
         """Publish what each item needs (confirmed, together), then ack in one go.

@@ -10,6 +10,7 @@ server the block and the next RECEIVE go in one pipeline: one round trip.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis import exceptions as rx
@@ -37,6 +38,8 @@ class Receiver:
         self.recovery_interval = recovery_interval
         # Settles Release items (jobs a failed block's script took: nobody runs them).
         self.release = release
+        self.waiting: Counter[str] = Counter()  # queues the receives in flight block on
+        self.wakes = 0  # `wake` calls so far: a receive returns once it changes
 
     async def receive(
         self, queues: Sequence[str], *, limit: int, lease: float, wait: float
@@ -48,22 +51,39 @@ class Receiver:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         lease_ms = max(1, delay_ms(lease))
+        wakes = self.wakes
         got, until_ms, seen = await self._take(names, limit, lease_ms)
-        while not got:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            block = min(remaining, self.recovery_interval)
-            if until_ms >= 0:
-                block = min(block, (until_ms + 1) / 1000)
-            if self.client.cluster:
-                await self._block(names, seen, block)
-                got, until_ms, seen = await self._take(names, limit, lease_ms)
-            else:
-                got, until_ms, seen = await self._block_then_take(
-                    names, seen, block, limit, lease_ms
-                )
-        return got
+        if got:
+            return got
+        self.waiting.update(names)
+        try:
+            while not got:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self.wakes != wakes:
+                    return []
+                block = min(remaining, self.recovery_interval)
+                if until_ms >= 0:
+                    block = min(block, (until_ms + 1) / 1000)
+                if self.client.cluster:
+                    await self._block(names, seen, block)
+                    got, until_ms, seen = await self._take(names, limit, lease_ms)
+                else:
+                    got, until_ms, seen = await self._block_then_take(
+                        names, seen, block, limit, lease_ms
+                    )
+            return got
+        finally:
+            self.waiting.subtract(names)
+            self.waiting = +self.waiting  # drop the queues no receive waits on
+
+    async def wake(self) -> None:
+        """End the receives in flight: a wake entry on each stream they block on."""
+        self.wakes += 1
+        if self.waiting:
+            keys = self.client.keys
+            await self.client.commands(
+                [("XADD", keys.queue(q).wake, "MAXLEN", "1", "*", "w", "1") for q in self.waiting]
+            )
 
     async def _take(self, names: list[str], limit: int, lease_ms: int) -> Taken:
         """Run RECEIVE: deliveries, ms until the next due time or lease end, stream ids seen.

@@ -145,6 +145,10 @@ class RedisBroker(RedisStateStore):
         """Hand out up to `limit` due jobs, blocking up to `wait` s for one."""
         return await self._receiver.receive(queues, limit=limit, lease=lease, wait=wait)
 
+    async def wake_receivers(self) -> None:
+        """End the receives in flight early, with what they took (`WakeableReceive`)."""
+        await self._receiver.wake()
+
     def _result_args(self, result: ResultWrite | None) -> list[Any]:
         if result is None or (ms := ttl_ms(result.ttl)) == 0:
             return []
