@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 import upnext
@@ -13,6 +14,7 @@ from upnext import _receiving
 from upnext._receiving import RECEIVE_SLICE, receive_sliced
 from upnext.broker import register
 from upnext.broker.memory import MemoryBroker
+from upnext.broker.optional import WakeableReceive
 from upnext.broker.protocol import Delivery, Envelope
 from upnext.errors import BrokerError
 from upnext.testing._receiving import StoppableReceiver
@@ -49,6 +51,12 @@ class PlainBroker(MemoryBroker):
         return got
 
 
+class UnwakeableBroker(PlainBroker):
+    """A PlainBroker that does not implement `WakeableReceive`: a stop by the flag alone."""
+
+    wake_receivers = None  # type: ignore[assignment]  # None opts out of a runtime protocol
+
+
 def plain_broker(url: str) -> PlainBroker:
     """The factory registered for the ``plain://`` scheme."""
     return PlainBroker(f"memory://{uuid.uuid4().hex}")
@@ -69,13 +77,27 @@ async def test_a_stop_while_a_job_is_taken_gives_it_back_uncounted() -> None:
 
 async def test_a_stop_on_an_idle_queue_ends_within_a_slice() -> None:
     """A receiver blocked on an empty queue (wait 30 s) ends within one slice of its stop."""
-    broker = PlainBroker()
+    broker = UnwakeableBroker()
+    assert not isinstance(cast(object, broker), WakeableReceive)
     broker.lag = 0.0
     receiver = StoppableReceiver(broker, "q", wait=30.0)
     await asyncio.sleep(0.1)
     started = time.monotonic()
     assert await receiver.stop() == []
     assert time.monotonic() - started < RECEIVE_SLICE + 0.15
+    assert broker.cancelled == 0
+
+
+async def test_a_stop_wakes_a_wakeable_broker_s_receive_at_once() -> None:
+    """With `WakeableReceive`, a receiver blocked on an empty queue ends well within a slice."""
+    broker = PlainBroker()
+    assert isinstance(broker, WakeableReceive)
+    broker.lag = 0.0
+    receiver = StoppableReceiver(broker, "q", wait=30.0)
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    assert await receiver.stop() == []
+    assert time.monotonic() - started < RECEIVE_SLICE / 2
     assert broker.cancelled == 0
 
 

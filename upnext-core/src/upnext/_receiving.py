@@ -87,6 +87,8 @@ async def stop_receiver(
     call took then comes back when its lease ends.
     """
     stopped.set()
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + RECEIVE_SLICE + OVERRUN_LIMIT
     waker = broker if isinstance(broker, WakeableReceive) else None
     if waker is not None and not receiver.done():
         try:
@@ -94,7 +96,7 @@ async def stop_receiver(
                 await waker.wake_receivers()
         except Exception as exc:  # the receive still ends with its slice
             log.debug("waking the receive in flight failed (%s); it ends with its wait", exc)
-    done, _ = await asyncio.wait([receiver], timeout=RECEIVE_SLICE + OVERRUN_LIMIT)
+    done, _ = await asyncio.wait([receiver], timeout=max(give_up - loop.time(), 0.0))
     if not done:
         log.warning("a receive ran %.1f s past its wait; cancelled", OVERRUN_LIMIT)
         receiver.cancel()

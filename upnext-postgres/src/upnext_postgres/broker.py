@@ -237,6 +237,7 @@ class PostgresBroker(AdminMixin, StateMixin):
         names = list(dict.fromkeys(queues))
         if not names or limit <= 0:
             return []
+        generation, wakes = self._generation, self._wakes  # before any await: none is missed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         if wait <= 0:
@@ -246,7 +247,6 @@ class PostgresBroker(AdminMixin, StateMixin):
         # concurrent taker, for a moment): look again soon, backing off so a
         # long lock is no spin.
         locked = Backoff(first=0.01, cap=max(self.options.lease_recovery_interval, 0.01))
-        generation, wakes = self._generation, self._wakes
         with self._listener.watching_queues(names) as waiter:
             while True:
                 got, next_in = await self._take(names, limit, lease)

@@ -259,11 +259,12 @@ class RabbitBroker(ResultsMixin, AdminMixin):
         `lease` is not enforced: RabbitMQ holds a delivery until it is acked or
         its channel closes (capability timed_leases=False).
         """
+        wakes = self._wakes  # before any await: none is missed
         consumer = self._cons()
         if consumer.consumes_beyond(queues):  # a queue left out now (paused): hold none of it
             await self.give_back_prefetched()
         loop = asyncio.get_running_loop()
-        deadline, wakes = loop.time() + wait, self._wakes
+        deadline = loop.time() + wait
         while True:
             if not consumer.consuming(queues):
                 try:
