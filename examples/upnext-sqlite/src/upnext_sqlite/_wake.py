@@ -66,11 +66,19 @@ def bells_for(path: str) -> tuple[Bell, Bell]:
         return _BELLS.setdefault(path, (Bell(), Bell()))
 
 
-async def watch(bell: Bell, look: Look[T], *, wait: float, poll: float) -> T | None:
-    """Call `look` until it finds something or `wait` s have passed.
+async def watch(
+    bell: Bell,
+    look: Look[T],
+    *,
+    wait: float,
+    poll: float,
+    woken: Callable[[], bool] | None = None,
+) -> T | None:
+    """Call `look` until it finds something, `wait` s have passed or `woken()` holds.
 
     Between looks we sleep until the bell rings, that time comes, or
     `poll` s pass (to see other processes' commits), whichever is first.
+    Whoever makes `woken()` true rings the bell.
     """
     deadline = time.monotonic() + wait
     while True:
@@ -78,7 +86,7 @@ async def watch(bell: Bell, look: Look[T], *, wait: float, poll: float) -> T | N
         try:
             found, next_due = await look()
             left = deadline - time.monotonic()
-            if found is not None or left <= 0:
+            if found is not None or left <= 0 or (woken is not None and woken()):
                 return found
             if next_due is not None:
                 left = min(left, next_due - time.time())

@@ -71,6 +71,7 @@ class SQLiteBroker(AdminMixin, StateMixin):
         self.poll = poll
         self._db = Database(self.path, busy_timeout=busy_timeout)
         self._jobs_bell, self._results_bell = bells_for(os.path.realpath(self.path))
+        self._wakes = 0  # wake_receivers calls so far: a receive returns once it changes
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBroker:
@@ -116,7 +117,21 @@ class SQLiteBroker(AdminMixin, StateMixin):
     ) -> list[Delivery]:
         """Hand out due jobs, sleeping on the bell (and `poll`) up to `wait` s."""
         take = functools.partial(self._take, list(queues), limit, lease)
-        return await watch(self._jobs_bell, take, wait=wait, poll=self.poll) or []
+        wakes = self._wakes
+
+        def woken() -> bool:
+            return self._wakes != wakes
+
+        return await watch(self._jobs_bell, take, wait=wait, poll=self.poll, woken=woken) or []
+
+    async def wake_receivers(self) -> None:
+        """End this broker's receives in flight (`WakeableReceive`).
+
+        The bell is the file's, so other brokers' receives on it in this
+        process wake too; they look once more and wait on.
+        """
+        self._wakes += 1
+        self._jobs_bell.ring()
 
     async def _take(self, queues: list[str], limit: int, lease: float) -> _Taken:
         """Take due jobs (one transaction on the database thread)."""
