@@ -1,6 +1,7 @@
 """Fixtures for the RabbitMQ backend tests: a connected broker on a real server.
 
-The server is ``UPNEXT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/).
+The server is ``UPNEXT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/),
+on a vhost of each test process's own where it is this machine's (`_own_vhost`).
 If it cannot be reached the tests fail when ``CI`` or ``UPNEXT_REQUIRE_SERVICES``
 is set, and skip with one loud line otherwise.
 """
@@ -8,8 +9,10 @@ is set, and skip with one loud line otherwise.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -27,7 +30,37 @@ from upnext_rabbitmq.topology import amqp_queues
 
 pytest_plugins = ["upnext.testing.plugin"]
 
-AMQP_URL = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SHARED_URL = os.environ.get("UPNEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _own_vhost(url: str) -> str:
+    """`url` on a vhost of this test process's own, deleted when it exits.
+
+    Tests that count or list every dead letter a broker can see
+    (``dlq_count()``) must not see another process's: pytest-xdist runs two
+    at once, and the server is shared with other work. Made with
+    ``rabbitmqctl``, so only for a server on this machine; elsewhere (or if
+    it fails) the tests use `url` as given.
+    """
+    parts = urlsplit(url)
+    if shutil.which("rabbitmqctl") is None or parts.hostname not in ("127.0.0.1", "localhost"):
+        return url
+    vhost = f"upnext-test-{uuid.uuid4().hex[:12]}"
+    user = unquote(parts.username or "guest")
+    commands = [["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]]
+    try:
+        for command in commands:
+            ctl = ["rabbitmqctl", "-q", *command]
+            subprocess.run(ctl, check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"\n!!! RabbitMQ tests on the shared vhost: no vhost of their own ({exc})")
+        return url
+    delete = ["rabbitmqctl", "-q", "delete_vhost", vhost]
+    atexit.register(subprocess.run, delete, capture_output=True, timeout=60)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+AMQP_URL = _own_vhost(SHARED_URL)
 
 BrokerFactory = Callable[..., Awaitable[RabbitBroker]]
 
