@@ -31,12 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist, one process runs the chaos scenarios, one after another.
 
     Each scenario starts several worker processes and loads the machine on
-    purpose; two at once would measure each other.
+    purpose; two at once would measure each other. The Redis Cluster tests
+    join them (upnext-redis/tests/conftest.py): three servers and tight
+    timings, kept off the machine's busiest moments.
     """
     here = Path(__file__).resolve().parent
     for item in items:
         if item.path.is_relative_to(here):
-            item.add_marker(pytest.mark.xdist_group("chaos"))
+            item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 @pytest_asyncio.fixture(params=BACKENDS)
