@@ -133,14 +133,24 @@ class SettleLog(Middleware):
         self.statuses.append(settlement.status)
 
 
-async def _produce(place: Place, job_id: str, mode: str, start_at: float) -> dict[str, object]:
+async def _start(place: Place, job_id: str, mode: str) -> asyncio.subprocess.Process:
+    """A producer process, connected and waiting for its start time on stdin."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         PRODUCER,
-        *(place.broker, place.results, place.queue, job_id, mode, str(start_at), str(SUBMITS)),
+        *(place.broker, place.results, place.queue, job_id, mode, str(SUBMITS)),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), LIMIT)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), LIMIT)
+    assert line.strip() == b"ready", f"a producer did not start: {line!r}"
+    return proc
+
+
+async def _report(proc: asyncio.subprocess.Process, start_at: float) -> dict[str, object]:
+    """Send `proc` its start time; its report once its submits are answered."""
+    out, _ = await asyncio.wait_for(proc.communicate(f"{start_at}\n".encode()), LIMIT)
     assert proc.returncode == 0, f"a producer failed (exit {proc.returncode})"
     report: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
     return report
@@ -169,14 +179,16 @@ async def test_100_submits_of_one_key_from_4_processes_make_one_job(
 
     job_id = f"{place.queue}-job"
     async with worker:
-        start_at = time.time() + 2.0  # after every producer has imported and connected
-        reports = await asyncio.gather(
-            *(_produce(place, job_id, mode, start_at) for _ in range(PROCESSES))
-        )
+        # Every producer imported and connected first: a slow start must not make
+        # one submit after the others' job ran (a debounced one 0.5 s after them).
+        procs = await asyncio.gather(*(_start(place, job_id, mode) for _ in range(PROCESSES)))
+        start_at = time.time() + 0.2
+        reports = await asyncio.gather(*(_report(proc, start_at) for proc in procs))
         await worker.join(timeout=LIMIT)
     created = sum(int(str(r["created"])) for r in reports)
     values = [v for r in reports for v in r["values"]]  # type: ignore[attr-defined]  # JSON list
-    assert created == 1, f"{created} of 100 submits created the job; exactly one must"
+    late = [r["late"] for r in reports]  # after the start time, per producer
+    assert created == 1, f"{created} of 100 submits created the job; exactly one must ({late=})"
     assert len(runs) == 1, f"the job ran {len(runs)} times"
     settled = [s for s in settles.statuses if s != "scheduled"]  # a debounced job's delays
     assert settled == ["complete"], f"settled as {settles.statuses}"

@@ -1,10 +1,12 @@
 """One producer process of test_unique_processes.py: concurrent submits of one job id.
 
-``python unique_producer.py BROKER RESULTS QUEUE JOB_ID MODE START_AT COUNT`` connects,
-waits for the wall-clock START_AT (so every process submits at once), submits COUNT calls
-of the task under JOB_ID at the same time (MODE: ``job_id`` alone, ``unique_for`` 30 s, or
-``debounce`` 0.5 s), waits for every Future, and prints one JSON line: how many of its
-submits created the job, the values they got, and the job ids.
+``python unique_producer.py BROKER RESULTS QUEUE JOB_ID MODE COUNT`` connects, prints
+``ready``, reads a wall-clock start time from stdin and waits for it (the test sends it
+once every producer is ready, so all submit at once however slow their start), submits
+COUNT calls of the task under JOB_ID at the same time (MODE: ``job_id`` alone,
+``unique_for`` 30 s, or ``debounce`` 0.5 s), waits for every Future, and prints one JSON
+line: how many of its submits created the job, the values they got, the job ids, and how
+late after the start time it submitted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ TASK = "unique_processes.work"
 
 
 async def produce(
-    broker: str, results: str, queue: str, job_id: str, mode: str, start_at: float, count: int
+    broker: str, results: str, queue: str, job_id: str, mode: str, count: int
 ) -> None:
     worker = upnext.Worker(queue, broker, results=results or None, load_plugins=False)
 
@@ -36,7 +38,10 @@ async def produce(
         job = job.options(debounce=0.5)
     try:
         await worker.client()  # connected before the start line
+        print("ready", flush=True)
+        start_at = float(await asyncio.to_thread(sys.stdin.readline))
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        late = time.time() - start_at
         base = os.getpid() * 1000
         futures = await asyncio.gather(*(job.submit(n=base + i) for i in range(count)))
         values = await asyncio.gather(*(f.value(30.0) for f in futures))
@@ -44,6 +49,7 @@ async def produce(
             "created": sum(not f.duplicate for f in futures),
             "values": values,
             "ids": sorted({f.job_id for f in futures}),
+            "late": round(late, 3),
         }
         print(json.dumps(report), flush=True)
     finally:
@@ -51,5 +57,5 @@ async def produce(
 
 
 if __name__ == "__main__":
-    broker, results, queue, job_id, mode, start_at, count = sys.argv[1:8]
-    asyncio.run(produce(broker, results, queue, job_id, mode, float(start_at), int(count)))
+    broker, results, queue, job_id, mode, count = sys.argv[1:7]
+    asyncio.run(produce(broker, results, queue, job_id, mode, int(count)))
