@@ -27,18 +27,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, one process runs the chaos scenarios, one after another.
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every chaos scenario is `serial`: `nox -s tests` runs those after the rest, alone.
 
     Each scenario starts several worker processes and loads the machine on
-    purpose; two at once would measure each other. The Redis Cluster tests
-    join them (upnext-redis/tests/conftest.py): three servers and tight
-    timings, kept off the machine's busiest moments.
+    purpose; beside other tests (pytest-xdist) they would measure each other.
     """
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if item.path.is_relative_to(here):
-            item.add_marker(pytest.mark.xdist_group("serial"))
+    item.add_marker(pytest.mark.serial)
 
 
 @pytest_asyncio.fixture(params=BACKENDS)
