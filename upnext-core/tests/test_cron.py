@@ -110,10 +110,12 @@ def test_the_tick_job_id_is_the_same_for_the_same_tick() -> None:
     assert tick_job_id("beat", 101.0) != tick_job_id("beat", 100.0)
 
 
-def _cron(policy: upnext.MissedRunPolicy, catch_up: float | None = None) -> CronDef:
+def _cron(
+    policy: upnext.MissedRunPolicy, catch_up: float | None = None, *, overlap: bool = True
+) -> CronDef:
     worker = upnext.Worker("cron-choose", "memory://")
     task = worker.cron(every=1.0, missed_run_policy=policy)(lambda: None)
-    return CronDef(task, CronSchedule(None, 1.0, None, "t"), policy, catch_up, False)
+    return CronDef(task, CronSchedule(None, 1.0, None, "t"), policy, catch_up, overlap)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +132,13 @@ def test_ticks_before_the_scheduler_started_follow_the_policy_later_ones_all_fir
 ) -> None:
     due = [93.0, 94.0, 95.0, 96.0, 101.0, 102.0]
     assert choose_ticks(_cron(policy, catch_up), due, now=102.0, alive_since=100.0) == fired
+
+
+def test_without_overlap_late_ticks_found_at_once_fire_as_the_latest() -> None:
+    """A late check that finds ticks 101 and 102 due fires 102 only: together they'd overlap."""
+    cron = _cron(upnext.MissedRunPolicy.SKIP, overlap=False)
+    assert choose_ticks(cron, [101.0, 102.0], now=102.3, alive_since=100.0) == [102.0]
+    assert choose_ticks(cron, [101.0], now=101.3, alive_since=100.0) == [101.0]
 
 
 async def test_ticks_pass_before_enqueue_middleware_and_keep_their_tick() -> None:

@@ -20,7 +20,8 @@ enqueued; elsewhere that one tick may run twice) and confirms them. So no
 claimed tick is lost, and in normal operation none is enqueued twice.
 
 Which ticks fire: ticks that came due while this scheduler ran (and are at most
-`LATE_LIMIT` old) all fire; older ones were *missed* (no worker ran) and the
+`LATE_LIMIT` old) all fire (without ``allow_overlap``, several found at once by
+a late check fire as one, the latest); older ones were *missed* (no worker ran) and the
 cron's `MissedRunPolicy` decides. While the previous run is queued or runs
 (its mark: ``queued`` written by the claimer before it enqueues, ``running``
 by `upnext._cronruns`, each with a TTL of the task's timeout + 60 s) a due tick
@@ -68,10 +69,13 @@ RETRY_AFTER: Final = 1.0  # seconds before a cron whose check failed is checked 
 
 
 def choose_ticks(cron: CronDef, due: list[float], now: float, alive_since: float) -> list[float]:
-    """The `due` ticks that fire: late ones all, missed ones as the policy says."""
+    """The `due` ticks that fire: late ones all (without overlap, the latest), missed ones
+    as the policy says."""
     horizon = max(alive_since, now - LATE_LIMIT)
     missed = [tick for tick in due if tick <= horizon]
     late = due[len(missed) :]
+    if not cron.allow_overlap:  # fired at once they would run at once: one run, the latest
+        late = late[-1:]
     policy = cron.missed_run_policy
     if policy is MissedRunPolicy.SKIP:
         missed = []
